@@ -1,0 +1,116 @@
+"""The thin wrapper every JSON view goes through: method, auth, JSON body, error shape."""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from django.conf import settings
+from django.core.exceptions import RequestDataTooBig
+from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.views.decorators.csrf import csrf_exempt
+
+from orchestration.api.responses import error_response, whim_error_response
+from orchestration.errors import WhimError
+from orchestration.services.apikeys import apikey_authenticate, apikeys_configured
+from orchestration.validation import contains_nul
+
+logger = logging.getLogger("whim.api")
+
+View = Callable[..., HttpResponse | dict[str, Any] | list[Any]]
+LOCAL_ADDRESSES = ("127.0.0.1", "::1")
+
+
+def presented_key(request: HttpRequest) -> str:
+    key = request.headers.get("X-API-Key", "")
+    if not key:
+        auth = request.headers.get("Authorization", "")
+        if auth[:7].lower() == "bearer ":
+            key = auth[7:].strip()
+    return key
+
+
+def client_identity(request: HttpRequest) -> str | None:
+    """Who is calling a client route, or None when they may not.
+
+    A valid key (stored or the ``API_KEY`` env var) names the caller. With no key configured
+    at all, single-machine (embedded) mode lets loopback requests through, as the startup
+    banner says.
+    """
+    key = presented_key(request)
+    if key:
+        return apikey_authenticate(key=key)
+    if (
+        settings.EMBEDDED_MODE
+        and request.META.get("REMOTE_ADDR") in LOCAL_ADDRESSES
+        and not apikeys_configured()
+    ):
+        return "local"
+    return None
+
+
+def parse_json_body(request: HttpRequest) -> dict[str, Any]:
+    """The request's JSON object ({} for an empty body); raises _BadBody otherwise."""
+    try:
+        raw = request.body
+    except RequestDataTooBig:
+        raise _BadBody(
+            413,
+            "PAYLOAD_TOO_LARGE",
+            f"Request body is larger than {settings.MAX_REQUEST_BYTES} bytes",
+        ) from None
+    if not raw.strip():
+        return {}
+    try:
+        data = json.loads(raw)
+    except (ValueError, UnicodeDecodeError):
+        raise _BadBody(400, "VALIDATION_ERROR", "Request body is not valid JSON") from None
+    if not isinstance(data, dict):
+        raise _BadBody(400, "VALIDATION_ERROR", "Request body must be a JSON object")
+    if contains_nul(data):
+        raise _BadBody(400, "VALIDATION_ERROR", "Request body must not contain NUL characters")
+    return data
+
+
+class _BadBody(Exception):
+    def __init__(self, status: int, code: str, message: str) -> None:
+        super().__init__(message)
+        self.status, self.code, self.message = status, code, message
+
+
+def api_view(*methods: str) -> Callable[[View], Callable[..., HttpResponse]]:
+    """Wrap a client JSON view: allowed methods, API-key auth, JSON body, errors.
+
+    The view receives ``request, body, actor, **kwargs`` and returns a response or a dict.
+    """
+
+    def decorate(view: View) -> Callable[..., HttpResponse]:
+        @csrf_exempt
+        @functools.wraps(view)
+        def wrapped(request: HttpRequest, **kwargs: Any) -> HttpResponse:
+            if request.method not in methods:
+                resp = error_response(
+                    405, "METHOD_NOT_ALLOWED", f"{request.method} is not allowed here"
+                )
+                resp["Allow"] = ", ".join(methods)
+                return resp
+            actor = client_identity(request)
+            if actor is None:
+                return error_response(401, "UNAUTHORIZED", "A valid API key is required")
+            try:
+                body = parse_json_body(request) if request.method == "POST" else {}
+                result = view(request, body=body, actor=actor, **kwargs)
+            except _BadBody as exc:
+                return error_response(exc.status, exc.code, exc.message)
+            except WhimError as exc:
+                return whim_error_response(exc)
+            if isinstance(result, HttpResponse):
+                return result
+            return JsonResponse(result, safe=False)
+
+        return wrapped
+
+    return decorate

@@ -1,0 +1,62 @@
+"""Edge guards for the JSON routes: body size (413), database down (503), no stack traces."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+
+from django.conf import settings
+from django.db import DatabaseError, OperationalError
+from django.http import HttpRequest, HttpResponse
+
+from orchestration.api.responses import error_response, is_api_path
+
+logger = logging.getLogger("whim.api")
+
+
+class ApiErrorMiddleware:
+    """For API paths: refuse bodies over MAX_REQUEST_BYTES before reading them, and turn
+    unexpected exceptions into API.md's error shape (500 INTERNAL_ERROR, 503 while the
+    database is unreachable) without a stack trace or a secret in the response."""
+
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        if is_api_path(request.path):
+            try:
+                length = int(request.META.get("CONTENT_LENGTH") or 0)
+            except ValueError:
+                return error_response(400, "VALIDATION_ERROR", "Content-Length is not a number")
+            if length > settings.MAX_REQUEST_BYTES:
+                return _too_large()
+        return self.get_response(request)
+
+    def process_exception(self, request: HttpRequest, exception: Exception) -> HttpResponse | None:
+        if not is_api_path(request.path):
+            return None
+        if isinstance(exception, OperationalError):
+            logger.error("database unavailable on %s %s", request.method, request.path)
+            return error_response(
+                503, "SERVICE_UNAVAILABLE", "The database is unavailable; try again shortly"
+            )
+        if isinstance(exception, DatabaseError):
+            logger.error(
+                "database error on %s %s: %s",
+                request.method,
+                request.path,
+                type(exception).__name__,
+            )
+        else:
+            logger.exception("unhandled error on %s %s", request.method, request.path)
+        return error_response(500, "INTERNAL_ERROR", "Internal error")
+
+
+def _too_large() -> HttpResponse:
+    limit = settings.MAX_REQUEST_BYTES
+    return error_response(
+        413,
+        "PAYLOAD_TOO_LARGE",
+        f"Request body is larger than {limit} bytes",
+        {"limit": limit},
+    )

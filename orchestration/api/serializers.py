@@ -1,0 +1,56 @@
+"""Rows to API.md's JSON shapes (camelCase, ISO 8601 timestamps with offset, UUID strings)."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+from orchestration.models import Worker, WorkItem
+
+
+def iso(value: dt.datetime | None) -> str | None:
+    return value.isoformat() if value else None
+
+
+def work_item_json(item: WorkItem) -> dict[str, Any]:
+    return {
+        "id": str(item.pk),
+        "repo": item.repo,
+        "branch": item.branch,
+        "spec": item.spec or None,
+        "description": item.description or None,
+        "type": item.type,
+        "priority": item.priority,
+        "status": item.status,
+        "workerId": str(item.worker_id) if item.worker_id else None,
+        "iteration": item.iteration,
+        "maxIterations": item.max_iterations,
+        "retryCount": item.retry_count,
+        "nextRetryAt": iso(item.next_retry_at),
+        "prUrl": item.pr_url or None,
+        "prNumber": item.pr_number,
+        "parentWorkItemId": str(item.parent_work_item_id) if item.parent_work_item_id else None,
+        "verificationPassed": item.verification_passed,
+        "source": item.source or None,
+        "sourceRef": item.source_ref or None,
+        "createdAt": iso(item.created_at),
+        "updatedAt": iso(item.updated_at),
+        "completedAt": iso(item.completed_at),
+        "error": item.error or None,
+        "errorCategory": item.error_category or None,
+        "metadata": item.metadata,
+    }
+
+
+def worker_json(worker: Worker) -> dict[str, Any]:
+    return {
+        "id": str(worker.pk),
+        "workItemId": str(worker.work_item_id),
+        "status": worker.status,
+        "iteration": worker.iteration,
+        "lastHeartbeat": iso(worker.last_heartbeat),
+        "startedAt": iso(worker.started_at),
+        "completedAt": iso(worker.completed_at),
+        "containerId": worker.container_id or None,
+        "error": worker.error or None,
+    }

@@ -1,0 +1,20 @@
+from django.urls import path
+
+from orchestration.api import views
+
+urlpatterns = [
+    path("work", views.work_submit),
+    path("work/<str:pk>", views.work_detail),
+    path("work/<str:pk>/cancel", views.work_cancel),
+    path("work/<str:pk>/requeue", views.work_requeue),
+    path("work/<str:pk>/verification", views.work_verification),
+    path("queue", views.queue),
+    path("status", views.status),
+    path("workers", views.workers_list),
+    path("workers/<str:pk>/kill", views.worker_kill),
+    path("workers/<str:pk>/logs", views.worker_logs),
+    path("metrics", views.metrics),
+    path("reviews", views.reviews_list),
+    path("reviews/work-item/<str:pk>", views.reviews_for_item),
+    path("reviews/pr/<int:number>", views.reviews_for_pr),
+]

@@ -1,0 +1,203 @@
+"""Client routes of API.md. Views parse, call one service or selector, and shape JSON."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.db import connection
+from django.http import HttpRequest, HttpResponse, JsonResponse
+
+from orchestration.api.base import api_view
+from orchestration.api.responses import error_response
+from orchestration.api.serializers import work_item_json, worker_json
+from orchestration.errors import NotFound, ValidationFailed
+from orchestration.models import Worker, WorkItem, WorkItemType
+from orchestration.selectors import metrics_summary, queue_list, row_get, status_summary
+from orchestration.services import work_items, workers
+from orchestration.validation import (
+    ErrorFirstForm,
+    KillForm,
+    QueueQueryForm,
+    RequeueForm,
+    WorkItemSubmitForm,
+)
+from reviews.models import PRReview
+
+
+def _valid(form: ErrorFirstForm) -> dict[str, Any]:
+    if not form.is_valid():
+        raise ValidationFailed("Invalid request", details=form.error_details())
+    return form.cleaned_data
+
+
+@api_view("POST")
+def work_submit(request: HttpRequest, *, body: dict[str, Any], actor: str) -> HttpResponse:
+    form = WorkItemSubmitForm(data=body)
+    _valid(form)
+    item, created = work_items.work_item_submit(**form.submission(), actor=actor)
+    if created:
+        return JsonResponse({"id": str(item.pk), "status": item.status}, status=201)
+    return JsonResponse(work_item_json(item), status=200)
+
+
+@api_view("GET")
+def work_detail(request: HttpRequest, *, body: dict[str, Any], actor: str, pk: str) -> Any:
+    return work_item_json(row_get(WorkItem, pk, "Work item"))
+
+
+@api_view("POST")
+def work_cancel(request: HttpRequest, *, body: dict[str, Any], actor: str, pk: str) -> Any:
+    reason = body.get("reason")
+    work_items.work_item_cancel(
+        work_item_id=row_get(WorkItem, pk, "Work item").pk,
+        actor=actor,
+        reason=reason if isinstance(reason, str) else "",
+    )
+    return {"success": True}
+
+
+@api_view("POST")
+def work_requeue(request: HttpRequest, *, body: dict[str, Any], actor: str, pk: str) -> Any:
+    data = _valid(RequeueForm(data=body))
+    item = work_items.work_item_requeue(
+        work_item_id=row_get(WorkItem, pk, "Work item").pk,
+        reset_retries=bool(data.get("resetRetries")),
+        actor=actor,
+    )
+    return work_item_json(item)
+
+
+@api_view("GET")
+def work_verification(request: HttpRequest, *, body: dict[str, Any], actor: str, pk: str) -> Any:
+    parent = row_get(WorkItem, pk, "Work item")
+    child = (
+        WorkItem.objects.filter(parent_work_item=parent, type=WorkItemType.VERIFICATION)
+        .order_by("-created_at")
+        .first()
+    )
+    if child is None:
+        raise NotFound("This work item has no verification item")
+    return work_item_json(child)
+
+
+@api_view("GET")
+def queue(request: HttpRequest, *, body: dict[str, Any], actor: str) -> Any:
+    q = _valid(QueueQueryForm(data=request.GET))
+    result = queue_list(
+        status=q.get("status") or "",
+        type=q.get("type") or "",
+        repo=q.get("repo") or "",
+        cursor=q.get("cursor") or "",
+        limit=q.get("limit") or 50,
+    )
+    result["items"] = [work_item_json(i) for i in result["items"]]
+    return result
+
+
+def broker_reachable() -> bool:
+    from whim.celery import app
+
+    try:
+        with app.connection_for_write() as conn:
+            conn.ensure_connection(max_retries=1, timeout=2)
+        return True
+    except Exception:
+        return False
+
+
+@api_view("GET")
+def status(request: HttpRequest, *, body: dict[str, Any], actor: str) -> Any:
+    return status_summary(broker_ok=broker_reachable())
+
+
+@api_view("GET")
+def workers_list(request: HttpRequest, *, body: dict[str, Any], actor: str) -> Any:
+    rows = Worker.objects.order_by("-created_at")[:200]
+    return [worker_json(w) for w in rows]
+
+
+@api_view("POST")
+def worker_kill(request: HttpRequest, *, body: dict[str, Any], actor: str, pk: str) -> Any:
+    data = _valid(KillForm(data=body))
+    workers.worker_kill(
+        worker_id=row_get(Worker, pk, "Worker").pk, reason=data.get("reason") or "", actor=actor
+    )
+    return {"success": True}
+
+
+@api_view("GET")
+def worker_logs(request: HttpRequest, *, body: dict[str, Any], actor: str, pk: str) -> Any:
+    from workers.runtime import get_runtime
+
+    raw = request.GET.get("lines", "1000")
+    if not raw.isdigit() or not 1 <= int(raw) <= 10_000:
+        raise ValidationFailed(
+            "Invalid query parameters", details={"lines": "must be a whole number from 1 to 10000"}
+        )
+    lines = int(raw)
+    worker = row_get(Worker, pk, "Worker")
+    logs = None
+    if worker.container_id and worker.is_active:
+        logs = get_runtime().logs(container_id=worker.container_id, lines=lines)
+    if logs is None:
+        logs = worker.log_tail.splitlines()[-lines:]
+    return {"workerId": str(worker.pk), "logs": logs}
+
+
+@api_view("GET")
+def metrics(request: HttpRequest, *, body: dict[str, Any], actor: str) -> Any:
+    return metrics_summary()
+
+
+def _review_json(r: PRReview) -> dict[str, Any]:
+    return {
+        "id": r.pk,
+        "workItemId": str(r.work_item_id) if r.work_item_id else None,
+        "repo": r.repo,
+        "prNumber": r.pr_number,
+        "modelUsed": r.model_used,
+        "findings": r.findings,
+        "createdAt": r.created_at.isoformat(),
+    }
+
+
+@api_view("GET")
+def reviews_list(request: HttpRequest, *, body: dict[str, Any], actor: str) -> Any:
+    return [_review_json(r) for r in PRReview.objects.order_by("-created_at")[:200]]
+
+
+@api_view("GET")
+def reviews_for_item(request: HttpRequest, *, body: dict[str, Any], actor: str, pk: str) -> Any:
+    item = row_get(WorkItem, pk, "Work item")
+    return [_review_json(r) for r in item.reviews.order_by("-created_at")]
+
+
+@api_view("GET")
+def reviews_for_pr(request: HttpRequest, *, body: dict[str, Any], actor: str, number: int) -> Any:
+    return [
+        _review_json(r) for r in PRReview.objects.filter(pr_number=number).order_by("-created_at")
+    ]
+
+
+def health(request: HttpRequest) -> HttpResponse:
+    """Liveness: the process answers. No key needed."""
+    return JsonResponse({"status": "ok"})
+
+
+def health_ready(request: HttpRequest) -> HttpResponse:
+    """Readiness: the database and the broker answer."""
+    checks = {"database": True, "broker": broker_reachable()}
+    try:
+        connection.ensure_connection()
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT 1")
+    except Exception:
+        checks["database"] = False
+    ok = all(checks.values())
+    return JsonResponse(
+        {"status": "ok" if ok else "unavailable", "checks": checks}, status=200 if ok else 503
+    )
+
+
+def not_found(request: HttpRequest, exception: Exception | None = None) -> HttpResponse:
+    return error_response(404, "NOT_FOUND", f"No route for {request.method} {request.path}")

@@ -1,0 +1,83 @@
+"""Startup validation of settings (Django system checks, ids orchestration.E0xx)."""
+
+from __future__ import annotations
+
+from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from django.conf import settings
+from django.core.checks import CheckMessage, Error, Warning, register
+
+
+def _at_least(name: str, minimum: float, check_id: str) -> list[CheckMessage]:
+    value = getattr(settings, name)
+    if value < minimum:
+        return [Error(f"{name} must be at least {minimum} (it is {value}).", id=check_id)]
+    return []
+
+
+@register()
+def check_limits(app_configs: Any, **kwargs: Any) -> list[CheckMessage]:
+    errors: list[CheckMessage] = []
+    errors += _at_least("MAX_WORKERS", 1, "orchestration.E002")
+    errors += _at_least("DAILY_BUDGET", 0, "orchestration.E003")
+    errors += _at_least("COOLDOWN_SECONDS", 0, "orchestration.E004")
+    errors += _at_least("STALE_THRESHOLD", 1, "orchestration.E005")
+    errors += _at_least("LOOP_INTERVAL", 0.1, "orchestration.E006")
+    errors += _at_least("MAX_RETRIES", 0, "orchestration.E007")
+    errors += _at_least("MAX_QUEUED", 1, "orchestration.E008")
+    errors += _at_least("MAX_QUEUED_PER_REPO", 1, "orchestration.E009")
+    errors += _at_least("ASSIGNED_TIMEOUT", 1, "orchestration.E010")
+    if not settings.RETRY_DELAYS or any(d < 0 for d in settings.RETRY_DELAYS):
+        errors.append(
+            Error(
+                "RETRY_DELAYS must be a comma-separated list of seconds, none negative "
+                f"(it is {settings.RETRY_DELAYS}).",
+                id="orchestration.E011",
+            )
+        )
+    try:
+        ZoneInfo(settings.WHIM_TIMEZONE)
+    except (ZoneInfoNotFoundError, ValueError):
+        errors.append(
+            Error(
+                f"WHIM_TIMEZONE {settings.WHIM_TIMEZONE!r} is not a known IANA time zone "
+                "(for example UTC or Europe/Berlin).",
+                id="orchestration.E012",
+            )
+        )
+    from workers.runtime import available
+
+    if settings.WHIM_RUNTIME not in available():
+        errors.append(
+            Error(
+                f"WHIM_RUNTIME {settings.WHIM_RUNTIME!r} is not available here; choose one of "
+                f"{', '.join(available())}.",
+                id="orchestration.E013",
+            )
+        )
+    if settings.EMBEDDED_MODE and not settings.DEBUG:
+        errors.append(
+            Warning(
+                "Single-machine mode: no DATABASE_URL/REDIS_URL, so SQLite and a filesystem broker "
+                "are in use. Fine for one machine; set both for production.",
+                id="orchestration.W001",
+            )
+        )
+    return errors
+
+
+@register(deploy=True)
+def check_broker(app_configs: Any, **kwargs: Any) -> list[CheckMessage]:
+    """``manage.py check --deploy``: the broker answers."""
+    from orchestration.api.views import broker_reachable
+
+    if broker_reachable():
+        return []
+    return [
+        Error(
+            "The Celery broker (REDIS_URL) is unreachable.",
+            id="orchestration.E001",
+            hint="Start Redis or fix REDIS_URL.",
+        )
+    ]

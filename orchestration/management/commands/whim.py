@@ -1,0 +1,137 @@
+"""The operator's command line: ``manage.py whim <subcommand>`` (also the ``whim`` script).
+
+Subcommands print API.md's JSON shapes, so scripts can read them; errors go to stderr in
+API.md's error shape with exit status 2 (bad input) or 1 (refused).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from django.core.management.base import BaseCommand, CommandParser
+
+from orchestration.api.serializers import work_item_json, worker_json
+from orchestration.errors import ValidationFailed, WhimError
+from orchestration.models import Worker
+from orchestration.selectors import queue_list, status_summary
+from orchestration.services import work_items, workers
+from orchestration.validation import QueueQueryForm, WorkItemSubmitForm
+
+ACTOR = "cli"
+
+
+class Command(BaseCommand):
+    help = "Submit and manage Whim work: submit, status, queue, cancel, requeue, workers, kill."
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        sub = parser.add_subparsers(dest="action", required=True)
+        submit = sub.add_parser("submit", help="submit a work item")
+        submit.add_argument("repo", help="owner/name")
+        group = submit.add_mutually_exclusive_group()
+        group.add_argument("--spec", help="the spec text")
+        group.add_argument("--spec-file", help="read the spec from this file ('-' for stdin)")
+        group.add_argument("--description", help="a description to generate the spec from")
+        submit.add_argument("--branch")
+        submit.add_argument("--priority", help="low, medium, high or critical")
+        submit.add_argument("--max-iterations")
+        submit.add_argument("--source")
+        submit.add_argument("--source-ref")
+        submit.add_argument("--metadata", help="a JSON object")
+        submit.add_argument("--idempotency-key")
+        show = sub.add_parser("status", help="orchestrator status, or one work item's")
+        show.add_argument("id", nargs="?")
+        q = sub.add_parser("queue", help="list work items")
+        q.add_argument("--status", help="active|queued|failed|completed|generating|cancelled|all")
+        q.add_argument("--type")
+        q.add_argument("--repo")
+        q.add_argument("--cursor")
+        q.add_argument("--limit")
+        cancel = sub.add_parser("cancel", help="cancel a work item")
+        cancel.add_argument("id")
+        requeue = sub.add_parser("requeue", help="requeue a finished work item")
+        requeue.add_argument("id")
+        requeue.add_argument("--reset-retries", action="store_true")
+        sub.add_parser("workers", help="list workers, newest first")
+        kill = sub.add_parser("kill", help="kill a worker")
+        kill.add_argument("id")
+        kill.add_argument("--reason", default="")
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        try:
+            result = getattr(self, f"do_{options['action']}")(options)
+        except WhimError as exc:
+            body: dict[str, Any] = {"error": exc.message, "code": exc.code}
+            if exc.details:
+                body["details"] = exc.details
+            self.stderr.write(json.dumps(body, indent=2))
+            sys.exit(2 if isinstance(exc, ValidationFailed) else 1)
+        self.stdout.write(json.dumps(result, indent=2, default=str))
+
+    def do_submit(self, o: dict[str, Any]) -> dict[str, Any]:
+        spec = o.get("spec")
+        if o.get("spec_file"):
+            path = o["spec_file"]
+            spec = sys.stdin.read() if path == "-" else Path(path).read_text()
+        data = {
+            "repo": o["repo"],
+            "spec": spec,
+            "description": o.get("description"),
+            "branch": o.get("branch"),
+            "priority": o.get("priority"),
+            "maxIterations": o.get("max_iterations"),
+            "source": o.get("source"),
+            "sourceRef": o.get("source_ref"),
+            "metadata": o.get("metadata"),
+            "idempotencyKey": o.get("idempotency_key"),
+        }
+        form = WorkItemSubmitForm(data={k: v for k, v in data.items() if v is not None})
+        if not form.is_valid():
+            raise ValidationFailed("Invalid request", details=form.error_details())
+        item, created = work_items.work_item_submit(**form.submission(), actor=ACTOR)
+        return {"id": str(item.pk), "status": item.status, "created": created}
+
+    def do_status(self, o: dict[str, Any]) -> dict[str, Any]:
+        if o.get("id"):
+            return work_item_json(work_items.work_item_get(work_item_id=o["id"]))
+        from orchestration.api.views import broker_reachable
+
+        return status_summary(broker_ok=broker_reachable())
+
+    def do_queue(self, o: dict[str, Any]) -> dict[str, Any]:
+        keys = ("status", "type", "repo", "cursor", "limit")
+        form = QueueQueryForm(data={k: o[k] for k in keys if o.get(k) is not None})
+        if not form.is_valid():
+            raise ValidationFailed("Invalid request", details=form.error_details())
+        d = form.cleaned_data
+        result = queue_list(
+            status=d.get("status") or "",
+            type=d.get("type") or "",
+            repo=d.get("repo") or "",
+            cursor=d.get("cursor") or "",
+            limit=d.get("limit") or 50,
+        )
+        result["items"] = [work_item_json(i) for i in result["items"]]
+        return result
+
+    def do_cancel(self, o: dict[str, Any]) -> dict[str, Any]:
+        item = work_items.work_item_get(work_item_id=o["id"])
+        work_items.work_item_cancel(work_item_id=item.pk, actor=ACTOR)
+        return {"success": True}
+
+    def do_requeue(self, o: dict[str, Any]) -> dict[str, Any]:
+        item = work_items.work_item_get(work_item_id=o["id"])
+        return work_item_json(
+            work_items.work_item_requeue(
+                work_item_id=item.pk, reset_retries=o["reset_retries"], actor=ACTOR
+            )
+        )
+
+    def do_workers(self, o: dict[str, Any]) -> list[dict[str, Any]]:
+        return [worker_json(w) for w in Worker.objects.order_by("-created_at")[:200]]
+
+    def do_kill(self, o: dict[str, Any]) -> dict[str, Any]:
+        workers.worker_kill(worker_id=o["id"], reason=o["reason"][:1000], actor=ACTOR)
+        return {"success": True}

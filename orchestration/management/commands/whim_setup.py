@@ -1,0 +1,34 @@
+"""Prepare a fresh install for `make run`: an admin login and an API key, printed once."""
+
+from __future__ import annotations
+
+import secrets
+from typing import Any
+
+from django.contrib.auth import get_user_model
+from django.core.management.base import BaseCommand
+
+from orchestration.models import ApiKey
+from orchestration.services.apikeys import apikey_create, apikey_revoke
+
+RUN_KEY_NAME = "make-run"
+
+
+class Command(BaseCommand):
+    help = "Create the admin user (if none) and a fresh API key for this run; print both."
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        User = get_user_model()
+        if not User.objects.filter(is_superuser=True).exists():
+            password = secrets.token_urlsafe(12)
+            User.objects.create_superuser("admin", "admin@localhost", password)
+            self.stdout.write(f"Admin login created: admin / {password}")
+        else:
+            self.stdout.write(
+                "Admin login exists (reset it with: .venv/bin/python manage.py changepassword "
+                "admin)"
+            )
+        for old in ApiKey.objects.filter(name=RUN_KEY_NAME, revoked_at__isnull=True):
+            apikey_revoke(key_id=old.pk)
+        _, key = apikey_create(name=RUN_KEY_NAME)
+        self.stdout.write(f"API key for this run: {key}")

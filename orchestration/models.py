@@ -1,0 +1,275 @@
+"""Whim's rows. PostgreSQL is the only source of truth: every state lives here."""
+
+from __future__ import annotations
+
+import uuid
+from typing import ClassVar
+
+from django.db import models
+from django.db.models import Q
+
+
+class Priority(models.TextChoices):
+    LOW = "low"
+    MEDIUM = "medium"
+    HIGH = "high"
+    CRITICAL = "critical"
+
+
+# Claim order: a higher rank is claimed first.
+PRIORITY_RANK = {Priority.CRITICAL: 3, Priority.HIGH: 2, Priority.MEDIUM: 1, Priority.LOW: 0}
+
+
+class WorkItemType(models.TextChoices):
+    EXECUTION = "execution"
+    VERIFICATION = "verification"
+
+
+class WorkItemStatus(models.TextChoices):
+    GENERATING = "generating"
+    QUEUED = "queued"
+    ASSIGNED = "assigned"
+    IN_PROGRESS = "in_progress"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+
+class WorkerStatus(models.TextChoices):
+    STARTING = "starting"
+    RUNNING = "running"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    STUCK = "stuck"
+    KILLED = "killed"
+    LOST = "lost"
+
+
+class WorkItem(models.Model):
+    """One task: implement ``spec`` in ``repo`` on ``branch``. The row is the job."""
+
+    PENDING: ClassVar[tuple[str, ...]] = (WorkItemStatus.GENERATING, WorkItemStatus.QUEUED)
+    ACTIVE: ClassVar[tuple[str, ...]] = (WorkItemStatus.ASSIGNED, WorkItemStatus.IN_PROGRESS)
+    TERMINAL: ClassVar[tuple[str, ...]] = (
+        WorkItemStatus.COMPLETED,
+        WorkItemStatus.FAILED,
+        WorkItemStatus.CANCELLED,
+    )
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    repo = models.CharField(max_length=200, db_index=True)
+    branch = models.CharField(max_length=250)
+    spec = models.TextField(blank=True, default="")
+    description = models.TextField(blank=True, default="")
+    type = models.CharField(
+        max_length=20, choices=WorkItemType.choices, default=WorkItemType.EXECUTION
+    )
+    priority = models.CharField(max_length=10, choices=Priority.choices, default=Priority.MEDIUM)
+    # Denormalised from priority so the queue scan is one index walk.
+    priority_rank = models.SmallIntegerField(default=1, editable=False)
+    status = models.CharField(
+        max_length=20, choices=WorkItemStatus.choices, default=WorkItemStatus.QUEUED
+    )
+    worker = models.ForeignKey(
+        "Worker", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    iteration = models.PositiveIntegerField(default=0)
+    max_iterations = models.PositiveIntegerField(default=50)
+    retry_count = models.PositiveIntegerField(default=0)
+    next_retry_at = models.DateTimeField(null=True, blank=True)
+    pr_url = models.URLField(max_length=500, blank=True, default="")
+    pr_number = models.PositiveIntegerField(null=True, blank=True)
+    parent_work_item = models.ForeignKey(
+        "self", null=True, blank=True, on_delete=models.SET_NULL, related_name="children"
+    )
+    verification_passed = models.BooleanField(null=True, blank=True)
+    source = models.CharField(max_length=50, blank=True, default="")
+    source_ref = models.CharField(max_length=200, blank=True, default="")
+    metadata = models.JSONField(default=dict, blank=True)
+    idempotency_key = models.CharField(max_length=200, null=True, blank=True, unique=True)
+    error = models.TextField(blank=True, default="")
+    error_category = models.CharField(max_length=40, blank=True, default="")
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+    updated_at = models.DateTimeField(auto_now=True)
+    completed_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        indexes: ClassVar[list[models.Index]] = [
+            # The queue scan: queued rows, execution first, by priority then age.
+            models.Index(
+                "type",
+                models.F("priority_rank").desc(),
+                "created_at",
+                name="workitem_queue_scan",
+                condition=Q(status="queued"),
+            ),
+            models.Index(fields=["status", "created_at"], name="workitem_status_created"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.repo}@{self.branch} ({self.status})"
+
+    @property
+    def is_terminal(self) -> bool:
+        return self.status in self.TERMINAL
+
+    @property
+    def is_active(self) -> bool:
+        return self.status in self.ACTIVE
+
+
+class Worker(models.Model):
+    """One attempt at a work item, with its own secret token (fencing: DESIGN.md §3)."""
+
+    ACTIVE: ClassVar[tuple[str, ...]] = (WorkerStatus.STARTING, WorkerStatus.RUNNING)
+    TERMINAL: ClassVar[tuple[str, ...]] = (
+        WorkerStatus.COMPLETED,
+        WorkerStatus.FAILED,
+        WorkerStatus.STUCK,
+        WorkerStatus.KILLED,
+        WorkerStatus.LOST,
+    )
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    work_item = models.ForeignKey(WorkItem, on_delete=models.CASCADE, related_name="workers")
+    status = models.CharField(
+        max_length=20, choices=WorkerStatus.choices, default=WorkerStatus.STARTING
+    )
+    attempt = models.PositiveIntegerField(default=1)
+    iteration = models.PositiveIntegerField(default=0)
+    tokens_in = models.BigIntegerField(default=0)
+    tokens_out = models.BigIntegerField(default=0)
+    token_hash = models.CharField(max_length=64, blank=True, default="", editable=False)
+    container_id = models.CharField(max_length=100, blank=True, default="")
+    last_heartbeat = models.DateTimeField(null=True, blank=True)
+    last_progress_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    completed_at = models.DateTimeField(null=True, blank=True)
+    error = models.TextField(blank=True, default="")
+    error_category = models.CharField(max_length=40, blank=True, default="")
+    log_tail = models.TextField(blank=True, default="")
+
+    class Meta:
+        indexes: ClassVar[list[models.Index]] = [
+            # The stale scan: active workers by last heartbeat.
+            models.Index(
+                fields=["last_heartbeat"],
+                name="worker_stale_scan",
+                condition=Q(status__in=["starting", "running"]),
+            ),
+        ]
+        constraints: ClassVar[list[models.BaseConstraint]] = [
+            # Never two live attempts for one item.
+            models.UniqueConstraint(
+                fields=["work_item"],
+                condition=Q(status__in=["starting", "running"]),
+                name="worker_one_active_per_item",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"worker {self.id} ({self.status})"
+
+    @property
+    def is_active(self) -> bool:
+        return self.status in self.ACTIVE
+
+
+class FileLock(models.Model):
+    """A lease on one repo path, held by one worker until it expires or is released."""
+
+    repo = models.CharField(max_length=200)
+    path = models.CharField(max_length=1024)
+    worker = models.ForeignKey(Worker, on_delete=models.CASCADE, related_name="locks")
+    acquired_at = models.DateTimeField(auto_now_add=True)
+    expires_at = models.DateTimeField(db_index=True)
+
+    class Meta:
+        constraints: ClassVar[list[models.BaseConstraint]] = [
+            models.UniqueConstraint(fields=["repo", "path"], name="filelock_repo_path"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.repo}:{self.path}"
+
+
+class DailyUsage(models.Model):
+    """Budget spent on one calendar date in WHIM_TIMEZONE. A new date is a new row: no reset."""
+
+    date = models.DateField(primary_key=True)
+    spawns = models.PositiveIntegerField(default=0)
+    iterations = models.PositiveIntegerField(default=0)
+
+    def __str__(self) -> str:
+        return f"{self.date}: {self.spawns} spawns"
+
+
+class DispatchState(models.Model):
+    """The single gate row. Every claim locks it, so limits are decided one claim at a time."""
+
+    id = models.PositiveSmallIntegerField(primary_key=True, default=1)
+    last_spawn_at = models.DateTimeField(null=True, blank=True)
+
+    def __str__(self) -> str:
+        return f"dispatch state (last spawn {self.last_spawn_at})"
+
+
+class WorkItemEvent(models.Model):
+    """Append-only history of a work item: who moved it, from what, to what, and why."""
+
+    work_item = models.ForeignKey(WorkItem, on_delete=models.CASCADE, related_name="events")
+    worker = models.ForeignKey(
+        Worker, null=True, blank=True, on_delete=models.SET_NULL, related_name="events"
+    )
+    kind = models.CharField(max_length=40)
+    from_status = models.CharField(max_length=20, blank=True, default="")
+    to_status = models.CharField(max_length=20, blank=True, default="")
+    actor = models.CharField(max_length=100, blank=True, default="system")
+    message = models.TextField(blank=True, default="")
+    data = models.JSONField(default=dict, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+
+    class Meta:
+        ordering = ("created_at", "id")
+
+    def __str__(self) -> str:
+        return f"{self.kind} {self.from_status}->{self.to_status}"
+
+
+class WorkerMetrics(models.Model):
+    """What an attempt reported on completion: tokens, duration, files, tests."""
+
+    worker = models.OneToOneField(Worker, on_delete=models.CASCADE, related_name="metrics")
+    work_item = models.ForeignKey(WorkItem, on_delete=models.CASCADE, related_name="metrics")
+    tokens_in = models.BigIntegerField(default=0)
+    tokens_out = models.BigIntegerField(default=0)
+    duration_ms = models.BigIntegerField(default=0)
+    files_modified = models.PositiveIntegerField(default=0)
+    tests_run = models.PositiveIntegerField(default=0)
+    tests_passed = models.PositiveIntegerField(default=0)
+    tests_failed = models.PositiveIntegerField(default=0)
+    test_status = models.CharField(max_length=40, blank=True, default="")
+    learnings = models.JSONField(default=list, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+
+    def __str__(self) -> str:
+        return f"metrics of {self.worker_id}"
+
+
+class ApiKey(models.Model):
+    """A client API key. Only its SHA-256 is stored; the key itself is shown once."""
+
+    name = models.CharField(max_length=100)
+    prefix = models.CharField(max_length=16, editable=False)
+    key_hash = models.CharField(max_length=64, unique=True, editable=False)
+    created_at = models.DateTimeField(auto_now_add=True)
+    last_used_at = models.DateTimeField(null=True, blank=True)
+    revoked_at = models.DateTimeField(null=True, blank=True)
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.prefix}…)"
+
+    @property
+    def is_active(self) -> bool:
+        return self.revoked_at is None

@@ -1,0 +1,183 @@
+"""Read-side queries: the queue listing, status and metrics summaries."""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+from typing import Any, TypeVar
+
+from django.conf import settings
+from django.core.exceptions import ObjectDoesNotExist
+from django.core.exceptions import ValidationError as DjangoValidationError
+from django.db.models import (
+    Avg,
+    Count,
+    DurationField,
+    ExpressionWrapper,
+    F,
+    Model,
+    Q,
+    QuerySet,
+    Sum,
+)
+
+from orchestration.clock import budget_date, db_now, next_budget_day_start
+from orchestration.errors import NotFound, ValidationFailed
+from orchestration.models import (
+    DailyUsage,
+    DispatchState,
+    Priority,
+    Worker,
+    WorkerMetrics,
+    WorkItem,
+    WorkItemStatus,
+    WorkItemType,
+)
+
+M = TypeVar("M", bound=Model)
+
+
+def row_get(model: type[M], pk: object, what: str) -> M:
+    """The row with primary key ``pk``, or NotFound (also for a malformed id)."""
+    try:
+        return model._default_manager.get(pk=pk)
+    except (ObjectDoesNotExist, ValueError, TypeError, DjangoValidationError):
+        raise NotFound(f"{what} not found") from None
+
+
+STATUS_FILTERS: dict[str, tuple[str, ...]] = {
+    "active": WorkItem.ACTIVE,
+    "queued": (WorkItemStatus.QUEUED,),
+    "failed": (WorkItemStatus.FAILED,),
+    "completed": (WorkItemStatus.COMPLETED,),
+    "generating": (WorkItemStatus.GENERATING,),
+    "cancelled": (WorkItemStatus.CANCELLED,),
+}
+
+
+def _encode_cursor(item: WorkItem) -> str:
+    raw = f"{item.created_at.isoformat()}|{item.pk}"
+    return base64.urlsafe_b64encode(raw.encode()).decode()
+
+
+def _decode_cursor(cursor: str) -> tuple[dt.datetime, str]:
+    try:
+        created, pk = base64.urlsafe_b64decode(cursor.encode()).decode().split("|", 1)
+        return dt.datetime.fromisoformat(created), pk
+    except (ValueError, UnicodeDecodeError):
+        raise ValidationFailed(
+            "Invalid query parameters", details={"cursor": "is not a cursor this API issued"}
+        ) from None
+
+
+def queue_list(
+    *, status: str = "", type: str = "", repo: str = "", cursor: str = "", limit: int = 50
+) -> dict[str, Any]:
+    """Items newest first, filtered, paginated by cursor; stats over the type/repo filter."""
+    base: QuerySet[WorkItem] = WorkItem.objects.all()
+    if type:
+        base = base.filter(type=type)
+    if repo:
+        base = base.filter(repo=repo)
+    items = base
+    if status and status != "all":
+        items = items.filter(status__in=STATUS_FILTERS[status])
+    elif not status:
+        # Default view (as in Whim): what is waiting or running.
+        items = items.filter(status__in=(*WorkItem.PENDING, *WorkItem.ACTIVE))
+    if cursor:
+        created, pk = _decode_cursor(cursor)
+        items = items.filter(Q(created_at__lt=created) | Q(created_at=created, pk__lt=pk))
+    page = list(items.order_by("-created_at", "-pk")[: limit + 1])
+    next_cursor = _encode_cursor(page[limit - 1]) if len(page) > limit else None
+    by_status = {s: 0 for s in WorkItemStatus.values}
+    by_status.update(
+        {row["status"]: row["n"] for row in base.values("status").annotate(n=Count("pk"))}
+    )
+    by_priority = {p: 0 for p in Priority.values}
+    by_priority.update(
+        {row["priority"]: row["n"] for row in base.values("priority").annotate(n=Count("pk"))}
+    )
+    return {
+        "items": page[:limit],
+        "nextCursor": next_cursor,
+        "stats": {
+            "total": sum(by_status.values()),
+            "byStatus": by_status,
+            "byPriority": by_priority,
+        },
+    }
+
+
+def usage_today(now: dt.datetime) -> DailyUsage:
+    day = budget_date(now)
+    return DailyUsage.objects.filter(date=day).first() or DailyUsage(date=day)
+
+
+def status_summary(*, broker_ok: bool) -> dict[str, Any]:
+    """GET /api/status: health, workers, queue and rate limits."""
+    now = db_now()
+    queued = WorkItem.objects.filter(status=WorkItemStatus.QUEUED)
+    oldest = queued.order_by("created_at").values_list("created_at", flat=True).first()
+    state = DispatchState.objects.filter(pk=1).first()
+    usage = usage_today(now)
+    health = "healthy" if broker_ok else "degraded"
+    return {
+        "status": health,
+        "workers": {
+            "active": Worker.objects.filter(status__in=Worker.ACTIVE).count(),
+            "maxWorkers": settings.MAX_WORKERS,
+        },
+        "queue": {"size": queued.count(), "oldest": oldest.isoformat() if oldest else None},
+        "rateLimits": {
+            "iterationsToday": usage.spawns,
+            "dailyBudget": settings.DAILY_BUDGET,
+            "lastSpawn": state.last_spawn_at.isoformat() if state and state.last_spawn_at else None,
+            "cooldownSeconds": settings.COOLDOWN_SECONDS,
+        },
+    }
+
+
+def metrics_summary() -> dict[str, Any]:
+    """GET /api/metrics: today's throughput, success rate, durations, tokens and cost."""
+    now = db_now()
+    day_start = next_budget_day_start(now) - dt.timedelta(days=1)
+    finished = WorkItem.objects.filter(completed_at__gte=day_start)
+    completed = finished.filter(status=WorkItemStatus.COMPLETED)
+    completed_n = completed.count()
+    failed_n = finished.filter(status=WorkItemStatus.FAILED).count()
+    avg = completed.aggregate(
+        d=Avg(ExpressionWrapper(F("completed_at") - F("created_at"), output_field=DurationField()))
+    )["d"]
+    tokens = WorkerMetrics.objects.aggregate(i=Sum("tokens_in"), o=Sum("tokens_out"))
+    tokens_in, tokens_out = tokens["i"] or 0, tokens["o"] or 0
+    cost = (
+        tokens_in * settings.TOKEN_PRICE_IN_PER_MILLION
+        + tokens_out * settings.TOKEN_PRICE_OUT_PER_MILLION
+    ) / 1_000_000
+    verifications = WorkItem.objects.filter(type=WorkItemType.VERIFICATION)
+    v_passed = verifications.filter(verification_passed=True).count()
+    v_failed = verifications.filter(verification_passed=False).count()
+    return {
+        "activeWorkers": Worker.objects.filter(status__in=Worker.ACTIVE).count(),
+        "queuedItems": WorkItem.objects.filter(status=WorkItemStatus.QUEUED).count(),
+        "completedToday": completed_n,
+        "failedToday": failed_n,
+        "iterationsToday": usage_today(now).spawns,
+        "dailyBudget": settings.DAILY_BUDGET,
+        "avgCompletionTime": round(avg.total_seconds() * 1000) if avg else 0,
+        "successRate": round(completed_n / (completed_n + failed_n), 4)
+        if completed_n + failed_n
+        else 0.0,
+        "verification": {
+            "total": verifications.count(),
+            "passed": v_passed,
+            "failed": v_failed,
+            "passRate": round(v_passed / (v_passed + v_failed), 4) if v_passed + v_failed else 0.0,
+        },
+        "tokenUsage": {
+            "tokensIn": tokens_in,
+            "tokensOut": tokens_out,
+            "estimatedCostUsd": round(cost, 4),
+        },
+    }

@@ -1,0 +1,1 @@
+"""Service functions: every state change goes through one of these, in one transaction."""

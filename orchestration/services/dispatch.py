@@ -1,0 +1,190 @@
+"""The claim: pick the next queued item and start an attempt, if the limits allow.
+
+Capacity, cooldown and budget are decided in the same transaction that creates the Worker
+row, under one row lock (the DispatchState row), and re-evaluated for every claim. A claim
+either creates the worker *and* moves the item to ``assigned``, or changes nothing: an item
+can never sit ``assigned`` because the gate closed after it was taken.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import hashlib
+import hmac
+import logging
+from uuid import UUID
+
+from django.conf import settings
+from django.db import transaction
+from django.db.models import F, Q, QuerySet
+
+from orchestration.clock import budget_date, db_now, next_budget_day_start
+from orchestration.models import (
+    DailyUsage,
+    DispatchState,
+    Worker,
+    WorkerStatus,
+    WorkItem,
+    WorkItemStatus,
+)
+from orchestration.nudge import delay_on_commit
+from orchestration.services.events import event_record
+
+logger = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass(frozen=True)
+class GateDecision:
+    """Whether a new attempt may start now, and if not, why and until when."""
+
+    open: bool
+    reason: str = ""
+    until: dt.datetime | None = None
+    active_workers: int = 0
+    spawns_today: int = 0
+
+
+def worker_token(worker_id: UUID | str) -> str:
+    """The secret a worker presents on its callbacks: derived, so a retried start reuses it."""
+    return hmac.new(
+        settings.SECRET_KEY.encode(), f"whim-worker:{worker_id}".encode(), hashlib.sha256
+    ).hexdigest()
+
+
+def token_digest(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def gate_evaluate(*, now: dt.datetime, last_spawn_at: dt.datetime | None) -> GateDecision:
+    """Capacity, then cooldown, then the day's budget. Read-only; the caller holds the lock."""
+    active = Worker.objects.filter(status__in=Worker.ACTIVE).count()
+    usage = DailyUsage.objects.filter(date=budget_date(now)).first()
+    spawns = usage.spawns if usage else 0
+    if active >= settings.MAX_WORKERS:
+        return GateDecision(False, "capacity", None, active, spawns)
+    if last_spawn_at is not None and settings.COOLDOWN_SECONDS > 0:
+        ready_at = last_spawn_at + dt.timedelta(seconds=settings.COOLDOWN_SECONDS)
+        if now < ready_at:
+            return GateDecision(False, "cooldown", ready_at, active, spawns)
+    if spawns >= settings.DAILY_BUDGET:
+        return GateDecision(False, "budget", next_budget_day_start(now), active, spawns)
+    return GateDecision(True, "", None, active, spawns)
+
+
+def gate_status() -> GateDecision:
+    """The gate as it stands now, for status pages (no lock taken)."""
+    state = DispatchState.objects.filter(pk=1).first()
+    return gate_evaluate(now=db_now(), last_spawn_at=state.last_spawn_at if state else None)
+
+
+def queue_next_claimable(now: dt.datetime) -> QuerySet[WorkItem]:
+    """Queued items due now, in claim order: execution before verification, then priority
+    (critical first), then oldest. Rows locked by another claimer are skipped."""
+    return (
+        WorkItem.objects.select_for_update(skip_locked=True)
+        .filter(status=WorkItemStatus.QUEUED)
+        .filter(Q(next_retry_at__isnull=True) | Q(next_retry_at__lte=now))
+        .order_by("type", "-priority_rank", "created_at")
+    )
+
+
+def dispatch_claim_one(*, use_gate: bool = True) -> UUID | None:
+    """Claim one item and create its attempt; returns the new worker id, or None.
+
+    1. Lock the gate row (one claim at a time decides the limits).
+    2. Read the database clock and evaluate capacity, cooldown and budget.
+    3. Lock the next claimable item, skipping rows another transaction holds.
+    4. Create the Worker (``starting``), move the item to ``assigned``, charge the budget,
+       record the spawn time and an event — all in this transaction.
+    5. After commit, enqueue "start worker <id>".
+    ``use_gate=False`` skips steps 1 and 2 (used to test the queue claim on its own).
+    """
+    from orchestration import tasks
+
+    with transaction.atomic():
+        now = db_now()
+        if use_gate:
+            DispatchState.objects.bulk_create([DispatchState(pk=1)], ignore_conflicts=True)
+            state = DispatchState.objects.select_for_update().get(pk=1)
+            now = db_now()
+            decision = gate_evaluate(now=now, last_spawn_at=state.last_spawn_at)
+            if not decision.open:
+                return None
+        item = queue_next_claimable(now).first()
+        if item is None:
+            return None
+        worker = Worker(
+            work_item=item,
+            status=WorkerStatus.STARTING,
+            attempt=item.workers.count() + 1,
+            last_heartbeat=now,
+        )
+        worker.token_hash = token_digest(worker_token(worker.id))
+        worker.save()
+        moved = WorkItem.objects.filter(pk=item.pk, status=WorkItemStatus.QUEUED).update(
+            status=WorkItemStatus.ASSIGNED,
+            worker=worker,
+            updated_at=now,
+            error="",
+        )
+        if moved != 1:  # cannot happen while we hold the row lock; refuse loudly if it does
+            raise RuntimeError(f"claimed item {item.pk} changed under its row lock")
+        if use_gate:
+            day = budget_date(now)
+            DailyUsage.objects.bulk_create([DailyUsage(date=day)], ignore_conflicts=True)
+            DailyUsage.objects.filter(date=day).update(spawns=F("spawns") + 1)
+            DispatchState.objects.filter(pk=1).update(last_spawn_at=now)
+        event_record(
+            work_item=item,
+            worker=worker,
+            kind="claimed",
+            from_status=WorkItemStatus.QUEUED,
+            to_status=WorkItemStatus.ASSIGNED,
+            data={"attempt": worker.attempt},
+        )
+        delay_on_commit(tasks.start_worker, str(worker.pk))
+    logger.info("claimed work item %s as worker %s", item.pk, worker.pk)
+    return worker.pk
+
+
+def dispatch_run(*, max_claims: int = 50) -> int:
+    """Claim while the gate allows (bounded per call); returns how many were claimed."""
+    claimed = 0
+    while claimed < max_claims and dispatch_claim_one() is not None:
+        claimed += 1
+    return claimed
+
+
+def dispatch_renudge_starts() -> int:
+    """Level-triggered recovery of lost "start worker" messages.
+
+    A worker still ``starting`` after START_RENUDGE_SECONDS gets its start enqueued again;
+    the task is idempotent, so a duplicate costs nothing. Returns how many were nudged.
+    """
+    from orchestration import tasks
+
+    cutoff = db_now() - dt.timedelta(seconds=settings.START_RENUDGE_SECONDS)
+    ids = list(
+        Worker.objects.filter(status=WorkerStatus.STARTING, created_at__lt=cutoff).values_list(
+            "pk", flat=True
+        )[:100]
+    )
+    for worker_id in ids:
+        tasks.start_worker.delay(str(worker_id))
+    return len(ids)
+
+
+def dispatch_renudge_generation() -> int:
+    """Items still ``generating`` after a minute get their spec generation enqueued again."""
+    from orchestration import tasks
+
+    cutoff = db_now() - dt.timedelta(seconds=60)
+    ids = list(
+        WorkItem.objects.filter(
+            status=WorkItemStatus.GENERATING, updated_at__lt=cutoff
+        ).values_list("pk", flat=True)[:100]
+    )
+    for item_id in ids:
+        tasks.generate_spec.delay(str(item_id))
+    return len(ids)

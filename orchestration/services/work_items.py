@@ -1,0 +1,234 @@
+"""Client-side transitions of a work item: submit, cancel, requeue, spec generation."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+from uuid import UUID
+
+from django.conf import settings
+from django.db import transaction
+from django.db.models import Q
+
+from orchestration.clock import advisory_xact_lock, db_now
+from orchestration.errors import InvalidState, NotFound, QueueFull
+from orchestration.models import (
+    PRIORITY_RANK,
+    Priority,
+    Worker,
+    WorkerStatus,
+    WorkItem,
+    WorkItemStatus,
+)
+from orchestration.nudge import delay_on_commit
+from orchestration.services.events import event_record
+from orchestration.services.locks import locks_release_all
+from orchestration.validation import derive_branch
+
+logger = logging.getLogger(__name__)
+
+
+def work_item_get(*, work_item_id: UUID | str) -> WorkItem:
+    from orchestration.selectors import row_get
+
+    return row_get(WorkItem, work_item_id, "Work item")
+
+
+def work_item_submit(
+    *,
+    repo: str,
+    spec: str = "",
+    description: str = "",
+    branch: str = "",
+    priority: str = Priority.MEDIUM,
+    max_iterations: int = 50,
+    source: str = "",
+    source_ref: str = "",
+    metadata: dict[str, Any] | None = None,
+    idempotency_key: str | None = None,
+    actor: str = "system",
+) -> tuple[WorkItem, bool]:
+    """Create a work item from validated input; returns ``(item, created)``.
+
+    1. Under one advisory lock (so two submits cannot both take the last queue slot):
+    2. an idempotency key seen before returns the first item, unchanged;
+    3. the queue bounds (MAX_QUEUED, MAX_QUEUED_PER_REPO) refuse with QueueFull, writing nothing;
+    4. the row is inserted — ``queued`` with a spec, ``generating`` with only a description —
+       and dispatch (or spec generation) is nudged after commit.
+    """
+    with transaction.atomic():
+        advisory_xact_lock("whim.submit")
+        if idempotency_key:
+            existing = WorkItem.objects.filter(idempotency_key=idempotency_key).first()
+            if existing is not None:
+                return existing, False
+        pending = WorkItem.objects.filter(status__in=WorkItem.PENDING)
+        queued_total = pending.count()
+        if queued_total >= settings.MAX_QUEUED:
+            raise QueueFull(
+                f"The queue is full ({queued_total} of {settings.MAX_QUEUED} items waiting)",
+                details={"limit": settings.MAX_QUEUED, "queued": queued_total},
+            )
+        queued_repo = pending.filter(repo=repo).count()
+        if queued_repo >= settings.MAX_QUEUED_PER_REPO:
+            raise QueueFull(
+                f"The queue for {repo} is full ({queued_repo} of "
+                f"{settings.MAX_QUEUED_PER_REPO} items waiting)",
+                details={
+                    "repo": repo,
+                    "limit": settings.MAX_QUEUED_PER_REPO,
+                    "queued": queued_repo,
+                },
+            )
+        status = WorkItemStatus.QUEUED if spec else WorkItemStatus.GENERATING
+        item = WorkItem.objects.create(
+            repo=repo,
+            spec=spec,
+            description=description,
+            branch=branch or derive_branch(spec),
+            priority=priority,
+            priority_rank=PRIORITY_RANK[Priority(priority)],
+            max_iterations=max_iterations,
+            source=source,
+            source_ref=source_ref,
+            metadata=metadata or {},
+            idempotency_key=idempotency_key,
+            status=status,
+        )
+        event_record(work_item=item, kind="submitted", to_status=status, actor=actor)
+        _nudge_after_commit(item)
+    logger.info("work item %s submitted to %s by %s", item.pk, repo, actor)
+    return item, True
+
+
+def _nudge_after_commit(item: WorkItem) -> None:
+    from orchestration import tasks
+
+    if item.status == WorkItemStatus.GENERATING:
+        delay_on_commit(tasks.generate_spec, str(item.pk))
+    else:
+        delay_on_commit(tasks.dispatch)
+
+
+def work_item_generate_spec(*, work_item_id: UUID | str) -> bool:
+    """Turn a description-only item into a queued one with a spec. Idempotent.
+
+    The built-in generator frames the description as a spec; an LLM-backed generator can
+    replace it without changing the state machine.
+    """
+    with transaction.atomic():
+        item = WorkItem.objects.select_for_update().filter(pk=work_item_id).first()
+        if item is None or item.status != WorkItemStatus.GENERATING:
+            return False
+        title = next((ln.strip() for ln in item.description.splitlines() if ln.strip()), "Task")
+        spec = f"# {title[:200]}\n\n{item.description}"
+        branch = item.branch if item.branch != "task" else derive_branch(spec)
+        WorkItem.objects.filter(pk=item.pk, status=WorkItemStatus.GENERATING).update(
+            spec=spec, branch=branch, status=WorkItemStatus.QUEUED, updated_at=db_now()
+        )
+        event_record(
+            work_item=item,
+            kind="spec_generated",
+            from_status=WorkItemStatus.GENERATING,
+            to_status=WorkItemStatus.QUEUED,
+        )
+        item.status = WorkItemStatus.QUEUED
+        _nudge_after_commit(item)
+    return True
+
+
+def work_item_cancel(*, work_item_id: UUID | str, actor: str = "system", reason: str = "") -> bool:
+    """Cancel an item that has not finished. A running attempt is killed and its locks freed.
+
+    Returns True when this call cancelled it, False when it was already cancelled (a repeat).
+    Raises InvalidState for a completed or failed item.
+    """
+    from workers.tasks import stop_worker_container
+
+    with transaction.atomic():
+        item = WorkItem.objects.select_for_update().filter(pk=work_item_id).first()
+        if item is None:
+            raise NotFound("Work item not found")
+        if item.status == WorkItemStatus.CANCELLED:
+            return False
+        if item.is_terminal:
+            raise InvalidState(f"Work item is already {item.status}; it cannot be cancelled")
+        now = db_now()
+        live = list(
+            Worker.objects.select_for_update().filter(work_item=item, status__in=Worker.ACTIVE)
+        )
+        for worker in live:
+            Worker.objects.filter(pk=worker.pk, status__in=Worker.ACTIVE).update(
+                status=WorkerStatus.KILLED,
+                completed_at=now,
+                error="cancelled",
+                error_category="CANCELLED",
+            )
+            locks_release_all(worker_id=worker.pk)
+            if worker.container_id:
+                delay_on_commit(stop_worker_container, str(worker.pk))
+        WorkItem.objects.filter(pk=item.pk, status=item.status).update(
+            status=WorkItemStatus.CANCELLED,
+            completed_at=now,
+            updated_at=now,
+            error=reason[:10_000] or "cancelled",
+            next_retry_at=None,
+        )
+        event_record(
+            work_item=item,
+            kind="cancelled",
+            from_status=item.status,
+            to_status=WorkItemStatus.CANCELLED,
+            actor=actor,
+            message=reason,
+        )
+    logger.info("work item %s cancelled by %s", work_item_id, actor)
+    return True
+
+
+REQUEUEABLE = (WorkItemStatus.FAILED, WorkItemStatus.CANCELLED, WorkItemStatus.COMPLETED)
+
+
+def work_item_requeue(
+    *, work_item_id: UUID | str, reset_retries: bool = False, actor: str = "system"
+) -> WorkItem:
+    """Put a finished item back in the queue (now, not after a backoff).
+
+    Queued already: a no-op that reports success. Assigned or running: InvalidState — cancel
+    it first. ``reset_retries`` sets the retry count back to zero.
+    """
+    with transaction.atomic():
+        item = WorkItem.objects.select_for_update().filter(pk=work_item_id).first()
+        if item is None:
+            raise NotFound("Work item not found")
+        if item.status == WorkItemStatus.QUEUED and not reset_retries:
+            return item
+        if item.status not in (*REQUEUEABLE, WorkItemStatus.QUEUED):
+            raise InvalidState(
+                f"Work item is {item.status}; only failed, cancelled or completed items "
+                "can be requeued"
+            )
+        now = db_now()
+        fields: dict[str, Any] = {
+            "status": WorkItemStatus.QUEUED,
+            "next_retry_at": None,
+            "completed_at": None,
+            "worker": None,
+            "updated_at": now,
+        }
+        if reset_retries:
+            fields["retry_count"] = 0
+        WorkItem.objects.filter(Q(pk=item.pk), Q(status=item.status)).update(**fields)
+        event_record(
+            work_item=item,
+            kind="requeued",
+            from_status=item.status,
+            to_status=WorkItemStatus.QUEUED,
+            actor=actor,
+            data={"resetRetries": reset_retries},
+        )
+        from orchestration import tasks
+
+        delay_on_commit(tasks.dispatch)
+    item.refresh_from_db()
+    return item

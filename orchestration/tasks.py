@@ -1,0 +1,71 @@
+"""Celery tasks of the core. Messages are nudges: ids only, idempotent, safe to repeat."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+
+from celery import shared_task
+from django.db import transaction
+
+from orchestration.errors import Fenced
+from orchestration.models import Worker, WorkerStatus
+from orchestration.services.dispatch import (
+    dispatch_renudge_generation,
+    dispatch_renudge_starts,
+    dispatch_run,
+    worker_token,
+)
+from orchestration.services.work_items import work_item_generate_spec
+from orchestration.services.workers import worker_fail, worker_mark_started
+
+logger = logging.getLogger(__name__)
+
+
+@shared_task(name="orchestration.dispatch", time_limit=120, soft_time_limit=100)
+def dispatch() -> int:
+    """Claim queued work while the gate allows; re-nudge starts and generations left behind."""
+    claimed = dispatch_run()
+    dispatch_renudge_starts()
+    dispatch_renudge_generation()
+    return claimed
+
+
+@shared_task(name="orchestration.generate_spec", time_limit=300, soft_time_limit=280)
+def generate_spec(work_item_id: str) -> None:
+    work_item_generate_spec(work_item_id=work_item_id)
+
+
+@shared_task(name="orchestration.start_worker", time_limit=300, soft_time_limit=280)
+def start_worker(worker_id: str) -> None:
+    """Start the container of a ``starting`` worker. Redelivered or late: a quiet no-op.
+
+    A start that raises rolls the attempt back through ``worker_fail`` (category
+    START_ERROR, retried with backoff), keeping the error on the worker row.
+    """
+    from workers.runtime import get_runtime
+
+    worker = Worker.objects.select_related("work_item").filter(pk=worker_id).first()
+    if worker is None or worker.status != WorkerStatus.STARTING:
+        return
+    runtime = get_runtime()
+    try:
+        with transaction.atomic():
+            container_id = runtime.start(
+                worker=worker, work_item=worker.work_item, token=worker_token(worker.pk)
+            )
+            started = worker_mark_started(worker_id=worker_id, container_id=container_id)
+    except Exception as exc:
+        logger.warning("starting worker %s failed: %s", worker_id, type(exc).__name__)
+        # Killed or cancelled meanwhile (Fenced): nothing is left to roll back.
+        with contextlib.suppress(Fenced):
+            worker_fail(
+                worker_id=worker_id,
+                error=f"container start failed: {exc}",
+                category="START_ERROR",
+                actor="system",
+            )
+        return
+    if not started:
+        # Killed or cancelled while we were starting it: don't leave the container running.
+        runtime.stop(container_id=container_id)

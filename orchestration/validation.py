@@ -1,0 +1,256 @@
+"""The one definition of valid input (API.md "Validation").
+
+The API, the web form and the management commands all validate through the forms here, so
+every edge gives the same messages for the same mistake. Field names are API.md's camelCase.
+Fields are strict about JSON types: a list where a string belongs is an error, not ``str()``.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Mapping
+from typing import Any
+
+from django import forms
+from django.core.exceptions import ValidationError
+from django.core.validators import RegexValidator
+from django.utils.text import slugify
+
+from orchestration.models import Priority
+
+REPO_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9-]*/[A-Za-z0-9._-]+$")
+BRANCH_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9/_.-]*$")
+SPEC_MAX = 100_000
+DESCRIPTION_MAX = 50_000
+METADATA_MAX_BYTES = 64 * 1024
+BRANCH_SLUG_MAX = 30
+
+
+def contains_nul(value: Any) -> bool:
+    """True when a NUL byte hides anywhere in a JSON-like value (keys included)."""
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, Mapping):
+        return any(contains_nul(k) or contains_nul(v) for k, v in value.items())
+    if isinstance(value, list | tuple):
+        return any(contains_nul(v) for v in value)
+    return False
+
+
+def validate_branch(value: str) -> None:
+    if not BRANCH_RE.match(value):
+        raise ValidationError(
+            "must start with a letter or digit and hold only letters, digits, '/', '_', '.', '-'"
+        )
+    if ".." in value:
+        raise ValidationError("must not contain '..'")
+    if value.endswith("/") or value.endswith(".lock"):
+        raise ValidationError("must not end with '/' or '.lock'")
+
+
+def derive_branch(spec: str) -> str:
+    """The branch for a spec with none given: its first heading, slugified, ≤ 30 chars."""
+    for line in spec.splitlines():
+        match = re.match(r"^\s{0,3}#{1,6}\s+(.+?)\s*#*\s*$", line)
+        if match:
+            slug = slugify(match.group(1))[:BRANCH_SLUG_MAX].strip("-._")
+            if slug and BRANCH_RE.match(slug):
+                return slug
+            break
+    return "task"
+
+
+class StrictCharField(forms.CharField):
+    """A CharField that refuses non-string JSON values instead of stringifying them."""
+
+    def to_python(self, value: Any) -> str:
+        if value is not None and not isinstance(value, str):
+            raise ValidationError("must be a string", code="type")
+        return str(super().to_python(value))
+
+
+class StrictIntegerField(forms.IntegerField):
+    """An IntegerField that refuses booleans and fractional numbers."""
+
+    def to_python(self, value: Any) -> int | None:
+        if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
+            raise ValidationError("must be a whole number", code="type")
+        if value is not None and not isinstance(value, str | int | float):
+            raise ValidationError("must be a whole number", code="type")
+        result: int | None = super().to_python(value)
+        return result
+
+
+class StrictBooleanField(forms.Field):
+    """A boolean that is really a boolean (JSON true/false; 'true'/'false' from a form)."""
+
+    def to_python(self, value: Any) -> bool | None:
+        if value in (None, ""):
+            return None
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in ("true", "false", "on", "1", "0"):
+            return value.lower() in ("true", "on", "1")
+        raise ValidationError("must be true or false", code="type")
+
+
+class JSONObjectField(forms.Field):
+    """A JSON object, given as an object (API) or as JSON text (form, command)."""
+
+    def to_python(self, value: Any) -> dict[str, Any]:
+        if value in (None, ""):
+            return {}
+        if isinstance(value, str):
+            try:
+                value = json.loads(value)
+            except ValueError as exc:
+                raise ValidationError("must be a JSON object", code="json") from exc
+        if not isinstance(value, dict):
+            raise ValidationError("must be a JSON object", code="type")
+        if len(json.dumps(value)) > METADATA_MAX_BYTES:
+            raise ValidationError(
+                f"must be at most {METADATA_MAX_BYTES} bytes as JSON", code="max_length"
+            )
+        if contains_nul(value):
+            raise ValidationError("Null characters are not allowed.", code="null_characters")
+        return value
+
+
+def _messages(field: forms.Field, **overrides: str) -> dict[str, str]:
+    base = {
+        "required": "is required",
+        "max_length": "must be at most %(limit_value)d characters",
+        "min_value": "must be at least %(limit_value)s",
+        "max_value": "must be at most %(limit_value)s",
+        "invalid": "is not valid",
+        "invalid_choice": "must be one of: " + ", ".join(Priority.values),
+    }
+    base.update(overrides)
+    return base
+
+
+class ErrorFirstForm(forms.Form):
+    """Forms whose errors read ``{field: "first message"}`` (API.md ``details``)."""
+
+    def error_details(self) -> dict[str, str]:
+        return {
+            ("request" if field == "__all__" else field): str(errors[0])
+            for field, errors in self.errors.items()
+        }
+
+
+class WorkItemSubmitForm(ErrorFirstForm):
+    """POST /api/work, the web form and ``whim submit``."""
+
+    repo = StrictCharField(
+        max_length=200,
+        validators=[
+            RegexValidator(
+                REPO_RE,
+                "must be owner/name (owner starts with a letter or digit and may hold '-'; "
+                "name holds letters, digits, '.', '_', '-')",
+            )
+        ],
+        help_text="owner/name",
+    )
+    spec = StrictCharField(required=False, max_length=SPEC_MAX, strip=False, widget=forms.Textarea)
+    description = StrictCharField(
+        required=False, max_length=DESCRIPTION_MAX, strip=False, widget=forms.Textarea
+    )
+    branch = StrictCharField(
+        required=False,
+        max_length=250,
+        validators=[validate_branch],
+        help_text="Leave empty to derive it from the spec's first heading.",
+    )
+    priority = forms.ChoiceField(required=False, choices=Priority.choices, initial=Priority.MEDIUM)
+    maxIterations = StrictIntegerField(required=False, min_value=1, max_value=200, initial=50)
+    source = StrictCharField(required=False, max_length=50)
+    sourceRef = StrictCharField(required=False, max_length=200)
+    metadata = JSONObjectField(required=False, widget=forms.Textarea)
+    idempotencyKey = StrictCharField(required=False, max_length=200)
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        for field in self.fields.values():
+            field.error_messages.update(_messages(field))
+
+    def clean_priority(self) -> str:
+        return self.cleaned_data.get("priority") or Priority.MEDIUM
+
+    def clean_maxIterations(self) -> int:
+        value = self.cleaned_data.get("maxIterations")
+        return 50 if value is None else value
+
+    def clean(self) -> dict[str, Any]:
+        data = super().clean() or {}
+        spec = data.get("spec") or ""
+        description = data.get("description") or ""
+        if "spec" in self.errors or "description" in self.errors:
+            return data
+        if bool(spec.strip()) == bool(description.strip()):
+            self.add_error("spec", "give exactly one of spec or description")
+        return data
+
+    def submission(self) -> dict[str, Any]:
+        """The cleaned input as keyword arguments for ``work_item_submit``."""
+        d = self.cleaned_data
+        return {
+            "repo": d["repo"],
+            "spec": d.get("spec") or "",
+            "description": d.get("description") or "",
+            "branch": d.get("branch") or "",
+            "priority": d["priority"],
+            "max_iterations": d["maxIterations"],
+            "source": d.get("source") or "",
+            "source_ref": d.get("sourceRef") or "",
+            "metadata": d.get("metadata") or {},
+            "idempotency_key": d.get("idempotencyKey") or None,
+        }
+
+
+class RequeueForm(ErrorFirstForm):
+    """POST /api/work/<id>/requeue."""
+
+    resetRetries = StrictBooleanField(required=False)
+
+
+class KillForm(ErrorFirstForm):
+    """POST /api/workers/<id>/kill."""
+
+    reason = StrictCharField(required=False, max_length=1000)
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.fields["reason"].error_messages.update(_messages(self.fields["reason"]))
+
+
+QUEUE_STATUS_FILTERS = ("active", "queued", "failed", "completed", "generating", "cancelled", "all")
+
+
+class QueueQueryForm(ErrorFirstForm):
+    """GET /api/queue query string."""
+
+    status = forms.ChoiceField(
+        required=False,
+        choices=[(s, s) for s in QUEUE_STATUS_FILTERS],
+        error_messages={"invalid_choice": "must be one of: " + ", ".join(QUEUE_STATUS_FILTERS)},
+    )
+    type = forms.ChoiceField(
+        required=False,
+        choices=[("execution", "execution"), ("verification", "verification")],
+        error_messages={"invalid_choice": "must be execution or verification"},
+    )
+    repo = StrictCharField(required=False, max_length=200)
+    cursor = StrictCharField(required=False, max_length=200)
+    limit = StrictIntegerField(
+        required=False,
+        min_value=1,
+        max_value=200,
+        error_messages={
+            "min_value": "must be at least %(limit_value)s",
+            "max_value": "must be at most %(limit_value)s",
+            "invalid": "must be a whole number",
+        },
+    )

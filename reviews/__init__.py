@@ -1,0 +1,1 @@
+"""PR reviews: findings stored on completion (the webhook-fed review jobs come later)."""

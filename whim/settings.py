@@ -1,0 +1,209 @@
+"""Whim settings: one module, read through django-environ.
+
+Every variable is listed with its default in README.md's configuration table.
+Values are validated at startup by the system checks in ``orchestration.checks``.
+``*_FILE`` variants are honoured for secrets (``SECRET_KEY_FILE``, ``API_KEY_FILE`` …).
+"""
+
+from __future__ import annotations
+
+import secrets
+from pathlib import Path
+from typing import Any
+
+import environ
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+RUN_DIR = Path(environ.Env().str("WHIM_RUN_DIR", default=str(BASE_DIR / ".run")))
+
+env = environ.FileAwareEnv()
+
+
+def _embedded_secret_key() -> str:
+    """A per-checkout secret for single-machine mode, created once and kept in .run/."""
+    path = RUN_DIR / "secret_key"
+    if not path.exists():
+        RUN_DIR.mkdir(parents=True, exist_ok=True)
+        path.write_text(secrets.token_urlsafe(50))
+        path.chmod(0o600)
+    return path.read_text().strip()
+
+
+# --- Django core --------------------------------------------------------------
+DEBUG = env.bool("DEBUG", default=False)
+SECRET_KEY = env.str("SECRET_KEY", default="") or _embedded_secret_key()
+ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=["localhost", "127.0.0.1", "[::1]"])
+CSRF_TRUSTED_ORIGINS = env.list("CSRF_TRUSTED_ORIGINS", default=[])
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "whitenoise.runserver_nostatic",
+    "django.contrib.staticfiles",
+    "django_celery_beat",
+    "orchestration",
+    "workers",
+    "reviews",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",
+    "orchestration.api.middleware.ApiErrorMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "whim.urls"
+WSGI_APPLICATION = "whim.wsgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+# --- Database: PostgreSQL when DATABASE_URL is set, else the embedded SQLite ---
+EMBEDDED_DATABASE = not env.str("DATABASE_URL", default="")
+if EMBEDDED_DATABASE:
+    RUN_DIR.mkdir(parents=True, exist_ok=True)
+    DATABASES = {
+        "default": {
+            "ENGINE": "django.db.backends.sqlite3",
+            "NAME": str(RUN_DIR / "whim.sqlite3"),
+            # IMMEDIATE makes every transaction take the write lock up front, which is how the
+            # claim stays single-writer on SQLite (it has no SELECT … FOR UPDATE).
+            "OPTIONS": {"transaction_mode": "IMMEDIATE", "timeout": 30},
+        }
+    }
+else:
+    _db: dict[str, Any] = dict(env.db_url("DATABASE_URL"))
+    _db["CONN_MAX_AGE"] = env.int("CONN_MAX_AGE", default=60)
+    _db["CONN_HEALTH_CHECKS"] = True
+    _db["OPTIONS"] = {
+        **_db.get("OPTIONS", {}),
+        "connect_timeout": env.int("DB_CONNECT_TIMEOUT", default=5),
+    }
+    if env.str("DATABASE_TEST_NAME", default=""):
+        _db["TEST"] = {"NAME": env.str("DATABASE_TEST_NAME")}
+    DATABASES = {"default": _db}
+
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+]
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = True
+USE_TZ = True
+
+STATIC_URL = "static/"
+STATIC_ROOT = RUN_DIR / "static"
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {"BACKEND": "whitenoise.storage.CompressedStaticFilesStorage"},
+}
+LOGIN_URL = "/admin/login/"
+LOGIN_REDIRECT_URL = "/work/new/"
+
+# Request bodies over 1 MB are refused with 413 (API.md).
+MAX_REQUEST_BYTES = 1024 * 1024
+DATA_UPLOAD_MAX_MEMORY_SIZE = MAX_REQUEST_BYTES
+
+# --- Celery: Redis when REDIS_URL is set, else a filesystem broker (no server) ---
+REDIS_URL = env.str("REDIS_URL", default="")
+EMBEDDED_BROKER = not REDIS_URL
+if EMBEDDED_BROKER:
+    _broker_dir = RUN_DIR / "broker"
+    _broker_dir.mkdir(parents=True, exist_ok=True)
+    CELERY_BROKER_URL = "filesystem://"
+    CELERY_BROKER_TRANSPORT_OPTIONS: dict[str, object] = {
+        "data_folder_in": str(_broker_dir),
+        "data_folder_out": str(_broker_dir),
+        "processed_folder": str(_broker_dir),
+        "store_processed": False,
+    }
+else:
+    CELERY_BROKER_URL = REDIS_URL
+    # A message whose worker died unacknowledged is handed out again after this long.
+    CELERY_BROKER_TRANSPORT_OPTIONS = {
+        "visibility_timeout": env.int("BROKER_VISIBILITY_TIMEOUT", default=3600),
+    }
+CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+CELERY_TASK_SERIALIZER = "json"
+CELERY_RESULT_SERIALIZER = "json"
+CELERY_ACCEPT_CONTENT = ["json"]
+CELERY_TASK_IGNORE_RESULT = True
+CELERY_TASK_ACKS_LATE = True
+CELERY_TASK_REJECT_ON_WORKER_LOST = True
+CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+CELERY_TASK_TIME_LIMIT = 300
+CELERY_TASK_SOFT_TIME_LIMIT = 240
+CELERY_TASK_DEFAULT_QUEUE = env.str("CELERY_QUEUE", default="whim")
+CELERY_TIMEZONE = "UTC"
+CELERY_ENABLE_UTC = True
+CELERY_WORKER_HIJACK_ROOT_LOGGER = False
+CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
+
+# --- Whim: limits and behaviour (Whim's names and defaults) --------------------
+MAX_WORKERS = env.int("MAX_WORKERS", default=2)
+DAILY_BUDGET = env.int("DAILY_BUDGET", default=200)
+COOLDOWN_SECONDS = env.int("COOLDOWN_SECONDS", default=60)
+STALE_THRESHOLD = env.int("STALE_THRESHOLD", default=300)
+LOOP_INTERVAL = env.float("LOOP_INTERVAL", default=5.0)
+MAX_RETRIES = env.int("MAX_RETRIES", default=3)
+RETRY_DELAYS = env.list("RETRY_DELAYS", cast=int, default=[60, 300, 1800])
+MAX_QUEUED = env.int("MAX_QUEUED", default=1000)
+MAX_QUEUED_PER_REPO = env.int("MAX_QUEUED_PER_REPO", default=100)
+WHIM_TIMEZONE = env.str("WHIM_TIMEZONE", default="UTC")
+ASSIGNED_TIMEOUT = env.int("ASSIGNED_TIMEOUT", default=300)
+START_RENUDGE_SECONDS = env.int("START_RENUDGE_SECONDS", default=30)
+WHIM_RUNTIME = env.str("WHIM_RUNTIME", default="fake")
+WHIM_INSTANCE = env.str("WHIM_INSTANCE", default="default")
+API_KEY = env.str("API_KEY", default="")
+# Price per million tokens, for the estimated cost in /api/metrics.
+TOKEN_PRICE_IN_PER_MILLION = env.float("TOKEN_PRICE_IN_PER_MILLION", default=3.0)
+TOKEN_PRICE_OUT_PER_MILLION = env.float("TOKEN_PRICE_OUT_PER_MILLION", default=15.0)
+
+EMBEDDED_MODE = EMBEDDED_DATABASE or EMBEDDED_BROKER
+
+CELERY_BEAT_SCHEDULE = {
+    "whim-dispatch": {
+        "task": "orchestration.dispatch",
+        "schedule": LOOP_INTERVAL,
+        "options": {"expires": max(LOOP_INTERVAL * 2, 10)},
+    },
+}
+
+# --- Logging: structured enough to grep, never a secret ------------------------
+LOG_LEVEL = env.str("LOG_LEVEL", default="INFO")
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {
+        "plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"},
+    },
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "root": {"handlers": ["console"], "level": LOG_LEVEL},
+    "loggers": {
+        "django.db.backends": {"level": "WARNING"},
+    },
+}

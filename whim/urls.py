@@ -1,0 +1,17 @@
+"""Routes: the JSON API under /api/, health, the admin and the web pages."""
+
+from django.contrib import admin
+from django.urls import include, path, re_path
+
+from orchestration import web
+from orchestration.api import views as api_views
+
+urlpatterns = [
+    path("api/", include("orchestration.api.urls")),
+    re_path(r"^api(/.*)?$", api_views.not_found),
+    path("health", api_views.health),
+    path("health/ready", api_views.health_ready),
+    path("admin/", admin.site.urls),
+    path("work/new/", web.work_new, name="work-new"),
+    path("work/<uuid:pk>/", web.work_detail, name="work-detail"),
+]

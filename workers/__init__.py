@@ -1,0 +1,1 @@
+"""Running a job: the container runtime interface and its implementations."""
