@@ -150,6 +150,7 @@ class WorkItemSubmitForm(ErrorFirstForm):
                 REPO_RE,
                 "must be owner/name (owner starts with a letter or digit and may hold '-'; "
                 "name holds letters, digits, '.', '_', '-')",
+                code="pattern",
             )
         ],
         help_text="owner/name",

@@ -1,0 +1,190 @@
+"""Shared fixtures. Queue semantics, locks and limits run on PostgreSQL, never SQLite."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from django.db import connection
+
+from orchestration.services.apikeys import apikey_create
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if not os.environ.get("DATABASE_URL"):
+        raise pytest.UsageError(
+            "The tests need PostgreSQL and Redis: run `make test` (it starts both), or set "
+            "DATABASE_URL and REDIS_URL."
+        )
+
+
+@pytest.fixture(autouse=True)
+def _test_limits(settings: Any) -> None:
+    """Defaults that keep tests fast; each test overrides what it is about."""
+    settings.COOLDOWN_SECONDS = 0
+    settings.MAX_WORKERS = 50
+    settings.DAILY_BUDGET = 10_000
+    settings.WHIM_RUNTIME = "fake"
+
+
+def wait_for(
+    predicate: Callable[[], Any],
+    *,
+    timeout: float = 30,
+    interval: float = 0.05,
+    what: str = "condition",
+) -> Any:
+    """Poll until ``predicate()`` is truthy (and return it); fail the test at the deadline."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(interval)
+
+
+@pytest.fixture
+def api_key(db: None) -> str:
+    _, key = apikey_create(name="tests")
+    return key
+
+
+@pytest.fixture
+def api(client: Any, api_key: str) -> Any:
+    """A Django test client that sends a valid API key."""
+    client.defaults["HTTP_X_API_KEY"] = api_key
+    return client
+
+
+class CeleryWorkers:
+    """Real ``celery -A whim worker`` processes against the test database and Redis.
+
+    Each test gets its own queue name, so nothing a previous test left in Redis reaches it.
+    """
+
+    def __init__(self, env_overrides: dict[str, str]) -> None:
+        self.queue = f"whim-test-{uuid.uuid4().hex[:8]}"
+        self.procs: list[subprocess.Popen[bytes]] = []
+        self.logs: list[Path] = []
+        db = connection.settings_dict
+        self.env = {
+            **os.environ,
+            "DATABASE_URL": (
+                f"postgres://{db['USER']}:{db['PASSWORD']}@{db['HOST'] or '127.0.0.1'}:"
+                f"{db['PORT'] or 5432}/{db['NAME']}"
+            ),
+            "CELERY_QUEUE": self.queue,
+            "COOLDOWN_SECONDS": "0",
+            "MAX_WORKERS": "50",
+            "DAILY_BUDGET": "10000",
+            "WHIM_RUNTIME": "fake",
+            "LOG_LEVEL": "INFO",
+            **env_overrides,
+        }
+
+    def start(
+        self, *, concurrency: int = 2, beat: bool = False, **env: str
+    ) -> subprocess.Popen[bytes]:
+        name = f"w{len(self.procs)}-{self.queue}@%h"
+        log = ROOT / "test-artifacts" / f"{self.queue}-{len(self.procs)}.log"
+        log.parent.mkdir(exist_ok=True)
+        cmd = [
+            sys.executable,
+            "-m",
+            "celery",
+            "-A",
+            "whim",
+            "worker",
+            "-l",
+            "INFO",
+            "-Q",
+            self.queue,
+            "-c",
+            str(concurrency),
+            "-n",
+            name,
+            "--without-mingle",
+            "--without-gossip",
+        ]
+        if beat:
+            cmd += ["-B", "-s", str(log.with_suffix(".beat"))]
+        with open(log, "wb") as out:
+            proc = subprocess.Popen(
+                cmd,
+                cwd=ROOT,
+                env={**self.env, **env},
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        self.procs.append(proc)
+        self.logs.append(log)
+        wait_for(
+            lambda: b"ready." in log.read_bytes() or proc.poll() is not None,
+            timeout=60,
+            what="the celery worker to be ready",
+        )
+        if proc.poll() is not None:
+            pytest.fail(f"celery worker exited early:\n{log.read_text()[-3000:]}")
+        return proc
+
+    def kill9(self, proc: subprocess.Popen[bytes]) -> None:
+        """SIGKILL the worker and its pool children at once (no warm shutdown, no acks)."""
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=10)
+
+    def stop_all(self) -> None:
+        for proc in self.procs:
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGTERM)
+        for proc in self.procs:
+            try:
+                proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait(timeout=10)
+
+
+@pytest.fixture
+def celery_workers(transactional_db: None, settings: Any) -> Iterator[Callable[..., CeleryWorkers]]:
+    """Factory: ``celery_workers(MAX_WORKERS="3")`` returns a handle to start real workers.
+
+    The test process publishes to the same per-test queue.
+    """
+    from whim.celery import app
+
+    handles: list[CeleryWorkers] = []
+    old_queue = app.conf.task_default_queue
+
+    def make(**env: str) -> CeleryWorkers:
+        handle = CeleryWorkers(env)
+        app.conf.task_default_queue = handle.queue
+        for key, value in env.items():
+            if hasattr(settings, key):
+                current = getattr(settings, key)
+                setattr(
+                    settings,
+                    key,
+                    type(current)(value)
+                    if not isinstance(current, list)
+                    else [int(v) for v in value.split(",")],
+                )
+        handles.append(handle)
+        return handle
+
+    yield make
+    for handle in handles:
+        handle.stop_all()
+    app.conf.task_default_queue = old_queue
