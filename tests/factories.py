@@ -7,7 +7,7 @@ import factory
 from orchestration.models import PRIORITY_RANK, Priority, Worker, WorkItem
 
 
-class WorkItemFactory(factory.django.DjangoModelFactory):
+class WorkItemFactory(factory.django.DjangoModelFactory[WorkItem]):
     class Meta:
         model = WorkItem
 
@@ -19,7 +19,7 @@ class WorkItemFactory(factory.django.DjangoModelFactory):
     metadata = factory.LazyFunction(lambda: {"mockSeconds": 0})
 
 
-class WorkerFactory(factory.django.DjangoModelFactory):
+class WorkerFactory(factory.django.DjangoModelFactory[Worker]):
     class Meta:
         model = Worker
 

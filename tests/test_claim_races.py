@@ -89,11 +89,11 @@ def test_gated_claimers_never_exceed_capacity_and_leave_the_rest_queued(settings
 
 
 def test_claim_order_is_execution_first_then_priority_then_age() -> None:
-    old_low = WorkItemFactory(priority="low")
-    verification = WorkItemFactory(priority="critical", type="verification")
-    medium = WorkItemFactory(priority="medium")
-    critical = WorkItemFactory(priority="critical")
-    newer_critical = WorkItemFactory(priority="critical")
+    old_low = WorkItemFactory.create(priority="low")
+    verification = WorkItemFactory.create(priority="critical", type="verification")
+    medium = WorkItemFactory.create(priority="medium")
+    critical = WorkItemFactory.create(priority="critical")
+    newer_critical = WorkItemFactory.create(priority="critical")
     order = []
     while (worker_id := dispatch_claim_one(use_gate=False)) is not None:
         order.append(Worker.objects.get(pk=worker_id).work_item_id)
@@ -102,7 +102,7 @@ def test_claim_order_is_execution_first_then_priority_then_age() -> None:
 
 def test_an_item_waiting_for_its_retry_time_is_not_claimed() -> None:
     later = dt.datetime.now(dt.UTC) + dt.timedelta(minutes=5)
-    WorkItemFactory(next_retry_at=later)
+    WorkItemFactory.create(next_retry_at=later)
     assert dispatch_claim_one(use_gate=False) is None
 
 
