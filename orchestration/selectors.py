@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import datetime as dt
+import uuid
 from typing import Any, TypeVar
 
 from django.conf import settings
@@ -63,7 +64,11 @@ def _encode_cursor(item: WorkItem) -> str:
 def _decode_cursor(cursor: str) -> tuple[dt.datetime, str]:
     try:
         created, pk = base64.urlsafe_b64decode(cursor.encode()).decode().split("|", 1)
-        return dt.datetime.fromisoformat(created), pk
+        when = dt.datetime.fromisoformat(created)
+        if when.tzinfo is None:
+            raise ValueError("cursor time without offset")
+        # A well-formed cursor with a non-UUID id would otherwise reach the query (500).
+        return when, str(uuid.UUID(pk))
     except (ValueError, UnicodeDecodeError):
         raise ValidationFailed(
             "Invalid query parameters", details={"cursor": "is not a cursor this API issued"}

@@ -176,6 +176,7 @@ class WorkItemSubmitForm(ErrorFirstForm):
         super().__init__(*args, **kwargs)
         for field in self.fields.values():
             field.error_messages.update(_messages(field))
+        self.fields["maxIterations"].error_messages["invalid"] = "must be a whole number"
 
     def clean_priority(self) -> str:
         return self.cleaned_data.get("priority") or Priority.MEDIUM

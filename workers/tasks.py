@@ -9,6 +9,7 @@ from celery import shared_task
 from django.db.models import Value
 from django.db.models.functions import Concat, Right
 
+from orchestration.errors import Fenced, NotFound
 from orchestration.models import Worker, WorkerStatus
 from orchestration.services.workers import (
     Completion,
@@ -56,15 +57,16 @@ def fake_run(worker_id: str) -> None:
     iteration = 0
     while True:
         iteration += 1
-        if not Worker.objects.filter(pk=worker_id, status=WorkerStatus.RUNNING).exists():
+        try:
+            worker_heartbeat(
+                worker_id=worker_id,
+                iteration=iteration,
+                tokens_in=100 * iteration,
+                tokens_out=20 * iteration,
+            )
+        except (Fenced, NotFound):
             _log(worker_id, "mock agent: stopped from outside")
             return
-        worker_heartbeat(
-            worker_id=worker_id,
-            iteration=iteration,
-            tokens_in=100 * iteration,
-            tokens_out=20 * iteration,
-        )
         _log(worker_id, f"mock agent: iteration {iteration}")
         remaining = deadline - time.monotonic()
         if remaining <= 0:

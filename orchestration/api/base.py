@@ -71,14 +71,32 @@ def parse_json_body(request: HttpRequest) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise _BadBody(400, "VALIDATION_ERROR", "Request body must be a JSON object")
     if contains_nul(data):
-        raise _BadBody(400, "VALIDATION_ERROR", "Request body must not contain NUL characters")
+        raise _BadBody(
+            400,
+            "VALIDATION_ERROR",
+            "Request body must not contain NUL characters",
+            # API.md: details name the bad field, with the forms' message for a NUL.
+            {_nul_field(data): "Null characters are not allowed."},
+        )
     return data
 
 
+def _nul_field(data: dict[str, Any]) -> str:
+    """The top-level field a NUL hides in ("request" when it is in a key's name)."""
+    for key, value in data.items():
+        if contains_nul(key):
+            return "request"
+        if contains_nul(value):
+            return key
+    return "request"
+
+
 class _BadBody(Exception):
-    def __init__(self, status: int, code: str, message: str) -> None:
+    def __init__(
+        self, status: int, code: str, message: str, details: dict[str, Any] | None = None
+    ) -> None:
         super().__init__(message)
-        self.status, self.code, self.message = status, code, message
+        self.status, self.code, self.message, self.details = status, code, message, details
 
 
 def api_view(*methods: str) -> Callable[[View], Callable[..., HttpResponse]]:
@@ -104,7 +122,7 @@ def api_view(*methods: str) -> Callable[[View], Callable[..., HttpResponse]]:
                 body = parse_json_body(request) if request.method == "POST" else {}
                 result = view(request, body=body, actor=actor, **kwargs)
             except _BadBody as exc:
-                return error_response(exc.status, exc.code, exc.message)
+                return error_response(exc.status, exc.code, exc.message, exc.details)
             except WhimError as exc:
                 return whim_error_response(exc)
             if isinstance(result, HttpResponse):

@@ -127,6 +127,7 @@ def dispatch_claim_one(*, use_gate: bool = True) -> UUID | None:
             worker=worker,
             updated_at=now,
             error="",
+            error_category="",
         )
         if moved != 1:  # cannot happen while we hold the row lock; refuse loudly if it does
             raise RuntimeError(f"claimed item {item.pk} changed under its row lock")

@@ -85,7 +85,7 @@ def work_item_submit(
             repo=repo,
             spec=spec,
             description=description,
-            branch=branch or derive_branch(spec),
+            branch=branch or (derive_branch(spec) if spec else ""),
             priority=priority,
             priority_rank=PRIORITY_RANK[Priority(priority)],
             max_iterations=max_iterations,
@@ -120,9 +120,10 @@ def work_item_generate_spec(*, work_item_id: UUID | str) -> bool:
         item = WorkItem.objects.select_for_update().filter(pk=work_item_id).first()
         if item is None or item.status != WorkItemStatus.GENERATING:
             return False
-        title = next((ln.strip() for ln in item.description.splitlines() if ln.strip()), "Task")
+        lines = (ln.strip().lstrip("#").strip() for ln in item.description.splitlines())
+        title = next((ln for ln in lines if ln), "Task")
         spec = f"# {title[:200]}\n\n{item.description}"
-        branch = item.branch if item.branch != "task" else derive_branch(spec)
+        branch = item.branch or derive_branch(spec)
         WorkItem.objects.filter(pk=item.pk, status=WorkItemStatus.GENERATING).update(
             spec=spec, branch=branch, status=WorkItemStatus.QUEUED, updated_at=db_now()
         )
@@ -172,6 +173,7 @@ def work_item_cancel(*, work_item_id: UUID | str, actor: str = "system", reason:
             completed_at=now,
             updated_at=now,
             error=reason[:10_000] or "cancelled",
+            error_category="CANCELLED",
             next_retry_at=None,
         )
         event_record(

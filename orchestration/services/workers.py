@@ -228,6 +228,17 @@ def _end_attempt(
                 retry=retry,
                 now=now,
             )
+        else:  # a superseded attempt ends; its item is not its to move
+            event_record(
+                work_item=item,
+                worker=worker,
+                kind=f"attempt_{to}",
+                from_status=item.status,
+                to_status=item.status,
+                actor=actor,
+                message=error[:2000],
+                data={"category": category},
+            )
     logger.info("worker %s ended %s (%s)", worker_id, to, category)
     return True
 

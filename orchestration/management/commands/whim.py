@@ -33,7 +33,9 @@ class Command(BaseCommand):
         group = submit.add_mutually_exclusive_group()
         group.add_argument("--spec", help="the spec text")
         group.add_argument("--spec-file", help="read the spec from this file ('-' for stdin)")
-        group.add_argument("--description", help="a description to generate the spec from")
+        # Not in the group: "exactly one of spec or description" is the shared form's rule,
+        # so the command refuses both with the same message and error shape as the API.
+        submit.add_argument("--description", help="a description to generate the spec from")
         submit.add_argument("--branch")
         submit.add_argument("--priority", help="low, medium, high or critical")
         submit.add_argument("--max-iterations")
@@ -74,7 +76,13 @@ class Command(BaseCommand):
         spec = o.get("spec")
         if o.get("spec_file"):
             path = o["spec_file"]
-            spec = sys.stdin.read() if path == "-" else Path(path).read_text()
+            try:
+                spec = sys.stdin.read() if path == "-" else Path(path).read_text()
+            except (OSError, UnicodeDecodeError) as exc:
+                reason = getattr(exc, "strerror", None) or type(exc).__name__
+                raise ValidationFailed(
+                    "Invalid request", details={"specFile": f"cannot be read: {reason}"}
+                ) from None
         data = {
             "repo": o["repo"],
             "spec": spec,
