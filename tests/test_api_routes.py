@@ -757,3 +757,17 @@ def test_health_ready_needs_no_key_and_checks_database_and_broker(client: Client
     resp = client.get("/health/ready")
     assert resp.status_code == 200, resp.content
     assert resp.json() == {"status": "ok", "checks": {"database": True, "broker": True}}
+
+
+def test_prometheus_metrics_need_no_key_and_count_rows_by_status(client: Client) -> None:
+    WorkItemFactory.create_batch(2)
+    WorkItemFactory.create(status=WorkItemStatus.FAILED)
+
+    resp = client.get("/metrics")
+
+    assert resp.status_code == 200
+    assert resp["Content-Type"].startswith("text/plain")
+    text = resp.content.decode()
+    assert 'whim_work_items{status="queued"} 2.0' in text
+    assert 'whim_work_items{status="failed"} 1.0' in text
+    assert "whim_max_workers" in text

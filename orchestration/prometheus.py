@@ -1,0 +1,59 @@
+"""GET /metrics: Prometheus exposition, read from PostgreSQL on each scrape (no key needed).
+
+Gauges come from the rows, not from in-process counters, so every web process reports the
+same truth and nothing drifts.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+from django.conf import settings
+from django.db.models import Count
+from django.http import HttpRequest, HttpResponse
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+from orchestration.clock import db_now
+from orchestration.models import Worker, WorkerStatus, WorkItem, WorkItemStatus
+from orchestration.selectors import usage_today
+
+
+class WhimCollector(Collector):
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        items = GaugeMetricFamily("whim_work_items", "Work items by status", labels=["status"])
+        counts = dict(WorkItem.objects.values_list("status").annotate(n=Count("pk")))
+        for status in WorkItemStatus.values:
+            items.add_metric([status], counts.get(status, 0))
+        yield items
+
+        workers = GaugeMetricFamily("whim_workers", "Worker attempts by status", labels=["status"])
+        wcounts = dict(Worker.objects.values_list("status").annotate(n=Count("pk")))
+        for status in WorkerStatus.values:
+            workers.add_metric([status], wcounts.get(status, 0))
+        yield workers
+
+        now = db_now()
+        oldest = (
+            WorkItem.objects.filter(status=WorkItemStatus.QUEUED)
+            .order_by("created_at")
+            .values_list("created_at", flat=True)
+            .first()
+        )
+        yield GaugeMetricFamily(
+            "whim_queue_oldest_age_seconds",
+            "Age of the oldest queued item (0 when the queue is empty)",
+            value=(now - oldest).total_seconds() if oldest else 0,
+        )
+        yield GaugeMetricFamily(
+            "whim_budget_used", "Attempts started today", value=usage_today(now).spawns
+        )
+        yield GaugeMetricFamily("whim_budget_limit", "DAILY_BUDGET", value=settings.DAILY_BUDGET)
+        yield GaugeMetricFamily("whim_max_workers", "MAX_WORKERS", value=settings.MAX_WORKERS)
+
+
+def metrics_view(request: HttpRequest) -> HttpResponse:
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(WhimCollector())
+    return HttpResponse(generate_latest(registry), content_type=CONTENT_TYPE_LATEST)
