@@ -79,6 +79,7 @@ class WorkItem(models.Model):
     next_retry_at = models.DateTimeField(null=True, blank=True)
     pr_url = models.URLField(max_length=500, blank=True, default="")
     pr_number = models.PositiveIntegerField(null=True, blank=True)
+    commit_sha = models.CharField(max_length=64, blank=True, default="")
     parent_work_item = models.ForeignKey(
         "self", null=True, blank=True, on_delete=models.SET_NULL, related_name="children"
     )
@@ -139,7 +140,9 @@ class Worker(models.Model):
     iteration = models.PositiveIntegerField(default=0)
     tokens_in = models.BigIntegerField(default=0)
     tokens_out = models.BigIntegerField(default=0)
-    token_hash = models.CharField(max_length=64, blank=True, default="", editable=False)
+    token_hash = models.CharField(
+        max_length=64, blank=True, default="", editable=False, db_index=True
+    )
     container_id = models.CharField(max_length=100, blank=True, default="")
     last_heartbeat = models.DateTimeField(null=True, blank=True)
     last_progress_at = models.DateTimeField(null=True, blank=True)

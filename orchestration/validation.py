@@ -8,16 +8,20 @@ Fields are strict about JSON types: a list where a string belongs is an error, n
 from __future__ import annotations
 
 import json
+import posixpath
 import re
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from django import forms
 from django.core.exceptions import ValidationError
 from django.core.validators import RegexValidator
 from django.utils.text import slugify
 
-from orchestration.models import Priority
+from orchestration.models import Priority, WorkItemType
+
+if TYPE_CHECKING:
+    from django_stubs_ext import StrPromise
 
 REPO_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9-]*/[A-Za-z0-9._-]+$")
 BRANCH_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9/_.-]*$")
@@ -61,8 +65,20 @@ def derive_branch(spec: str) -> str:
     return "task"
 
 
+# The one wording of each mistake, shared by every field (API.md ``details``).
+MESSAGES: dict[str, str | StrPromise] = {
+    "required": "is required",
+    "max_length": "must be at most %(limit_value)d characters",
+    "min_value": "must be at least %(limit_value)s",
+    "max_value": "must be at most %(limit_value)s",
+    "invalid": "is not valid",
+}
+
+
 class StrictCharField(forms.CharField):
     """A CharField that refuses non-string JSON values instead of stringifying them."""
+
+    default_error_messages = MESSAGES
 
     def to_python(self, value: Any) -> str:
         if value is not None and not isinstance(value, str):
@@ -72,6 +88,8 @@ class StrictCharField(forms.CharField):
 
 class StrictIntegerField(forms.IntegerField):
     """An IntegerField that refuses booleans and fractional numbers."""
+
+    default_error_messages = MESSAGES | {"invalid": "must be a whole number"}
 
     def to_python(self, value: Any) -> int | None:
         if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
@@ -85,6 +103,8 @@ class StrictIntegerField(forms.IntegerField):
 class StrictBooleanField(forms.Field):
     """A boolean that is really a boolean (JSON true/false; 'true'/'false' from a form)."""
 
+    default_error_messages = MESSAGES
+
     def to_python(self, value: Any) -> bool | None:
         if value in (None, ""):
             return None
@@ -95,8 +115,19 @@ class StrictBooleanField(forms.Field):
         raise ValidationError("must be true or false", code="type")
 
 
+class StrictChoiceField(forms.ChoiceField):
+    default_error_messages = MESSAGES
+
+    def __init__(self, *, choices: Any, **kwargs: Any) -> None:
+        super().__init__(choices=choices, **kwargs)
+        values = [str(c[0]) for c in self.choices]  # type: ignore[index,union-attr]
+        self.error_messages["invalid_choice"] = "must be one of: " + ", ".join(values)
+
+
 class JSONObjectField(forms.Field):
     """A JSON object, given as an object (API) or as JSON text (form, command)."""
+
+    default_error_messages = MESSAGES
 
     def to_python(self, value: Any) -> dict[str, Any]:
         if value in (None, ""):
@@ -115,19 +146,6 @@ class JSONObjectField(forms.Field):
         if contains_nul(value):
             raise ValidationError("Null characters are not allowed.", code="null_characters")
         return value
-
-
-def _messages(field: forms.Field, **overrides: str) -> dict[str, str]:
-    base = {
-        "required": "is required",
-        "max_length": "must be at most %(limit_value)d characters",
-        "min_value": "must be at least %(limit_value)s",
-        "max_value": "must be at most %(limit_value)s",
-        "invalid": "is not valid",
-        "invalid_choice": "must be one of: " + ", ".join(Priority.values),
-    }
-    base.update(overrides)
-    return base
 
 
 class ErrorFirstForm(forms.Form):
@@ -165,18 +183,12 @@ class WorkItemSubmitForm(ErrorFirstForm):
         validators=[validate_branch],
         help_text="Leave empty to derive it from the spec's first heading.",
     )
-    priority = forms.ChoiceField(required=False, choices=Priority.choices, initial=Priority.MEDIUM)
+    priority = StrictChoiceField(required=False, choices=Priority.choices, initial=Priority.MEDIUM)
     maxIterations = StrictIntegerField(required=False, min_value=1, max_value=200, initial=50)
     source = StrictCharField(required=False, max_length=50)
     sourceRef = StrictCharField(required=False, max_length=200)
     metadata = JSONObjectField(required=False, widget=forms.Textarea)
     idempotencyKey = StrictCharField(required=False, max_length=200)
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        for field in self.fields.values():
-            field.error_messages.update(_messages(field))
-        self.fields["maxIterations"].error_messages["invalid"] = "must be a whole number"
 
     def clean_priority(self) -> str:
         return self.cleaned_data.get("priority") or Priority.MEDIUM
@@ -223,10 +235,6 @@ class KillForm(ErrorFirstForm):
 
     reason = StrictCharField(required=False, max_length=1000)
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.fields["reason"].error_messages.update(_messages(self.fields["reason"]))
-
 
 QUEUE_STATUS_FILTERS = ("active", "queued", "failed", "completed", "generating", "cancelled", "all")
 
@@ -234,25 +242,137 @@ QUEUE_STATUS_FILTERS = ("active", "queued", "failed", "completed", "generating",
 class QueueQueryForm(ErrorFirstForm):
     """GET /api/queue query string."""
 
-    status = forms.ChoiceField(
-        required=False,
-        choices=[(s, s) for s in QUEUE_STATUS_FILTERS],
-        error_messages={"invalid_choice": "must be one of: " + ", ".join(QUEUE_STATUS_FILTERS)},
-    )
-    type = forms.ChoiceField(
-        required=False,
-        choices=[("execution", "execution"), ("verification", "verification")],
-        error_messages={"invalid_choice": "must be execution or verification"},
-    )
+    status = StrictChoiceField(required=False, choices=[(s, s) for s in QUEUE_STATUS_FILTERS])
+    type = StrictChoiceField(required=False, choices=WorkItemType.choices)
     repo = StrictCharField(required=False, max_length=200)
     cursor = StrictCharField(required=False, max_length=200)
-    limit = StrictIntegerField(
+    limit = StrictIntegerField(required=False, min_value=1, max_value=200)
+
+
+# --- Worker callbacks (API.md "Worker callbacks") ------------------------------------------
+
+LOCK_PATH_MAX = 1024
+LOCK_FILES_MAX = 1000
+
+
+def normalise_lock_path(path: str) -> str:
+    """A repo-relative, normalised path; refuses absolute paths, '..', NUL, > 1,024 chars."""
+    if not path or len(path) > LOCK_PATH_MAX:
+        raise ValidationError(f"each path must be 1 to {LOCK_PATH_MAX} characters")
+    if "\x00" in path:
+        raise ValidationError("Null characters are not allowed.")
+    if path.startswith("/") or re.match(r"^[A-Za-z]:[\\/]", path):
+        raise ValidationError(f"{path!r} is absolute; paths are relative to the repository")
+    if ".." in path.replace("\\", "/").split("/"):
+        raise ValidationError(f"{path!r} contains '..'")
+    normal = posixpath.normpath(path.replace("\\", "/"))
+    if normal in (".", ""):
+        raise ValidationError(f"{path!r} does not name a file")
+    return normal
+
+
+class PathListField(forms.Field):
+    """A JSON list of repo-relative file paths, normalised and de-duplicated."""
+
+    default_error_messages = MESSAGES
+
+    def to_python(self, value: Any) -> list[str]:
+        if value in (None, ""):
+            return []
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise ValidationError("must be a list of file paths", code="type")
+        if len(value) > LOCK_FILES_MAX:
+            raise ValidationError(f"must hold at most {LOCK_FILES_MAX} paths", code="max_length")
+        return sorted({normalise_lock_path(v) for v in value})
+
+
+class JSONListField(forms.Field):
+    default_error_messages = MESSAGES
+
+    def to_python(self, value: Any) -> list[Any]:
+        if value in (None, ""):
+            return []
+        if not isinstance(value, list):
+            raise ValidationError("must be a list", code="type")
+        if len(json.dumps(value)) > METADATA_MAX_BYTES:
+            raise ValidationError(f"must be at most {METADATA_MAX_BYTES} bytes as JSON")
+        return value
+
+
+class RegisterForm(ErrorFirstForm):
+    workItemId = forms.UUIDField(error_messages={**MESSAGES, "invalid": "must be a UUID"})
+
+
+class HeartbeatForm(ErrorFirstForm):
+    iteration = StrictIntegerField(min_value=0, max_value=1_000_000)
+    status = StrictCharField(required=False, max_length=100)
+    tokensIn = StrictIntegerField(required=False, min_value=0)
+    tokensOut = StrictIntegerField(required=False, min_value=0)
+
+
+class LockForm(ErrorFirstForm):
+    repo = StrictCharField(max_length=200)
+    # The metaclass moves declared fields off the class, so BaseForm.files is not shadowed.
+    files = PathListField()  # type: ignore[assignment]
+
+
+class CompleteForm(ErrorFirstForm):
+    prUrl = StrictCharField(
         required=False,
-        min_value=1,
-        max_value=200,
-        error_messages={
-            "min_value": "must be at least %(limit_value)s",
-            "max_value": "must be at most %(limit_value)s",
-            "invalid": "must be a whole number",
-        },
+        max_length=500,
+        validators=[RegexValidator(r"^https?://", "must be an http(s) URL", code="pattern")],
     )
+    prNumber = StrictIntegerField(required=False, min_value=1)
+    verificationEnabled = StrictBooleanField(required=False)
+    verificationPassed = StrictBooleanField(required=False)
+    review = JSONObjectField(required=False)
+    metrics = JSONObjectField(required=False)
+    learnings = JSONListField(required=False)
+    commitSha = StrictCharField(
+        required=False,
+        max_length=64,
+        validators=[RegexValidator(r"^[0-9a-f]{7,64}$", "must be a hex commit id", code="pattern")],
+    )
+    branch = StrictCharField(required=False, max_length=250, validators=[validate_branch])
+
+    METRIC_KEYS = (
+        "tokensIn",
+        "tokensOut",
+        "duration",
+        "filesModified",
+        "testsRun",
+        "testsPassed",
+        "testsFailed",
+    )
+
+    def clean_metrics(self) -> dict[str, Any]:
+        metrics: dict[str, Any] = self.cleaned_data.get("metrics") or {}
+        for key in self.METRIC_KEYS:
+            value = metrics.get(key)
+            if value is not None and (
+                isinstance(value, bool) or not isinstance(value, int | float) or value < 0
+            ):
+                raise ValidationError(f"{key} must be a number that is not negative")
+        status = metrics.get("testStatus")
+        if status is not None and not isinstance(status, str):
+            raise ValidationError("testStatus must be a string")
+        return metrics
+
+
+class FailForm(ErrorFirstForm):
+    error = StrictCharField(max_length=100_000)
+    iteration = StrictIntegerField(required=False, min_value=0)
+    stack = StrictCharField(required=False, max_length=100_000, strip=False)
+    category = StrictCharField(
+        required=False,
+        max_length=40,
+        validators=[
+            RegexValidator(r"^[A-Z][A-Z0-9_]*$", "must be UPPER_SNAKE_CASE", code="pattern")
+        ],
+    )
+    context = JSONObjectField(required=False)
+
+
+class StuckForm(ErrorFirstForm):
+    reason = StrictCharField(max_length=10_000)
+    attempts = StrictIntegerField(required=False, min_value=0)

@@ -177,6 +177,7 @@ MAX_QUEUED_PER_REPO = env.int("MAX_QUEUED_PER_REPO", default=100)
 WHIM_TIMEZONE = env.str("WHIM_TIMEZONE", default="UTC")
 ASSIGNED_TIMEOUT = env.int("ASSIGNED_TIMEOUT", default=300)
 START_RENUDGE_SECONDS = env.int("START_RENUDGE_SECONDS", default=30)
+LOCK_TTL = env.int("LOCK_TTL", default=600)
 WHIM_RUNTIME = env.str("WHIM_RUNTIME", default="fake")
 WHIM_INSTANCE = env.str("WHIM_INSTANCE", default="default")
 API_KEY = env.str("API_KEY", default="")
@@ -202,7 +203,14 @@ LOGGING = {
     "formatters": {
         "plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"},
     },
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "filters": {"redact": {"()": "orchestration.logfilters.RedactWorkerTokens"}},
+    "handlers": {
+        "console": {
+            "class": "logging.StreamHandler",
+            "formatter": "plain",
+            "filters": ["redact"],
+        }
+    },
     "root": {"handlers": ["console"], "level": LOG_LEVEL},
     "loggers": {
         "django.db.backends": {"level": "WARNING"},

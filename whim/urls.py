@@ -8,8 +8,10 @@ from orchestration.api import views as api_views
 from orchestration.prometheus import metrics_view
 
 urlpatterns = [
+    path("api/worker/", include("orchestration.api.worker_urls")),
+    path("w/<str:token>/api/worker/", include("orchestration.api.worker_urls")),
     path("api/", include("orchestration.api.urls")),
-    re_path(r"^api(/.*)?$", api_views.not_found),
+    re_path(r"^(w/[^/]+/)?api(/.*)?$", api_views.not_found),
     path("health", api_views.health),
     path("health/ready", api_views.health_ready),
     path("metrics", metrics_view),

@@ -53,11 +53,11 @@ def client_identity(request: HttpRequest) -> str | None:
 
 
 def parse_json_body(request: HttpRequest) -> dict[str, Any]:
-    """The request's JSON object ({} for an empty body); raises _BadBody otherwise."""
+    """The request's JSON object ({} for an empty body); raises BadBody otherwise."""
     try:
         raw = request.body
     except RequestDataTooBig:
-        raise _BadBody(
+        raise BadBody(
             413,
             "PAYLOAD_TOO_LARGE",
             f"Request body is larger than {settings.MAX_REQUEST_BYTES} bytes",
@@ -67,11 +67,11 @@ def parse_json_body(request: HttpRequest) -> dict[str, Any]:
     try:
         data = json.loads(raw)
     except (ValueError, UnicodeDecodeError):
-        raise _BadBody(400, "VALIDATION_ERROR", "Request body is not valid JSON") from None
+        raise BadBody(400, "VALIDATION_ERROR", "Request body is not valid JSON") from None
     if not isinstance(data, dict):
-        raise _BadBody(400, "VALIDATION_ERROR", "Request body must be a JSON object")
+        raise BadBody(400, "VALIDATION_ERROR", "Request body must be a JSON object")
     if contains_nul(data):
-        raise _BadBody(
+        raise BadBody(
             400,
             "VALIDATION_ERROR",
             "Request body must not contain NUL characters",
@@ -91,7 +91,7 @@ def _nul_field(data: dict[str, Any]) -> str:
     return "request"
 
 
-class _BadBody(Exception):
+class BadBody(Exception):
     def __init__(
         self, status: int, code: str, message: str, details: dict[str, Any] | None = None
     ) -> None:
@@ -121,7 +121,7 @@ def api_view(*methods: str) -> Callable[[View], Callable[..., HttpResponse]]:
             try:
                 body = parse_json_body(request) if request.method == "POST" else {}
                 result = view(request, body=body, actor=actor, **kwargs)
-            except _BadBody as exc:
+            except BadBody as exc:
                 return error_response(exc.status, exc.code, exc.message, exc.details)
             except WhimError as exc:
                 return whim_error_response(exc)

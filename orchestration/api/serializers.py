@@ -29,6 +29,7 @@ def work_item_json(item: WorkItem) -> dict[str, Any]:
         "nextRetryAt": iso(item.next_retry_at),
         "prUrl": item.pr_url or None,
         "prNumber": item.pr_number,
+        "commitSha": item.commit_sha or None,
         "parentWorkItemId": str(item.parent_work_item_id) if item.parent_work_item_id else None,
         "verificationPassed": item.verification_passed,
         "source": item.source or None,

@@ -1,10 +1,102 @@
-"""File locks held by workers (the lock/unlock routes arrive with the worker protocol)."""
+"""File locks: leases on repo paths held by one active worker, all or nothing per call.
+
+A lease lasts LOCK_TTL and every heartbeat of its holder renews it. A lease that expired, or
+whose holder is no longer active, no longer blocks anyone: the next acquirer takes it over
+(the supervision sweep also deletes such rows).
+"""
 
 from __future__ import annotations
 
+import dataclasses
+import datetime as dt
 from uuid import UUID
 
-from orchestration.models import FileLock
+from django.conf import settings
+from django.db import IntegrityError, transaction
+from django.db.models import Q
+
+from orchestration.clock import db_now
+from orchestration.errors import Fenced, ValidationFailed
+from orchestration.models import FileLock, Worker
+
+
+@dataclasses.dataclass(frozen=True)
+class LockResult:
+    acquired: bool
+    conflicting_worker: UUID | None = None
+    blocked_files: tuple[str, ...] = ()
+
+
+def _lease_end(now: dt.datetime) -> dt.datetime:
+    return now + dt.timedelta(seconds=settings.LOCK_TTL)
+
+
+def _active_holder(worker_id: UUID | str, repo: str) -> Worker:
+    from orchestration.services.workers import locked_item_and_worker
+
+    item, worker = locked_item_and_worker(worker_id)
+    if not worker.is_active:
+        raise Fenced(f"Worker is {worker.status}; it holds no locks any more")
+    if repo != item.repo:
+        raise ValidationFailed("Invalid request", details={"repo": "is not this worker's repo"})
+    return worker
+
+
+def locks_acquire(*, worker_id: UUID | str, repo: str, files: list[str]) -> LockResult:
+    """Lock every path in ``files`` for the worker, or none of them.
+
+    1. Lock the worker's item and worker rows (fencing: only an active worker may lock).
+    2. Clear leases on these paths that expired or whose holder is no longer active.
+    3. Any path still held by another worker: refuse, naming the holder and blocked paths.
+    4. Renew the worker's own leases; insert the rest. A concurrent insert of the same path
+       by another worker loses on the unique constraint and is answered as a refusal.
+    """
+    with transaction.atomic():
+        worker = _active_holder(worker_id, repo)
+        now = db_now()
+        FileLock.objects.filter(repo=repo, path__in=files).filter(
+            Q(expires_at__lte=now) | ~Q(worker__status__in=Worker.ACTIVE)
+        ).delete()
+        held = list(FileLock.objects.filter(repo=repo, path__in=files).select_for_update())
+        blocked = sorted(lock.path for lock in held if lock.worker_id != worker.pk)
+        if blocked:
+            holder = next(lock.worker_id for lock in held if lock.worker_id != worker.pk)
+            return LockResult(False, holder, tuple(blocked))
+        mine = {lock.path for lock in held}
+        FileLock.objects.filter(worker=worker, repo=repo, path__in=mine).update(
+            expires_at=_lease_end(now)
+        )
+        try:
+            with transaction.atomic():
+                FileLock.objects.bulk_create(
+                    [
+                        FileLock(repo=repo, path=path, worker=worker, expires_at=_lease_end(now))
+                        for path in files
+                        if path not in mine
+                    ]
+                )
+        except IntegrityError:
+            taken = FileLock.objects.filter(repo=repo, path__in=files).exclude(worker=worker)
+            first = taken.first()
+            return LockResult(
+                False,
+                first.worker_id if first else None,
+                tuple(sorted(taken.values_list("path", flat=True))),
+            )
+    return LockResult(True)
+
+
+def locks_release(*, worker_id: UUID | str, repo: str, files: list[str]) -> int:
+    """Release some of the worker's own locks (others' locks are untouched)."""
+    with transaction.atomic():
+        worker = _active_holder(worker_id, repo)
+        deleted, _ = FileLock.objects.filter(worker=worker, repo=repo, path__in=files).delete()
+    return deleted
+
+
+def locks_renew(*, worker_id: UUID | str, now: dt.datetime) -> int:
+    """Extend every lease the worker holds (called by its heartbeat, in its transaction)."""
+    return FileLock.objects.filter(worker_id=worker_id).update(expires_at=_lease_end(now))
 
 
 def locks_release_all(*, worker_id: UUID | str) -> int:

@@ -18,7 +18,7 @@ from django.db import transaction
 from django.db.models import F
 
 from orchestration.clock import budget_date, db_now
-from orchestration.errors import Fenced, InvalidState
+from orchestration.errors import Fenced, InvalidState, ValidationFailed
 from orchestration.models import (
     DailyUsage,
     Worker,
@@ -26,10 +26,11 @@ from orchestration.models import (
     WorkerStatus,
     WorkItem,
     WorkItemStatus,
+    WorkItemType,
 )
 from orchestration.nudge import delay_on_commit
 from orchestration.services.events import event_record
-from orchestration.services.locks import locks_release_all
+from orchestration.services.locks import locks_release_all, locks_renew
 
 logger = logging.getLogger(__name__)
 
@@ -37,7 +38,7 @@ logger = logging.getLogger(__name__)
 PERMANENT_CATEGORIES = frozenset({"VALIDATION_ERROR", "CONFIG_ERROR", "PERMANENT", "KILLED"})
 
 
-def _locked(worker_id: UUID | str) -> tuple[WorkItem, Worker]:
+def locked_item_and_worker(worker_id: UUID | str) -> tuple[WorkItem, Worker]:
     """Lock the worker's item, then the worker (the one lock order)."""
     from orchestration.selectors import row_get
 
@@ -50,7 +51,7 @@ def _locked(worker_id: UUID | str) -> tuple[WorkItem, Worker]:
 def worker_mark_started(*, worker_id: UUID | str, container_id: str) -> bool:
     """``starting → running`` and ``assigned → in_progress`` once the container exists."""
     with transaction.atomic():
-        item, worker = _locked(worker_id)
+        item, worker = locked_item_and_worker(worker_id)
         if worker.status != WorkerStatus.STARTING:
             return False
         now = db_now()
@@ -84,7 +85,7 @@ def worker_heartbeat(
 ) -> None:
     """Record liveness (and progress when the iteration or token counts rise)."""
     with transaction.atomic():
-        item, worker = _locked(worker_id)
+        item, worker = locked_item_and_worker(worker_id)
         if not worker.is_active:
             raise Fenced(f"Worker is {worker.status}; it is no longer the active attempt")
         now = db_now()
@@ -102,6 +103,7 @@ def worker_heartbeat(
         if tokens_out is not None:
             fields["tokens_out"] = max(tokens_out, worker.tokens_out)
         Worker.objects.filter(pk=worker.pk, status__in=Worker.ACTIVE).update(**fields)
+        locks_renew(worker_id=worker.pk, now=now)
         if iteration > worker.iteration:
             WorkItem.objects.filter(pk=item.pk, worker_id=worker.pk).update(iteration=iteration)
             day = budget_date(now)
@@ -119,6 +121,8 @@ class Completion:
     metrics: dict[str, Any] = dataclasses.field(default_factory=dict)
     learnings: list[Any] = dataclasses.field(default_factory=list)
     review: dict[str, Any] | None = None
+    verification_enabled: bool = False
+    commit_sha: str = ""
 
 
 def worker_complete(*, worker_id: UUID | str, result: Completion) -> bool:
@@ -127,7 +131,7 @@ def worker_complete(*, worker_id: UUID | str, result: Completion) -> bool:
     Returns False for a repeat (already completed). Raises Fenced if the worker ended otherwise.
     """
     with transaction.atomic():
-        item, worker = _locked(worker_id)
+        item, worker = locked_item_and_worker(worker_id)
         if worker.status == WorkerStatus.COMPLETED:
             return False
         if not worker.is_active:
@@ -145,11 +149,14 @@ def worker_complete(*, worker_id: UUID | str, result: Completion) -> bool:
             pr_url=result.pr_url,
             pr_number=result.pr_number,
             verification_passed=result.verification_passed,
+            commit_sha=result.commit_sha,
             error="",
             error_category="",
             next_retry_at=None,
         )
         locks_release_all(worker_id=worker.pk)
+        if moved:
+            _after_completion(item=item, result=result)
         m = result.metrics
         WorkerMetrics.objects.update_or_create(
             worker=worker,
@@ -189,6 +196,56 @@ def worker_complete(*, worker_id: UUID | str, result: Completion) -> bool:
     return True
 
 
+def _after_completion(*, item: WorkItem, result: Completion) -> None:
+    """A verified change gets a verification item; a verification reports to its parent."""
+    if item.type == WorkItemType.EXECUTION and result.verification_enabled:
+        child = WorkItem.objects.create(
+            repo=item.repo,
+            branch=item.branch,
+            type=WorkItemType.VERIFICATION,
+            priority=item.priority,
+            priority_rank=item.priority_rank,
+            parent_work_item=item,
+            max_iterations=item.max_iterations,
+            metadata=item.metadata,
+            spec=(
+                f"# Verify {item.branch}\n\nCheck that branch `{item.branch}`"
+                + (f" (pull request {result.pr_url})" if result.pr_url else "")
+                + " implements the spec below and that its tests pass.\n\n"
+                + item.spec[:90_000]
+            ),
+        )
+        event_record(
+            work_item=child,
+            kind="submitted",
+            to_status=child.status,
+            actor=f"verification-of:{item.pk}",
+        )
+        from orchestration import tasks
+
+        delay_on_commit(tasks.dispatch)
+    elif item.type == WorkItemType.VERIFICATION and item.parent_work_item_id:
+        WorkItem.objects.filter(pk=item.parent_work_item_id).update(
+            verification_passed=result.verification_passed
+        )
+
+
+def worker_register(*, worker_id: UUID | str, work_item_id: UUID) -> WorkItem:
+    """The container says hello. Safe to repeat; a fenced worker is refused."""
+    with transaction.atomic():
+        item, worker = locked_item_and_worker(worker_id)
+        if item.pk != work_item_id:
+            raise ValidationFailed(
+                "Invalid request", details={"workItemId": "is not this worker's work item"}
+            )
+        if not worker.is_active:
+            raise Fenced(f"Worker is {worker.status}; it is no longer the active attempt")
+        Worker.objects.filter(pk=worker.pk, status__in=Worker.ACTIVE).update(
+            last_heartbeat=db_now()
+        )
+    return item
+
+
 def _end_attempt(
     *,
     worker_id: UUID | str,
@@ -208,7 +265,7 @@ def _end_attempt(
        ``next_retry_at`` (retry allowed and retries left) or ``failed``.
     """
     with transaction.atomic():
-        item, worker = _locked(worker_id)
+        item, worker = locked_item_and_worker(worker_id)
         if worker.status in repeat_ok:
             return False
         if not worker.is_active:

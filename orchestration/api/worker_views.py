@@ -1,0 +1,163 @@
+"""Worker callback routes (API.md "Worker callbacks"), called from inside a container.
+
+Auth: the per-worker secret, as ``Authorization: Bearer <token>`` or in the callback base URL
+(``/w/<token>/api/worker/…``). A token opens only its own worker's routes. Every callback is
+safe to repeat; a worker that is no longer the active attempt gets 409 for a state change.
+"""
+
+from __future__ import annotations
+
+import functools
+import hmac
+from collections.abc import Callable
+from typing import Any
+
+from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.views.decorators.csrf import csrf_exempt
+
+from orchestration.api.base import BadBody, parse_json_body
+from orchestration.api.responses import error_response, whim_error_response
+from orchestration.api.serializers import work_item_json
+from orchestration.errors import ValidationFailed, WhimError
+from orchestration.models import Worker
+from orchestration.services import locks, workers
+from orchestration.services.dispatch import token_digest
+from orchestration.validation import (
+    CompleteForm,
+    ErrorFirstForm,
+    FailForm,
+    HeartbeatForm,
+    LockForm,
+    RegisterForm,
+    StuckForm,
+)
+
+WorkerView = Callable[[HttpRequest, Worker, dict[str, Any]], HttpResponse | dict[str, Any]]
+
+
+def _presented_token(request: HttpRequest, path_token: str | None) -> str:
+    if path_token:
+        return path_token
+    auth = request.headers.get("Authorization", "")
+    return auth[7:].strip() if auth[:7].lower() == "bearer " else ""
+
+
+def _authenticate(token: str) -> Worker | None:
+    if not token or len(token) > 200:
+        return None
+    digest = token_digest(token)
+    worker = Worker.objects.filter(token_hash=digest).first()
+    if worker is None or not hmac.compare_digest(worker.token_hash, digest):
+        return None
+    return worker
+
+
+def _valid(form: ErrorFirstForm) -> dict[str, Any]:
+    if not form.is_valid():
+        raise ValidationFailed("Invalid request", details=form.error_details())
+    return form.cleaned_data
+
+
+def worker_view(view: WorkerView) -> Callable[..., HttpResponse]:
+    """POST only; authenticate the worker by token; the route's id must be that worker."""
+
+    @csrf_exempt
+    @functools.wraps(view)
+    def wrapped(
+        request: HttpRequest, token: str | None = None, pk: str | None = None
+    ) -> HttpResponse:
+        if request.method != "POST":
+            resp = error_response(405, "METHOD_NOT_ALLOWED", f"{request.method} is not allowed")
+            resp["Allow"] = "POST"
+            return resp
+        worker = _authenticate(_presented_token(request, token))
+        if worker is None:
+            return error_response(401, "UNAUTHORIZED", "A valid worker token is required")
+        if pk is not None and str(worker.pk) != pk:
+            return error_response(403, "FORBIDDEN", "This token belongs to another worker")
+        try:
+            result = view(request, worker, parse_json_body(request))
+        except BadBody as exc:
+            return error_response(exc.status, exc.code, exc.message)
+        except WhimError as exc:
+            return whim_error_response(exc)
+        return result if isinstance(result, HttpResponse) else JsonResponse(result)
+
+    return wrapped
+
+
+@worker_view
+def register(request: HttpRequest, worker: Worker, body: dict[str, Any]) -> HttpResponse:
+    data = _valid(RegisterForm(data=body))
+    item = workers.worker_register(worker_id=worker.pk, work_item_id=data["workItemId"])
+    return JsonResponse({"workerId": str(worker.pk), "workItem": work_item_json(item)}, status=201)
+
+
+@worker_view
+def heartbeat(request: HttpRequest, worker: Worker, body: dict[str, Any]) -> dict[str, Any]:
+    data = _valid(HeartbeatForm(data=body))
+    workers.worker_heartbeat(
+        worker_id=worker.pk,
+        iteration=data["iteration"],
+        tokens_in=data.get("tokensIn"),
+        tokens_out=data.get("tokensOut"),
+    )
+    return {"success": True}
+
+
+@worker_view
+def lock(request: HttpRequest, worker: Worker, body: dict[str, Any]) -> dict[str, Any]:
+    data = _valid(LockForm(data=body))
+    result = locks.locks_acquire(worker_id=worker.pk, repo=data["repo"], files=data["files"])
+    answer: dict[str, Any] = {"acquired": result.acquired}
+    if not result.acquired:
+        answer["conflictingWorker"] = str(result.conflicting_worker or "")
+        answer["blockedFiles"] = list(result.blocked_files)
+    return answer
+
+
+@worker_view
+def unlock(request: HttpRequest, worker: Worker, body: dict[str, Any]) -> dict[str, Any]:
+    data = _valid(LockForm(data=body))
+    locks.locks_release(worker_id=worker.pk, repo=data["repo"], files=data["files"])
+    return {"success": True}
+
+
+@worker_view
+def complete(request: HttpRequest, worker: Worker, body: dict[str, Any]) -> dict[str, Any]:
+    data = _valid(CompleteForm(data=body))
+    workers.worker_complete(
+        worker_id=worker.pk,
+        result=workers.Completion(
+            pr_url=data.get("prUrl") or "",
+            pr_number=data.get("prNumber"),
+            verification_passed=data.get("verificationPassed"),
+            verification_enabled=bool(data.get("verificationEnabled")),
+            metrics=data.get("metrics") or {},
+            learnings=data.get("learnings") or [],
+            review=data.get("review") or None,
+            commit_sha=data.get("commitSha") or "",
+        ),
+    )
+    return {"success": True}
+
+
+@worker_view
+def fail(request: HttpRequest, worker: Worker, body: dict[str, Any]) -> dict[str, Any]:
+    data = _valid(FailForm(data=body))
+    error = data["error"]
+    if data.get("stack"):
+        error = f"{error}\n\n{data['stack']}"
+    workers.worker_fail(
+        worker_id=worker.pk, error=error, category=data.get("category") or "AGENT_ERROR"
+    )
+    return {"success": True}
+
+
+@worker_view
+def stuck(request: HttpRequest, worker: Worker, body: dict[str, Any]) -> dict[str, Any]:
+    data = _valid(StuckForm(data=body))
+    workers.worker_stuck(
+        worker_id=worker.pk, reason=data["reason"], attempts=data.get("attempts") or 0
+    )
+    return {"success": True}
