@@ -48,11 +48,11 @@ def check_limits(app_configs: Any, **kwargs: Any) -> list[CheckMessage]:
         )
     from workers.runtime import available
 
-    if settings.WHIM_RUNTIME not in available():
+    if settings.WHIM_RUNTIME != "auto" and settings.WHIM_RUNTIME not in available():
         errors.append(
             Error(
                 f"WHIM_RUNTIME {settings.WHIM_RUNTIME!r} is not available here; choose one of "
-                f"{', '.join(available())}.",
+                f"auto, {', '.join(available())}.",
                 id="orchestration.E013",
             )
         )

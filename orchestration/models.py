@@ -145,6 +145,7 @@ class Worker(models.Model):
     )
     container_id = models.CharField(max_length=100, blank=True, default="")
     last_heartbeat = models.DateTimeField(null=True, blank=True)
+    registered_at = models.DateTimeField(null=True, blank=True)
     last_progress_at = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True, db_index=True)
     started_at = models.DateTimeField(null=True, blank=True)

@@ -19,6 +19,8 @@ from orchestration.services.apikeys import apikey_create
 
 ROOT = Path(__file__).resolve().parent.parent
 
+pytest_plugins = ["tests.docker_stack"]
+
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     if not os.environ.get("DATABASE_URL"):
@@ -157,6 +159,15 @@ class CeleryWorkers:
                 proc.wait(timeout=10)
 
 
+def _like(current: Any, value: str) -> Any:
+    """``value`` (an env string) cast to the type of the setting it overrides."""
+    if isinstance(current, list):
+        return [type(current[0])(v) if current else v for v in value.split(",")]
+    if isinstance(current, bool):
+        return value.lower() in ("1", "true", "yes", "on")
+    return type(current)(value)
+
+
 @pytest.fixture
 def celery_workers(transactional_db: None, settings: Any) -> Iterator[Callable[..., CeleryWorkers]]:
     """Factory: ``celery_workers(MAX_WORKERS="3")`` returns a handle to start real workers.
@@ -171,16 +182,9 @@ def celery_workers(transactional_db: None, settings: Any) -> Iterator[Callable[.
     def make(**env: str) -> CeleryWorkers:
         handle = CeleryWorkers(env)
         app.conf.task_default_queue = handle.queue
-        for key, value in env.items():
+        for key, value in env.items():  # this process sees what the workers see
             if hasattr(settings, key):
-                current = getattr(settings, key)
-                setattr(
-                    settings,
-                    key,
-                    type(current)(value)
-                    if not isinstance(current, list)
-                    else [int(v) for v in value.split(",")],
-                )
+                setattr(settings, key, _like(getattr(settings, key), value))
         handles.append(handle)
         return handle
 

@@ -178,8 +178,38 @@ WHIM_TIMEZONE = env.str("WHIM_TIMEZONE", default="UTC")
 ASSIGNED_TIMEOUT = env.int("ASSIGNED_TIMEOUT", default=300)
 START_RENUDGE_SECONDS = env.int("START_RENUDGE_SECONDS", default=30)
 LOCK_TTL = env.int("LOCK_TTL", default=600)
-WHIM_RUNTIME = env.str("WHIM_RUNTIME", default="fake")
+# docker | local | fake; "auto" picks docker when a Docker engine answers, else local.
+WHIM_RUNTIME = env.str("WHIM_RUNTIME", default="auto")
+PORT = env.int("PORT", default=8000)
 WHIM_INSTANCE = env.str("WHIM_INSTANCE", default="default")
+
+# --- Workers: the container each attempt runs in -------------------------------
+WORKER_IMAGE = env.str("WORKER_IMAGE", default="whim-worker:latest")
+WHIM_DOCKER_NETWORK = env.str("WHIM_DOCKER_NETWORK", default="whim-workers")
+WHIM_DOCKER_RUNTIME = env.str("WHIM_DOCKER_RUNTIME", default="")  # e.g. runsc (gVisor)
+DOCKER_TIMEOUT = env.int("DOCKER_TIMEOUT", default=30)
+WORKER_MEMORY = env.str("WORKER_MEMORY", default="4g")
+WORKER_CPUS = env.float("WORKER_CPUS", default=2.0)
+WORKER_PIDS = env.int("WORKER_PIDS", default=256)
+WORKER_TMPFS_SIZE = env.str("WORKER_TMPFS_SIZE", default="512m")
+WORKER_TIMEOUT = env.int("WORKER_TIMEOUT", default=3600)
+WHIM_CALLBACK_URL = env.str("WHIM_CALLBACK_URL", default="")
+WHIM_AGENT = env.str("WHIM_AGENT", default="mock")
+WHIM_AGENT_COMMAND = env.str("WHIM_AGENT_COMMAND", default="")
+# Names of variables passed through to containers (agent and GitHub credentials).
+WHIM_AGENT_ENV = env.list(
+    "WHIM_AGENT_ENV", default=["ANTHROPIC_API_KEY", "OPENAI_API_KEY", "GITHUB_TOKEN"]
+)
+WHIM_GIT_BASE_URL = env.str("WHIM_GIT_BASE_URL", default="https://github.com/")
+WHIM_LOCAL_REPOS_DIR = env.str("WHIM_LOCAL_REPOS_DIR", default="")
+GITHUB_API_URL = env.str("GITHUB_API_URL", default="")
+HEARTBEAT_INTERVAL = env.float("HEARTBEAT_INTERVAL", default=10.0)
+LOCK_WAIT_SECONDS = env.int("LOCK_WAIT_SECONDS", default=300)
+LOG_TAIL_LINES = env.int("LOG_TAIL_LINES", default=1000)
+LOG_TAIL_BYTES = env.int("LOG_TAIL_BYTES", default=1024 * 1024)
+# A container that exits non-zero this soon after starting, before registering, is a broken
+# image or entrypoint: the item fails at once instead of retrying.
+FAST_EXIT_SECONDS = env.float("FAST_EXIT_SECONDS", default=10.0)
 API_KEY = env.str("API_KEY", default="")
 # Price per million tokens, for the estimated cost in /api/metrics.
 TOKEN_PRICE_IN_PER_MILLION = env.float("TOKEN_PRICE_IN_PER_MILLION", default=3.0)
@@ -190,6 +220,11 @@ EMBEDDED_MODE = EMBEDDED_DATABASE or EMBEDDED_BROKER
 CELERY_BEAT_SCHEDULE = {
     "whim-dispatch": {
         "task": "orchestration.dispatch",
+        "schedule": LOOP_INTERVAL,
+        "options": {"expires": max(LOOP_INTERVAL * 2, 10)},
+    },
+    "whim-observe-containers": {
+        "task": "workers.observe_containers",
         "schedule": LOOP_INTERVAL,
         "options": {"expires": max(LOOP_INTERVAL * 2, 10)},
     },

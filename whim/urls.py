@@ -11,7 +11,8 @@ urlpatterns = [
     path("api/worker/", include("orchestration.api.worker_urls")),
     path("w/<str:token>/api/worker/", include("orchestration.api.worker_urls")),
     path("api/", include("orchestration.api.urls")),
-    re_path(r"^(w/[^/]+/)?api(/.*)?$", api_views.not_found),
+    # Non-capturing groups: a capture would reach not_found() as extra positional arguments.
+    re_path(r"^(?:w/[^/]+/)?api(?:/.*)?$", api_views.not_found),
     path("health", api_views.health),
     path("health/ready", api_views.health_ready),
     path("metrics", metrics_view),

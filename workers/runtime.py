@@ -1,12 +1,15 @@
 """The container runtime interface and its registry.
 
-Implementations: ``fake`` (in-process, for development and tests: it "runs" the mock agent as
-a Celery task). ``docker`` and ``local`` register here when the worker issue lands them.
+Implementations: ``docker`` (docker-py, hardened containers: ``workers/docker_runtime.py``),
+``local`` (a subprocess with rlimits, not isolated: ``workers/local_runtime.py``) and ``fake``
+(no process at all: a Celery task plays the mock agent; for development and unit tests).
 """
 
 from __future__ import annotations
 
 import abc
+import dataclasses
+import functools
 from collections.abc import Callable
 from typing import Any, ClassVar
 
@@ -16,21 +19,56 @@ from orchestration.models import Worker, WorkItem
 from orchestration.nudge import delay_on_commit
 
 
+@dataclasses.dataclass(frozen=True)
+class ContainerState:
+    """What a runtime knows of one container."""
+
+    id: str
+    status: str  # created | running | exited | dead | …
+    exit_code: int | None = None
+    oom_killed: bool = False
+    labels: dict[str, str] = dataclasses.field(default_factory=dict)
+
+    @property
+    def finished(self) -> bool:
+        return self.status in ("exited", "dead")
+
+
 class ContainerRuntime(abc.ABC):
-    """Starts, stops and reads the logs of one attempt's container."""
+    """Starts, stops, inspects and reads the logs of attempts' containers.
+
+    Only ``start`` must be implemented; the rest default to "nothing to do / cannot tell".
+    Every method tolerates a container that is already gone.
+    """
 
     name: ClassVar[str]
     isolated: ClassVar[bool] = True
+    # False when inspect() cannot see anything (fake): the observer then leaves workers alone.
+    observable: ClassVar[bool] = True
 
     @abc.abstractmethod
     def start(self, *, worker: Worker, work_item: WorkItem, token: str) -> str:
         """Start (or adopt) the attempt's container and return its id. Must be idempotent."""
 
     def stop(self, *, container_id: str, grace_seconds: int = 10) -> None:  # noqa: B027
-        """Stop the container; a container already gone is not an error."""
+        """Stop the container (SIGTERM, then SIGKILL after the grace period)."""
+
+    def kill(self, *, container_id: str) -> None:  # noqa: B027
+        """Kill the container at once."""
+
+    def remove(self, *, container_id: str) -> None:  # noqa: B027
+        """Remove a stopped container and its anonymous volumes."""
+
+    def inspect(self, *, container_id: str) -> ContainerState | None:
+        """The container's state, or None when it does not exist."""
+        return None
+
+    def list_labelled(self) -> list[ContainerState]:
+        """Every container of this Whim instance (by label), in any state."""
+        return []
 
     def logs(self, *, container_id: str, lines: int) -> list[str] | None:
-        """The last ``lines`` of output, or None when the runtime cannot tell."""
+        """The last ``lines`` of output (bounded in bytes), or None when it cannot tell."""
         return None
 
 
@@ -46,16 +84,33 @@ def register(name: str) -> Callable[[type[Any]], type[Any]]:
 
 
 def available() -> list[str]:
+    _load_implementations()
     return sorted(_REGISTRY)
 
 
 def get_runtime(name: str | None = None) -> ContainerRuntime:
-    """The configured runtime (WHIM_RUNTIME)."""
-    key = name or settings.WHIM_RUNTIME
+    """The configured runtime (WHIM_RUNTIME; ``auto`` resolves once per process)."""
+    key = resolved_runtime_name(name or settings.WHIM_RUNTIME)
     try:
         return _REGISTRY[key]()
     except KeyError:
         raise LookupError(f"unknown runtime {key!r}; known: {', '.join(available())}") from None
+
+
+@functools.cache
+def _auto_runtime() -> str:
+    from workers.docker_runtime import docker_available
+
+    return "docker" if docker_available() else "local"
+
+
+def resolved_runtime_name(name: str) -> str:
+    _load_implementations()
+    return _auto_runtime() if name == "auto" else name
+
+
+def _load_implementations() -> None:
+    from workers import docker_runtime, local_runtime  # noqa: F401  (they register themselves)
 
 
 @register("fake")
@@ -64,6 +119,7 @@ class FakeRuntime(ContainerRuntime):
 
     name = "fake"
     isolated = False
+    observable = False
 
     def start(self, *, worker: Worker, work_item: WorkItem, token: str) -> str:
         import time
@@ -80,3 +136,43 @@ class FakeRuntime(ContainerRuntime):
         if worker is None:
             return None
         return worker.log_tail.splitlines()[-lines:]
+
+
+def worker_environment(
+    *, worker: Worker, work_item: WorkItem, token: str, callback_base: str
+) -> dict[str, str]:
+    """Everything a container (or local process) gets — and nothing more.
+
+    Never SECRET_KEY, the database or the broker URL: only the job, its callback URL and
+    token, the agent's settings, and the credentials named in WHIM_AGENT_ENV.
+    """
+    import json
+    import os
+
+    from orchestration.api.serializers import work_item_json
+
+    env = {
+        "WORKER_ID": str(worker.pk),
+        "WORKER_TOKEN": token,
+        "WORK_ITEM": json.dumps(work_item_json(work_item)),
+        "ORCHESTRATOR_URL": f"{callback_base}/w/{token}",
+        "WHIM_AGENT": settings.WHIM_AGENT,
+        "WHIM_GIT_BASE_URL": settings.WHIM_GIT_BASE_URL,
+        "HEARTBEAT_INTERVAL": str(settings.HEARTBEAT_INTERVAL),
+        "LOCK_WAIT_SECONDS": str(settings.LOCK_WAIT_SECONDS),
+    }
+    if settings.WHIM_AGENT_COMMAND:
+        env["WHIM_AGENT_COMMAND"] = settings.WHIM_AGENT_COMMAND
+    if settings.GITHUB_API_URL:
+        env["GITHUB_API_URL"] = settings.GITHUB_API_URL
+    for name in settings.WHIM_AGENT_ENV:
+        value = os.environ.get(name)
+        if value and name not in FORBIDDEN_ENV:
+            env[name] = value
+    return env
+
+
+# Never handed to a worker, whatever WHIM_AGENT_ENV says.
+FORBIDDEN_ENV = frozenset(
+    {"SECRET_KEY", "DATABASE_URL", "REDIS_URL", "API_KEY", "CELERY_BROKER_URL"}
+)

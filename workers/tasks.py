@@ -19,6 +19,7 @@ from orchestration.services.workers import (
     worker_stuck,
 )
 from workers.runtime import get_runtime
+from workers.services import container_keep_logs, containers_observe
 
 logger = logging.getLogger(__name__)
 
@@ -27,11 +28,21 @@ LOG_TAIL_CHARS = 1_000_000
 
 @shared_task(name="workers.stop_container", time_limit=120, soft_time_limit=100)
 def stop_worker_container(worker_id: str) -> None:
-    """Stop an attempt's container (a no-op when it has none or it is gone)."""
+    """Stop a finished attempt's container, keep its last lines, remove it. A no-op when it
+    has none, it is gone, or the worker is (again) active."""
     worker = Worker.objects.filter(pk=worker_id).first()
-    if worker is None or not worker.container_id:
+    if worker is None or not worker.container_id or worker.is_active:
         return
-    get_runtime().stop(container_id=worker.container_id)
+    runtime = get_runtime()
+    runtime.stop(container_id=worker.container_id, grace_seconds=10)
+    container_keep_logs(runtime=runtime, worker=worker)
+    runtime.remove(container_id=worker.container_id)
+
+
+@shared_task(name="workers.observe_containers", time_limit=240, soft_time_limit=200)
+def observe_containers() -> dict[str, int]:
+    """Beat: turn container exits, timeouts and leftovers into state."""
+    return containers_observe()
 
 
 def _log(worker_id: str, line: str) -> None:

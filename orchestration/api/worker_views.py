@@ -78,7 +78,7 @@ def worker_view(view: WorkerView) -> Callable[..., HttpResponse]:
         try:
             result = view(request, worker, parse_json_body(request))
         except BadBody as exc:
-            return error_response(exc.status, exc.code, exc.message)
+            return error_response(exc.status, exc.code, exc.message, exc.details)
         except WhimError as exc:
             return whim_error_response(exc)
         return result if isinstance(result, HttpResponse) else JsonResponse(result)

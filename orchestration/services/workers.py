@@ -15,7 +15,8 @@ from uuid import UUID
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import F
+from django.db.models import F, Value
+from django.db.models.functions import Coalesce
 
 from orchestration.clock import budget_date, db_now
 from orchestration.errors import Fenced, InvalidState, ValidationFailed
@@ -35,7 +36,9 @@ from orchestration.services.locks import locks_release_all, locks_renew
 logger = logging.getLogger(__name__)
 
 # Failure categories that no retry can fix.
-PERMANENT_CATEGORIES = frozenset({"VALIDATION_ERROR", "CONFIG_ERROR", "PERMANENT", "KILLED"})
+PERMANENT_CATEGORIES = frozenset(
+    {"VALIDATION_ERROR", "CONFIG_ERROR", "CONTAINER_ERROR", "PERMANENT", "KILLED"}
+)
 
 
 def locked_item_and_worker(worker_id: UUID | str) -> tuple[WorkItem, Worker]:
@@ -240,8 +243,9 @@ def worker_register(*, worker_id: UUID | str, work_item_id: UUID) -> WorkItem:
             )
         if not worker.is_active:
             raise Fenced(f"Worker is {worker.status}; it is no longer the active attempt")
+        now = db_now()
         Worker.objects.filter(pk=worker.pk, status__in=Worker.ACTIVE).update(
-            last_heartbeat=db_now()
+            last_heartbeat=now, registered_at=Coalesce("registered_at", Value(now))
         )
     return item
 

@@ -10,8 +10,8 @@
 #      bookworm (python3, git, ca-certificates, openssh-client) from the Debian mirror apt is
 #      configured with, then `docker import`. This takes a few minutes, once.
 # The image itself is built by docker's classic builder from a context staged in
-# .run/worker-image/context (the Dockerfile beside this script plus a copy of workers/harness/,
-# empty if there is none yet); docker's layer cache makes a rebuild with no changes quick.
+# .run/worker-image/context (the Dockerfile beside this script plus a copy of workers/harness/
+# as app/, empty if there is none yet); docker's layer cache makes a rebuild with no changes quick.
 #
 # Needs a running Docker engine (scripts/docker.sh; `make worker-image` runs it first) and, to
 # make the local base, root and apt (debootstrap is installed if missing).
@@ -123,10 +123,19 @@ ensure_debootstrap() {
     [[ "$(id -u)" == 0 ]] || die "debootstrap is not installed and we are not root: apt-get install debootstrap"
     command -v apt-get >/dev/null 2>&1 || die "debootstrap is not installed and there is no apt-get"
     export DEBIAN_FRONTEND=noninteractive
+    local out rc=0
+    out="$(mktemp)"
     log "installing debootstrap (apt-get update + install)"
-    apt-get update -q >/dev/null || die "apt-get update failed"
-    apt-get install -y -q -o Dpkg::Use-Pty=0 --no-install-recommends debootstrap >/dev/null \
-        || die "apt-get install debootstrap failed"
+    {
+        apt-get update -q &&
+            apt-get install -y -q -o Dpkg::Use-Pty=0 --no-install-recommends debootstrap
+    } >"$out" 2>&1 || rc=$?
+    if ((rc != 0)); then
+        tail -n 30 "$out" | sed 's/^/    /' >&2
+        rm -f "$out"
+        die "apt-get install debootstrap failed"
+    fi
+    rm -f "$out"
 }
 
 debootstrap_rootfs() {
@@ -198,17 +207,24 @@ pick_base() {
     log "base image: $BASE"
 }
 
+# The context's app/ is copied to /opt/whim, which is on PYTHONPATH, so it must hold the
+# `harness` package: workers/harness/ is either a project directory with the package inside
+# (workers/harness/harness/__main__.py, maybe bin/ etc. beside it) or the package itself.
 stage_context() {
+    local src="$ROOT/workers/harness"
     rm -rf "$CONTEXT"
-    mkdir -p "$CONTEXT/harness"
+    mkdir -p "$CONTEXT/app"
     cp "$ROOT/workers/image/Dockerfile" "$CONTEXT/Dockerfile"
-    if [[ -d "$ROOT/workers/harness" ]]; then
-        cp -a "$ROOT/workers/harness/." "$CONTEXT/harness/"
+    if [[ -d "$src/harness" ]]; then
+        cp -a "$src/." "$CONTEXT/app/"
+    elif [[ -d "$src" ]]; then
+        mkdir -p "$CONTEXT/app/harness"
+        cp -a "$src/." "$CONTEXT/app/harness/"
     else
-        log "workers/harness/ does not exist yet: the image gets an empty harness package"
+        log "workers/harness/ does not exist yet: the image gets no harness package"
     fi
     # Bytecode differs run to run and would defeat the layer cache.
-    find "$CONTEXT/harness" \( -name __pycache__ -o -name '*.pyc' \) -prune -exec rm -rf {} +
+    find "$CONTEXT/app" \( -name __pycache__ -o -name '*.pyc' \) -prune -exec rm -rf {} +
 }
 
 build_image() {
@@ -219,7 +235,7 @@ build_image() {
         --label "org.whim.base-image=$BASE" \
         -t "$WORKER_IMAGE" "$CONTEXT" 2>&1 \
         | grep -v -e 'DEPRECATED: The legacy builder' -e 'BuildKit is currently disabled' \
-            -e 'Install the buildx component' -e 'https://docs.docker.com/go/buildx' -e '^ *$' \
+            -e 'Install the buildx component' -e 'https://docs.docker.com/go/buildx' -e 'environment-variable\.$' -e '^ *$' \
         | sed 's/^/    /' >&2
     return "${PIPESTATUS[0]}"
 }

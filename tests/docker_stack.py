@@ -1,0 +1,174 @@
+"""A real stack for end-to-end tests: dockerd, the worker image, gunicorn reachable from the
+worker network, Celery worker + beat with the docker runtime, and local bare git repos."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import docker
+import pytest
+
+from orchestration.services.apikeys import apikey_create
+from tests.conftest import ROOT, CeleryWorkers, wait_for
+
+REPOS_ROOT = ROOT / ".run" / "test-repos"
+
+
+def git(*args: str, cwd: Path | None = None) -> str:
+    out = subprocess.run(
+        ["git", "-c", "safe.directory=*", *args],
+        cwd=cwd,
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    return out.stdout.strip()
+
+
+def make_bare_repo(root: Path, repo: str) -> Path:
+    """``root/owner/name.git`` with one commit on main, writable by the container user."""
+    bare = root / f"{repo}.git"
+    seed = root / "seed" / repo
+    seed.mkdir(parents=True)
+    git("init", "-q", "-b", "main", str(seed))
+    (seed / "README.md").write_text("seed\n")
+    git("add", "README.md", cwd=seed)
+    git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q", "-m", "seed", cwd=seed)
+    bare.parent.mkdir(parents=True, exist_ok=True)
+    git("clone", "-q", "--bare", str(seed), str(bare))
+    subprocess.run(["chown", "-R", "1000:1000", str(root)], check=True)
+    return bare
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class DockerStack:
+    def __init__(
+        self, workers: CeleryWorkers, base_url: str, repos: Path, instance: str, api_key: str
+    ) -> None:
+        self.workers = workers
+        self.base_url = base_url
+        self.repos = repos
+        self.instance = instance
+        self.api_key = api_key
+        self.client = docker.from_env()
+
+    def containers(self) -> list[Any]:
+        return list(
+            self.client.containers.list(
+                all=True, filters={"label": f"whim.instance={self.instance}"}
+            )
+        )
+
+    def branch_head(self, repo: str, branch: str) -> str:
+        return git(
+            "--git-dir", str(self.repos / f"{repo}.git"), "rev-parse", f"refs/heads/{branch}"
+        )
+
+    def show(self, repo: str, ref: str, path: str) -> str:
+        return git("--git-dir", str(self.repos / f"{repo}.git"), "show", f"{ref}:{path}")
+
+
+@pytest.fixture
+def docker_stack(celery_workers: Any, settings: Any) -> Iterator[Any]:
+    """Factory: ``docker_stack(**env)`` starts gunicorn + Celery worker/beat on the docker
+    runtime with ``env`` overrides, and returns a DockerStack. Everything is stopped and every
+    labelled container removed afterwards."""
+    client = docker.from_env()
+    try:
+        client.ping()
+        client.images.get(os.environ.get("WORKER_IMAGE", "whim-worker:latest"))
+    except Exception as exc:
+        pytest.fail(f"these tests need dockerd and the worker image (`make worker-image`): {exc}")
+    from workers.docker_runtime import DockerRuntime
+
+    gateway = DockerRuntime().ensure_network()
+    instance = f"test-{uuid.uuid4().hex[:8]}"
+    repos = REPOS_ROOT / instance
+    repos.mkdir(parents=True)
+    procs: list[subprocess.Popen[bytes]] = []
+    made: list[DockerStack] = []
+
+    def make(**env: str) -> DockerStack:
+        port = free_port()
+        overrides = {
+            "WHIM_RUNTIME": "docker",
+            "WHIM_INSTANCE": instance,
+            "PORT": str(port),
+            "WHIM_CALLBACK_URL": f"http://{gateway}:{port}",
+            "ALLOWED_HOSTS": "*",
+            "WHIM_GIT_BASE_URL": f"file://{repos}/",
+            "WHIM_LOCAL_REPOS_DIR": str(repos),
+            "LOOP_INTERVAL": "1",
+            "HEARTBEAT_INTERVAL": "1",
+            "RETRY_DELAYS": "1,1,1",
+            "WORKER_MEMORY": "512m",
+            "FAST_EXIT_SECONDS": "10",
+            **env,
+        }
+        workers = celery_workers(**overrides)
+        settings.WHIM_INSTANCE = instance
+        _, key = apikey_create(name="e2e")
+        log = ROOT / "test-artifacts" / f"{instance}-web.log"
+        log.parent.mkdir(exist_ok=True)
+        with open(log, "wb") as out:
+            procs.append(
+                subprocess.Popen(
+                    [
+                        sys.executable,
+                        "-m",
+                        "gunicorn",
+                        "whim.wsgi",
+                        "-b",
+                        f"127.0.0.1:{port}",
+                        "-b",
+                        f"{gateway}:{port}",
+                        "-w",
+                        "2",
+                        "--graceful-timeout",
+                        "5",
+                    ],
+                    cwd=ROOT,
+                    env={**workers.env, **overrides},
+                    stdout=out,
+                    stderr=subprocess.STDOUT,
+                    start_new_session=True,
+                )
+            )
+        wait_for(
+            lambda: b"Booting worker" in log.read_bytes(), timeout=30, what="gunicorn to start"
+        )
+        workers.start(concurrency=4, beat=True)
+        stack = DockerStack(workers, f"http://127.0.0.1:{port}", repos, instance, key)
+        made.append(stack)
+        return stack
+
+    yield make
+    for proc in procs:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGTERM)
+    for proc in procs:
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+    for container in client.containers.list(
+        all=True, filters={"label": f"whim.instance={instance}"}
+    ):
+        with contextlib.suppress(docker.errors.NotFound):  # the observer got there first
+            container.remove(force=True, v=True)
+    shutil.rmtree(repos, ignore_errors=True)

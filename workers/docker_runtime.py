@@ -1,0 +1,219 @@
+"""The Docker runtime: one hardened, labelled container per attempt (docker-py).
+
+Hardening (all configurable sizes): non-root user, every capability dropped,
+no-new-privileges, read-only root filesystem with tmpfs /tmp and a writable /workspace
+volume, memory with no swap, CPU and PID limits, no privileged mode, no host network or PID
+namespace, no Docker socket, a dedicated bridge network. The environment holds only what the
+job needs (see ``worker_environment``): never SECRET_KEY, database or broker URLs.
+"""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import logging
+from typing import Any
+
+import docker
+from django.conf import settings
+from docker.errors import APIError, DockerException, ImageNotFound, NotFound
+from docker.models.containers import Container
+from docker.types import Mount
+
+from orchestration.models import Worker, WorkItem
+from workers.runtime import ContainerRuntime, ContainerState, register, worker_environment
+
+logger = logging.getLogger(__name__)
+
+LABEL_WORKER = "whim.worker"
+LABEL_WORK_ITEM = "whim.work_item"
+LABEL_INSTANCE = "whim.instance"
+
+
+def container_name(worker_id: object) -> str:
+    """Deterministic per worker, so a retried create finds the container it already made."""
+    return f"whim-{settings.WHIM_INSTANCE}-{worker_id}"
+
+
+def _state(container: Container) -> ContainerState:
+    attrs = container.attrs.get("State", {})
+    return ContainerState(
+        id=container.id or "",
+        status=container.status,
+        exit_code=attrs.get("ExitCode"),
+        oom_killed=bool(attrs.get("OOMKilled")),
+        labels=dict(container.labels or {}),
+    )
+
+
+@register("docker")
+class DockerRuntime(ContainerRuntime):
+    name = "docker"
+
+    def __init__(self) -> None:
+        self.client = docker.from_env(timeout=settings.DOCKER_TIMEOUT)
+
+    # -- network ---------------------------------------------------------------------------
+    def ensure_network(self) -> str:
+        """The dedicated bridge network's gateway address (created on first use)."""
+        name = settings.WHIM_DOCKER_NETWORK
+        try:
+            network = self.client.networks.get(name)
+        except NotFound:
+            try:
+                network = self.client.networks.create(
+                    name, driver="bridge", labels={LABEL_INSTANCE: settings.WHIM_INSTANCE}
+                )
+            except APIError:  # created concurrently
+                network = self.client.networks.get(name)
+            network.reload()
+        configs = network.attrs.get("IPAM", {}).get("Config") or [{}]
+        gateway: str = configs[0].get("Gateway", "")
+        return gateway
+
+    def callback_base(self) -> str:
+        """The orchestrator URL as seen from a container (WHIM_CALLBACK_URL wins)."""
+        if settings.WHIM_CALLBACK_URL:
+            return str(settings.WHIM_CALLBACK_URL).rstrip("/")
+        return f"http://{self.ensure_network()}:{settings.PORT}"
+
+    # -- lifecycle -------------------------------------------------------------------------
+    def _find(self, container_id: str) -> Container | None:
+        try:
+            return self.client.containers.get(container_id)
+        except NotFound:
+            return None
+
+    def start(self, *, worker: Worker, work_item: WorkItem, token: str) -> str:
+        """Create and start the attempt's container, or adopt the one a previous try made.
+
+        1. A container with the worker's name exists: start it if it is only ``created``,
+           and return it (docker-py may have timed out after the daemon created it).
+        2. Otherwise create it, hardened and labelled; a name conflict means a concurrent
+           start won the race: adopt that one.
+        """
+        name = container_name(worker.pk)
+        existing = self._find(name)
+        if existing is not None:
+            if existing.status == "created":
+                existing.start()
+            return existing.id or name
+        env = worker_environment(
+            worker=worker, work_item=work_item, token=token, callback_base=self.callback_base()
+        )
+        volumes: dict[str, dict[str, str]] = {}
+        if settings.WHIM_LOCAL_REPOS_DIR:
+            volumes[settings.WHIM_LOCAL_REPOS_DIR] = {
+                "bind": settings.WHIM_LOCAL_REPOS_DIR,
+                "mode": "rw",
+            }
+        options: dict[str, Any] = {
+            "image": settings.WORKER_IMAGE,
+            "name": name,
+            "detach": True,
+            "environment": env,
+            "labels": {
+                LABEL_WORKER: str(worker.pk),
+                LABEL_WORK_ITEM: str(work_item.pk),
+                LABEL_INSTANCE: settings.WHIM_INSTANCE,
+            },
+            "user": "1000:1000",
+            "cap_drop": ["ALL"],
+            "security_opt": ["no-new-privileges:true"],
+            "read_only": True,
+            "tmpfs": {
+                "/tmp": f"rw,nosuid,nodev,size={settings.WORKER_TMPFS_SIZE},mode=1777",  # noqa: S108
+                "/home/whim": "rw,nosuid,nodev,size=64m,uid=1000,gid=1000,mode=0700",
+            },
+            "mounts": [Mount(target="/workspace", source=None, type="volume")],
+            "volumes": volumes,
+            "mem_limit": settings.WORKER_MEMORY,
+            "memswap_limit": settings.WORKER_MEMORY,
+            "nano_cpus": int(settings.WORKER_CPUS * 1_000_000_000),
+            "pids_limit": settings.WORKER_PIDS,
+            "privileged": False,
+            "network": settings.WHIM_DOCKER_NETWORK,
+            "init": True,
+        }
+        if settings.WHIM_DOCKER_RUNTIME:
+            options["runtime"] = settings.WHIM_DOCKER_RUNTIME
+        try:
+            container = self.client.containers.run(**options)
+        except APIError as exc:
+            if exc.status_code != 409:
+                raise
+            container = self.client.containers.get(name)  # a concurrent start made it
+            if container.status == "created":
+                container.start()
+        return container.id or name
+
+    def stop(self, *, container_id: str, grace_seconds: int = 10) -> None:
+        container = self._find(container_id)
+        if container is not None and container.status in ("running", "restarting", "paused"):
+            with contextlib.suppress(NotFound):
+                container.stop(timeout=grace_seconds)
+
+    def kill(self, *, container_id: str) -> None:
+        container = self._find(container_id)
+        if container is not None and container.status == "running":
+            try:
+                container.kill()
+            except (NotFound, APIError) as exc:  # 409: not running any more
+                logger.info("kill of %s: %s", container_id[:12], type(exc).__name__)
+
+    def remove(self, *, container_id: str) -> None:
+        try:
+            self.client.api.remove_container(container_id, v=True, force=True)
+        except NotFound:
+            pass
+        except APIError as exc:
+            if exc.status_code != 409:  # 409: removal already in progress
+                raise
+
+    def inspect(self, *, container_id: str) -> ContainerState | None:
+        container = self._find(container_id)
+        return _state(container) if container is not None else None
+
+    def list_labelled(self) -> list[ContainerState]:
+        found = self.client.containers.list(
+            all=True, filters={"label": f"{LABEL_INSTANCE}={settings.WHIM_INSTANCE}"}
+        )
+        return [_state(c) for c in found]
+
+    def logs(self, *, container_id: str, lines: int) -> list[str] | None:
+        """The last ``lines`` lines, read as a stream and capped at LOG_TAIL_BYTES, so a
+        container that printed gigabytes never grows this process's memory."""
+        try:
+            stream = self.client.api.logs(
+                container_id, stdout=True, stderr=True, stream=True, follow=False, tail=lines
+            )
+            budget = settings.LOG_TAIL_BYTES
+            chunks: collections.deque[bytes] = collections.deque()
+            size = 0
+            for chunk in stream:
+                chunks.append(chunk)
+                size += len(chunk)
+                while size > budget and chunks:
+                    size -= len(chunks.popleft())
+        except NotFound:
+            return None
+        text = b"".join(chunks).decode("utf-8", errors="replace")
+        return text.splitlines()[-lines:]
+
+
+def docker_available() -> bool:
+    """True when a Docker engine answers (used to pick the default runtime)."""
+    try:
+        client = docker.from_env(timeout=3)
+        client.ping()
+        return True
+    except (DockerException, OSError):
+        return False
+
+
+def image_available() -> bool:
+    try:
+        docker.from_env(timeout=5).images.get(settings.WORKER_IMAGE)
+        return True
+    except (ImageNotFound, DockerException, OSError):
+        return False

@@ -1,0 +1,217 @@
+"""Agents: the part that edits the checkout. A small registry, one abstract method each.
+
+- ``mock``: works ``metadata.mockSeconds`` (default 2) seconds, bumping the iteration and token
+  counts each second, then ends as ``metadata.mock`` says: ``success`` (default) appends
+  ``whim mock change for <id>`` to ``metadata.mockFile`` (default ``WHIM_MOCK.md``), ``fail``
+  raises ``AgentError``, ``stuck`` raises ``AgentStuck``.
+- ``command``: ``sh -c "$WHIM_AGENT_COMMAND"``, the spec on stdin, cwd = the checkout.
+- ``claude``: ``claude -p --dangerously-skip-permissions``, spec on stdin.
+- ``codex``: ``codex exec -``, spec on stdin.
+
+A command agent succeeds by exiting 0; any other exit code is an ``AGENT_ERROR`` whose message
+holds the last lines of its output. A missing binary is a ``CONFIG_ERROR``.
+"""
+
+from __future__ import annotations
+
+import abc
+import collections
+import shutil
+import subprocess
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+from typing import ClassVar
+
+from .config import Config, WorkItem
+from .errors import AgentError, AgentStuck, ConfigError
+from .logs import Logger, mask
+from .state import Children, Progress
+
+
+@dataclass
+class AgentContext:
+    """What an agent gets: the work item, the checkout and where to report progress."""
+
+    work_item: WorkItem
+    workdir: Path
+    env: dict[str, str]
+    progress: Progress
+    children: Children
+    log: Logger
+
+
+class Agent(abc.ABC):
+    """Edits ``ctx.workdir`` to implement the spec. Returns normally on success, raises
+    ``AgentError`` on failure and ``AgentStuck`` when it gives up."""
+
+    name: ClassVar[str]
+
+    def __init__(self, config: Config) -> None:
+        self.config = config
+
+    @abc.abstractmethod
+    def run(self, ctx: AgentContext) -> None: ...
+
+
+_REGISTRY: dict[str, type[Agent]] = {}
+
+
+def register(name: str) -> Callable[[type[Agent]], type[Agent]]:
+    def wrap(cls: type[Agent]) -> type[Agent]:
+        cls.name = name
+        _REGISTRY[name] = cls
+        return cls
+
+    return wrap
+
+
+def agent_for(config: Config) -> Agent:
+    """The agent ``WHIM_AGENT`` names."""
+    try:
+        factory = _REGISTRY[config.agent]
+    except KeyError:
+        raise ConfigError(f"unknown agent {config.agent!r}") from None
+    return factory(config)
+
+
+@register("mock")
+class MockAgent(Agent):
+    """A deterministic stand-in for an AI agent (see the module docstring)."""
+
+    TOKENS_IN_PER_ITERATION = 100
+    TOKENS_OUT_PER_ITERATION = 50
+
+    def run(self, ctx: AgentContext) -> None:
+        meta = ctx.work_item.metadata
+        mode = str(meta.get("mock") or "success")
+        if mode not in {"success", "fail", "stuck"}:
+            raise ConfigError(f"metadata.mock {mode!r} is not success, fail or stuck")
+        try:
+            seconds = min(max(float(meta.get("mockSeconds", 2)), 0.0), 3600.0)
+        except (TypeError, ValueError):
+            raise ConfigError("metadata.mockSeconds is not a number") from None
+        target = _mock_file(meta.get("mockFile"))
+        ctx.log(f"mock agent: mode {mode}, {seconds:g}s")
+
+        iteration = 0
+        deadline = time.monotonic() + seconds
+        while True:
+            iteration = min(iteration + 1, ctx.work_item.max_iterations)
+            ctx.progress.update(
+                iteration=iteration,
+                tokens_in=self.TOKENS_IN_PER_ITERATION,
+                tokens_out=self.TOKENS_OUT_PER_ITERATION,
+            )
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                break
+            time.sleep(min(1.0, remaining))
+
+        if mode == "fail":
+            raise AgentError("mock agent failed (metadata.mock=fail)")
+        if mode == "stuck":
+            raise AgentStuck("mock agent is stuck (metadata.mock=stuck)", attempts=iteration)
+        path = ctx.workdir / target
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with path.open("a", encoding="utf-8") as out:
+            out.write(f"whim mock change for {ctx.work_item.id}\n")
+        ctx.log(f"mock agent: appended a line to {target}")
+
+
+def _mock_file(value: object) -> PurePosixPath:
+    path = PurePosixPath(str(value or "WHIM_MOCK.md"))
+    if path.is_absolute() or ".." in path.parts or (path.parts and path.parts[0] == ".git"):
+        raise ConfigError(f"metadata.mockFile {str(path)!r} must be a path inside the repo")
+    return path
+
+
+class CommandAgent(Agent):
+    """Runs a command line in the checkout with the spec on stdin, streaming its output."""
+
+    TAIL_LINES = 20
+
+    @abc.abstractmethod
+    def argv(self) -> list[str]: ...
+
+    def run(self, ctx: AgentContext) -> None:
+        argv = self.argv()
+        if shutil.which(argv[0], path=ctx.env.get("PATH")) is None:
+            raise ConfigError(f"agent {self.name}: {argv[0]!r} is not installed in this image")
+        ctx.progress.update(iteration=1)
+        ctx.log(f"agent {self.name}: starting {argv[0]}")
+        proc = subprocess.Popen(
+            argv,
+            cwd=ctx.workdir,
+            env=ctx.env,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,  # its own process group, so it can be killed whole
+        )
+        ctx.children.add(proc)
+        tail: collections.deque[str] = collections.deque(maxlen=self.TAIL_LINES)
+        threads = [
+            threading.Thread(target=_feed, args=(proc, ctx.work_item.spec), daemon=True),
+            threading.Thread(
+                target=_pump, args=(proc, ctx.log.child("[agent]"), tail), daemon=True
+            ),
+        ]
+        for thread in threads:
+            thread.start()
+        try:
+            # Poll rather than block, so signal handlers run promptly in this (main) thread.
+            while True:
+                try:
+                    code = proc.wait(timeout=0.2)
+                    break
+                except subprocess.TimeoutExpired:
+                    continue
+        finally:
+            if proc.poll() is None:
+                ctx.children.kill_all()
+            ctx.children.discard(proc)
+        for thread in threads:
+            thread.join(timeout=5)
+        if code != 0:
+            last = mask("\n".join(tail))
+            raise AgentError(f"agent {self.name} exited with code {code}; last output:\n{last}")
+        ctx.log(f"agent {self.name}: finished")
+
+
+def _feed(proc: subprocess.Popen[bytes], spec: str) -> None:
+    assert proc.stdin is not None
+    try:
+        proc.stdin.write(spec.encode("utf-8"))
+        proc.stdin.close()
+    except (BrokenPipeError, OSError):
+        pass  # the agent does not read its stdin: fine
+
+
+def _pump(proc: subprocess.Popen[bytes], log: Logger, tail: collections.deque[str]) -> None:
+    assert proc.stdout is not None
+    for raw in proc.stdout:
+        line = raw.decode("utf-8", errors="replace").rstrip("\r\n")
+        tail.append(line)
+        log(line)
+
+
+@register("command")
+class ShellCommandAgent(CommandAgent):
+    def argv(self) -> list[str]:
+        assert self.config.agent_command is not None  # checked in Config.from_env
+        return ["sh", "-c", self.config.agent_command]
+
+
+@register("claude")
+class ClaudeAgent(CommandAgent):
+    def argv(self) -> list[str]:
+        return ["claude", "-p", "--dangerously-skip-permissions"]
+
+
+@register("codex")
+class CodexAgent(CommandAgent):
+    def argv(self) -> list[str]:
+        return ["codex", "exec", "-"]

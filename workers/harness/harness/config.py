@@ -1,0 +1,214 @@
+"""The environment contract between the orchestrator and the container, parsed once.
+
+Required: ``ORCHESTRATOR_URL`` (callback base, e.g. ``http://172.18.0.1:8000/w/<token>``),
+``WORKER_ID`` and ``WORK_ITEM`` (the API's WorkItem object as JSON; ``WORK_ITEM_ID`` alone also
+works, and then the work item in the register answer is used). Usually given: ``WORKER_TOKEN``
+(sent as a Bearer header).
+Everything else has a default; see ``Config.from_env``. ``WORKER_TOKEN_FILE`` and
+``GITHUB_TOKEN_FILE`` may name files holding the secrets instead.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from .errors import ConfigError
+from .logs import add_secret
+
+AGENTS = ("claude", "codex", "command", "mock")
+
+# The API's validation (API.md "Validation"), repeated here because the values end up in git
+# arguments and URLs: a repo or branch starting with "-" must never reach a command line.
+REPO_RE = re.compile(r"^(?P<owner>[A-Za-z0-9][A-Za-z0-9-]*)/(?P<name>[A-Za-z0-9._-]+)$")
+BRANCH_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9/_.-]*$")
+
+
+@dataclass(frozen=True)
+class WorkItem:
+    """The parts of the API's WorkItem object the harness uses."""
+
+    id: str
+    repo: str
+    branch: str
+    spec: str
+    metadata: dict[str, Any] = field(default_factory=dict)
+    max_iterations: int = 50
+
+    @property
+    def owner(self) -> str:
+        return self.repo.split("/", 1)[0]
+
+    @property
+    def name(self) -> str:
+        return self.repo.split("/", 1)[1]
+
+    @classmethod
+    def from_json(cls, data: Any) -> WorkItem:
+        if not isinstance(data, dict):
+            raise ConfigError("WORK_ITEM is not a JSON object")
+        item_id = str(data.get("id") or "")
+        repo = str(data.get("repo") or "")
+        branch = str(data.get("branch") or "")
+        spec = data.get("spec") or data.get("description") or ""
+        metadata = data.get("metadata") or {}
+        if not item_id:
+            raise ConfigError("WORK_ITEM has no id")
+        match = REPO_RE.match(repo)
+        if not match or len(repo) > 200 or match["name"] in {".", ".."}:
+            raise ConfigError(f"WORK_ITEM repo {repo!r} is not owner/name")
+        if (
+            not BRANCH_RE.match(branch)
+            or len(branch) > 250
+            or ".." in branch
+            or branch.endswith(("/", ".lock"))
+        ):
+            raise ConfigError(f"WORK_ITEM branch {branch!r} is not a valid branch name")
+        if not isinstance(metadata, dict):
+            raise ConfigError("WORK_ITEM metadata is not an object")
+        try:
+            max_iterations = int(data.get("maxIterations") or 50)
+        except (TypeError, ValueError):
+            raise ConfigError("WORK_ITEM maxIterations is not a number") from None
+        return cls(
+            id=item_id,
+            repo=repo,
+            branch=branch,
+            spec=str(spec),
+            metadata=metadata,
+            max_iterations=max(1, max_iterations),
+        )
+
+
+@dataclass(frozen=True)
+class Config:
+    """Every knob the harness reads, with its default."""
+
+    orchestrator_url: str
+    worker_id: str
+    worker_token: str | None
+    work_item_id: str
+    work_item_json: Any | None
+    agent: str = "mock"
+    agent_command: str | None = None
+    git_base_url: str = "https://github.com/"
+    github_token: str | None = None
+    github_api_url: str = "https://api.github.com"
+    github_api_url_set: bool = False
+    heartbeat_interval: float = 10.0
+    lock_wait_seconds: float = 300.0
+    callback_retry_seconds: float = 300.0
+    author_name: str = "Whim"
+    author_email: str = "whim@localhost"
+    workspace: Path = Path("/workspace")
+
+    @property
+    def checkout(self) -> Path:
+        return self.workspace / "repo"
+
+    @property
+    def git_is_local(self) -> bool:
+        return self.git_base_url.startswith("file://")
+
+    @property
+    def git_is_github(self) -> bool:
+        return (urlsplit(self.git_base_url).hostname or "").lower() == "github.com"
+
+    @property
+    def opens_pull_requests(self) -> bool:
+        """A PR needs a token and a GitHub to talk to: github.com, or an explicit API URL."""
+        return bool(self.github_token) and (self.git_is_github or self.github_api_url_set)
+
+    def clone_url(self, repo: str) -> str:
+        return f"{self.git_base_url}{repo}.git"
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Config:
+        """Read and validate the environment; registers the secrets for masking first."""
+        env = os.environ if env is None else env
+        token = _secret(env, "WORKER_TOKEN")
+        github_token = _secret(env, "GITHUB_TOKEN")
+        url = env.get("ORCHESTRATOR_URL", "").strip()
+        add_secret(token)
+        add_secret(github_token)
+        add_secret(_path_token(url))
+        if not url.startswith(("http://", "https://")):
+            raise ConfigError("ORCHESTRATOR_URL must be an http(s) URL")
+        worker_id = env.get("WORKER_ID", "").strip()
+        if not worker_id:
+            raise ConfigError("WORKER_ID is not set")
+        raw_item = env.get("WORK_ITEM", "").strip()
+        try:
+            item_json = json.loads(raw_item) if raw_item else None
+        except json.JSONDecodeError as exc:
+            raise ConfigError(f"WORK_ITEM is not valid JSON: {exc.msg}") from None
+        item_id = str(item_json.get("id") or "") if isinstance(item_json, dict) else ""
+        item_id = item_id or env.get("WORK_ITEM_ID", "").strip()
+        if not item_id:
+            raise ConfigError("neither WORK_ITEM (with an id) nor WORK_ITEM_ID is set")
+        agent = (env.get("WHIM_AGENT") or "mock").strip().lower()
+        if agent not in AGENTS:
+            raise ConfigError(f"WHIM_AGENT {agent!r} is not one of {', '.join(AGENTS)}")
+        command = env.get("WHIM_AGENT_COMMAND") or None
+        if agent == "command" and not command:
+            raise ConfigError("WHIM_AGENT=command needs WHIM_AGENT_COMMAND")
+        base = env.get("WHIM_GIT_BASE_URL") or "https://github.com/"
+        if not base.endswith("/"):
+            base += "/"
+        if not base.startswith(("https://", "http://", "file://", "ssh://", "git@")):
+            raise ConfigError("WHIM_GIT_BASE_URL must be an https, http, ssh or file URL")
+        api_url = (env.get("GITHUB_API_URL") or "").strip()
+        return cls(
+            orchestrator_url=url.rstrip("/"),
+            worker_id=worker_id,
+            worker_token=token,
+            work_item_id=item_id,
+            work_item_json=item_json,
+            agent=agent,
+            agent_command=command,
+            git_base_url=base,
+            github_token=github_token,
+            github_api_url=(api_url or "https://api.github.com").rstrip("/"),
+            github_api_url_set=bool(api_url),
+            heartbeat_interval=_seconds(env, "HEARTBEAT_INTERVAL", 10.0, minimum=0.05),
+            lock_wait_seconds=_seconds(env, "LOCK_WAIT_SECONDS", 300.0, minimum=0.0),
+            callback_retry_seconds=_seconds(env, "CALLBACK_RETRY_SECONDS", 300.0, minimum=0.0),
+            author_name=env.get("WHIM_GIT_AUTHOR_NAME") or "Whim",
+            author_email=env.get("WHIM_GIT_AUTHOR_EMAIL") or "whim@localhost",
+            workspace=Path(env.get("WORKSPACE") or "/workspace"),
+        )
+
+
+def _secret(env: Mapping[str, str], name: str) -> str | None:
+    """``NAME``, or the contents of the file ``NAME_FILE`` names."""
+    value = env.get(name)
+    path = env.get(f"{name}_FILE")
+    if not value and path:
+        try:
+            value = Path(path).read_text().strip()
+        except OSError as exc:
+            raise ConfigError(f"{name}_FILE cannot be read: {exc.strerror}") from None
+    return value.strip() if value else None
+
+
+def _path_token(url: str) -> str | None:
+    """The token carried in a ``.../w/<token>`` callback base URL, if any."""
+    match = re.search(r"/w/([^/?#]+)", urlsplit(url).path)
+    return match.group(1) if match else None
+
+
+def _seconds(env: Mapping[str, str], name: str, default: float, *, minimum: float) -> float:
+    raw = env.get(name)
+    if not raw:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ConfigError(f"{name} must be a number of seconds, not {raw!r}") from None
+    return max(minimum, value)

@@ -1,0 +1,112 @@
+"""Opening the pull request on GitHub (or anything that speaks its REST API).
+
+POST ``{api}/repos/{owner}/{name}/pulls``; a 422 usually means the PR already exists, which
+``GET .../pulls?head=owner:branch`` finds. The token goes in the Authorization header only.
+"""
+
+from __future__ import annotations
+
+import re
+import urllib.parse
+from dataclasses import dataclass
+
+from .errors import Category, HarnessError
+from .logs import Logger, mask
+from .transport import Response, RetriesExhausted, request_json
+
+BODY_EXCERPT_CHARS = 4000
+
+
+@dataclass(frozen=True)
+class PullRequest:
+    url: str
+    number: int
+
+
+class PullRequestError(HarnessError):
+    category = Category.PR_ERROR
+
+
+def pr_title(spec: str, *, fallback: str) -> str:
+    """The spec's first Markdown heading, else its first non-empty line, else ``fallback``."""
+    lines = [line.strip() for line in spec.splitlines()]
+    for line in lines:
+        match = re.match(r"^#{1,6}\s+(.+?)\s*#*$", line)
+        if match:
+            return match.group(1)[:200]
+    for line in lines:
+        if line:
+            return line[:200]
+    return fallback
+
+
+def pr_body(spec: str, *, work_item_id: str) -> str:
+    excerpt = spec.strip()
+    if len(excerpt) > BODY_EXCERPT_CHARS:
+        excerpt = excerpt[:BODY_EXCERPT_CHARS].rstrip() + "\n\n…"
+    return f"{excerpt}\n\n---\nOpened by Whim for work item `{work_item_id}`.".lstrip()
+
+
+def pull_request_open(
+    *,
+    api_url: str,
+    token: str,
+    owner: str,
+    name: str,
+    head: str,
+    base: str,
+    title: str,
+    body: str,
+    log: Logger,
+    retry_for: float = 120.0,
+) -> PullRequest:
+    """Open the PR ``head`` → ``base``, or find the open one that already exists."""
+    headers = {
+        "Authorization": f"Bearer {token}",
+        "Accept": "application/vnd.github+json",
+        "X-GitHub-Api-Version": "2022-11-28",
+    }
+    repo_url = f"{api_url.rstrip('/')}/repos/{owner}/{name}"
+    try:
+        created = request_json(
+            "POST",
+            f"{repo_url}/pulls",
+            body={"title": title, "head": head, "base": base, "body": body},
+            headers=headers,
+            retry_for=retry_for,
+            label=f"POST /repos/{owner}/{name}/pulls",
+            log=log,
+        )
+        if created.status == 201:
+            return _pull_request(created)
+        if created.status != 422:
+            raise PullRequestError(f"GitHub refused the pull request: {_describe(created)}")
+        query = urllib.parse.urlencode({"head": f"{owner}:{head}", "base": base, "state": "open"})
+        found = request_json(
+            "GET",
+            f"{repo_url}/pulls?{query}",
+            headers=headers,
+            retry_for=retry_for,
+            label=f"GET /repos/{owner}/{name}/pulls",
+            log=log,
+        )
+    except RetriesExhausted as exc:
+        raise PullRequestError(f"GitHub did not answer: {exc}") from None
+    if found.status == 200 and isinstance(found.body, list) and found.body:
+        log("a pull request for this branch already exists")
+        return _pull_request(Response(200, found.body[0]))
+    raise PullRequestError(f"GitHub refused the pull request: {_describe(created)}")
+
+
+def _pull_request(response: Response) -> PullRequest:
+    url, number = response.field("html_url"), response.field("number")
+    if not isinstance(url, str) or not isinstance(number, int):
+        raise PullRequestError("GitHub's answer has no html_url and number")
+    return PullRequest(url=url, number=number)
+
+
+def _describe(response: Response) -> str:
+    message = response.field("message")
+    errors = response.field("errors")
+    text = f"HTTP {response.status} {message or ''} {errors or ''}".strip()
+    return mask(text)[:500]

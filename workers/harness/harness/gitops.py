@@ -1,0 +1,190 @@
+"""Git, driven through the ``git`` binary with a controlled environment.
+
+Credentials for https never appear on a command line, in a URL, in ``.git/config`` or in a log
+line: the GitHub token travels as an ``http.<base>.extraHeader`` set through git's
+``GIT_CONFIG_COUNT`` environment variables, scoped to the clone's host, and every error text is
+masked before it leaves this module.
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+import subprocess
+from collections.abc import Mapping
+from pathlib import Path
+
+from .errors import Category, HarnessError
+from .logs import add_secret, mask
+
+
+class GitError(HarnessError):
+    """A git command failed; the message is the command and its (masked) stderr."""
+
+
+def git_env(
+    *,
+    base_url: str,
+    token: str | None,
+    author_name: str,
+    author_email: str,
+    environ: Mapping[str, str] | None = None,
+) -> dict[str, str]:
+    """The environment every git command (the agent's too) runs with."""
+    env = dict(os.environ if environ is None else environ)
+    env.update(
+        GIT_TERMINAL_PROMPT="0",
+        GIT_AUTHOR_NAME=author_name,
+        GIT_AUTHOR_EMAIL=author_email,
+        GIT_COMMITTER_NAME=author_name,
+        GIT_COMMITTER_EMAIL=author_email,
+    )
+    config: list[tuple[str, str]] = [("commit.gpgsign", "false"), ("core.hooksPath", "/dev/null")]
+    if base_url.startswith("file://"):
+        # Bare repositories mounted from the host belong to another uid; without this, git
+        # refuses them as "dubious ownership".
+        config.append(("safe.directory", "*"))
+    if token and base_url.startswith(("https://", "http://")):
+        basic = base64.b64encode(f"x-access-token:{token}".encode()).decode()
+        add_secret(basic)
+        config.append((f"http.{base_url}.extraHeader", f"Authorization: Basic {basic}"))
+    env["GIT_CONFIG_COUNT"] = str(len(config))
+    for index, (key, value) in enumerate(config):
+        env[f"GIT_CONFIG_KEY_{index}"] = key
+        env[f"GIT_CONFIG_VALUE_{index}"] = value
+    return env
+
+
+class Git:
+    """One checkout and the commands the harness runs in it."""
+
+    def __init__(self, *, workdir: Path, env: dict[str, str]) -> None:
+        self.workdir = workdir
+        self.env = env
+
+    def run(
+        self,
+        *args: str,
+        category: str = Category.INTERNAL_ERROR,
+        cwd: Path | None = None,
+        timeout: float = 600.0,
+    ) -> str:
+        """Run ``git <args>`` and return its stdout; raise ``GitError(category)`` on failure."""
+        try:
+            proc = subprocess.run(
+                ["git", *args],
+                cwd=cwd or self.workdir,
+                env=self.env,
+                stdin=subprocess.DEVNULL,
+                capture_output=True,
+                timeout=timeout,
+                check=False,
+            )
+        except FileNotFoundError:
+            raise GitError("git is not installed", category=Category.CONFIG_ERROR) from None
+        except subprocess.TimeoutExpired:
+            raise GitError(
+                f"git {args[0]} timed out after {timeout:.0f}s", category=category
+            ) from None
+        if proc.returncode != 0:
+            stderr = proc.stderr.decode("utf-8", errors="replace").strip()
+            raise GitError(
+                mask(f"git {args[0]} failed ({proc.returncode}): {stderr[-2000:]}"),
+                category=category,
+            )
+        return proc.stdout.decode("utf-8", errors="replace")
+
+    def ok(self, *args: str) -> bool:
+        """Whether ``git <args>`` succeeds (for questions such as "does this ref exist")."""
+        try:
+            self.run(*args)
+        except GitError:
+            return False
+        return True
+
+    # 2. Clone and branch ------------------------------------------------------------------
+
+    def clone(self, url: str) -> None:
+        self.workdir.parent.mkdir(parents=True, exist_ok=True)
+        self.run(
+            "clone",
+            "--no-tags",
+            "--",
+            url,
+            str(self.workdir),
+            category=Category.CLONE_ERROR,
+            cwd=self.workdir.parent,
+        )
+
+    def default_branch(self) -> str:
+        """The remote's default branch, from ``origin/HEAD`` as set by the clone."""
+        try:
+            ref = self.run("symbolic-ref", "--short", "refs/remotes/origin/HEAD").strip()
+        except GitError:
+            raise GitError(
+                "the repository has no default branch (is it empty?)",
+                category=Category.CLONE_ERROR,
+            ) from None
+        return ref.removeprefix("origin/")
+
+    def check_out(self, branch: str, *, default: str) -> bool:
+        """Check out ``branch``: track the remote one if it exists, else start it from
+        ``default``. Returns whether the branch already existed on the remote."""
+        exists = self.ok("rev-parse", "--verify", "--quiet", f"refs/remotes/origin/{branch}")
+        if exists:
+            self.run(
+                "checkout",
+                "-B",
+                branch,
+                "--track",
+                f"origin/{branch}",
+                category=Category.CLONE_ERROR,
+            )
+        else:
+            self.run(
+                "checkout",
+                "-B",
+                branch,
+                "--no-track",
+                f"origin/{default}",
+                category=Category.CLONE_ERROR,
+            )
+        return exists
+
+    # 5. What changed ----------------------------------------------------------------------
+
+    def head(self) -> str:
+        return self.run("rev-parse", "HEAD").strip()
+
+    def changed_files(self, since: str) -> list[str]:
+        """Repo-relative paths changed since ``since``: committed by the agent, staged,
+        modified, deleted or untracked (ignored files excluded), sorted and unique."""
+        files: set[str] = set()
+        status = self.run("status", "--porcelain=v1", "-z", "--untracked-files=all", "--no-renames")
+        for entry in status.split("\0"):
+            if len(entry) > 3:
+                files.add(entry[3:])
+        if self.head() != since:
+            committed = self.run("diff", "--name-only", "-z", "--no-renames", since, "HEAD")
+            files.update(path for path in committed.split("\0") if path)
+        return sorted(files)
+
+    # 6. Commit and push -------------------------------------------------------------------
+
+    def commit_all(self, message: str) -> bool:
+        """Stage everything and commit it; False when there was nothing left to commit."""
+        self.run("add", "--all", category=Category.COMMIT_ERROR)
+        if self.ok("diff", "--cached", "--quiet"):
+            return False
+        self.run("commit", "--no-verify", "--quiet", "-m", message, category=Category.COMMIT_ERROR)
+        return True
+
+    def push(self, branch: str) -> None:
+        self.run(
+            "push",
+            "--no-verify",
+            "--porcelain",
+            "origin",
+            f"HEAD:refs/heads/{branch}",
+            category=Category.PUSH_ERROR,
+        )

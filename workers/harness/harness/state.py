@@ -1,0 +1,86 @@
+"""State shared between the main thread, the heartbeat thread and the agent.
+
+``Progress`` is what heartbeats report; ``Children`` remembers the agent's process groups so a
+fenced or terminated harness can take them down with it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import threading
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    iteration: int
+    tokens_in: int
+    tokens_out: int
+
+
+class Progress:
+    """Iteration and token counts, updated by the agent, read by heartbeats (thread-safe)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._iteration = 0
+        self._tokens_in = 0
+        self._tokens_out = 0
+
+    def update(
+        self, *, iteration: int | None = None, tokens_in: int = 0, tokens_out: int = 0
+    ) -> None:
+        """Set the iteration (when given) and add to the token counts."""
+        with self._lock:
+            if iteration is not None:
+                self._iteration = iteration
+            self._tokens_in += tokens_in
+            self._tokens_out += tokens_out
+
+    def snapshot(self) -> Snapshot:
+        with self._lock:
+            return Snapshot(self._iteration, self._tokens_in, self._tokens_out)
+
+
+class Children:
+    """Agent processes, each started in its own session (= process group)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._procs: set[subprocess.Popen[bytes]] = set()
+
+    def add(self, proc: subprocess.Popen[bytes]) -> None:
+        with self._lock:
+            self._procs.add(proc)
+
+    def discard(self, proc: subprocess.Popen[bytes]) -> None:
+        with self._lock:
+            self._procs.discard(proc)
+
+    def kill_all(self, *, grace: float = 5.0) -> None:
+        """SIGTERM every group, then SIGKILL whatever is left after ``grace`` seconds."""
+        with self._lock:
+            procs = list(self._procs)
+        for proc in procs:
+            _signal_group(proc, signal.SIGTERM)
+        for proc in procs:
+            try:
+                proc.wait(timeout=grace)
+            except subprocess.TimeoutExpired:
+                _signal_group(proc, signal.SIGKILL)
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    proc.wait(timeout=grace)
+        # Leftovers of an exited leader (a backgrounded grandchild) share its group id.
+        for proc in procs:
+            _signal_group(proc, signal.SIGKILL)
+
+
+def _signal_group(proc: subprocess.Popen[bytes], sig: signal.Signals) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(proc.pid, sig)
+
+
+children = Children()

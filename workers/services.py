@@ -1,0 +1,121 @@
+"""Turning what containers do into state: exits, timeouts, leftovers (level-triggered)."""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import logging
+
+from django.conf import settings
+
+from orchestration.clock import db_now
+from orchestration.errors import Fenced
+from orchestration.models import Worker, WorkerStatus
+from orchestration.services.workers import worker_fail
+from workers.runtime import ContainerRuntime, ContainerState, get_runtime
+
+logger = logging.getLogger(__name__)
+
+
+def container_keep_logs(*, runtime: ContainerRuntime, worker: Worker) -> None:
+    """Copy the container's last lines (bounded) onto the worker row, so they outlive it."""
+    lines = runtime.logs(container_id=worker.container_id, lines=settings.LOG_TAIL_LINES)
+    if lines:
+        text = "\n".join(lines)[-settings.LOG_TAIL_BYTES :]
+        Worker.objects.filter(pk=worker.pk).update(log_tail=text)
+
+
+def classify_exit(*, state: ContainerState, worker: Worker, now: dt.datetime) -> tuple[str, str]:
+    """Why an active worker's container ended, as ``(category, message)``.
+
+    OOM → RESOURCE_ERROR (retried). A non-zero exit before the harness ever registered, soon
+    after start → CONTAINER_ERROR (a broken image or entrypoint: failed at once, no retry
+    storm). Any other exit while the worker is still active → CRASHED or NO_RESULT (retried).
+    """
+    code = state.exit_code
+    if state.oom_killed:
+        return "RESOURCE_ERROR", f"container killed for running out of memory (exit {code})"
+    started = worker.started_at or worker.created_at
+    fast = (now - started).total_seconds() < settings.FAST_EXIT_SECONDS
+    if code not in (0, None) and worker.registered_at is None and fast:
+        return "CONTAINER_ERROR", f"container exited with {code} before the harness started"
+    if code == 0:
+        return "NO_RESULT", "container exited 0 without reporting complete"
+    return "CRASHED", f"container exited with {code} while the attempt was active"
+
+
+def containers_observe(*, runtime: ContainerRuntime | None = None) -> dict[str, int]:
+    """One pass over containers; safe to run twice at once and from several processes.
+
+    1. Every active worker with a container: gone → CONTAINER_LOST; finished → its last
+       lines kept, the exit classified and the attempt failed (retry or fail), the container
+       removed; running past WORKER_TIMEOUT → killed and failed with TIMEOUT.
+    2. Every container labelled for this instance whose worker is no longer active (or
+       unknown): last lines kept, stopped (10 s grace) and removed.
+    Transitions are conditional, so a callback that lands first simply wins (Fenced here).
+    """
+    runtime = runtime or get_runtime()
+    counts = {"exited": 0, "timed_out": 0, "lost": 0, "removed": 0}
+    if not runtime.observable:
+        return counts
+    now = db_now()
+    active = Worker.objects.filter(status__in=Worker.ACTIVE).exclude(container_id="")
+    for worker in active.order_by("created_at")[:500]:
+        state = runtime.inspect(container_id=worker.container_id)
+        if state is None:
+            if worker.status == WorkerStatus.RUNNING:
+                _fail(worker, "container vanished", "CONTAINER_LOST")
+                counts["lost"] += 1
+            continue
+        if state.finished:
+            container_keep_logs(runtime=runtime, worker=worker)
+            category, message = classify_exit(state=state, worker=worker, now=now)
+            _fail(worker, _with_log_tail(worker, message), category)
+            runtime.remove(container_id=worker.container_id)
+            counts["exited"] += 1
+        elif worker.started_at and (now - worker.started_at).total_seconds() > (
+            settings.WORKER_TIMEOUT
+        ):
+            container_keep_logs(runtime=runtime, worker=worker)
+            runtime.kill(container_id=worker.container_id)
+            _fail(
+                worker,
+                f"attempt ran longer than WORKER_TIMEOUT ({settings.WORKER_TIMEOUT}s)",
+                "TIMEOUT",
+            )
+            counts["timed_out"] += 1
+    for state in runtime.list_labelled():
+        worker_id = state.labels.get("whim.worker", "")
+        owner = Worker.objects.filter(pk=worker_id).first() if _is_uuid(worker_id) else None
+        if owner is not None and owner.is_active:
+            continue
+        if owner is not None and not owner.log_tail and owner.container_id:
+            container_keep_logs(runtime=runtime, worker=owner)
+        if not state.finished:
+            runtime.stop(container_id=state.id, grace_seconds=10)
+        runtime.remove(container_id=state.id)
+        counts["removed"] += 1
+    return counts
+
+
+def _with_log_tail(worker: Worker, message: str) -> str:
+    """The error plus the container's last lines (its stderr says why it died)."""
+    worker.refresh_from_db(fields=["log_tail"])
+    tail = "\n".join(worker.log_tail.splitlines()[-50:])
+    return f"{message}\n\n{tail}" if tail else message
+
+
+def _fail(worker: Worker, message: str, category: str) -> None:
+    with contextlib.suppress(Fenced):
+        worker_fail(worker_id=worker.pk, error=message, category=category, actor="supervisor")
+    logger.info("worker %s: %s (%s)", worker.pk, message.splitlines()[0], category)
+
+
+def _is_uuid(value: str) -> bool:
+    import uuid
+
+    try:
+        uuid.UUID(value)
+    except ValueError:
+        return False
+    return True
