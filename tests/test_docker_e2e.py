@@ -6,11 +6,12 @@ import io
 import json
 import urllib.request
 import uuid
+from functools import partial
 from typing import Any
 
 import pytest
 
-from orchestration.models import Worker, WorkerStatus, WorkItem, WorkItemStatus
+from orchestration.models import Worker, WorkerStatus, WorkItem, WorkItemEvent, WorkItemStatus
 from tests.conftest import wait_for
 from tests.docker_stack import DockerStack, make_bare_repo
 
@@ -165,3 +166,57 @@ def test_a_container_with_a_bad_entrypoint_fails_once_with_its_stderr_kept(
     assert "boom: no such agent" in item.error
     assert Worker.objects.filter(work_item_id=item_id).count() == 1
     wait_for(lambda: no_containers_left(stack), timeout=30, what="the container removed")
+
+
+def test_two_workers_editing_one_file_never_hold_it_at_the_same_time(docker_stack: Any) -> None:
+    stack = docker_stack(MAX_WORKERS="2")
+    make_bare_repo(stack.repos, "acme/widgets")
+    meta = {"mockSeconds": 1, "mockFile": "shared/NOTES.md"}
+
+    first = submit(stack, repo="acme/widgets", spec="# First", branch="first", metadata=meta)
+    second = submit(stack, repo="acme/widgets", spec="# Second", branch="second", metadata=meta)
+
+    for item_id in (first, second):
+        item = wait_for(partial(finished, item_id), timeout=180, interval=0.5, what="items")
+        assert item.status == WorkItemStatus.COMPLETED, item.error
+    # Each holds the lock from "locks_acquired" until its "completed" (push in between):
+    # the two windows never overlap, and one of them had to wait for the other.
+    windows = []
+    for item_id in (first, second):
+        events = WorkItemEvent.objects.filter(work_item_id=item_id)
+        acquired = events.get(kind="locks_acquired")
+        assert acquired.data["files"] == ["shared/NOTES.md"]
+        windows.append((acquired.created_at, events.get(kind="completed").created_at))
+    earlier, later = sorted(windows)
+    assert earlier[1] <= later[0], f"both held shared/NOTES.md at once: {windows}"
+    assert WorkItemEvent.objects.filter(kind="lock_blocked").exists(), "the race never happened"
+    for branch in ("first", "second"):
+        head = stack.branch_head("acme/widgets", branch)
+        assert "whim mock change" in stack.show("acme/widgets", head, "shared/NOTES.md")
+
+
+def test_the_logs_route_tails_a_running_container(docker_stack: Any) -> None:
+    stack = docker_stack()
+    make_bare_repo(stack.repos, "acme/widgets")
+    item_id = submit(stack, repo="acme/widgets", spec="# Logs", metadata={"mockSeconds": 6})
+    worker = wait_for(
+        lambda: Worker.objects.filter(work_item_id=item_id, status=WorkerStatus.RUNNING).first(),
+        timeout=60,
+        what="a running worker",
+    )
+
+    def tail() -> list[str]:
+        req = urllib.request.Request(
+            f"{stack.base_url}/api/workers/{worker.pk}/logs?lines=50",
+            headers={"X-API-Key": stack.api_key},
+        )
+        with urllib.request.urlopen(req, timeout=10) as resp:
+            lines: list[str] = json.loads(resp.read())["logs"]
+        return lines
+
+    lines = wait_for(
+        lambda: [ln for ln in tail() if "harness" in ln.lower()],
+        timeout=30,
+        what="harness output in the container's logs",
+    )
+    assert len(tail()) <= 50 and lines

@@ -3,19 +3,20 @@
 from __future__ import annotations
 
 from typing import Any
+from uuid import UUID
 
 from orchestration.models import Worker, WorkItem, WorkItemEvent
 
 
 def event_record(
     *,
-    work_item: WorkItem | str,
+    work_item: WorkItem | UUID | str,
     kind: str,
     from_status: str = "",
     to_status: str = "",
     actor: str = "system",
     message: str = "",
-    worker: Worker | str | None = None,
+    worker: Worker | UUID | str | None = None,
     data: dict[str, Any] | None = None,
 ) -> WorkItemEvent:
     """Append one event; call it inside the transaction that made the change."""

@@ -18,6 +18,7 @@ from django.db.models import Q
 from orchestration.clock import db_now
 from orchestration.errors import Fenced, ValidationFailed
 from orchestration.models import FileLock, Worker
+from orchestration.services.events import event_record
 
 
 @dataclasses.dataclass(frozen=True)
@@ -61,6 +62,7 @@ def locks_acquire(*, worker_id: UUID | str, repo: str, files: list[str]) -> Lock
         blocked = sorted(lock.path for lock in held if lock.worker_id != worker.pk)
         if blocked:
             holder = next(lock.worker_id for lock in held if lock.worker_id != worker.pk)
+            _record(worker, "lock_blocked", blocked, holder)
             return LockResult(False, holder, tuple(blocked))
         mine = {lock.path for lock in held}
         FileLock.objects.filter(worker=worker, repo=repo, path__in=mine).update(
@@ -78,12 +80,23 @@ def locks_acquire(*, worker_id: UUID | str, repo: str, files: list[str]) -> Lock
         except IntegrityError:
             taken = FileLock.objects.filter(repo=repo, path__in=files).exclude(worker=worker)
             first = taken.first()
-            return LockResult(
-                False,
-                first.worker_id if first else None,
-                tuple(sorted(taken.values_list("path", flat=True))),
-            )
+            paths = sorted(taken.values_list("path", flat=True))
+            _record(worker, "lock_blocked", paths, first.worker_id if first else None)
+            return LockResult(False, first.worker_id if first else None, tuple(paths))
+        _record(worker, "locks_acquired", files, None)
     return LockResult(True)
+
+
+def _record(worker: Worker, kind: str, paths: list[str], holder: UUID | None) -> None:
+    """An event on the item's timeline (why it waits, and for whom)."""
+    event_record(
+        work_item=worker.work_item_id,
+        worker=worker,
+        kind=kind,
+        actor=f"worker:{worker.pk}",
+        message=", ".join(paths[:20]) + (" …" if len(paths) > 20 else ""),
+        data={"files": paths[:100], "holder": str(holder) if holder else None},
+    )
 
 
 def locks_release(*, worker_id: UUID | str, repo: str, files: list[str]) -> int:

@@ -1,0 +1,77 @@
+"""The Docker runtime against a faked Docker client (the boundary): options and bounds."""
+
+from __future__ import annotations
+
+from typing import Any
+from unittest import mock
+
+import docker
+import pytest
+
+from tests.factories import WorkerFactory
+from workers.docker_runtime import DockerRuntime, container_name
+
+pytestmark = pytest.mark.django_db
+
+
+def runtime_with(api: Any) -> DockerRuntime:
+    with mock.patch("workers.docker_runtime.docker.from_env") as from_env:
+        from_env.return_value = api
+        return DockerRuntime()
+
+
+def test_logs_of_a_container_that_printed_gigabytes_stay_within_the_byte_bound(
+    settings: Any,
+) -> None:
+    settings.LOG_TAIL_BYTES = 64 * 1024
+    chunk = b"x" * 1023 + b"\n"
+
+    def endless(*args: Any, **kwargs: Any) -> Any:
+        return (chunk for _ in range(1024 * 1024))  # 1 GiB, produced lazily
+
+    client = mock.Mock()
+    client.api.logs.side_effect = endless
+    lines = runtime_with(client).logs(container_id="c", lines=1_000_000)
+
+    assert lines is not None
+    assert sum(len(line) + 1 for line in lines) <= settings.LOG_TAIL_BYTES
+    assert client.api.logs.call_args.kwargs["stream"] is True
+
+
+def test_start_hardens_labels_and_names_the_container(settings: Any) -> None:
+    settings.WHIM_CALLBACK_URL = "http://10.9.8.7:8000"
+    settings.WHIM_DOCKER_RUNTIME = "runsc"
+    worker = WorkerFactory.create()
+    client = mock.Mock()
+    client.containers.get.side_effect = docker.errors.NotFound("no")
+    client.containers.run.return_value.id = "abc"
+
+    assert runtime_with(client).start(worker=worker, work_item=worker.work_item, token="t0k")
+
+    options = client.containers.run.call_args.kwargs
+    assert options["name"] == container_name(worker.pk)
+    assert options["user"] == "1000:1000" and options["cap_drop"] == ["ALL"]
+    assert options["security_opt"] == ["no-new-privileges:true"] and options["read_only"]
+    assert options["privileged"] is False and options["runtime"] == "runsc"
+    assert options["mem_limit"] == options["memswap_limit"]
+    assert options["labels"]["whim.worker"] == str(worker.pk)
+    assert options["labels"]["whim.work_item"] == str(worker.work_item_id)
+    assert "network_mode" not in options and "pid_mode" not in options
+    assert not any("docker.sock" in path for path in options["volumes"])
+    env = options["environment"]
+    assert env["ORCHESTRATOR_URL"] == "http://10.9.8.7:8000/w/t0k"
+    assert not {"SECRET_KEY", "DATABASE_URL", "REDIS_URL"} & set(env)
+
+
+def test_a_retried_start_adopts_the_container_the_first_try_created() -> None:
+    worker = WorkerFactory.create()
+    client = mock.Mock()
+    existing = client.containers.get.return_value
+    existing.status = "created"
+    existing.id = "made-before"
+
+    container_id = runtime_with(client).start(worker=worker, work_item=worker.work_item, token="t")
+
+    assert container_id == "made-before"
+    existing.start.assert_called_once()
+    client.containers.run.assert_not_called()
