@@ -16,5 +16,4 @@ class RedactWorkerTokens(logging.Filter):
         if "/w/" in message:
             record.msg = _TOKEN_IN_PATH.sub("/w/***/", message)
             record.args = None
-            record.msg = message
         return True

@@ -63,6 +63,11 @@ apt_install() {
     fi
 
     export DEBIAN_FRONTEND=noninteractive
+    # The postgresql package creates its first cluster with the locale in the environment; under
+    # C/POSIX (common in CI containers) that is SQL_ASCII. Make it UTF-8.
+    case "${LC_ALL:-${LANG:-}}" in
+        "" | C | POSIX) export LC_ALL=C.UTF-8 LANG=C.UTF-8 ;;
+    esac
     local apt_opts=(-y -q -o Dpkg::Use-Pty=0 --no-install-recommends)
     log "apt-get update (missing: ${missing_req[*]} ${missing_opt[*]})"
     apt-get update -q >/dev/null || die "apt-get update failed"

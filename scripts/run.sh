@@ -50,8 +50,16 @@ if [[ -z "${DATABASE_URL:-}" && -z "${REDIS_URL:-}" ]]; then
 [run] ================================================================================
 EOF
 else
-    log "database: ${DATABASE_URL:+$(mask_url "$DATABASE_URL")}${DATABASE_URL:-SQLite under .run/ (DATABASE_URL not set)}"
-    log "broker:   ${REDIS_URL:+$(mask_url "$REDIS_URL")}${REDIS_URL:-filesystem broker under .run/ (REDIS_URL not set)}"
+    if [[ -n "${DATABASE_URL:-}" ]]; then
+        log "database: $(mask_url "$DATABASE_URL")"
+    else
+        log "database: SQLite under .run/ (DATABASE_URL not set)"
+    fi
+    if [[ -n "${REDIS_URL:-}" ]]; then
+        log "broker:   $(mask_url "$REDIS_URL")"
+    else
+        log "broker:   filesystem broker under .run/ (REDIS_URL not set)"
+    fi
 fi
 
 log "manage.py migrate"
@@ -70,11 +78,16 @@ FORCE=""         # set by a second signal during shutdown
 STOPPED=0        # set once stop_all has run
 
 # Whatever ends this script (an unexpected error included) must not leave children behind.
+# shellcheck disable=SC2317  # called from the EXIT trap
 on_exit() {
+    local pid
     if ((!STOPPED && ${#PIDS[@]})); then
         log "exiting unexpectedly: stopping the children"
         stop_all
     fi
+    for pid in "${PIDS[@]}"; do
+        kill -KILL -- "-$pid" 2>/dev/null || true
+    done
 }
 trap on_exit EXIT
 
@@ -116,7 +129,7 @@ stop_all() {
             if alive "$pid"; then any=1; fi
         done
         ((any)) || break
-        sleep 0.2
+        sleep 0.2 || true # a signal kills sleep; that must not trip set -e
     done
     for pid in "${PIDS[@]}"; do
         if alive "$pid"; then
@@ -135,7 +148,7 @@ stop_all() {
     # Let the prefixers print the last lines before our final message.
     deadline=$((SECONDS + 3))
     for pid in "${PREFIX_PIDS[@]}"; do
-        while alive "$pid" && ((SECONDS < deadline)); do sleep 0.05; done
+        while alive "$pid" && ((SECONDS < deadline)); do sleep 0.05 || true; done
     done
 }
 
@@ -144,7 +157,31 @@ if [[ -n "${FLOWER_BASIC_AUTH:-}" ]]; then
     flower_args+=("--basic-auth=$FLOWER_BASIC_AUTH")
 fi
 
-start web "$VENV/bin/gunicorn" whim.wsgi -b "127.0.0.1:$PORT" -w 2 --graceful-timeout 20
+# --- Where agents run: Docker when an engine and the worker image can be had, else local ---
+web_binds=(-b "127.0.0.1:$PORT")
+runtime="${WHIM_RUNTIME:-auto}"
+if [[ "$runtime" == "auto" || "$runtime" == "docker" ]]; then
+    if bash "$ROOT/scripts/docker.sh" >&2 && bash "$ROOT/workers/image/build.sh" >&2; then
+        export WHIM_RUNTIME=docker
+        gateway="$("$PY" manage.py whim_runtime --gateway)"
+        # Containers call back through the worker network's gateway.
+        web_binds+=(-b "$gateway:$PORT")
+        export ALLOWED_HOSTS="${ALLOWED_HOSTS:-localhost,127.0.0.1,[::1]},$gateway"
+        export WHIM_CALLBACK_URL="${WHIM_CALLBACK_URL:-http://$gateway:$PORT}"
+        log "runtime: docker (worker image ${WORKER_IMAGE:-whim-worker:latest}, callbacks via $gateway)"
+    elif [[ "$runtime" == "docker" ]]; then
+        die "WHIM_RUNTIME=docker, but no Docker engine or worker image could be had (see above)"
+    else
+        export WHIM_RUNTIME=local
+    fi
+fi
+if [[ "${WHIM_RUNTIME:-}" == "local" ]]; then
+    log "runtime: local — agents run as processes on THIS machine, NOT ISOLATED"
+elif [[ "${WHIM_RUNTIME:-}" == "fake" ]]; then
+    log "runtime: fake — no agent runs; the mock plays it (metadata.mock)"
+fi
+
+start web "$VENV/bin/gunicorn" whim.wsgi "${web_binds[@]}" -w 2 --graceful-timeout 20
 start worker "$CELERY" -A whim worker -l INFO --concurrency "$WORKER_CONCURRENCY"
 start beat "$CELERY" -A whim beat -l INFO
 start flower "$CELERY" "${flower_args[@]}"

@@ -175,7 +175,7 @@ BEGIN
     END IF;
 END
 \$\$;
-SELECT 'CREATE DATABASE $DB_NAME OWNER $DB_USER'
+SELECT 'CREATE DATABASE $DB_NAME OWNER $DB_USER ENCODING ''UTF8'' TEMPLATE template0'
 WHERE NOT EXISTS (SELECT FROM pg_database WHERE datname = '$DB_NAME')
 \gexec
 ALTER DATABASE $DB_NAME OWNER TO $DB_USER;
@@ -205,6 +205,19 @@ SQL
         || die "cannot log in as $DB_USER over 127.0.0.1:$PGPORT with a password; check $hba"
 }
 
+# Django creates the test database from template1: warn if that is not UTF-8 (a cluster made
+# under the C locale is SQL_ASCII, which mangles non-ASCII text).
+check_encoding() {
+    local enc
+    enc="$(PGPASSWORD="$DB_PASSWORD" psql -X -q -w -At -h 127.0.0.1 -p "$PGPORT" -U "$DB_USER" \
+        -d "$DB_NAME" -c "select pg_encoding_to_char(encoding) from pg_database where datname = 'template1'" 2>/dev/null)" || return 0
+    if [[ -n "$enc" && "$enc" != UTF8 ]]; then
+        log "warning: template1 on port $PGPORT is $enc, not UTF8; test databases inherit it."
+        log "  recreate the cluster under a UTF-8 locale, e.g.: pg_dropcluster --stop <ver> <name> &&"
+        log "  LC_ALL=C.UTF-8 pg_createcluster -p $PGPORT <ver> <name>"
+    fi
+}
+
 # --- Redis ---------------------------------------------------------------------------------
 redis_ping() {
     [[ "$(redis-cli -h 127.0.0.1 -p "$REDIS_PORT" ping 2>/dev/null)" == PONG ]]
@@ -231,6 +244,7 @@ ensure_redis() {
 }
 
 ensure_postgres
+check_encoding
 ensure_redis
 
 printf 'export DATABASE_URL=%s\n' "$DATABASE_URL"

@@ -1,0 +1,148 @@
+# Whim — developer entry points. Everything uses the virtualenv in .venv (scripts/bootstrap.sh).
+#
+#   make run        web + Celery worker + beat + Flower in the foreground (scripts/run.sh)
+#   make test       from a fresh clone: packages, .venv, PostgreSQL + Redis, every check, pytest
+#   make lint       ruff check + ruff format --check      make format     apply ruff fixes/format
+#   make typecheck  mypy                                   make services   start PostgreSQL + Redis
+#   make bench      benchmarks (bench/)                    make clean      caches and build output
+#   make docker     start a Docker engine                  make worker-image  build the agent image
+#
+# PYTEST_ARGS passes extra arguments to pytest, e.g. make test PYTEST_ARGS='-k claim -x'.
+
+SHELL := /bin/bash
+.SHELLFLAGS := -euo pipefail -c
+.ONESHELL:
+.DEFAULT_GOAL := help
+MAKEFLAGS += --no-print-directory
+
+VENV := .venv
+PY := $(VENV)/bin/python
+RUFF := $(VENV)/bin/ruff
+MYPY := $(VENV)/bin/mypy
+PYTEST_ARGS ?=
+BENCH_ARGS ?=
+COMPOSE_FILE := docker-compose.yml
+# Not $(MAKE) in recipes: with .ONESHELL a recipe naming $(MAKE) runs even under `make -n`.
+SUBMAKE := $(MAKE) --no-print-directory
+
+.PHONY: help run test check lint format typecheck services bootstrap compose-check bench \
+	clean distclean
+
+help:
+	@sed -n '3,11p' Makefile | sed 's/^# \{0,1\}//'
+
+bootstrap:
+	bash scripts/bootstrap.sh
+
+run:
+	@exec bash scripts/run.sh
+
+services:
+	@bash scripts/services.sh >/dev/null
+	echo 'PostgreSQL and Redis are running. For this shell: eval "$$(scripts/services.sh)"'
+
+# One command from a fresh clone. services.sh's output is captured first (eval "$(...)" would
+# hide its exit status), then the same checks CI relies on, then the whole test suite.
+test:
+	@bash scripts/bootstrap.sh
+	services_env="$$(bash scripts/services.sh)"
+	eval "$$services_env"
+	echo "== ruff check"
+	$(RUFF) check .
+	echo "== ruff format --check"
+	$(RUFF) format --check .
+	echo "== mypy"
+	$(MYPY) .
+	echo "== manage.py check"
+	$(PY) manage.py check
+	echo "== manage.py makemigrations --check"
+	$(PY) manage.py makemigrations --check --dry-run
+	$(SUBMAKE) compose-check
+	echo "== Docker engine and worker image (end-to-end tests)"
+	bash scripts/docker.sh
+	bash workers/image/build.sh
+	echo "== pytest"
+	REDIS_URL="redis://127.0.0.1:$${REDIS_PORT:-6379}/15" $(PY) -m pytest $(PYTEST_ARGS)
+
+# The static checks alone (no database needed): make check
+check: lint typecheck compose-check
+	$(PY) manage.py check
+	$(PY) manage.py makemigrations --check --dry-run
+
+lint:
+	$(RUFF) check .
+	$(RUFF) format --check .
+
+format:
+	$(RUFF) check --fix .
+	$(RUFF) format .
+
+typecheck:
+	$(MYPY) .
+
+# Validate docker-compose.yml without a Docker daemon or registry. Tried in order:
+# `docker compose` (v2 plugin), `docker-compose` (Debian's v1, installed by bootstrap.sh),
+# then a structural check with PyYAML. Required variables get placeholder values here only.
+compose-check:
+	@echo "== compose config ($(COMPOSE_FILE))"
+	export SECRET_KEY="$${SECRET_KEY:-compose-validation-only}"
+	export FLOWER_BASIC_AUTH="$${FLOWER_BASIC_AUTH:-validate:only}"
+	if docker compose version >/dev/null 2>&1; then
+		docker compose -f $(COMPOSE_FILE) config -q
+		echo "docker compose config: OK"
+	elif command -v docker-compose >/dev/null 2>&1; then
+		docker-compose -f $(COMPOSE_FILE) config -q
+		echo "docker-compose (v1) config: OK"
+	else
+		pybin=""
+		for cand in $(PY) /usr/bin/python3 python3; do
+			if "$$cand" -c 'import yaml' >/dev/null 2>&1; then pybin="$$cand"; break; fi
+		done
+		if [[ -z "$$pybin" ]]; then
+			echo "no docker compose, docker-compose or PyYAML to validate $(COMPOSE_FILE)" >&2
+			echo "run scripts/bootstrap.sh as root (installs docker-compose)" >&2
+			exit 1
+		fi
+		# (no indented Python here: .ONESHELL strips leading whitespace from recipe lines)
+		"$$pybin" - $(COMPOSE_FILE) <<-'EOF'
+		import sys, yaml
+		doc = yaml.safe_load(open(sys.argv[1]))
+		services = doc.get("services") or {}
+		missing = {"postgres", "redis", "web", "worker", "beat", "flower"} - set(services)
+		assert not missing, f"missing services: {sorted(missing)}"
+		bad = [n for n, s in services.items() if "image" not in s and "build" not in s]
+		assert not bad, f"services without image or build: {bad}"
+		deps = [(n, d) for n, s in services.items() for d in s.get("depends_on") or {}]
+		unknown = [f"{n} -> {d}" for n, d in deps if d not in services]
+		assert not unknown, f"depends_on unknown services: {unknown}"
+		print("compose structure (PyYAML fallback): OK")
+		EOF
+	fi
+
+bench:
+	@bash scripts/bootstrap.sh
+	if [[ -f bench/__main__.py ]]; then
+		$(PY) -m bench $(BENCH_ARGS)
+	else
+		echo "no benchmarks yet (bench/__main__.py is missing)"
+	fi
+
+# Caches and build output. Keeps .venv and the single-machine data (.run/whim.sqlite3,
+# .run/secret_key); `make distclean` removes those too.
+clean:
+	rm -rf .mypy_cache .ruff_cache .pytest_cache build dist test-artifacts .run/static
+	find . -path ./.venv -prune -o -type d -name __pycache__ -exec rm -rf {} +
+
+distclean: clean
+	rm -rf $(VENV) .run *.egg-info
+
+# A Docker engine (scripts/docker.sh: installs Debian's docker.io and starts dockerd if nothing
+# answers) and the worker image ${WORKER_IMAGE:-whim-worker:latest} (workers/image/build.sh:
+# FROM python:3.12-slim when a registry answers, else a local debootstrap base, made once).
+.PHONY: docker worker-image
+
+docker:
+	@bash scripts/docker.sh
+
+worker-image: docker
+	@bash workers/image/build.sh
