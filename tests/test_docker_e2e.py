@@ -171,7 +171,9 @@ def test_a_container_with_a_bad_entrypoint_fails_once_with_its_stderr_kept(
 def test_two_workers_editing_one_file_never_hold_it_at_the_same_time(docker_stack: Any) -> None:
     stack = docker_stack(MAX_WORKERS="2")
     make_bare_repo(stack.repos, "acme/widgets")
-    meta = {"mockSeconds": 1, "mockFile": "shared/NOTES.md"}
+    # mockLock: the agent takes the lock (whim-lock) before its 3 s of work, so the two
+    # attempts overlap in time and one must wait for the other.
+    meta = {"mockSeconds": 3, "mockFile": "shared/NOTES.md", "mockLock": True}
 
     first = submit(stack, repo="acme/widgets", spec="# First", branch="first", metadata=meta)
     second = submit(stack, repo="acme/widgets", spec="# Second", branch="second", metadata=meta)
@@ -184,7 +186,7 @@ def test_two_workers_editing_one_file_never_hold_it_at_the_same_time(docker_stac
     windows = []
     for item_id in (first, second):
         events = WorkItemEvent.objects.filter(work_item_id=item_id)
-        acquired = events.get(kind="locks_acquired")
+        acquired = events.filter(kind="locks_acquired").earliest("created_at")
         assert acquired.data["files"] == ["shared/NOTES.md"]
         windows.append((acquired.created_at, events.get(kind="completed").created_at))
     earlier, later = sorted(windows)

@@ -3,7 +3,9 @@
 - ``mock``: works ``metadata.mockSeconds`` (default 2) seconds, bumping the iteration and token
   counts each second, then ends as ``metadata.mock`` says: ``success`` (default) appends
   ``whim mock change for <id>`` to ``metadata.mockFile`` (default ``WHIM_MOCK.md``), ``fail``
-  raises ``AgentError``, ``stuck`` raises ``AgentStuck``.
+  raises ``AgentError``, ``stuck`` raises ``AgentStuck``. With ``metadata.mockLock`` it first
+  locks that file with ``whim-lock`` (waiting while another worker holds it), as a careful
+  agent would.
 - ``command``: ``sh -c "$WHIM_AGENT_COMMAND"``, the spec on stdin, cwd = the checkout.
 - ``claude``: ``claude -p --dangerously-skip-permissions``, spec on stdin.
 - ``codex``: ``codex exec -``, spec on stdin.
@@ -95,6 +97,9 @@ class MockAgent(Agent):
             raise ConfigError("metadata.mockSeconds is not a number") from None
         target = _mock_file(meta.get("mockFile"))
         ctx.log(f"mock agent: mode {mode}, {seconds:g}s")
+        if mode == "success" and meta.get("mockLock"):
+            # As a careful agent would: lock the file before working on it (whim-lock).
+            self._lock(ctx, str(target))
 
         iteration = 0
         deadline = time.monotonic() + seconds
@@ -119,6 +124,30 @@ class MockAgent(Agent):
         with path.open("a", encoding="utf-8") as out:
             out.write(f"whim mock change for {ctx.work_item.id}\n")
         ctx.log(f"mock agent: appended a line to {target}")
+
+    def _lock(self, ctx: AgentContext, path: str) -> None:
+        """``whim-lock path``, asking again with backoff while another worker holds it."""
+        deadline = time.monotonic() + self.config.lock_wait_seconds
+        delay = 0.5
+        while True:
+            done = subprocess.run(
+                ["whim-lock", path],
+                cwd=ctx.workdir,
+                env=ctx.env,
+                capture_output=True,
+                text=True,
+                check=False,
+            )
+            if done.returncode == 0:
+                ctx.log(f"mock agent: locked {path}")
+                return
+            if done.returncode != 1 or time.monotonic() + delay > deadline:
+                raise AgentStuck(
+                    f"mock agent could not lock {path}: {done.stdout.strip()}"[:500], attempts=1
+                )
+            ctx.log(f"mock agent: {path} is locked by another worker; waiting {delay:.1f}s")
+            time.sleep(delay)
+            delay = min(delay * 2, 10.0)
 
 
 def _mock_file(value: object) -> PurePosixPath:

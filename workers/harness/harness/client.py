@@ -9,6 +9,7 @@ are retried with backoff and jitter for a bounded time (the server treats repeat
 
 from __future__ import annotations
 
+import threading
 from typing import Any
 
 from .errors import CallbackError, Fenced
@@ -35,11 +36,15 @@ class OrchestratorClient:
         self.retry_for = retry_for
         self.log = log
         self.timeout = timeout
+        # Set by the first 409 (from any thread): nothing is sent after being fenced off.
+        self.fenced = threading.Event()
 
     def post(self, path: str, body: dict[str, Any], *, retry_for: float | None = None) -> Any:
         """POST ``body`` to ``$ORCHESTRATOR_URL<path>`` and return the parsed answer."""
         headers = {"Authorization": f"Bearer {self.token}"} if self.token else {}
         label = f"POST {path}"
+        if self.fenced.is_set():
+            raise Fenced(f"{label}: not sent, this worker has been fenced off")
         try:
             response = request_json(
                 "POST",
@@ -54,6 +59,7 @@ class OrchestratorClient:
         except RetriesExhausted as exc:
             raise CallbackError(str(exc)) from None
         if response.status == 409:
+            self.fenced.set()
             raise Fenced(f"{label}: 409 {_error_text(response.body)}")
         if response.status >= 400:
             raise CallbackError(

@@ -28,6 +28,7 @@ AGENTS = ("claude", "codex", "command", "mock")
 # arguments and URLs: a repo or branch starting with "-" must never reach a command line.
 REPO_RE = re.compile(r"^(?P<owner>[A-Za-z0-9][A-Za-z0-9-]*)/(?P<name>[A-Za-z0-9._-]+)$")
 BRANCH_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9/_.-]*$")
+SECRET_SUFFIXES = ("_TOKEN", "_API_KEY", "_SECRET", "_PASSWORD")
 
 
 @dataclass(frozen=True)
@@ -138,6 +139,10 @@ class Config:
         add_secret(token)
         add_secret(github_token)
         add_secret(_path_token(url))
+        for name, value in env.items():
+            # Whatever else looks like a credential (an agent's API key, say) is masked too.
+            if name.endswith(SECRET_SUFFIXES) and len(value) >= 8:
+                add_secret(value)
         if not url.startswith(("http://", "https://")):
             raise ConfigError("ORCHESTRATOR_URL must be an http(s) URL")
         worker_id = env.get("WORKER_ID", "").strip()
