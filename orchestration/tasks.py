@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import contextlib
 import logging
+from typing import Any
 
 from celery import shared_task
-from django.db import transaction
+from django.db import InterfaceError, OperationalError, transaction
 
 from orchestration.errors import Fenced
 from orchestration.models import Worker, WorkerStatus
@@ -21,6 +22,16 @@ from orchestration.services.workers import worker_fail, worker_mark_started
 
 logger = logging.getLogger(__name__)
 
+# A task that hit a database outage is retried with backoff and jitter (the row is the truth:
+# running it again later is safe). Periodic sweeps need no retry: the next tick runs them.
+RETRY_ON_DB_ERRORS: dict[str, Any] = {
+    "autoretry_for": (OperationalError, InterfaceError),
+    "retry_backoff": True,
+    "retry_backoff_max": 60,
+    "retry_jitter": True,
+    "max_retries": 10,
+}
+
 
 @shared_task(name="orchestration.dispatch", time_limit=120, soft_time_limit=100)
 def dispatch() -> int:
@@ -31,12 +42,24 @@ def dispatch() -> int:
     return claimed
 
 
-@shared_task(name="orchestration.generate_spec", time_limit=300, soft_time_limit=280)
+@shared_task(name="orchestration.sweep", time_limit=600, soft_time_limit=570)
+def sweep(name: str = "all") -> dict[str, dict[str, int]]:
+    """Beat: one supervision sweep by name (``all`` for every one)."""
+    from orchestration.services.sweeps import sweep_run
+
+    return sweep_run(name=name)
+
+
+@shared_task(
+    name="orchestration.generate_spec", time_limit=300, soft_time_limit=280, **RETRY_ON_DB_ERRORS
+)
 def generate_spec(work_item_id: str) -> None:
     work_item_generate_spec(work_item_id=work_item_id)
 
 
-@shared_task(name="orchestration.start_worker", time_limit=300, soft_time_limit=280)
+@shared_task(
+    name="orchestration.start_worker", time_limit=300, soft_time_limit=280, **RETRY_ON_DB_ERRORS
+)
 def start_worker(worker_id: str) -> None:
     """Start the container of a ``starting`` worker. Redelivered or late: a quiet no-op.
 
@@ -55,6 +78,8 @@ def start_worker(worker_id: str) -> None:
                 worker=worker, work_item=worker.work_item, token=worker_token(worker.pk)
             )
             started = worker_mark_started(worker_id=worker_id, container_id=container_id)
+    except (OperationalError, InterfaceError):
+        raise  # the database, not the start, failed: retried (the container is adopted)
     except Exception as exc:
         logger.warning("starting worker %s failed: %s", worker_id, type(exc).__name__)
         # Killed or cancelled meanwhile (Fenced): nothing is left to roll back.

@@ -1,31 +1,82 @@
-"""Server-rendered pages: the submit form (login required, CSRF) and a work item page."""
+"""The operator's console: server-rendered pages (login required, CSRF) with htmx for live parts.
+
+Views parse input and call the same services as the API (STYLE.md §1); read-side queries live
+in ``selectors`` and ``dashboard``. An htmx request (``HX-Request``) gets only the fragment it
+polls, so the live parts are the same template code as the full page.
+"""
 
 from __future__ import annotations
 
+from typing import Any
+from urllib.parse import urlencode
+from uuid import UUID
+
+from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
-from django.http import HttpRequest, HttpResponse
+from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.shortcuts import get_object_or_404, redirect, render
-from django.views.decorators.http import require_http_methods
+from django.urls import reverse
+from django.views.decorators.http import require_GET, require_http_methods, require_POST
+from django_htmx.middleware import HtmxDetails
 
-from orchestration.errors import QueueFull
-from orchestration.models import WorkItem
-from orchestration.services.work_items import work_item_submit
-from orchestration.validation import WorkItemSubmitForm
+from orchestration import dashboard
+from orchestration.errors import QueueFull, ValidationFailed, WhimError
+from orchestration.models import Worker, WorkItem, WorkItemStatus
+from orchestration.selectors import queue_list
+from orchestration.services.work_items import REQUEUEABLE, work_item_cancel, work_item_requeue
+from orchestration.services.workers import worker_kill
+from orchestration.validation import (
+    QUEUE_STATUS_FILTERS,
+    QueueQueryForm,
+    WorkItemSubmitForm,
+    derive_branch,
+    validate_branch,
+)
+
+# A bulk action acts on at most this many items per confirmation (bounded everything).
+BULK_MAX = 5000
+TIMELINE_MAX = 500
+LOG_LINES = 200
+
+
+def _actor(request: HttpRequest) -> str:
+    return f"user:{request.user.get_username()}"
+
+
+def _is_htmx(request: HttpRequest) -> bool:
+    return bool(HtmxDetails(request))
+
+
+# --- dashboard -------------------------------------------------------------------------------
+
+
+@login_required
+@require_GET
+def dashboard_page(request: HttpRequest) -> HttpResponse:
+    """Workers, queue, budget, today's results, cost and 24-hour charts; polled every 10 s."""
+    from orchestration.api.views import broker_reachable
+
+    context = dashboard.dashboard_summary(broker_ok=broker_reachable())
+    template = "orchestration/_dashboard_panel.html" if _is_htmx(request) else None
+    return render(request, template or "orchestration/dashboard.html", context)
+
+
+# --- submit ----------------------------------------------------------------------------------
 
 
 @login_required
 @require_http_methods(["GET", "POST"])
 def work_new(request: HttpRequest) -> HttpResponse:
     """The submit form: the same validation and service as POST /api/work."""
+    from orchestration.services.work_items import work_item_submit
+
     form = WorkItemSubmitForm(data=request.POST or None)
     status = 200
     if request.method == "POST":
         if form.is_valid():
             try:
-                item, created = work_item_submit(
-                    **form.submission(), actor=f"user:{request.user.get_username()}"
-                )
+                item, created = work_item_submit(**form.submission(), actor=_actor(request))
             except QueueFull as exc:
                 form.add_error(None, exc.message)
                 status = 429
@@ -41,14 +92,285 @@ def work_new(request: HttpRequest) -> HttpResponse:
 
 
 @login_required
-def work_detail(request: HttpRequest, pk: str) -> HttpResponse:
+@require_POST
+def branch_preview(request: HttpRequest) -> HttpResponse:
+    """htmx: the branch the item will get, as the operator types (spec or branch field)."""
+    branch = request.POST.get("branch", "").strip()
+    spec = request.POST.get("spec", "")[:200_000]
+    description = request.POST.get("description", "")[:200_000]
+    context: dict[str, Any] = {"branch": "", "how": "", "error": ""}
+    if branch:
+        try:
+            if len(branch) > 250:
+                raise ValidationFailed("must be at most 250 characters")
+            validate_branch(branch)
+        except Exception as exc:
+            message = getattr(exc, "messages", None) or [str(exc)]
+            context["error"] = f"branch {message[0]}"
+        else:
+            context.update(branch=branch, how="as given")
+    elif spec.strip():
+        context.update(branch=derive_branch(spec), how="derived from the spec's first heading")
+    elif description.strip():
+        context["how"] = "derived once the spec has been generated from the description"
+    else:
+        context["how"] = "derived from the spec's first heading once you write one"
+    return render(request, "orchestration/_branch_preview.html", context)
+
+
+# --- queue -----------------------------------------------------------------------------------
+
+
+def _queue_filters(data: Any) -> dict[str, str]:
+    return {k: str(data.get(k) or "") for k in ("status", "type", "repo")}
+
+
+@login_required
+@require_GET
+def queue_page(request: HttpRequest) -> HttpResponse:
+    """Filterable (query string), cursor-paginated list with bulk cancel / requeue."""
+    form = QueueQueryForm(data=request.GET)
+    context: dict[str, Any] = {
+        "filters": _queue_filters(request.GET),
+        "status_choices": QUEUE_STATUS_FILTERS,
+        "type_choices": [c[0] for c in WorkItem._meta.get_field("type").choices or []],
+        "error": "",
+        "items": [],
+        "stats": None,
+        "next_url": "",
+    }
+    if not form.is_valid():
+        context["error"] = "; ".join(f"{k} {v}" for k, v in form.error_details().items())
+        return render(request, "orchestration/queue.html", context, status=400)
+    data = form.cleaned_data
+    filters = {k: data.get(k) or "" for k in ("status", "type", "repo")}
+    try:
+        page = queue_list(**filters, cursor=data.get("cursor") or "", limit=data.get("limit") or 50)
+    except ValidationFailed as exc:
+        context["error"] = "; ".join(f"{k} {v}" for k, v in (exc.details or {}).items())
+        return render(request, "orchestration/queue.html", context, status=400)
+    query = {k: v for k, v in filters.items() if v}
+    if data.get("limit"):
+        query["limit"] = str(data["limit"])
+    context.update(
+        items=page["items"],
+        stats=page["stats"],
+        next_url=(
+            f"?{urlencode({**query, 'cursor': page['nextCursor']})}" if page["nextCursor"] else ""
+        ),
+        first_url=f"?{urlencode(query)}",
+        paged=bool(data.get("cursor")),
+        filter_query=urlencode(query),
+    )
+    return render(request, "orchestration/queue.html", context)
+
+
+BULK_ACTIONS = {
+    "cancel": "Cancel",
+    "requeue": "Requeue",
+    "requeue_reset": "Requeue (reset retries)",
+}
+
+
+def _bulk_targets(request: HttpRequest, action: str, scope: str) -> tuple[list[UUID], int]:
+    """The ids a bulk action would act on (at most BULK_MAX), and how many are eligible."""
+    eligible = (
+        (*WorkItem.PENDING, *WorkItem.ACTIVE) if action == "cancel" else tuple(REQUEUEABLE)
+    )
+    if scope == "matching":
+        filters = _queue_filters(request.POST)
+        form = QueueQueryForm(data=filters)
+        if not form.is_valid():
+            raise ValidationFailed("; ".join(form.error_details().values()))
+        qs = dashboard.queue_filtered(**{k: form.cleaned_data.get(k) or "" for k in filters})
+    else:
+        ids = dashboard.parse_uuid_list(request.POST.getlist("ids"), limit=BULK_MAX)
+        qs = WorkItem.objects.filter(pk__in=ids)
+    qs = qs.filter(status__in=eligible)
+    total = qs.count()
+    targets = list(qs.order_by("created_at", "pk").values_list("pk", flat=True)[:BULK_MAX])
+    return targets, total
+
+
+@login_required
+@require_POST
+def queue_bulk(request: HttpRequest) -> HttpResponse:
+    """Bulk cancel / requeue: first a confirmation with the count, then the services, one by
+    one. A repeat (double click, second tab) changes nothing: each service is idempotent."""
+    action = request.POST.get("action", "")
+    scope = request.POST.get("scope", "selected")
+    filters = _queue_filters(request.POST)
+    back = f"{reverse('queue')}?{urlencode({k: v for k, v in filters.items() if v})}"
+    if action not in BULK_ACTIONS or scope not in ("selected", "matching"):
+        messages.error(request, "Unknown bulk action.")
+        return HttpResponseRedirect(back)
+    try:
+        targets, total = _bulk_targets(request, action, scope)
+    except ValidationFailed as exc:
+        messages.error(request, f"Bad filter: {exc.message}")
+        return HttpResponseRedirect(back)
+    if request.POST.get("confirm") != "yes":
+        return render(
+            request,
+            "orchestration/queue_confirm.html",
+            {
+                "action": action,
+                "action_label": BULK_ACTIONS[action],
+                "scope": scope,
+                "filters": filters,
+                "total": total,
+                "capped": total > BULK_MAX,
+                "bulk_max": BULK_MAX,
+                "ids": [str(pk) for pk in targets] if scope == "selected" else [],
+                "sample": WorkItem.objects.filter(pk__in=targets[:10]).order_by("created_at"),
+                "back": back,
+            },
+        )
+    actor = _actor(request)
+    changed = refused = 0
+    for pk in targets:
+        try:
+            if action == "cancel":
+                done = work_item_cancel(
+                    work_item_id=pk, actor=actor, reason=f"cancelled in bulk by {actor}"
+                )
+            else:
+                before = WorkItem.objects.filter(pk=pk).values_list("status", flat=True).first()
+                if before not in REQUEUEABLE:
+                    done = False  # already requeued by an earlier (or concurrent) click
+                else:
+                    item = work_item_requeue(
+                        work_item_id=pk, reset_retries=action == "requeue_reset", actor=actor
+                    )
+                    done = item.status == WorkItemStatus.QUEUED
+        except WhimError:
+            refused += 1
+        else:
+            changed += 1 if done else 0
+    unchanged = len(targets) - changed - refused
+    messages.success(
+        request,
+        f"{BULK_ACTIONS[action]}: {changed} changed, {unchanged} already done, {refused} refused.",
+    )
+    return HttpResponseRedirect(back)
+
+
+# --- one work item -----------------------------------------------------------------------------
+
+
+def _work_live_context(request: HttpRequest, item: WorkItem) -> dict[str, Any]:
+    events_qs = item.events.select_related(None).order_by("-created_at", "-id")
+    events = list(events_qs[: TIMELINE_MAX + 1])
+    more = len(events) > TIMELINE_MAX
+    events = list(reversed(events[:TIMELINE_MAX]))
+    return {
+        "item": item,
+        "why": dashboard.why_not_running(item),
+        "attempts": dashboard.item_attempts(item),
+        "events": events,
+        "events_more": more,
+        "reviews": list(item.reviews.order_by("created_at")) if hasattr(item, "reviews") else [],
+        "full": request.GET.get("full", ""),
+        "live": not item.is_terminal,
+    }
+
+
+@login_required
+@require_GET
+def work_detail(request: HttpRequest, pk: UUID) -> HttpResponse:
+    """Status, why it is not running, attempts, result, reviews, timeline and the log tail."""
     item = get_object_or_404(WorkItem, pk=pk)
+    context = _work_live_context(request, item)
+    if _is_htmx(request):
+        return render(request, "orchestration/_work_live.html", context)
+    return render(request, "orchestration/work_detail.html", context)
+
+
+@login_required
+@require_GET
+def work_log(request: HttpRequest, pk: UUID) -> HttpResponse:
+    """htmx: the log tail of the item's current (or last) attempt, ANSI stripped."""
+    item = get_object_or_404(WorkItem, pk=pk)
+    worker = (
+        Worker.objects.filter(pk=item.worker_id).first()
+        if item.worker_id
+        else item.workers.order_by("-created_at").first()
+    )
+    lines, source = dashboard.worker_logs(worker, lines=LOG_LINES) if worker else ([], "")
     return render(
         request,
-        "orchestration/work_detail.html",
+        "orchestration/_work_log.html",
         {
             "item": item,
-            "events": item.events.order_by("created_at", "id")[:500],
-            "attempts": item.workers.order_by("created_at"),
+            "worker": worker,
+            "log": "\n".join(lines),
+            "source": source,
+            "live": bool(worker and worker.is_active),
         },
     )
+
+
+@login_required
+@require_POST
+def work_cancel(request: HttpRequest, pk: UUID) -> HttpResponse:
+    reason = request.POST.get("reason", "").strip()[:1000]
+    try:
+        done = work_item_cancel(work_item_id=pk, actor=_actor(request), reason=reason)
+    except WhimError as exc:
+        messages.error(request, exc.message)
+    else:
+        messages.success(request, "Cancelled." if done else "It was already cancelled.")
+    return redirect("work-detail", pk=pk)
+
+
+@login_required
+@require_POST
+def work_requeue(request: HttpRequest, pk: UUID) -> HttpResponse:
+    reset = request.POST.get("reset_retries") in ("1", "on", "true")
+    status = WorkItem.objects.filter(pk=pk).values_list("status", flat=True).first()
+    if status == WorkItemStatus.QUEUED:  # a second click: the first one already requeued it
+        messages.info(request, "It is already queued.")
+        return redirect("work-detail", pk=pk)
+    try:
+        work_item_requeue(work_item_id=pk, reset_retries=reset, actor=_actor(request))
+    except WhimError as exc:
+        messages.error(request, exc.message)
+    else:
+        messages.success(request, "Requeued.")
+    return redirect("work-detail", pk=pk)
+
+
+# --- workers and locks -------------------------------------------------------------------------
+
+
+@login_required
+@require_GET
+def workers_page(request: HttpRequest) -> HttpResponse:
+    """Active workers (heartbeat age, iteration, progress) and recent ones; polled every 3 s."""
+    context = {
+        **dashboard.workers_live(),
+        "stale_threshold": getattr(settings, "STALE_THRESHOLD", 300),
+    }
+    if _is_htmx(request):
+        return render(request, "orchestration/_workers_table.html", context)
+    return render(request, "orchestration/workers.html", context)
+
+
+@login_required
+@require_POST
+def worker_kill_view(request: HttpRequest, pk: UUID) -> HttpResponse:
+    reason = request.POST.get("reason", "").strip()[:1000] or "killed from the console"
+    try:
+        done = worker_kill(worker_id=pk, reason=reason, actor=_actor(request))
+    except WhimError as exc:
+        messages.error(request, exc.message)
+    else:
+        messages.success(request, f"Worker {pk} killed." if done else "It was already killed.")
+    return redirect("workers")
+
+
+@login_required
+@require_GET
+def locks_page(request: HttpRequest) -> HttpResponse:
+    """Who holds which files, since when, until when."""
+    return render(request, "orchestration/locks.html", dashboard.locks_list())

@@ -176,6 +176,11 @@ MAX_QUEUED = env.int("MAX_QUEUED", default=1000)
 MAX_QUEUED_PER_REPO = env.int("MAX_QUEUED_PER_REPO", default=100)
 WHIM_TIMEZONE = env.str("WHIM_TIMEZONE", default="UTC")
 ASSIGNED_TIMEOUT = env.int("ASSIGNED_TIMEOUT", default=300)
+HEARTBEAT_GRACE = env.int("HEARTBEAT_GRACE", default=30)
+PROGRESS_TIMEOUT = env.int("PROGRESS_TIMEOUT", default=1800)
+QUARANTINE_AFTER = env.int("QUARANTINE_AFTER", default=3)
+RETENTION_DAYS = env.int("RETENTION_DAYS", default=30)
+LOG_RETENTION_DAYS = env.int("LOG_RETENTION_DAYS", default=7)
 START_RENUDGE_SECONDS = env.int("START_RENUDGE_SECONDS", default=30)
 LOCK_TTL = env.int("LOCK_TTL", default=600)
 # docker | local | fake; "auto" picks docker when a Docker engine answers, else local.
@@ -223,10 +228,36 @@ CELERY_BEAT_SCHEDULE = {
         "schedule": LOOP_INTERVAL,
         "options": {"expires": max(LOOP_INTERVAL * 2, 10)},
     },
-    "whim-observe-containers": {
-        "task": "workers.observe_containers",
-        "schedule": LOOP_INTERVAL,
-        "options": {"expires": max(LOOP_INTERVAL * 2, 10)},
+    # Supervision sweeps (orchestration/services/sweeps.py); editable in the admin.
+    "whim-sweep-heartbeats": {
+        "task": "orchestration.sweep",
+        "schedule": env.float("SWEEP_HEARTBEATS_EVERY", default=5.0),
+        "args": ["heartbeats"],
+        "options": {"expires": 30},
+    },
+    "whim-sweep-containers": {
+        "task": "orchestration.sweep",
+        "schedule": env.float("SWEEP_CONTAINERS_EVERY", default=LOOP_INTERVAL),
+        "args": ["containers"],
+        "options": {"expires": 30},
+    },
+    "whim-sweep-stuck": {
+        "task": "orchestration.sweep",
+        "schedule": env.float("SWEEP_STUCK_EVERY", default=30.0),
+        "args": ["stuck"],
+        "options": {"expires": 60},
+    },
+    "whim-sweep-locks": {
+        "task": "orchestration.sweep",
+        "schedule": env.float("SWEEP_LOCKS_EVERY", default=60.0),
+        "args": ["locks"],
+        "options": {"expires": 120},
+    },
+    "whim-sweep-retention": {
+        "task": "orchestration.sweep",
+        "schedule": env.float("SWEEP_RETENTION_EVERY", default=3600.0),
+        "args": ["retention"],
+        "options": {"expires": 3600},
     },
 }
 

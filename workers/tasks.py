@@ -18,15 +18,18 @@ from orchestration.services.workers import (
     worker_heartbeat,
     worker_stuck,
 )
+from orchestration.tasks import RETRY_ON_DB_ERRORS
 from workers.runtime import get_runtime
-from workers.services import container_keep_logs, containers_observe
+from workers.services import container_keep_logs
 
 logger = logging.getLogger(__name__)
 
 LOG_TAIL_CHARS = 1_000_000
 
 
-@shared_task(name="workers.stop_container", time_limit=120, soft_time_limit=100)
+@shared_task(
+    name="workers.stop_container", time_limit=120, soft_time_limit=100, **RETRY_ON_DB_ERRORS
+)
 def stop_worker_container(worker_id: str) -> None:
     """Stop a finished attempt's container, keep its last lines, remove it. A no-op when it
     has none, it is gone, or the worker is (again) active."""
@@ -37,12 +40,6 @@ def stop_worker_container(worker_id: str) -> None:
     runtime.stop(container_id=worker.container_id, grace_seconds=10)
     container_keep_logs(runtime=runtime, worker=worker)
     runtime.remove(container_id=worker.container_id)
-
-
-@shared_task(name="workers.observe_containers", time_limit=240, soft_time_limit=200)
-def observe_containers() -> dict[str, int]:
-    """Beat: turn container exits, timeouts and leftovers into state."""
-    return containers_observe()
 
 
 def _log(worker_id: str, line: str) -> None:

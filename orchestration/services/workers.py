@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import logging
+from collections.abc import Callable
 from typing import Any
 from uuid import UUID
 
@@ -34,6 +35,19 @@ from orchestration.services.events import event_record
 from orchestration.services.locks import locks_release_all, locks_renew
 
 logger = logging.getLogger(__name__)
+
+# Failures of the machinery rather than the agent; QUARANTINE_AFTER of them fail the item.
+INFRA_CATEGORIES = frozenset(
+    {
+        "RESOURCE_ERROR",
+        "CONTAINER_LOST",
+        "CRASHED",
+        "HEARTBEAT_TIMEOUT",
+        "START_TIMEOUT",
+        "START_ERROR",
+        "TERMINATED",
+    }
+)
 
 # Failure categories that no retry can fix.
 PERMANENT_CATEGORIES = frozenset(
@@ -259,13 +273,16 @@ def _end_attempt(
     actor: str,
     retry: bool,
     repeat_ok: tuple[str, ...],
+    unless: Callable[[Worker], bool] | None = None,
 ) -> bool:
     """End an active attempt with ``to`` and retry (with backoff) or fail its item.
 
     1. Lock item then worker. A worker already in one of ``repeat_ok`` is a repeat: no-op.
     2. A worker in any other final state is fenced off.
-    3. Worker → ``to``; its locks are freed.
-    4. If the worker is still the item's current attempt: item → ``queued`` with
+    3. ``unless(worker)`` true under the lock (a sweep's condition no longer holds, e.g. a
+       heartbeat just landed): no-op.
+    4. Worker → ``to``; its locks are freed.
+    5. If the worker is still the item's current attempt: item → ``queued`` with
        ``next_retry_at`` (retry allowed and retries left) or ``failed``.
     """
     with transaction.atomic():
@@ -274,6 +291,8 @@ def _end_attempt(
             return False
         if not worker.is_active:
             raise Fenced(f"Worker is {worker.status}; it is no longer the active attempt")
+        if unless is not None and unless(worker):
+            return False
         now = db_now()
         Worker.objects.filter(pk=worker.pk, status__in=Worker.ACTIVE).update(
             status=to, completed_at=now, error=error[:100_000], error_category=category[:40]
@@ -315,6 +334,16 @@ def _retry_or_fail(
     now: dt.datetime,
 ) -> None:
     retryable = retry and category not in PERMANENT_CATEGORIES
+    if category in INFRA_CATEGORIES:
+        crashes = Worker.objects.filter(
+            work_item_id=item.pk, error_category__in=INFRA_CATEGORIES
+        ).count()
+        if crashes >= settings.QUARANTINE_AFTER:
+            # A crash loop: the item keeps killing its attempts for reasons no retry fixes.
+            error = (
+                f"quarantined after {crashes} infrastructure failures (last: {category}): {error}"
+            )
+            category, retryable = "QUARANTINED", False
     if retryable and item.retry_count < settings.MAX_RETRIES:
         delays = settings.RETRY_DELAYS or [60]
         delay = delays[min(item.retry_count, len(delays) - 1)]
@@ -390,6 +419,39 @@ def worker_stuck(*, worker_id: UUID | str, reason: str, attempts: int = 0) -> bo
         retry=True,
         repeat_ok=(WorkerStatus.STUCK,),
     )
+
+
+def worker_expire(
+    *,
+    worker_id: UUID | str,
+    to: WorkerStatus,
+    category: str,
+    error: str,
+    unless: Callable[[Worker], bool],
+) -> bool:
+    """A sweep ends an attempt that looks dead or stuck — only if, under the row locks, it
+    still does (``unless`` says otherwise: a heartbeat or progress landed meanwhile). Either
+    the heartbeat wins and the worker lives, or the sweep wins and the heartbeat gets 409.
+    Its container is stopped after commit; the item is retried with backoff or failed.
+    """
+    from workers.tasks import stop_worker_container
+
+    try:
+        ended = _end_attempt(
+            worker_id=worker_id,
+            to=to,
+            error=error,
+            category=category,
+            actor="supervisor",
+            retry=True,
+            repeat_ok=(),
+            unless=unless,
+        )
+    except Fenced:
+        return False  # it ended some other way first
+    if ended:
+        delay_on_commit(stop_worker_container, str(worker_id))
+    return ended
 
 
 def worker_kill(*, worker_id: UUID | str, reason: str = "", actor: str = "system") -> bool:

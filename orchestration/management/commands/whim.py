@@ -18,13 +18,16 @@ from orchestration.errors import ValidationFailed, WhimError
 from orchestration.models import Worker
 from orchestration.selectors import queue_list, status_summary
 from orchestration.services import work_items, workers
+from orchestration.services.sweeps import SWEEPS, sweep_run
 from orchestration.validation import QueueQueryForm, WorkItemSubmitForm
 
 ACTOR = "cli"
 
 
 class Command(BaseCommand):
-    help = "Submit and manage Whim work: submit, status, queue, cancel, requeue, workers, kill."
+    help = (
+        "Submit and manage Whim work: submit, status, queue, cancel, requeue, workers, kill, sweep."
+    )
 
     def add_arguments(self, parser: CommandParser) -> None:
         sub = parser.add_subparsers(dest="action", required=True)
@@ -57,6 +60,8 @@ class Command(BaseCommand):
         requeue.add_argument("id")
         requeue.add_argument("--reset-retries", action="store_true")
         sub.add_parser("workers", help="list workers, newest first")
+        sweep = sub.add_parser("sweep", help="run a supervision sweep now (default: all)")
+        sweep.add_argument("name", nargs="?", default="all", choices=[*SWEEPS, "all"])
         kill = sub.add_parser("kill", help="kill a worker")
         kill.add_argument("id")
         kill.add_argument("--reason", default="")
@@ -139,6 +144,9 @@ class Command(BaseCommand):
 
     def do_workers(self, o: dict[str, Any]) -> list[dict[str, Any]]:
         return [worker_json(w) for w in Worker.objects.order_by("-created_at")[:200]]
+
+    def do_sweep(self, o: dict[str, Any]) -> dict[str, Any]:
+        return sweep_run(name=o["name"])
 
     def do_kill(self, o: dict[str, Any]) -> dict[str, Any]:
         workers.worker_kill(worker_id=o["id"], reason=o["reason"][:1000], actor=ACTOR)

@@ -1,0 +1,220 @@
+"""Supervision sweeps: periodic, idempotent, level-triggered.
+
+Each sweep looks at the rows as they are now and finishes whatever a lost message, a dead
+process or a vanished container left behind. Every change goes through a conditional
+transition under row locks, so a sweep is safe to run twice at once, from two beat
+processes, and by hand (``manage.py whim_sweep [name]``).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from collections.abc import Callable
+from uuid import UUID
+
+from django.conf import settings
+from django.db import transaction
+from django.db.models import Exists, OuterRef, Q
+
+from orchestration.clock import db_now
+from orchestration.models import (
+    DailyUsage,
+    FileLock,
+    Worker,
+    WorkerStatus,
+    WorkItem,
+    WorkItemEvent,
+    WorkItemStatus,
+)
+from orchestration.nudge import delay_on_commit
+from orchestration.services.events import event_record
+from orchestration.services.workers import worker_expire
+
+logger = logging.getLogger(__name__)
+
+BATCH = 500
+
+
+def sweep_heartbeats() -> dict[str, int]:
+    """Workers silent for STALE_THRESHOLD + HEARTBEAT_GRACE (by the database clock) are lost.
+
+    The staleness is checked again under the row locks, so a heartbeat landing at the same
+    moment either wins (the worker stays) or loses (it is ended and its heartbeat gets 409).
+    """
+    cutoff = db_now() - dt.timedelta(seconds=settings.STALE_THRESHOLD + settings.HEARTBEAT_GRACE)
+
+    def fresh(worker: Worker) -> bool:
+        return worker.last_heartbeat is not None and worker.last_heartbeat >= cutoff
+
+    stale = Worker.objects.filter(status__in=Worker.ACTIVE, last_heartbeat__lt=cutoff)
+    ended = 0
+    for worker_id in stale.values_list("pk", flat=True)[:BATCH]:
+        ended += worker_expire(
+            worker_id=worker_id,
+            to=WorkerStatus.LOST,
+            category="HEARTBEAT_TIMEOUT",
+            error=f"no heartbeat for more than {settings.STALE_THRESHOLD}s",
+            unless=fresh,
+        )
+    return {"lost": ended}
+
+
+def sweep_stuck() -> dict[str, int]:
+    """Attempts that will not finish on their own.
+
+    1. ``starting`` for longer than ASSIGNED_TIMEOUT (no container came up): ended, retried.
+    2. ``running`` with no progress (iteration or tokens rising) for PROGRESS_TIMEOUT:
+       alive but stuck — ended as stuck, retried with backoff or failed.
+    3. Items ``assigned`` / ``in_progress`` with no active attempt at all (for more than a
+       minute, so an attempt being created right now is left alone): back to ``queued``.
+    """
+    now = db_now()
+    start_cutoff = now - dt.timedelta(seconds=settings.ASSIGNED_TIMEOUT)
+    progress_cutoff = now - dt.timedelta(seconds=settings.PROGRESS_TIMEOUT)
+    counts = {"start_timeout": 0, "no_progress": 0, "recovered": 0}
+
+    def started(worker: Worker) -> bool:
+        return worker.status != WorkerStatus.STARTING or worker.created_at >= start_cutoff
+
+    for worker_id in Worker.objects.filter(
+        status=WorkerStatus.STARTING, created_at__lt=start_cutoff
+    ).values_list("pk", flat=True)[:BATCH]:
+        counts["start_timeout"] += worker_expire(
+            worker_id=worker_id,
+            to=WorkerStatus.LOST,
+            category="START_TIMEOUT",
+            error=f"no container started within {settings.ASSIGNED_TIMEOUT}s",
+            unless=started,
+        )
+
+    def progressing(worker: Worker) -> bool:
+        last = worker.last_progress_at or worker.started_at
+        return last is None or last >= progress_cutoff
+
+    for worker_id in (
+        Worker.objects.filter(status=WorkerStatus.RUNNING)
+        .filter(
+            Q(last_progress_at__lt=progress_cutoff)
+            | Q(last_progress_at__isnull=True, started_at__lt=progress_cutoff)
+        )
+        .values_list("pk", flat=True)[:BATCH]
+    ):
+        counts["no_progress"] += worker_expire(
+            worker_id=worker_id,
+            to=WorkerStatus.STUCK,
+            category="NO_PROGRESS",
+            error=f"alive but no progress for {settings.PROGRESS_TIMEOUT}s",
+            unless=progressing,
+        )
+
+    orphan_cutoff = now - dt.timedelta(seconds=60)
+    live = Worker.objects.filter(work_item=OuterRef("pk"), status__in=Worker.ACTIVE)
+    orphans = WorkItem.objects.filter(
+        status__in=WorkItem.ACTIVE, updated_at__lt=orphan_cutoff
+    ).filter(~Exists(live))
+    for item_id in orphans.values_list("pk", flat=True)[:BATCH]:
+        counts["recovered"] += work_item_recover(work_item_id=item_id, cutoff=orphan_cutoff)
+    return counts
+
+
+def work_item_recover(*, work_item_id: UUID, cutoff: dt.datetime) -> bool:
+    """An item marked active with no live attempt goes back to the queue (no retry charged:
+    the attempt did not fail, the bookkeeping did)."""
+    from orchestration import tasks
+
+    with transaction.atomic():
+        item = WorkItem.objects.select_for_update().filter(pk=work_item_id).first()
+        if item is None or item.status not in WorkItem.ACTIVE or item.updated_at >= cutoff:
+            return False
+        if Worker.objects.filter(work_item=item, status__in=Worker.ACTIVE).exists():
+            return False
+        now = db_now()
+        WorkItem.objects.filter(pk=item.pk, status=item.status).update(
+            status=WorkItemStatus.QUEUED, worker=None, next_retry_at=None, updated_at=now
+        )
+        event_record(
+            work_item=item,
+            kind="recovered",
+            from_status=item.status,
+            to_status=WorkItemStatus.QUEUED,
+            actor="supervisor",
+            message="active without a live attempt",
+        )
+        delay_on_commit(tasks.dispatch)
+    return True
+
+
+def sweep_locks() -> dict[str, int]:
+    """Leases that expired, or whose holder is no longer active, are deleted."""
+    now = db_now()
+    dead = FileLock.objects.filter(Q(expires_at__lte=now) | ~Q(worker__status__in=Worker.ACTIVE))
+    ids = list(dead.values_list("pk", flat=True)[: BATCH * 10])
+    deleted, _ = (
+        FileLock.objects.filter(pk__in=ids)
+        .filter(Q(expires_at__lte=now) | ~Q(worker__status__in=Worker.ACTIVE))
+        .delete()
+    )
+    return {"deleted": deleted}
+
+
+def sweep_containers() -> dict[str, int]:
+    """Both directions between containers and rows (``workers.services``)."""
+    from workers.services import containers_observe
+
+    return containers_observe()
+
+
+def sweep_retention() -> dict[str, int]:
+    """Old history is purged in batches (never one giant DELETE).
+
+    Terminal items older than RETENTION_DAYS go with their attempts, events and metrics;
+    finished attempts' log tails older than LOG_RETENTION_DAYS are emptied; usage rows older
+    than a year and a half are dropped.
+    """
+    now = db_now()
+    counts = {"items": 0, "logs": 0, "usage": 0}
+    item_cutoff = now - dt.timedelta(days=settings.RETENTION_DAYS)
+    old_items = WorkItem.objects.filter(status__in=WorkItem.TERMINAL, updated_at__lt=item_cutoff)
+    for _ in range(100):
+        ids = list(old_items.values_list("pk", flat=True)[:BATCH])
+        if not ids:
+            break
+        with transaction.atomic():
+            WorkItemEvent.objects.filter(work_item_id__in=ids).delete()
+            _, per_model = WorkItem.objects.filter(
+                pk__in=ids, status__in=WorkItem.TERMINAL
+            ).delete()
+        counts["items"] += per_model.get("orchestration.WorkItem", 0)
+    log_cutoff = now - dt.timedelta(days=settings.LOG_RETENTION_DAYS)
+    old_logs = Worker.objects.filter(
+        status__in=Worker.TERMINAL, completed_at__lt=log_cutoff
+    ).exclude(log_tail="")
+    for _ in range(100):
+        ids = list(old_logs.values_list("pk", flat=True)[:BATCH])
+        if not ids:
+            break
+        counts["logs"] += Worker.objects.filter(pk__in=ids).update(log_tail="")
+    usage_cutoff = (now - dt.timedelta(days=550)).date()
+    counts["usage"], _ = DailyUsage.objects.filter(date__lt=usage_cutoff).delete()
+    return counts
+
+
+SWEEPS: dict[str, Callable[[], dict[str, int]]] = {
+    "heartbeats": sweep_heartbeats,
+    "stuck": sweep_stuck,
+    "locks": sweep_locks,
+    "containers": sweep_containers,
+    "retention": sweep_retention,
+}
+
+
+def sweep_run(*, name: str) -> dict[str, dict[str, int]]:
+    """Run one sweep by name, or every one with ``all``; returns what each did."""
+    names = list(SWEEPS) if name == "all" else [name]
+    results = {}
+    for each in names:
+        results[each] = SWEEPS[each]()
+        if any(results[each].values()):
+            logger.info("sweep %s: %s", each, results[each])
+    return results
