@@ -1,41 +1,249 @@
-"""Django admin: every model, with actions that call the same services as the API."""
+"""Django admin: every model, fast at a million rows, with actions that call the services.
+
+- List pages never run a full ``COUNT(*)``: ``show_full_result_count = False`` and a
+  paginator that counts at most ``COUNT_CAP`` rows (an unfiltered table uses PostgreSQL's
+  row estimate instead). Filters list fixed choices or recent values, never a DISTINCT scan.
+- Every action calls the same service as the API, with the actor ``admin:<user>``, so each
+  leaves an audit event; services are idempotent, so a double click (or two admins at once)
+  has exactly one effect.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
+from django import forms
 from django.contrib import admin, messages
+from django.core.paginator import Paginator
+from django.db import connection, transaction
 from django.db.models import QuerySet
-from django.http import HttpRequest
+from django.forms.models import BaseInlineFormSet
+from django.http import HttpRequest, HttpResponse
+from django.template.response import TemplateResponse
+from django.urls import reverse
+from django.utils.functional import cached_property
+from django.utils.html import format_html
 
+from orchestration import dashboard
 from orchestration.errors import WhimError
 from orchestration.models import (
+    PRIORITY_RANK,
     ApiKey,
     DailyUsage,
+    DispatchState,
     FileLock,
+    Priority,
     Worker,
     WorkerMetrics,
     WorkItem,
     WorkItemEvent,
+    WorkItemStatus,
 )
 from orchestration.services import apikeys, work_items, workers
+from orchestration.services.events import event_record
+
+# --- fast list pages -------------------------------------------------------------------------
+
+COUNT_CAP = 10_000
 
 
-def _each(request: HttpRequest, queryset: QuerySet[Any], verb: str, fn: Any) -> None:
-    done = skipped = 0
+class CappedCountPaginator(Paginator):
+    """Counts at most COUNT_CAP rows (``SELECT COUNT(*) FROM (… LIMIT n)``).
+
+    An unfiltered list on PostgreSQL shows the planner's row estimate instead, so page
+    numbers stay meaningful on a huge table without scanning it.
+    """
+
+    @cached_property
+    def count(self) -> int:
+        qs = self.object_list
+        if not isinstance(qs, QuerySet):
+            return len(qs)
+        capped = qs.order_by()[: COUNT_CAP + 1].count()
+        if capped <= COUNT_CAP:
+            return capped
+        if not qs.query.where and connection.vendor == "postgresql":
+            with connection.cursor() as cursor:
+                cursor.execute(
+                    "SELECT reltuples::bigint FROM pg_class WHERE oid = %s::regclass",
+                    [qs.model._meta.db_table],
+                )
+                row = cursor.fetchone()
+            if row and row[0] > COUNT_CAP:
+                return int(row[0])
+        return COUNT_CAP
+
+
+class FastListAdmin(admin.ModelAdmin):
+    paginator = CappedCountPaginator
+    show_full_result_count = False
+    list_per_page = 100
+
+
+class RecentRepoFilter(admin.SimpleListFilter):
+    """Repositories of the most recent items (a DISTINCT over the whole table is a scan)."""
+
+    title = "repository"
+    parameter_name = "repo"
+    field = "repo"
+
+    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
+        model = model_admin.model
+        recent = model._default_manager.order_by("-created_at").values_list(self.field, flat=True)
+        repos = sorted({r for r in recent[:2000] if r})
+        return [(r, r) for r in repos[:50]]
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet[Any]) -> QuerySet[Any]:
+        value = self.value()
+        return queryset.filter(**{self.field: value}) if value else queryset
+
+
+EVENT_KINDS = (
+    "submitted",
+    "spec_generated",
+    "claimed",
+    "started",
+    "locks_acquired",
+    "lock_blocked",
+    "lock_released",
+    "completed",
+    "retry_scheduled",
+    "failed",
+    "cancelled",
+    "requeued",
+    "recovered",
+    "priority_changed",
+    "attempt_killed",
+    "attempt_failed",
+    "attempt_stuck",
+    "attempt_lost",
+)
+
+
+class EventKindFilter(admin.SimpleListFilter):
+    title = "kind"
+    parameter_name = "kind"
+
+    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
+        return [(k, k) for k in EVENT_KINDS]
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet[Any]) -> QuerySet[Any]:
+        value = self.value()
+        return queryset.filter(kind=value) if value else queryset
+
+
+# --- actions: helpers ------------------------------------------------------------------------
+
+
+def _actor(request: HttpRequest) -> str:
+    return f"admin:{request.user.get_username()}"
+
+
+def _each(
+    request: HttpRequest, queryset: QuerySet[Any], verb: str, fn: Callable[[Any], Any]
+) -> None:
+    """Run ``fn`` on each row; count changes, repeats (no-ops) and refusals."""
+    done = repeats = refused = 0
     for obj in queryset:
         try:
-            done += 1 if fn(obj) else 0
+            changed = fn(obj)
         except WhimError as exc:
-            skipped += 1
+            refused += 1
             messages.warning(request, f"{obj.pk}: {exc.message}")
-    messages.info(request, f"{verb}: {done} changed, {skipped} refused.")
+        else:
+            done += 1 if changed else 0
+            repeats += 0 if changed else 1
+    messages.info(request, f"{verb}: {done} changed, {repeats} already so, {refused} refused.")
+
+
+class ReasonForm(forms.Form):
+    reason = forms.CharField(max_length=1000, required=False, widget=forms.TextInput)
+
+
+def _with_reason(
+    modeladmin: admin.ModelAdmin,
+    request: HttpRequest,
+    queryset: QuerySet[Any],
+    *,
+    action: str,
+    title: str,
+    apply: Callable[[str], None],
+) -> TemplateResponse | None:
+    """An intermediate page asking for a reason; ``apply(reason)`` runs once it is posted."""
+    if request.POST.get("apply") == "yes":
+        form = ReasonForm(request.POST)
+        if form.is_valid():
+            apply(form.cleaned_data["reason"].strip())
+            return None
+    else:
+        form = ReasonForm()
+    return TemplateResponse(
+        request,
+        "admin/orchestration/action_reason.html",
+        {
+            **modeladmin.admin_site.each_context(request),
+            "title": title,
+            "objects": list(queryset[:100]),
+            "count": queryset.count(),
+            "selected": [str(pk) for pk in queryset.values_list("pk", flat=True)],
+            "action": action,
+            "form": form,
+            "opts": modeladmin.model._meta,
+        },
+    )
+
+
+def work_item_set_priority(*, work_item_id: Any, priority: str, actor: str) -> bool:
+    """Set an unfinished item's priority (a conditional UPDATE plus an event).
+
+    Setting the priority it already has changes nothing and returns False, so a double click
+    has one effect. Finished items are refused: their priority no longer matters.
+    """
+    with transaction.atomic():
+        item = WorkItem.objects.select_for_update().filter(pk=work_item_id).first()
+        if item is None or item.priority == priority:
+            return False
+        if item.is_terminal:
+            from orchestration.errors import InvalidState
+
+            raise InvalidState(f"Work item is {item.status}; its priority no longer matters")
+        WorkItem.objects.filter(pk=item.pk, priority=item.priority).update(
+            priority=priority, priority_rank=PRIORITY_RANK[Priority(priority)]
+        )
+        event_record(
+            work_item=item,
+            kind="priority_changed",
+            from_status=item.status,
+            to_status=item.status,
+            actor=actor,
+            message=f"priority {item.priority} → {priority}",
+            data={"from": item.priority, "to": priority},
+        )
+    return True
+
+
+# --- work items ------------------------------------------------------------------------------
+
+
+class LatestEventsFormSet(BaseInlineFormSet):
+    """Only the latest events: an item with thousands of events still opens quickly."""
+
+    LIMIT = 200
+
+    def get_queryset(self) -> QuerySet[Any]:
+        if not hasattr(self, "_latest"):
+            qs = super().get_queryset().order_by("-created_at", "-id")
+            self._latest = qs[: self.LIMIT]
+        return self._latest
 
 
 class EventInline(admin.TabularInline):
     model = WorkItemEvent
+    formset = LatestEventsFormSet
     extra = 0
     can_delete = False
+    verbose_name_plural = "events (latest 200)"
     fields = ("created_at", "kind", "from_status", "to_status", "actor", "message")
     readonly_fields = fields
 
@@ -45,40 +253,75 @@ class EventInline(admin.TabularInline):
 
 class WorkerInline(admin.TabularInline):
     model = Worker
+    fk_name = "work_item"
     extra = 0
     can_delete = False
-    fields = ("id", "attempt", "status", "iteration", "last_heartbeat", "error_category", "error")
+    verbose_name_plural = "attempts"
+    fields = (
+        "id",
+        "attempt",
+        "status",
+        "iteration",
+        "last_heartbeat",
+        "started_at",
+        "completed_at",
+        "error_category",
+        "error",
+    )
     readonly_fields = fields
+    ordering = ("created_at",)
 
     def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False
 
 
+def _review_inline() -> type[admin.TabularInline]:
+    from reviews.models import PRReview
+
+    class ReviewInline(admin.TabularInline):
+        model = PRReview
+        extra = 0
+        can_delete = False
+        verbose_name_plural = "reviews"
+        fields = ("created_at", "pr_number", "model_used", "findings")
+        readonly_fields = fields
+
+        def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+            return False
+
+    return ReviewInline
+
+
 @admin.register(WorkItem)
-class WorkItemAdmin(admin.ModelAdmin):
+class WorkItemAdmin(FastListAdmin):
     list_display = (
-        "id",
+        "short_id",
         "repo",
         "branch",
         "type",
         "priority",
         "status",
+        "iteration",
         "retry_count",
+        "error_category",
         "created_at",
     )
-    list_filter = ("status", "priority", "type", "created_at")
+    list_display_links = ("short_id",)
+    list_filter = ("status", "priority", "type", RecentRepoFilter, "created_at")
     search_fields = ("=id", "repo", "branch", "error")
     date_hierarchy = "created_at"
     list_select_related = ("worker",)
-    show_full_result_count = False
+    ordering = ("-created_at",)
     readonly_fields = (
         "id",
+        "console_link",
         "status",
         "worker",
         "iteration",
         "retry_count",
         "next_retry_at",
         "priority_rank",
+        "duration",
         "created_at",
         "updated_at",
         "completed_at",
@@ -86,63 +329,129 @@ class WorkItemAdmin(admin.ModelAdmin):
         "error_category",
         "pr_url",
         "pr_number",
+        "commit_sha",
         "idempotency_key",
+        "parent_work_item",
     )
-    inlines = (WorkerInline, EventInline)
-    actions = ("cancel", "requeue", "requeue_reset")
+    raw_id_fields = ("parent_work_item",)
+    actions = (
+        "cancel",
+        "requeue",
+        "requeue_reset",
+        "priority_critical",
+        "priority_high",
+        "priority_medium",
+        "priority_low",
+    )
 
-    @admin.action(description="Cancel selected work items")
-    def cancel(self, request: HttpRequest, queryset: QuerySet[WorkItem]) -> None:
-        actor = f"admin:{request.user.get_username()}"
-        _each(
-            request,
-            queryset,
-            "Cancel",
-            lambda o: work_items.work_item_cancel(work_item_id=o.pk, actor=actor),
+    def get_inlines(self, request: HttpRequest, obj: Any) -> list[type[Any]]:
+        return [WorkerInline, EventInline, _review_inline()]
+
+    @admin.display(description="id", ordering="id")
+    def short_id(self, obj: WorkItem) -> str:
+        return str(obj.pk)[:8]
+
+    @admin.display(description="console")
+    def console_link(self, obj: WorkItem) -> str:
+        url = reverse("work-detail", args=[obj.pk])
+        return format_html('<a href="{}">open the work item page</a> (live status and log)', url)
+
+    @admin.display(description="duration")
+    def duration(self, obj: WorkItem) -> str:
+        if obj.completed_at is None:
+            return "—"
+        return str(obj.completed_at - obj.created_at).split(".")[0]
+
+    @admin.action(description="Cancel selected work items (asks for a reason)")
+    def cancel(self, request: HttpRequest, queryset: QuerySet[WorkItem]) -> HttpResponse | None:
+        actor = _actor(request)
+
+        def apply(reason: str) -> None:
+            _each(
+                request,
+                queryset,
+                "Cancel",
+                lambda o: work_items.work_item_cancel(
+                    work_item_id=o.pk, actor=actor, reason=reason or f"cancelled by {actor}"
+                ),
+            )
+
+        return _with_reason(
+            self, request, queryset, action="cancel", title="Cancel work items", apply=apply
         )
+
+    def _requeue(self, request: HttpRequest, queryset: QuerySet[WorkItem], reset: bool) -> None:
+        actor = _actor(request)
+
+        def one(o: WorkItem) -> bool:
+            # Re-read: a second click (or admin) finds it queued already and does nothing.
+            if WorkItem.objects.filter(pk=o.pk, status=WorkItemStatus.QUEUED).exists():
+                return False
+            work_items.work_item_requeue(work_item_id=o.pk, reset_retries=reset, actor=actor)
+            return True
+
+        _each(request, queryset, "Requeue", one)
 
     @admin.action(description="Requeue selected work items")
     def requeue(self, request: HttpRequest, queryset: QuerySet[WorkItem]) -> None:
-        actor = f"admin:{request.user.get_username()}"
-        _each(
-            request,
-            queryset,
-            "Requeue",
-            lambda o: work_items.work_item_requeue(work_item_id=o.pk, actor=actor),
-        )
+        self._requeue(request, queryset, reset=False)
 
     @admin.action(description="Requeue selected work items, resetting retries")
     def requeue_reset(self, request: HttpRequest, queryset: QuerySet[WorkItem]) -> None:
-        actor = f"admin:{request.user.get_username()}"
+        self._requeue(request, queryset, reset=True)
+
+    def _priority(self, request: HttpRequest, queryset: QuerySet[WorkItem], to: str) -> None:
+        actor = _actor(request)
         _each(
             request,
             queryset,
-            "Requeue",
-            lambda o: work_items.work_item_requeue(
-                work_item_id=o.pk, reset_retries=True, actor=actor
-            ),
+            f"Priority {to}",
+            lambda o: work_item_set_priority(work_item_id=o.pk, priority=to, actor=actor),
         )
+
+    @admin.action(description="Set priority: critical")
+    def priority_critical(self, request: HttpRequest, queryset: QuerySet[WorkItem]) -> None:
+        self._priority(request, queryset, Priority.CRITICAL)
+
+    @admin.action(description="Set priority: high")
+    def priority_high(self, request: HttpRequest, queryset: QuerySet[WorkItem]) -> None:
+        self._priority(request, queryset, Priority.HIGH)
+
+    @admin.action(description="Set priority: medium")
+    def priority_medium(self, request: HttpRequest, queryset: QuerySet[WorkItem]) -> None:
+        self._priority(request, queryset, Priority.MEDIUM)
+
+    @admin.action(description="Set priority: low")
+    def priority_low(self, request: HttpRequest, queryset: QuerySet[WorkItem]) -> None:
+        self._priority(request, queryset, Priority.LOW)
+
+
+# --- workers ---------------------------------------------------------------------------------
 
 
 @admin.register(Worker)
-class WorkerAdmin(admin.ModelAdmin):
+class WorkerAdmin(FastListAdmin):
     list_display = (
-        "id",
+        "short_id",
         "work_item",
         "attempt",
         "status",
         "iteration",
         "last_heartbeat",
+        "error_category",
         "created_at",
     )
-    list_filter = ("status", "created_at")
+    list_display_links = ("short_id",)
+    list_filter = ("status", "error_category", "created_at")
     search_fields = ("=id", "=work_item__id", "error", "container_id")
+    date_hierarchy = "created_at"
     list_select_related = ("work_item",)
-    show_full_result_count = False
+    ordering = ("-created_at",)
     exclude = ("token_hash",)
     readonly_fields = (
         "id",
         "work_item",
+        "console_link",
         "status",
         "attempt",
         "iteration",
@@ -150,6 +459,7 @@ class WorkerAdmin(admin.ModelAdmin):
         "tokens_out",
         "container_id",
         "last_heartbeat",
+        "registered_at",
         "last_progress_at",
         "created_at",
         "started_at",
@@ -158,53 +468,172 @@ class WorkerAdmin(admin.ModelAdmin):
         "error_category",
         "log_tail",
     )
-    actions = ("kill",)
+    actions = ("kill", "show_logs")
 
-    @admin.action(description="Kill selected workers")
-    def kill(self, request: HttpRequest, queryset: QuerySet[Worker]) -> None:
-        actor = f"admin:{request.user.get_username()}"
-        _each(
+    @admin.display(description="id", ordering="id")
+    def short_id(self, obj: Worker) -> str:
+        return str(obj.pk)[:8]
+
+    @admin.display(description="console")
+    def console_link(self, obj: Worker) -> str:
+        url = reverse("work-detail", args=[obj.work_item_id])
+        return format_html('<a href="{}">open its work item page</a> (live log)', url)
+
+    @admin.action(description="Kill selected workers (asks for a reason)")
+    def kill(self, request: HttpRequest, queryset: QuerySet[Worker]) -> HttpResponse | None:
+        actor = _actor(request)
+
+        def apply(reason: str) -> None:
+            _each(
+                request,
+                queryset,
+                "Kill",
+                lambda o: workers.worker_kill(
+                    worker_id=o.pk, reason=reason or f"killed by {actor}", actor=actor
+                ),
+            )
+
+        return _with_reason(
+            self, request, queryset, action="kill", title="Kill workers", apply=apply
+        )
+
+    @admin.action(description="Show logs of selected workers")
+    def show_logs(self, request: HttpRequest, queryset: QuerySet[Worker]) -> HttpResponse:
+        rows = []
+        for worker in queryset.select_related("work_item")[:20]:
+            lines, source = dashboard.worker_logs(worker, lines=500)
+            rows.append({"worker": worker, "log": "\n".join(lines), "source": source})
+        return TemplateResponse(
             request,
-            queryset,
-            "Kill",
-            lambda o: workers.worker_kill(worker_id=o.pk, reason="killed from admin", actor=actor),
+            "admin/orchestration/worker_logs.html",
+            {
+                **self.admin_site.each_context(request),
+                "title": "Worker logs",
+                "rows": rows,
+                "opts": self.model._meta,
+            },
         )
 
 
+# --- locks, events, usage, keys --------------------------------------------------------------
+
+
+def lock_release(*, lock_id: int, actor: str, reason: str = "") -> bool:
+    """Free one file lock by hand (an operator unsticking a stuck holder), with an event.
+
+    Releasing a lock that is already gone is a no-op (False).
+    """
+    with transaction.atomic():
+        lock = FileLock.objects.select_related("worker").filter(pk=lock_id).first()
+        if lock is None:
+            return False
+        deleted, _ = FileLock.objects.filter(pk=lock.pk).delete()
+        if not deleted:
+            return False
+        event_record(
+            work_item=lock.worker.work_item_id,
+            worker=lock.worker_id,
+            kind="lock_released",
+            actor=actor,
+            message=f"{lock.repo}:{lock.path}" + (f" ({reason})" if reason else ""),
+            data={"files": [lock.path], "repo": lock.repo, "reason": reason},
+        )
+    return True
+
+
 @admin.register(FileLock)
-class FileLockAdmin(admin.ModelAdmin):
+class FileLockAdmin(FastListAdmin):
     list_display = ("repo", "path", "worker", "acquired_at", "expires_at")
-    search_fields = ("repo", "path")
+    list_filter = ("acquired_at", "expires_at")
+    search_fields = ("repo", "path", "=worker__id")
     list_select_related = ("worker",)
+    ordering = ("repo", "path")
+    actions = ("release",)
+
+    @admin.action(description="Release selected locks (asks for a reason)")
+    def release(self, request: HttpRequest, queryset: QuerySet[FileLock]) -> HttpResponse | None:
+        actor = _actor(request)
+
+        def apply(reason: str) -> None:
+            _each(
+                request,
+                queryset,
+                "Release",
+                lambda o: lock_release(lock_id=o.pk, actor=actor, reason=reason),
+            )
+
+        return _with_reason(
+            self, request, queryset, action="release", title="Release file locks", apply=apply
+        )
 
 
 @admin.register(WorkItemEvent)
-class WorkItemEventAdmin(admin.ModelAdmin):
+class WorkItemEventAdmin(FastListAdmin):
     list_display = ("created_at", "work_item", "kind", "from_status", "to_status", "actor")
-    list_filter = ("kind", "created_at")
-    search_fields = ("=work_item__id", "message")
-    show_full_result_count = False
+    list_filter = (EventKindFilter, "created_at")
+    search_fields = ("=work_item__id", "actor", "message")
+    list_select_related = ("work_item",)
+    date_hierarchy = "created_at"
+    ordering = ("-created_at",)
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
 
     def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False
 
 
 @admin.register(DailyUsage)
 class DailyUsageAdmin(admin.ModelAdmin):
     list_display = ("date", "spawns", "iterations")
+    ordering = ("-date",)
+
+
+@admin.register(DispatchState)
+class DispatchStateAdmin(admin.ModelAdmin):
+    list_display = ("id", "last_spawn_at")
+    readonly_fields = ("id", "last_spawn_at")
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
 
 
 @admin.register(WorkerMetrics)
-class WorkerMetricsAdmin(admin.ModelAdmin):
-    list_display = ("worker", "work_item", "tokens_in", "tokens_out", "duration_ms", "created_at")
+class WorkerMetricsAdmin(FastListAdmin):
+    list_display = (
+        "worker",
+        "work_item",
+        "tokens_in",
+        "tokens_out",
+        "duration_ms",
+        "files_modified",
+        "tests_passed",
+        "tests_failed",
+        "created_at",
+    )
     list_select_related = ("worker", "work_item")
+    search_fields = ("=work_item__id", "=worker__id")
+    date_hierarchy = "created_at"
+    ordering = ("-created_at",)
 
 
 @admin.register(ApiKey)
 class ApiKeyAdmin(admin.ModelAdmin):
-    list_display = ("name", "prefix", "created_at", "last_used_at", "revoked_at")
+    list_display = ("name", "prefix", "created_at", "last_used_at", "revoked_at", "active")
+    list_filter = ("revoked_at",)
+    search_fields = ("name", "prefix")
     fields = ("name",)
     actions = ("revoke",)
+
+    @admin.display(boolean=True, description="active")
+    def active(self, obj: ApiKey) -> bool:
+        return obj.is_active
 
     def save_model(self, request: HttpRequest, obj: ApiKey, form: Any, change: bool) -> None:
         if change:

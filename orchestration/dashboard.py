@@ -54,6 +54,9 @@ class Bar:
     width: float
     height: float
     label: str
+    # A second series stacked on top of the first (failed over completed), same scale.
+    y2: float = 0.0
+    height2: float = 0.0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -74,21 +77,35 @@ def _hour_floor(when: dt.datetime) -> dt.datetime:
     return when.replace(minute=0, second=0, microsecond=0)
 
 
-def _bars(values: list[int], hours: list[dt.datetime], *, width: int, height: int) -> Chart:
-    top = max(values) if values and max(values) > 0 else 1
+def _bars(
+    values: list[int],
+    hours: list[dt.datetime],
+    *,
+    width: int,
+    height: int,
+    stacked: list[int] | None = None,
+    names: tuple[str, str] = ("", ""),
+) -> Chart:
+    on_top = stacked or [0] * len(values)
+    sums = [a + b for a, b in zip(values, on_top, strict=True)]
+    top = max(sums) if sums and max(sums) > 0 else 1
     slot = width / max(len(values), 1)
     bars = []
     points = []
-    for i, (value, hour) in enumerate(zip(values, hours, strict=True)):
+    for i, (value, extra, hour) in enumerate(zip(values, on_top, hours, strict=True)):
         h = (value / top) * (height - 4)
+        h2 = (extra / top) * (height - 4)
         local = timezone.localtime(hour)
+        label = f"{local:%H:00}: {value}{names[0]}" + (f", {extra}{names[1]}" if stacked else "")
         bars.append(
             Bar(
                 x=round(i * slot + 1, 1),
                 y=round(height - h, 1),
                 width=round(max(slot - 2, 1), 1),
                 height=round(h, 1),
-                label=f"{local:%H:00}: {value}",
+                label=label,
+                y2=round(height - h - h2, 1),
+                height2=round(h2, 1),
             )
         )
         points.append(f"{round(i * slot + slot / 2, 1)},{round(height - h, 1)}")
@@ -96,7 +113,7 @@ def _bars(values: list[int], hours: list[dt.datetime], *, width: int, height: in
         width=width,
         height=height,
         bars=bars,
-        max_value=max(values) if values else 0,
+        max_value=max(sums) if sums else 0,
         first_label=f"{timezone.localtime(hours[0]):%H:00}" if hours else "",
         last_label=f"{timezone.localtime(hours[-1]):%H:00}" if hours else "",
         total=sum(values),
@@ -104,7 +121,7 @@ def _bars(values: list[int], hours: list[dt.datetime], *, width: int, height: in
     )
 
 
-def throughput_chart(now: dt.datetime, *, hours: int = CHART_HOURS) -> dict[str, Chart]:
+def throughput_chart(now: dt.datetime, *, hours: int = CHART_HOURS) -> dict[str, Any]:
     """Items finished per hour over the last ``hours``: completed and failed, one query."""
     end = _hour_floor(now)
     start = end - dt.timedelta(hours=hours - 1)
@@ -123,10 +140,15 @@ def throughput_chart(now: dt.datetime, *, hours: int = CHART_HOURS) -> dict[str,
     }
     completed = [counts.get((s, WorkItemStatus.COMPLETED), 0) for s in slots]
     failed = [counts.get((s, WorkItemStatus.FAILED), 0) for s in slots]
-    return {
-        "completed": _bars(completed, slots, width=480, height=80),
-        "failed": _bars(failed, slots, width=480, height=80),
-    }
+    chart = _bars(
+        completed,
+        slots,
+        width=480,
+        height=80,
+        stacked=failed,
+        names=(" completed", " failed"),
+    )
+    return {"chart": chart, "completed": sum(completed), "failed": sum(failed)}
 
 
 def queue_depth_chart(now: dt.datetime, *, hours: int = CHART_HOURS) -> Chart:
@@ -134,7 +156,7 @@ def queue_depth_chart(now: dt.datetime, *, hours: int = CHART_HOURS) -> Chart:
 
     1. Take the depth now from the rows.
     2. Count, per hour, the events that entered the waiting states and those that left them.
-    3. Walk back from now: depth before an hour = depth after it − entered + left.
+    3. Walk back from now: depth before an hour = depth after it - entered + left.
     """
     pending = tuple(str(s) for s in WorkItem.PENDING)
     depth_now = WorkItem.objects.filter(status__in=pending).count()
@@ -156,7 +178,7 @@ def queue_depth_chart(now: dt.datetime, *, hours: int = CHART_HOURS) -> Chart:
         depths.append(max(depth, 0))
         depth -= delta.get(slot, 0)
     depths.reverse()
-    return _bars(depths, slots, width=480, height=80)
+    return _bars(depths, slots, width=480, height=80, names=(" waiting", ""))
 
 
 def dashboard_summary(*, broker_ok: bool = True) -> dict[str, Any]:

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import time
 from typing import Any
 
 from celery import shared_task
+from django.conf import settings
 from django.db import InterfaceError, OperationalError, transaction
 
 from orchestration.errors import Fenced
@@ -71,6 +73,10 @@ def start_worker(worker_id: str) -> None:
     worker = Worker.objects.select_related("work_item").filter(pk=worker_id).first()
     if worker is None or worker.status != WorkerStatus.STARTING:
         return
+    if settings.WHIM_AGENT == "mock":
+        # The mock's slow start (metadata.mockStartSeconds, at most a minute) lets fault tests
+        # act between the claim and the container start.
+        time.sleep(min(float(worker.work_item.metadata.get("mockStartSeconds") or 0), 60.0))
     runtime = get_runtime()
     try:
         with transaction.atomic():
@@ -81,7 +87,9 @@ def start_worker(worker_id: str) -> None:
     except (OperationalError, InterfaceError):
         raise  # the database, not the start, failed: retried (the container is adopted)
     except Exception as exc:
-        logger.warning("starting worker %s failed: %s", worker_id, type(exc).__name__)
+        logger.warning(
+            "starting worker %s failed: %s: %s", worker_id, type(exc).__name__, str(exc)[:300]
+        )
         # Killed or cancelled meanwhile (Fenced): nothing is left to roll back.
         with contextlib.suppress(Fenced):
             worker_fail(
@@ -91,6 +99,7 @@ def start_worker(worker_id: str) -> None:
                 actor="system",
             )
         return
-    if not started:
-        # Killed or cancelled while we were starting it: don't leave the container running.
+    # Not started by us: another delivery of this message started it first (we adopted its
+    # container): leave it be. Killed or cancelled meanwhile: don't leave it running.
+    if not started and not Worker.objects.filter(pk=worker_id, status__in=Worker.ACTIVE).exists():
         runtime.stop(container_id=container_id)

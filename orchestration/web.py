@@ -174,9 +174,7 @@ BULK_ACTIONS = {
 
 def _bulk_targets(request: HttpRequest, action: str, scope: str) -> tuple[list[UUID], int]:
     """The ids a bulk action would act on (at most BULK_MAX), and how many are eligible."""
-    eligible = (
-        (*WorkItem.PENDING, *WorkItem.ACTIVE) if action == "cancel" else tuple(REQUEUEABLE)
-    )
+    eligible = (*WorkItem.PENDING, *WorkItem.ACTIVE) if action == "cancel" else tuple(REQUEUEABLE)
     if scope == "matching":
         filters = _queue_filters(request.POST)
         form = QueueQueryForm(data=filters)
@@ -199,6 +197,8 @@ def queue_bulk(request: HttpRequest) -> HttpResponse:
     one. A repeat (double click, second tab) changes nothing: each service is idempotent."""
     action = request.POST.get("action", "")
     scope = request.POST.get("scope", "selected")
+    if "op" in request.POST:  # the queue page's buttons say both at once: "cancel:matching"
+        action, _, scope = request.POST["op"].partition(":")
     filters = _queue_filters(request.POST)
     back = f"{reverse('queue')}?{urlencode({k: v for k, v in filters.items() if v})}"
     if action not in BULK_ACTIONS or scope not in ("selected", "matching"):
@@ -305,7 +305,8 @@ def work_log(request: HttpRequest, pk: UUID) -> HttpResponse:
             "worker": worker,
             "log": "\n".join(lines),
             "source": source,
-            "live": bool(worker and worker.is_active),
+            # Keep polling while the item can still start or run an attempt.
+            "live": not item.is_terminal,
         },
     )
 

@@ -23,9 +23,10 @@ STAMP="$VENV/.whim-install-stamp"
 
 # --- System packages ---------------------------------------------------------------------
 # Required: the services that `make test` and a PostgreSQL/Redis `make run` need.
-# Optional: docker-compose (v1, Python) is only used to validate docker-compose.yml offline.
+# Optional: docker-compose (v1, Python) is only used to validate docker-compose.yml offline;
+# chromium is the browser tests/test_browser.py drives with Playwright (skipped without it).
 REQUIRED_PKGS=(postgresql redis-server)
-OPTIONAL_PKGS=(docker-compose)
+OPTIONAL_PKGS=(docker-compose chromium)
 
 is_installed() {
     dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q 'install ok installed'
@@ -81,7 +82,7 @@ apt_install() {
         log "apt-get install ${missing_opt[*]} (optional)"
         if ! apt-get install "${apt_opts[@]}" "${missing_opt[@]}" >/dev/null; then
             log "warning: could not install ${missing_opt[*]}; docker-compose.yml will be"
-            log "  validated with the PyYAML fallback instead"
+            log "  validated with the PyYAML fallback instead, and browser tests are skipped"
         fi
     fi
 }

@@ -3,7 +3,8 @@
 # is no dockerd, and start dockerd in the background (no systemd needed) if `docker info` does
 # not answer. Idempotent: when the engine already answers, nothing is touched.
 #
-#     scripts/docker.sh          # or: make docker
+#     scripts/docker.sh            # or: make docker
+#     scripts/docker.sh --restart  # stop the running dockerd, then start it again
 #
 # dockerd runs with its defaults (data in /var/lib/docker, socket /var/run/docker.sock, its own
 # containerd) plus the flags in DOCKERD_FLAGS below; its log is .run/dockerd.log.
@@ -175,7 +176,26 @@ wait_ready() {
     done
 }
 
+# --restart (fault tests, operators): stop the running dockerd first (SIGTERM, as a service
+# manager would; containers die with it), then start it again as below.
+stop_dockerd() {
+    local pid deadline
+    dockerd_running || return 0
+    pid="$(cat "$PID_FILE")"
+    log "stopping dockerd (pid $pid)"
+    kill -TERM "$pid" 2>/dev/null || true
+    deadline=$((SECONDS + TIMEOUT))
+    while alive "$pid" && ((SECONDS < deadline)); do sleep 0.2; done
+    if alive "$pid"; then
+        log "dockerd did not stop within ${TIMEOUT}s: SIGKILL"
+        kill -KILL "$pid" 2>/dev/null || true
+    fi
+}
+
 ensure_installed
+if [[ "${1:-}" == "--restart" ]]; then
+    stop_dockerd
+fi
 if engine_answers; then
     log "Docker engine is running ($(docker info -f '{{.ServerVersion}}, {{.Driver}}, cgroup v{{.CgroupVersion}}' 2>/dev/null))"
     exit 0

@@ -12,6 +12,7 @@ from __future__ import annotations
 import collections
 import contextlib
 import logging
+import time
 from typing import Any
 
 import docker
@@ -95,9 +96,7 @@ class DockerRuntime(ContainerRuntime):
         name = container_name(worker.pk)
         existing = self._find(name)
         if existing is not None:
-            if existing.status == "created":
-                existing.start()
-            return existing.id or name
+            return self._adopt(name).id or name
         env = worker_environment(
             worker=worker, work_item=work_item, token=token, callback_base=self.callback_base()
         )
@@ -142,10 +141,26 @@ class DockerRuntime(ContainerRuntime):
         except APIError as exc:
             if exc.status_code != 409:
                 raise
-            container = self.client.containers.get(name)  # a concurrent start made it
-            if container.status == "created":
-                container.start()
+            container = self._adopt(name)  # a concurrent start is making it
         return container.id or name
+
+    def _adopt(self, name: str) -> Container:
+        """The container a concurrent start is creating under ``name``.
+
+        The daemon reserves the name before the container can be looked up, so a 409 on
+        create may briefly be followed by 404 on inspect: wait for it (bounded).
+        """
+        deadline = time.monotonic() + settings.DOCKER_TIMEOUT
+        while True:
+            container = self._find(name)
+            if container is not None:
+                if container.status == "created":
+                    with contextlib.suppress(APIError):  # the other start may win the race
+                        container.start()
+                return container
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"container {name} was reserved but never appeared")
+            time.sleep(0.1)
 
     def stop(self, *, container_id: str, grace_seconds: int = 10) -> None:
         container = self._find(container_id)

@@ -122,12 +122,8 @@ class FakeRuntime(ContainerRuntime):
     observable = False
 
     def start(self, *, worker: Worker, work_item: WorkItem, token: str) -> str:
-        import time
-
         from workers.tasks import fake_run
 
-        # A slow start, to let fault tests act between claim and container start.
-        time.sleep(min(float(work_item.metadata.get("mockStartSeconds") or 0), 60.0))
         delay_on_commit(fake_run, str(worker.pk))
         return f"fake-{worker.pk}"
 

@@ -51,3 +51,14 @@ def seconds(value: Any) -> str:
 def is_http_url(value: Any) -> bool:
     """Only http(s) URLs become links (never ``javascript:`` from a bad row)."""
     return str(value or "").startswith(("http://", "https://"))
+
+
+@register.filter
+def finding_text(value: Any) -> str:
+    """A review finding's message, whatever shape the reviewer gave it."""
+    if isinstance(value, dict):
+        for key in ("message", "description", "text", "body", "title"):
+            if value.get(key):
+                return str(value[key])
+        return ", ".join(f"{k}: {v}" for k, v in value.items())
+    return str(value)

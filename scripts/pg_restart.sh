@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# Restart the local PostgreSQL cluster on $PGPORT (default 5432), fast mode: every connection
+# is cut, as in a real outage. Used by the fault tests; handy for trying reconnection by hand.
+set -euo pipefail
+PGPORT="${PGPORT:-5432}"
+line="$(pg_lsclusters -h | awk -v port="$PGPORT" '$3 == port { print; exit }')"
+[[ -n "$line" ]] || { echo "[pg] no cluster on port $PGPORT" >&2; exit 1; }
+read -r version name _ <<<"$line"
+echo "[pg] restarting cluster $version/$name on port $PGPORT" >&2
+pg_ctlcluster "$version" "$name" restart -m fast
+for _ in $(seq 1 120); do
+    if pg_isready -q -h 127.0.0.1 -p "$PGPORT"; then exit 0; fi
+    sleep 0.25
+done
+echo "[pg] the cluster did not come back within 30s" >&2
+exit 1
