@@ -62,6 +62,30 @@ def _alive(pid: int) -> bool:
     return stat.rsplit(")", 1)[1].split()[0] != "Z"
 
 
+def _groups(leader: int | None, worker_id: str) -> set[int]:
+    """Process groups holding a live process of the attempt.
+
+    The leader's group, while anything is left in it (the leader may be gone, its children
+    not), and the group of every process carrying the attempt's WORKER_ID: the harness starts
+    agents in sessions of their own, which a signal to the leader's group never reaches.
+    """
+    needle = f"WORKER_ID={worker_id}".encode()
+    groups: set[int] = set()
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            if fields[0] in ("Z", "X"):
+                continue
+            pgid = int(fields[2])
+            if pgid == leader or needle in (entry / "environ").read_bytes().split(b"\0"):
+                groups.add(pgid)
+        except (OSError, IndexError, ValueError):
+            continue
+    return groups
+
+
 @register("local")
 class LocalRuntime(ContainerRuntime):
     name = "local"
@@ -83,6 +107,11 @@ class LocalRuntime(ContainerRuntime):
                 }
             )
         )
+        if settings.WHIM_GIT_BASE_URL.startswith("file://"):
+            # Bare repos on this host may belong to another uid (the docker runtime's 1000).
+            # The harness's `-c safe.directory=*` does not reach the upload-pack/receive-pack
+            # that git runs inside the remote repository; the global config (HOME) does.
+            (home / ".gitconfig").write_text("[safe]\n\tdirectory = *\n")
         base = settings.WHIM_CALLBACK_URL or f"http://127.0.0.1:{settings.PORT}"
         env = worker_environment(
             worker=worker, work_item=work_item, token=token, callback_base=base.rstrip("/")
@@ -117,17 +146,18 @@ class LocalRuntime(ContainerRuntime):
         except (OSError, ValueError):
             return None
 
+    def _groups(self, container_id: str) -> set[int]:
+        return _groups(self._pid(container_id), container_id.removeprefix(PREFIX))
+
     def _signal(self, container_id: str, sig: signal.Signals) -> None:
-        pid = self._pid(container_id)
-        if pid is not None and _alive(pid):
+        for pgid in self._groups(container_id):
             with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(pid, sig)
+                os.killpg(pgid, sig)
 
     def stop(self, *, container_id: str, grace_seconds: int = 10) -> None:
         self._signal(container_id, signal.SIGTERM)
-        pid = self._pid(container_id)
         deadline = time.monotonic() + grace_seconds
-        while pid is not None and _alive(pid) and time.monotonic() < deadline:
+        while self._groups(container_id) and time.monotonic() < deadline:
             time.sleep(0.1)
         self._signal(container_id, signal.SIGKILL)
 
@@ -159,8 +189,14 @@ class LocalRuntime(ContainerRuntime):
     def list_labelled(self) -> list[ContainerState]:
         if not _root().exists():
             return []
+        # Only this instance's, as the docker runtime filters by label. A directory without
+        # its labels yet is a start in progress, not a leftover.
         states = (self.inspect(container_id=PREFIX + d.name) for d in _root().iterdir())
-        return [s for s in states if s is not None]
+        return [
+            s
+            for s in states
+            if s is not None and s.labels.get("whim.instance") == settings.WHIM_INSTANCE
+        ]
 
     def logs(self, *, container_id: str, lines: int) -> list[str] | None:
         path = _dir(container_id) / "output.log"

@@ -41,7 +41,8 @@ def classify_exit(*, state: ContainerState, worker: Worker, now: dt.datetime) ->
         return "CONTAINER_ERROR", f"container exited with {code} before the harness started"
     if code == 0:
         return "NO_RESULT", "container exited 0 without reporting complete"
-    return "CRASHED", f"container exited with {code} while the attempt was active"
+    how = f"exited with {code}" if code is not None else f"is {state.status}"
+    return "CRASHED", f"container {how} while the attempt was active"
 
 
 def containers_observe(*, runtime: ContainerRuntime | None = None) -> dict[str, int]:
