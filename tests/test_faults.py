@@ -4,8 +4,10 @@ the invariants (tests/invariants.py)."""
 
 from __future__ import annotations
 
+import json
 import signal
 import subprocess
+import sys
 import time
 import uuid
 from collections.abc import Callable
@@ -369,3 +371,45 @@ def test_dockerd_restarted_mid_run_every_item_recovers_and_no_orphan_remains(
         assert item.status == WorkItemStatus.COMPLETED, item.error
     wait_for(lambda: not stack.containers(), timeout=60, what="no orphan")
     assert_invariants(containers=stack.containers())
+
+
+def test_work_submitted_while_redis_is_down_is_kept_and_runs_when_it_returns(
+    celery_workers: Any,
+) -> None:
+    port = free_port()  # nothing listens here yet: the broker is down
+    workers = celery_workers(REDIS_URL=f"redis://127.0.0.1:{port}/0", LOOP_INTERVAL="1")
+    started = time.monotonic()
+    submitted = subprocess.run(
+        [
+            sys.executable,
+            "manage.py",
+            "whim",
+            "submit",
+            "acme/widgets",
+            "--spec",
+            "# Offline",
+            "--metadata",
+            '{"mockSeconds": 0.2}',
+        ],
+        cwd=ROOT,
+        env=workers.env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert submitted.returncode == 0, submitted.stderr
+    assert time.monotonic() - started < 30, "submit hung on the dead broker"
+    item_id = json.loads(submitted.stdout)["id"]
+    assert WorkItem.objects.get(pk=item_id).status == WorkItemStatus.QUEUED
+
+    log = ROOT / "test-artifacts" / f"redis-{port}.log"
+    redis = start_redis(port, log)
+    try:
+        workers.start(concurrency=2, beat=True)
+        wait_for(lambda: finished(uuid.UUID(item_id)), timeout=60, what="the item to run")
+        assert WorkItem.objects.get(pk=item_id).status == WorkItemStatus.COMPLETED
+        assert_invariants()
+    finally:
+        redis.send_signal(signal.SIGKILL)
+        redis.wait(timeout=10)
