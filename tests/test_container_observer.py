@@ -9,6 +9,7 @@ import datetime as dt
 import uuid
 from collections.abc import Callable
 from typing import Any
+from unittest import mock
 
 import pytest
 
@@ -413,7 +414,7 @@ def test_an_active_workers_container_is_never_touched(runtime: DictRuntime) -> N
     counts = containers_observe(runtime=runtime)
 
     assert runtime.calls == []
-    assert counts == {"exited": 0, "timed_out": 0, "lost": 0, "removed": 0}
+    assert counts == {"exited": 0, "timed_out": 0, "lost": 0, "removed": 0, "cleanup_failed": 0}
     assert snapshot() == before
     assert set(runtime.states) == {running_worker.container_id, "being-started"}
 
@@ -456,12 +457,12 @@ def test_a_second_run_changes_nothing(runtime: DictRuntime, settings: Any) -> No
     runtime.add(busy.container_id, "running", worker=busy.pk)
 
     first = containers_observe(runtime=runtime)
-    assert first == {"exited": 1, "timed_out": 1, "lost": 1, "removed": 3}
+    assert first == {"exited": 1, "timed_out": 1, "lost": 1, "removed": 3, "cleanup_failed": 0}
     state, calls = snapshot(), list(runtime.calls)
 
     second = containers_observe(runtime=runtime)
 
-    assert second == {"exited": 0, "timed_out": 0, "lost": 0, "removed": 0}
+    assert second == {"exited": 0, "timed_out": 0, "lost": 0, "removed": 0, "cleanup_failed": 0}
     assert snapshot() == state
     assert runtime.calls == calls
     assert set(runtime.states) == {busy.container_id}
@@ -476,7 +477,7 @@ def test_a_runtime_that_cannot_observe_is_left_alone(settings: Any) -> None:
 
     counts = containers_observe(runtime=blind)
 
-    assert counts == {"exited": 0, "timed_out": 0, "lost": 0, "removed": 0}
+    assert counts == {"exited": 0, "timed_out": 0, "lost": 0, "removed": 0, "cleanup_failed": 0}
     assert blind.calls == []
     assert snapshot() == before
 
@@ -577,3 +578,21 @@ def test_classify_exit_falls_back_to_created_at_without_a_start_time(settings: A
     assert classify_exit(state=state, worker=worker, now=now)[0] == "CONTAINER_ERROR"
     worker.created_at = now - dt.timedelta(seconds=60)
     assert classify_exit(state=state, worker=worker, now=now)[0] == "CRASHED"
+
+
+def test_a_container_the_daemon_refuses_to_remove_is_recorded_and_retried(
+    runtime: DictRuntime,
+) -> None:
+    _, worker = finished_attempt(WorkerStatus.COMPLETED)
+    runtime.add(worker.container_id, "exited", exit_code=0, worker=worker.pk)
+
+    def refuse(*, container_id: str) -> None:
+        raise RuntimeError("device or resource busy")
+
+    with mock.patch.object(runtime, "remove", side_effect=refuse):
+        counts = containers_observe(runtime=runtime)
+
+    assert counts["cleanup_failed"] == 1 and counts["removed"] == 0
+    event = WorkItemEvent.objects.get(worker=worker, kind="container_cleanup_failed")
+    assert "device or resource busy" in event.message
+    assert containers_observe(runtime=runtime)["removed"] == 1  # the next period succeeds

@@ -11,6 +11,7 @@ from django.conf import settings
 from orchestration.clock import db_now
 from orchestration.errors import Fenced
 from orchestration.models import Worker, WorkerStatus
+from orchestration.services.events import event_record
 from orchestration.services.workers import worker_fail
 from workers.runtime import ContainerRuntime, ContainerState, get_runtime
 
@@ -56,7 +57,7 @@ def containers_observe(*, runtime: ContainerRuntime | None = None) -> dict[str, 
     Transitions are conditional, so a callback that lands first simply wins (Fenced here).
     """
     runtime = runtime or get_runtime()
-    counts = {"exited": 0, "timed_out": 0, "lost": 0, "removed": 0}
+    counts = {"exited": 0, "timed_out": 0, "lost": 0, "removed": 0, "cleanup_failed": 0}
     if not runtime.observable:
         return counts
     now = db_now()
@@ -90,13 +91,30 @@ def containers_observe(*, runtime: ContainerRuntime | None = None) -> dict[str, 
         owner = Worker.objects.filter(pk=worker_id).first() if _is_uuid(worker_id) else None
         if owner is not None and owner.is_active:
             continue
-        if owner is not None and not owner.log_tail and owner.container_id:
-            container_keep_logs(runtime=runtime, worker=owner)
-        if not state.finished:
-            runtime.stop(container_id=state.id, grace_seconds=10)
-        runtime.remove(container_id=state.id)
-        counts["removed"] += 1
+        try:
+            if owner is not None and not owner.log_tail and owner.container_id:
+                container_keep_logs(runtime=runtime, worker=owner)
+            if not state.finished:
+                runtime.stop(container_id=state.id, grace_seconds=10)
+            runtime.remove(container_id=state.id)
+            counts["removed"] += 1
+        except Exception as exc:  # the daemon refused: visible now, retried next period
+            counts["cleanup_failed"] += 1
+            _record_cleanup_failure(owner, state.id, exc)
     return counts
+
+
+def _record_cleanup_failure(owner: Worker | None, container_id: str, exc: Exception) -> None:
+    message = f"could not stop/remove container {container_id[:12]}: {type(exc).__name__}: {exc}"
+    logger.warning(message[:500])
+    if owner is not None:
+        event_record(
+            work_item=owner.work_item_id,
+            worker=owner,
+            kind="container_cleanup_failed",
+            actor="supervisor",
+            message=message[:2000],
+        )
 
 
 def _with_log_tail(worker: Worker, message: str) -> str:
