@@ -312,9 +312,13 @@ class WorkItemAdmin(FastListAdmin):
     date_hierarchy = "created_at"
     list_select_related = ("worker",)
     ordering = ("-created_at",)
+    # Priority changes go through the actions (they keep priority_rank in step and leave an
+    # event); new items come from the submit form or the API (one validation).
     readonly_fields = (
         "id",
         "console_link",
+        "type",
+        "priority",
         "status",
         "worker",
         "iteration",
@@ -343,6 +347,9 @@ class WorkItemAdmin(FastListAdmin):
         "priority_medium",
         "priority_low",
     )
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
 
     def get_inlines(self, request: HttpRequest, obj: Any) -> list[type[Any]]:
         return [WorkerInline, EventInline, _review_inline()]

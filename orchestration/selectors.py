@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import datetime as dt
 import uuid
+from collections.abc import Mapping
 from typing import Any, TypeVar
 
 from django.conf import settings
@@ -112,6 +113,26 @@ def queue_list(
             "byPriority": by_priority,
         },
     }
+
+
+def queue_page(query: Mapping[str, Any]) -> dict[str, Any]:
+    """GET /api/queue and ``whim queue``: validate the filters, list, shape as API.md's JSON."""
+    from orchestration.api.serializers import work_item_json
+    from orchestration.validation import QueueQueryForm
+
+    form = QueueQueryForm(data=query)
+    if not form.is_valid():
+        raise ValidationFailed("Invalid request", details=form.error_details())
+    q = form.cleaned_data
+    result = queue_list(
+        status=q.get("status") or "",
+        type=q.get("type") or "",
+        repo=q.get("repo") or "",
+        cursor=q.get("cursor") or "",
+        limit=q.get("limit") or 50,
+    )
+    result["items"] = [work_item_json(i) for i in result["items"]]
+    return result
 
 
 def usage_today(now: dt.datetime) -> DailyUsage:

@@ -17,6 +17,7 @@ from django.contrib.auth.decorators import login_required
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
+from django.utils.cache import patch_vary_headers
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 from django_htmx.middleware import HtmxDetails
 
@@ -48,6 +49,15 @@ def _is_htmx(request: HttpRequest) -> bool:
     return bool(HtmxDetails(request))
 
 
+def _page_or_fragment(
+    request: HttpRequest, page: str, fragment: str, context: dict[str, Any]
+) -> HttpResponse:
+    """The whole page, or only the part htmx polls; caches keep the two apart."""
+    response = render(request, fragment if _is_htmx(request) else page, context)
+    patch_vary_headers(response, ("HX-Request",))
+    return response
+
+
 # --- dashboard -------------------------------------------------------------------------------
 
 
@@ -58,8 +68,9 @@ def dashboard_page(request: HttpRequest) -> HttpResponse:
     from orchestration.api.views import broker_reachable
 
     context = dashboard.dashboard_summary(broker_ok=broker_reachable())
-    template = "orchestration/_dashboard_panel.html" if _is_htmx(request) else None
-    return render(request, template or "orchestration/dashboard.html", context)
+    return _page_or_fragment(
+        request, "orchestration/dashboard.html", "orchestration/_dashboard_panel.html", context
+    )
 
 
 # --- submit ----------------------------------------------------------------------------------
@@ -281,9 +292,9 @@ def work_detail(request: HttpRequest, pk: UUID) -> HttpResponse:
     """Status, why it is not running, attempts, result, reviews, timeline and the log tail."""
     item = get_object_or_404(WorkItem, pk=pk)
     context = _work_live_context(request, item)
-    if _is_htmx(request):
-        return render(request, "orchestration/_work_live.html", context)
-    return render(request, "orchestration/work_detail.html", context)
+    return _page_or_fragment(
+        request, "orchestration/work_detail.html", "orchestration/_work_live.html", context
+    )
 
 
 @login_required
@@ -352,9 +363,9 @@ def workers_page(request: HttpRequest) -> HttpResponse:
         **dashboard.workers_live(),
         "stale_threshold": getattr(settings, "STALE_THRESHOLD", 300),
     }
-    if _is_htmx(request):
-        return render(request, "orchestration/_workers_table.html", context)
-    return render(request, "orchestration/workers.html", context)
+    return _page_or_fragment(
+        request, "orchestration/workers.html", "orchestration/_workers_table.html", context
+    )
 
 
 @login_required

@@ -12,12 +12,11 @@ from orchestration.api.responses import error_response
 from orchestration.api.serializers import work_item_json, worker_json
 from orchestration.errors import NotFound, ValidationFailed
 from orchestration.models import Worker, WorkItem, WorkItemType
-from orchestration.selectors import metrics_summary, queue_list, row_get, status_summary
+from orchestration.selectors import metrics_summary, queue_page, row_get, status_summary
 from orchestration.services import work_items, workers
 from orchestration.validation import (
     ErrorFirstForm,
     KillForm,
-    QueueQueryForm,
     RequeueForm,
     WorkItemSubmitForm,
 )
@@ -82,16 +81,7 @@ def work_verification(request: HttpRequest, *, body: dict[str, Any], actor: str,
 
 @api_view("GET")
 def queue(request: HttpRequest, *, body: dict[str, Any], actor: str) -> Any:
-    q = _valid(QueueQueryForm(data=request.GET))
-    result = queue_list(
-        status=q.get("status") or "",
-        type=q.get("type") or "",
-        repo=q.get("repo") or "",
-        cursor=q.get("cursor") or "",
-        limit=q.get("limit") or 50,
-    )
-    result["items"] = [work_item_json(i) for i in result["items"]]
-    return result
+    return queue_page(request.GET)
 
 
 def broker_reachable() -> bool:

@@ -16,10 +16,10 @@ from django.core.management.base import BaseCommand, CommandParser
 from orchestration.api.serializers import work_item_json, worker_json
 from orchestration.errors import ValidationFailed, WhimError
 from orchestration.models import Worker
-from orchestration.selectors import queue_list, status_summary
+from orchestration.selectors import queue_page, status_summary
 from orchestration.services import work_items, workers
 from orchestration.services.sweeps import SWEEPS, sweep_run
-from orchestration.validation import QueueQueryForm, WorkItemSubmitForm
+from orchestration.validation import WorkItemSubmitForm
 
 ACTOR = "cli"
 
@@ -115,19 +115,7 @@ class Command(BaseCommand):
 
     def do_queue(self, o: dict[str, Any]) -> dict[str, Any]:
         keys = ("status", "type", "repo", "cursor", "limit")
-        form = QueueQueryForm(data={k: o[k] for k in keys if o.get(k) is not None})
-        if not form.is_valid():
-            raise ValidationFailed("Invalid request", details=form.error_details())
-        d = form.cleaned_data
-        result = queue_list(
-            status=d.get("status") or "",
-            type=d.get("type") or "",
-            repo=d.get("repo") or "",
-            cursor=d.get("cursor") or "",
-            limit=d.get("limit") or 50,
-        )
-        result["items"] = [work_item_json(i) for i in result["items"]]
-        return result
+        return queue_page({k: o[k] for k in keys if o.get(k) is not None})
 
     def do_cancel(self, o: dict[str, Any]) -> dict[str, Any]:
         item = work_items.work_item_get(work_item_id=o["id"])
