@@ -16,7 +16,7 @@ from typing import Any
 from django import forms
 from django.contrib import admin, messages
 from django.core.paginator import Paginator
-from django.db import connection, transaction
+from django.db import connection
 from django.db.models import QuerySet
 from django.forms.models import BaseInlineFormSet
 from django.http import HttpRequest, HttpResponse
@@ -28,7 +28,6 @@ from django.utils.html import format_html
 from orchestration import dashboard
 from orchestration.errors import WhimError
 from orchestration.models import (
-    PRIORITY_RANK,
     ApiKey,
     DailyUsage,
     DispatchState,
@@ -40,8 +39,7 @@ from orchestration.models import (
     WorkItemEvent,
     WorkItemStatus,
 )
-from orchestration.services import apikeys, work_items, workers
-from orchestration.services.events import event_record
+from orchestration.services import apikeys, locks, work_items, workers
 
 # --- fast list pages -------------------------------------------------------------------------
 
@@ -192,35 +190,6 @@ def _with_reason(
             "opts": modeladmin.model._meta,
         },
     )
-
-
-def work_item_set_priority(*, work_item_id: Any, priority: str, actor: str) -> bool:
-    """Set an unfinished item's priority (a conditional UPDATE plus an event).
-
-    Setting the priority it already has changes nothing and returns False, so a double click
-    has one effect. Finished items are refused: their priority no longer matters.
-    """
-    with transaction.atomic():
-        item = WorkItem.objects.select_for_update().filter(pk=work_item_id).first()
-        if item is None or item.priority == priority:
-            return False
-        if item.is_terminal:
-            from orchestration.errors import InvalidState
-
-            raise InvalidState(f"Work item is {item.status}; its priority no longer matters")
-        WorkItem.objects.filter(pk=item.pk, priority=item.priority).update(
-            priority=priority, priority_rank=PRIORITY_RANK[Priority(priority)]
-        )
-        event_record(
-            work_item=item,
-            kind="priority_changed",
-            from_status=item.status,
-            to_status=item.status,
-            actor=actor,
-            message=f"priority {item.priority} → {priority}",
-            data={"from": item.priority, "to": priority},
-        )
-    return True
 
 
 # --- work items ------------------------------------------------------------------------------
@@ -413,7 +382,9 @@ class WorkItemAdmin(FastListAdmin):
             request,
             queryset,
             f"Priority {to}",
-            lambda o: work_item_set_priority(work_item_id=o.pk, priority=to, actor=actor),
+            lambda o: work_items.work_item_set_priority(
+                work_item_id=o.pk, priority=to, actor=actor
+            ),
         )
 
     @admin.action(description="Set priority: critical")
@@ -525,29 +496,6 @@ class WorkerAdmin(FastListAdmin):
 # --- locks, events, usage, keys --------------------------------------------------------------
 
 
-def lock_release(*, lock_id: int, actor: str, reason: str = "") -> bool:
-    """Free one file lock by hand (an operator unsticking a stuck holder), with an event.
-
-    Releasing a lock that is already gone is a no-op (False).
-    """
-    with transaction.atomic():
-        lock = FileLock.objects.select_related("worker").filter(pk=lock_id).first()
-        if lock is None:
-            return False
-        deleted, _ = FileLock.objects.filter(pk=lock.pk).delete()
-        if not deleted:
-            return False
-        event_record(
-            work_item=lock.worker.work_item_id,
-            worker=lock.worker_id,
-            kind="lock_released",
-            actor=actor,
-            message=f"{lock.repo}:{lock.path}" + (f" ({reason})" if reason else ""),
-            data={"files": [lock.path], "repo": lock.repo, "reason": reason},
-        )
-    return True
-
-
 @admin.register(FileLock)
 class FileLockAdmin(FastListAdmin):
     list_display = ("repo", "path", "worker", "acquired_at", "expires_at")
@@ -566,7 +514,7 @@ class FileLockAdmin(FastListAdmin):
                 request,
                 queryset,
                 "Release",
-                lambda o: lock_release(lock_id=o.pk, actor=actor, reason=reason),
+                lambda o: locks.lock_release(lock_id=o.pk, actor=actor, reason=reason),
             )
 
         return _with_reason(

@@ -257,6 +257,9 @@ class WorkerMetrics(models.Model):
     learnings = models.JSONField(default=list, blank=True)
     created_at = models.DateTimeField(auto_now_add=True, db_index=True)
 
+    class Meta:
+        verbose_name_plural = "worker metrics"
+
     def __str__(self) -> str:
         return f"metrics of {self.worker_id}"
 

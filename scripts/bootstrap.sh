@@ -22,11 +22,11 @@ VENV="$ROOT/.venv"
 STAMP="$VENV/.whim-install-stamp"
 
 # --- System packages ---------------------------------------------------------------------
-# Required: the services that `make test` and a PostgreSQL/Redis `make run` need.
-# Optional: docker-compose (v1, Python) is only used to validate docker-compose.yml offline;
-# chromium is the browser tests/test_browser.py drives with Playwright (skipped without it).
-REQUIRED_PKGS=(postgresql redis-server)
-OPTIONAL_PKGS=(docker-compose chromium)
+# Required: the services that `make test` and a PostgreSQL/Redis `make run` need, and
+# chromium, the browser tests/test_browser.py drives with Playwright.
+# Optional: docker-compose (v1, Python) is only used to validate docker-compose.yml offline.
+REQUIRED_PKGS=(postgresql redis-server chromium)
+OPTIONAL_PKGS=(docker-compose)
 
 is_installed() {
     dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q 'install ok installed'

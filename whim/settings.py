@@ -186,6 +186,8 @@ LOCK_TTL = env.int("LOCK_TTL", default=600)
 # docker | local | fake; "auto" picks docker when a Docker engine answers, else local.
 WHIM_RUNTIME = env.str("WHIM_RUNTIME", default="auto")
 PORT = env.int("PORT", default=8000)
+FLOWER_PORT = env.int("FLOWER_PORT", default=5555)
+FLOWER_URL = env.str("FLOWER_URL", default=f"http://127.0.0.1:{FLOWER_PORT}/")
 WHIM_INSTANCE = env.str("WHIM_INSTANCE", default="default")
 
 # --- Workers: the container each attempt runs in -------------------------------

@@ -17,6 +17,18 @@ urlpatterns = [
     path("health/ready", api_views.health_ready),
     path("metrics", metrics_view),
     path("admin/", admin.site.urls),
+    # The operator's console (orchestration/web.py): login required, CSRF on every POST.
+    path("", web.dashboard_page, name="home"),
+    path("dashboard/", web.dashboard_page, name="dashboard"),
     path("work/new/", web.work_new, name="work-new"),
+    path("work/new/branch-preview/", web.branch_preview, name="work-branch-preview"),
     path("work/<uuid:pk>/", web.work_detail, name="work-detail"),
+    path("work/<uuid:pk>/log/", web.work_log, name="work-log"),
+    path("work/<uuid:pk>/cancel/", web.work_cancel, name="work-cancel"),
+    path("work/<uuid:pk>/requeue/", web.work_requeue, name="work-requeue"),
+    path("queue/", web.queue_page, name="queue"),
+    path("queue/bulk/", web.queue_bulk, name="queue-bulk"),
+    path("workers/", web.workers_page, name="workers"),
+    path("workers/<uuid:pk>/kill/", web.worker_kill_view, name="worker-kill"),
+    path("locks/", web.locks_page, name="locks"),
 ]

@@ -116,3 +116,26 @@ def locks_release_all(*, worker_id: UUID | str) -> int:
     """Free every lock a worker holds; returns how many. Call inside the transition."""
     deleted, _ = FileLock.objects.filter(worker_id=worker_id).delete()
     return deleted
+
+
+def lock_release(*, lock_id: int, actor: str, reason: str = "") -> bool:
+    """Free one file lock by hand (an operator unsticking a stuck holder), with an event.
+
+    Releasing a lock that is already gone is a no-op (False).
+    """
+    with transaction.atomic():
+        lock = FileLock.objects.select_related("worker").filter(pk=lock_id).first()
+        if lock is None:
+            return False
+        deleted, _ = FileLock.objects.filter(pk=lock.pk).delete()
+        if not deleted:
+            return False
+        event_record(
+            work_item=lock.worker.work_item_id,
+            worker=lock.worker_id,
+            kind="lock_released",
+            actor=actor,
+            message=f"{lock.repo}:{lock.path}" + (f" ({reason})" if reason else ""),
+            data={"files": [lock.path], "repo": lock.repo, "reason": reason},
+        )
+    return True

@@ -203,8 +203,8 @@ def work_item_requeue(
         item = WorkItem.objects.select_for_update().filter(pk=work_item_id).first()
         if item is None:
             raise NotFound("Work item not found")
-        if item.status == WorkItemStatus.QUEUED and not reset_retries:
-            return item
+        if item.status == WorkItemStatus.QUEUED and not (reset_retries and item.retry_count):
+            return item  # already waiting (and nothing to reset): a repeat, no second event
         if item.status not in (*REQUEUEABLE, WorkItemStatus.QUEUED):
             raise InvalidState(
                 f"Work item is {item.status}; only failed, cancelled or completed items "
@@ -234,3 +234,30 @@ def work_item_requeue(
         delay_on_commit(tasks.dispatch)
     item.refresh_from_db()
     return item
+
+
+def work_item_set_priority(*, work_item_id: UUID | str, priority: str, actor: str) -> bool:
+    """Set an unfinished item's priority (a conditional UPDATE plus an event).
+
+    Setting the priority it already has changes nothing and returns False, so a double click
+    has one effect. Finished items are refused: their priority no longer matters.
+    """
+    with transaction.atomic():
+        item = WorkItem.objects.select_for_update().filter(pk=work_item_id).first()
+        if item is None or item.priority == priority:
+            return False
+        if item.is_terminal:
+            raise InvalidState(f"Work item is {item.status}; its priority no longer matters")
+        WorkItem.objects.filter(pk=item.pk, priority=item.priority).update(
+            priority=priority, priority_rank=PRIORITY_RANK[Priority(priority)]
+        )
+        event_record(
+            work_item=item,
+            kind="priority_changed",
+            from_status=item.status,
+            to_status=item.status,
+            actor=actor,
+            message=f"priority {item.priority} → {priority}",
+            data={"from": item.priority, "to": priority},
+        )
+    return True

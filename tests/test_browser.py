@@ -1,0 +1,217 @@
+"""The console in a real browser: Playwright driving Debian's Chromium against a live server.
+
+Playwright's own browser download does not work offline, so this uses ``/usr/bin/chromium``
+(the Debian ``chromium`` package, installed by ``scripts/bootstrap.sh``); without it the tests
+fail (they are never skipped). Screenshots of every page land in ``test-artifacts/screenshots/``.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import playwright.sync_api as playwright_api
+import pytest
+from django.utils import timezone
+
+from orchestration.models import (
+    FileLock,
+    Worker,
+    WorkerStatus,
+    WorkItem,
+    WorkItemEvent,
+    WorkItemStatus,
+)
+from orchestration.services.events import event_record
+from tests.factories import WorkerFactory, WorkItemFactory
+
+CHROMIUM = os.environ.get("WHIM_CHROMIUM", "/usr/bin/chromium")
+SHOTS = Path(__file__).resolve().parent.parent / "test-artifacts" / "screenshots"
+ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+PASSWORD = "browser-pw-1234"
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    if not shutil.which(CHROMIUM):  # make test installs it (scripts/bootstrap.sh)
+        pytest.fail(f"{CHROMIUM} is not installed: run scripts/bootstrap.sh")
+    # Playwright's sync API runs an event loop in this thread; Django's ORM, used by the test
+    # body between browser steps, would otherwise refuse to run "from async code".
+    os.environ.setdefault("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    with playwright_api.sync_playwright() as pw:
+        chromium = pw.chromium.launch(executable_path=CHROMIUM, args=ARGS, headless=True)
+        yield chromium
+        chromium.close()
+
+
+@pytest.fixture
+def page(browser: Any, live_server: Any, transactional_db: None, django_user_model: Any) -> Any:
+    django_user_model.objects.create_superuser("ops", "ops@example.com", PASSWORD)
+    context = browser.new_context(viewport={"width": 1360, "height": 900}, base_url=live_server.url)
+    context.set_default_timeout(15_000)
+    tab = context.new_page()
+    tab.goto("/")
+    # Anonymous: the login page, which sends us back where we were going.
+    assert "/admin/login/" in tab.url
+    tab.fill("#id_username", "ops")
+    tab.fill("#id_password", PASSWORD)
+    tab.click("input[type=submit]")
+    tab.wait_for_url(f"{live_server.url}/")
+    yield tab
+    context.close()
+
+
+def shot(page: Any, name: str) -> None:
+    page.screenshot(path=str(SHOTS / f"{name}.png"), full_page=True)
+
+
+def test_an_operator_submits_watches_and_cancels_a_work_item(page: Any) -> None:
+    expect = playwright_api.expect
+    expect(page.locator("h1")).to_have_text("Dashboard")
+    shot(page, "01-dashboard")
+
+    # Submit: the branch preview follows the spec; a bad repo is shown inline.
+    page.goto("/work/new/")
+    page.fill("#id_repo", "not a repo")
+    page.fill("#id_spec", "# Add a widget\n\nMake the <b>widget</b>.")
+    expect(page.locator("#branch-preview-value")).to_have_text("add-a-widget")
+    shot(page, "02-submit-form")
+    page.click("#submit-button")
+    expect(page.locator(".errorlist").first).to_contain_text("must be owner/name")
+    expect(page.locator("#id_repo")).to_have_value("not a repo")
+    assert not WorkItem.objects.exists()
+    shot(page, "03-submit-validation-error")
+    page.fill("#id_repo", "acme/widgets")
+    page.click("#submit-button")
+    page.wait_for_url("**/work/*/")
+    item = WorkItem.objects.get()
+    assert item.branch == "add-a-widget"
+    expect(page.locator("#status")).to_have_text("queued")
+
+    # It is in the queue.
+    page.goto("/queue/")
+    expect(page.locator("#queue-table")).to_contain_text("acme/widgets")
+    expect(page.locator(f'input[name=ids][value="{item.pk}"]')).to_be_visible()
+    shot(page, "04-queue")
+
+    # Its page updates live as it runs: no reload, htmx polling.
+    page.goto(f"/work/{item.pk}/")
+    page.evaluate("window.__notReloaded = true")
+    worker = WorkerFactory.create(
+        work_item=item,
+        status=WorkerStatus.RUNNING,
+        container_id="fake-1",
+        iteration=4,
+        last_heartbeat=timezone.now(),
+        started_at=timezone.now(),
+        log_tail="cloning\n\x1b[32mrunning agent\x1b[0m\n<script>alert(1)</script>\n",
+    )
+    WorkItem.objects.filter(pk=item.pk).update(
+        status=WorkItemStatus.IN_PROGRESS, worker=worker, iteration=4
+    )
+    expect(page.locator("#status")).to_have_text("in_progress", timeout=10_000)
+    expect(page.locator("#log-text")).to_contain_text("running agent", timeout=10_000)
+    expect(page.locator("#log-text")).to_contain_text("<script>alert(1)</script>")
+    assert page.evaluate("window.__notReloaded") is True
+    shot(page, "05-work-item-running")
+
+    # Workers and locks show the running attempt.
+    FileLock.objects.create(
+        repo="acme/widgets",
+        path="src/widget.py",
+        worker=worker,
+        expires_at=timezone.now() + dt.timedelta(minutes=10),
+    )
+    page.goto("/workers/")
+    expect(page.locator("#active-workers")).to_contain_text("acme/widgets")
+    expect(page.locator("#active-workers")).to_contain_text("4 / 50")
+    shot(page, "06-workers")
+    page.goto("/locks/")
+    expect(page.locator("#locks")).to_contain_text("src/widget.py")
+    shot(page, "07-locks")
+
+    # Cancel it from its page.
+    page.goto(f"/work/{item.pk}/")
+    page.fill("input[name=reason]", "changed my mind")
+    page.click("#cancel-button")
+    expect(page.locator(".messages")).to_contain_text("Cancelled.")
+    expect(page.locator("#status")).to_have_text("cancelled")
+    item.refresh_from_db()
+    assert item.status == WorkItemStatus.CANCELLED
+    assert Worker.objects.get(pk=worker.pk).status == WorkerStatus.KILLED
+    assert not FileLock.objects.exists()
+    event = WorkItemEvent.objects.get(work_item=item, kind="cancelled")
+    assert (event.actor, event.message) == ("user:ops", "changed my mind")
+    shot(page, "08-work-item-cancelled")
+
+    # A day of history for the dashboard's charts: finished items and queue movements.
+    seed_history()
+    page.goto("/dashboard/")
+    expect(page.locator("svg.chart").first).to_be_visible()
+    shot(page, "09-dashboard-with-history")
+
+
+def seed_history() -> None:
+    now = timezone.now()
+    for hour in range(12):
+        when = now - dt.timedelta(hours=hour, minutes=5)
+        for n in range(hour % 4 + 1):
+            status = WorkItemStatus.FAILED if n == 3 else WorkItemStatus.COMPLETED
+            done = WorkItemFactory.create(status=status)
+            WorkItem.objects.filter(pk=done.pk).update(
+                created_at=when - dt.timedelta(minutes=20), completed_at=when
+            )
+            event_record(work_item=done, kind="submitted", to_status="queued")
+            event_record(work_item=done, kind="claimed", from_status="queued", to_status="assigned")
+            WorkItemEvent.objects.filter(work_item=done, kind="submitted").update(
+                created_at=when - dt.timedelta(minutes=20)
+            )
+            WorkItemEvent.objects.filter(work_item=done, kind="claimed").update(created_at=when)
+    for _ in range(3):
+        waiting = WorkItemFactory.create()
+        event_record(work_item=waiting, kind="submitted", to_status="queued")
+
+
+def test_an_operator_runs_a_bulk_action_in_the_admin_and_in_the_queue(page: Any) -> None:
+    expect = playwright_api.expect
+    failed = [
+        WorkItemFactory.create(
+            repo="acme/bulk", status=WorkItemStatus.FAILED, error="boom", retry_count=3
+        )
+        for _ in range(2)
+    ]
+    page.goto("/admin/orchestration/workitem/?status__exact=failed")
+    for item in failed:
+        page.check(f'input[name=_selected_action][value="{item.pk}"]')
+    page.select_option("select[name=action]", "requeue_reset")
+    shot(page, "10-admin-workitems")
+    page.click("button[name=index]")
+    expect(page.locator("ul.messagelist")).to_contain_text("Requeue: 2 changed")
+    shot(page, "11-admin-after-bulk-requeue")
+    for item in failed:
+        item.refresh_from_db()
+        assert (item.status, item.retry_count) == (WorkItemStatus.QUEUED, 0)
+        assert WorkItemEvent.objects.get(work_item=item, kind="requeued").actor == "admin:ops"
+
+    # The console's own bulk cancel, with its confirmation page.
+    page.goto("/queue/?repo=acme/bulk")
+    page.click("button[value='cancel:matching']")
+    expect(page.locator("#confirm-count")).to_contain_text("2 work items")
+    shot(page, "12-queue-bulk-confirm")
+    page.click("#confirm-button")
+    expect(page.locator(".messages")).to_contain_text("Cancel: 2 changed")
+    assert WorkItem.objects.filter(status=WorkItemStatus.CANCELLED).count() == 2

@@ -1,0 +1,257 @@
+"""The Django admin: list pages stay bounded on huge tables; actions call the services once."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+import pytest
+from django.test import Client
+from django.utils import timezone
+
+from orchestration.admin import COUNT_CAP, CappedCountPaginator
+from orchestration.models import (
+    PRIORITY_RANK,
+    ApiKey,
+    FileLock,
+    Priority,
+    Worker,
+    WorkerStatus,
+    WorkItem,
+    WorkItemEvent,
+    WorkItemStatus,
+)
+from orchestration.services.events import event_record
+from tests.factories import WorkerFactory, WorkItemFactory
+
+pytestmark = pytest.mark.django_db
+
+HUGE = 100_000
+# Session, user, the page's rows, a capped count, filters' lookups, date hierarchy: a handful
+# of queries whatever the table size. The bound is generous; N+1 would blow it at once.
+MAX_QUERIES = 10
+
+
+def bulk_items(n: int) -> None:
+    statuses = [WorkItemStatus.QUEUED, WorkItemStatus.COMPLETED, WorkItemStatus.FAILED]
+    priorities = list(Priority)
+    rows = [
+        WorkItem(
+            repo=f"acme/repo-{i % 7}",
+            branch=f"bulk-{i}",
+            spec="# bulk",
+            status=statuses[i % 3],
+            priority=priorities[i % 4],
+            priority_rank=PRIORITY_RANK[priorities[i % 4]],
+            error="boom" if i % 3 == 2 else "",
+        )
+        for i in range(n)
+    ]
+    WorkItem.objects.bulk_create(rows, batch_size=10_000)
+
+
+@pytest.fixture
+def admin_user_client(admin_user: Any) -> Client:
+    client = Client()
+    client.force_login(admin_user)
+    return client
+
+
+def test_list_pages_with_100000_work_items_run_a_bounded_number_of_queries(
+    admin_user_client: Client, django_assert_max_num_queries: Any
+) -> None:
+    bulk_items(HUGE)
+    item = WorkItem.objects.order_by("created_at").first()
+    assert item is not None
+    worker = WorkerFactory.create(work_item=item, status=WorkerStatus.FAILED)
+    for i in range(300):
+        event_record(work_item=item, worker=worker, kind="submitted", message=f"e{i}")
+    FileLock.objects.create(repo=item.repo, path="a.py", worker=worker, expires_at=timezone.now())
+    today = timezone.now()
+    pages = [
+        "/admin/orchestration/workitem/",
+        "/admin/orchestration/workitem/?status__exact=queued",
+        "/admin/orchestration/workitem/?priority__exact=high&type__exact=execution",
+        "/admin/orchestration/workitem/?repo=acme/repo-3",
+        "/admin/orchestration/workitem/?q=repo-4",
+        "/admin/orchestration/workitem/?o=-6",
+        "/admin/orchestration/workitem/?p=50",
+        f"/admin/orchestration/workitem/?created_at__year={today.year}"
+        f"&created_at__month={today.month}&created_at__day={today.day}",
+        "/admin/orchestration/worker/",
+        "/admin/orchestration/workitemevent/",
+        "/admin/orchestration/workitemevent/?kind=submitted",
+        "/admin/orchestration/filelock/",
+        f"/admin/orchestration/workitem/{item.pk}/change/",
+    ]
+    for page in pages:
+        with django_assert_max_num_queries(MAX_QUERIES):
+            resp = admin_user_client.get(page)
+        assert resp.status_code == 200, page
+
+
+def test_the_paginator_never_counts_past_its_cap() -> None:
+    bulk_items(COUNT_CAP + 50)
+    filtered = CappedCountPaginator(
+        WorkItem.objects.filter(repo__startswith="acme/").order_by("pk"), 100
+    )
+    assert filtered.count == COUNT_CAP
+    small = CappedCountPaginator(WorkItem.objects.filter(repo="acme/repo-1").order_by("pk"), 100)
+    assert small.count == WorkItem.objects.filter(repo="acme/repo-1").count()
+
+
+# --- actions ---------------------------------------------------------------------------------
+
+
+def action(client: Client, model: str, name: str, pks: list[Any], **extra: Any) -> Any:
+    data = {"action": name, "_selected_action": [str(pk) for pk in pks], **extra}
+    return client.post(f"/admin/orchestration/{model}/", data, follow=True)
+
+
+def test_cancel_asks_for_a_reason_then_cancels_once_with_an_audit_event(
+    admin_user_client: Client,
+) -> None:
+    items = [WorkItemFactory.create() for _ in range(2)]
+    ask = action(admin_user_client, "workitem", "cancel", [i.pk for i in items])
+    assert "Reason" in ask.content.decode()
+    assert not WorkItem.objects.filter(status=WorkItemStatus.CANCELLED).exists()
+    form = {"apply": "yes", "reason": "duplicate work"}
+    done = action(admin_user_client, "workitem", "cancel", [i.pk for i in items], **form)
+    assert "Cancel: 2 changed" in done.content.decode()
+    again = action(admin_user_client, "workitem", "cancel", [i.pk for i in items], **form)
+    assert "Cancel: 0 changed, 2 already so" in again.content.decode()
+    for item in items:
+        event = WorkItemEvent.objects.get(work_item=item, kind="cancelled")
+        assert (event.actor, event.message) == ("admin:admin", "duplicate work")
+
+
+@pytest.mark.parametrize("name", ["requeue", "requeue_reset"])
+def test_requeue_twice_has_one_effect(admin_user_client: Client, name: str) -> None:
+    item = WorkItemFactory.create(status=WorkItemStatus.FAILED, retry_count=3)
+    action(admin_user_client, "workitem", name, [item.pk])
+    action(admin_user_client, "workitem", name, [item.pk])
+    item.refresh_from_db()
+    assert item.status == WorkItemStatus.QUEUED
+    assert item.retry_count == (0 if name == "requeue_reset" else 3)
+    event = WorkItemEvent.objects.get(work_item=item, kind="requeued")
+    assert event.actor == "admin:admin"
+
+
+def test_requeue_of_a_running_item_is_refused(admin_user_client: Client) -> None:
+    item = WorkItemFactory.create(status=WorkItemStatus.IN_PROGRESS)
+    resp = action(admin_user_client, "workitem", "requeue", [item.pk])
+    assert "1 refused" in resp.content.decode()
+    item.refresh_from_db()
+    assert item.status == WorkItemStatus.IN_PROGRESS
+
+
+def test_setting_the_priority_twice_changes_it_once(admin_user_client: Client) -> None:
+    item = WorkItemFactory.create(priority=Priority.LOW, priority_rank=0)
+    action(admin_user_client, "workitem", "priority_critical", [item.pk])
+    action(admin_user_client, "workitem", "priority_critical", [item.pk])
+    item.refresh_from_db()
+    assert (item.priority, item.priority_rank) == (Priority.CRITICAL, 3)
+    event = WorkItemEvent.objects.get(work_item=item, kind="priority_changed")
+    assert event.actor == "admin:admin"
+    assert event.data == {"from": "low", "to": "critical"}
+
+
+def test_kill_asks_for_a_reason_and_records_it(admin_user_client: Client) -> None:
+    item = WorkItemFactory.create(status=WorkItemStatus.IN_PROGRESS)
+    worker = WorkerFactory.create(work_item=item, status=WorkerStatus.RUNNING)
+    WorkItem.objects.filter(pk=item.pk).update(worker=worker)
+    ask = action(admin_user_client, "worker", "kill", [worker.pk])
+    assert 'id="apply-action"' in ask.content.decode()
+    form = {"apply": "yes", "reason": "runaway loop"}
+    action(admin_user_client, "worker", "kill", [worker.pk], **form)
+    again = action(admin_user_client, "worker", "kill", [worker.pk], **form)
+    assert "Kill: 0 changed, 1 already so" in again.content.decode()
+    worker.refresh_from_db()
+    assert worker.status == WorkerStatus.KILLED
+    event = WorkItemEvent.objects.get(work_item=item, kind="failed")
+    assert event.actor == "admin:admin"
+    assert "runaway loop" in event.message
+
+
+def test_show_logs_renders_the_tail_escaped(admin_user_client: Client) -> None:
+    worker = WorkerFactory.create(
+        status=WorkerStatus.FAILED, log_tail="hello \x1b[32mgreen\x1b[0m <script>x</script>"
+    )
+    page = action(admin_user_client, "worker", "show_logs", [worker.pk]).content.decode()
+    assert "hello green" in page
+    assert "<script>x</script>" not in page
+    assert "&lt;script&gt;x&lt;/script&gt;" in page
+
+
+def test_releasing_a_lock_frees_it_once_with_an_event(admin_user_client: Client) -> None:
+    worker = WorkerFactory.create(status=WorkerStatus.RUNNING)
+    lock = FileLock.objects.create(
+        repo="acme/x",
+        path="src/a.py",
+        worker=worker,
+        expires_at=timezone.now() + dt.timedelta(minutes=5),
+    )
+    form = {"apply": "yes", "reason": "holder is wedged"}
+    action(admin_user_client, "filelock", "release", [lock.pk], **form)
+    action(admin_user_client, "filelock", "release", [lock.pk], **form)
+    assert not FileLock.objects.exists()
+    event = WorkItemEvent.objects.get(kind="lock_released")
+    assert event.actor == "admin:admin"
+    assert event.data["reason"] == "holder is wedged"
+
+
+def test_an_api_key_is_shown_once_and_can_be_revoked(admin_user_client: Client) -> None:
+    resp = admin_user_client.post("/admin/orchestration/apikey/add/", {"name": "ci"}, follow=True)
+    page = resp.content.decode()
+    assert "Copy it now, it is not shown again" in page
+    key = ApiKey.objects.get(name="ci")
+    assert (
+        admin_user_client.get("/admin/orchestration/apikey/")
+        .content.decode()
+        .count("not shown again")
+        == 0
+    )
+    action(admin_user_client, "apikey", "revoke", [key.pk])
+    key.refresh_from_db()
+    assert key.revoked_at is not None
+
+
+def test_the_beat_schedules_are_in_the_admin(admin_user_client: Client) -> None:
+    resp = admin_user_client.get("/admin/django_celery_beat/periodictask/")
+    assert resp.status_code == 200
+
+
+def test_a_worker_page_opens_with_its_log_and_link(admin_user_client: Client) -> None:
+    worker = WorkerFactory.create(log_tail="tail")
+    page = admin_user_client.get(f"/admin/orchestration/worker/{worker.pk}/change/")
+    assert page.status_code == 200
+    assert f"/work/{worker.work_item_id}/" in page.content.decode()
+    assert Worker.objects.count() == 1
+
+
+def test_a_work_item_with_many_events_can_be_saved_in_the_admin(
+    admin_user_client: Client,
+) -> None:
+    item = WorkItemFactory.create(spec="# old")
+    for i in range(250):
+        event_record(work_item=item, kind="submitted", message=f"e{i}")
+    page = admin_user_client.get(f"/admin/orchestration/workitem/{item.pk}/change/")
+    assert "events (latest 200)" in page.content.decode().lower()
+    form = page.context["adminform"].form
+    data = {k: v for k, v in form.initial.items() if k in form.fields and v is not None}
+    data.update(spec="# new", metadata="{}")
+    for formset in page.context["inline_admin_formsets"]:
+        mgmt = formset.formset.management_form
+        for name, field in mgmt.fields.items():
+            data[f"{mgmt.prefix}-{name}"] = mgmt.initial.get(name, field.initial)
+        for sub in formset.formset.initial_forms:
+            data[f"{sub.prefix}-id"] = sub.instance.pk
+            data[f"{sub.prefix}-{formset.formset.fk.name}"] = item.pk
+    resp = admin_user_client.post(f"/admin/orchestration/workitem/{item.pk}/change/", data)
+    assert resp.status_code == 302, resp.content.decode()[:3000]
+    item.refresh_from_db()
+    assert item.spec == "# new"
+
+
+def test_work_items_are_not_added_in_the_admin(admin_user_client: Client) -> None:
+    assert admin_user_client.get("/admin/orchestration/workitem/add/").status_code == 403
