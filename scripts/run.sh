@@ -152,10 +152,20 @@ stop_all() {
     done
 }
 
-flower_args=(-A whim flower --address=127.0.0.1 "--port=$FLOWER_PORT")
-if [[ -n "${FLOWER_BASIC_AUTH:-}" ]]; then
-    flower_args+=("--basic-auth=$FLOWER_BASIC_AUTH")
+# Flower is always behind basic auth: FLOWER_BASIC_AUTH (user:password), or a login made once
+# for this checkout and kept in .run/flower_auth (mode 0600).
+if [[ -z "${FLOWER_BASIC_AUTH:-}" ]]; then
+    auth_file="$ROOT/.run/flower_auth"
+    if [[ ! -s "$auth_file" ]]; then
+        mkdir -p "$ROOT/.run"
+        (umask 077 && printf 'admin:%s\n' "$("$PY" -c 'import secrets; print(secrets.token_urlsafe(12))')" >"$auth_file")
+    fi
+    FLOWER_BASIC_AUTH="$(cat "$auth_file")"
+    flower_login_note="login ${FLOWER_BASIC_AUTH%%:*} / ${FLOWER_BASIC_AUTH#*:} (from .run/flower_auth)"
+else
+    flower_login_note="basic auth from FLOWER_BASIC_AUTH"
 fi
+flower_args=(-A whim flower --address=127.0.0.1 "--port=$FLOWER_PORT" "--basic-auth=$FLOWER_BASIC_AUTH")
 
 # --- Where agents run: Docker when an engine and the worker image can be had, else local ---
 web_binds=(-b "127.0.0.1:$PORT")
@@ -187,7 +197,7 @@ start beat "$CELERY" -A whim beat -l INFO
 start flower "$CELERY" "${flower_args[@]}"
 
 log "Whim:   http://127.0.0.1:$PORT/"
-log "Flower: http://127.0.0.1:$FLOWER_PORT/${FLOWER_BASIC_AUTH:+ (basic auth: FLOWER_BASIC_AUTH)}"
+log "Flower: http://127.0.0.1:$FLOWER_PORT/ ($flower_login_note)"
 log "Ctrl-C stops everything."
 
 exit_code=0
