@@ -56,6 +56,14 @@ def check_limits(app_configs: Any, **kwargs: Any) -> list[CheckMessage]:
                 id="orchestration.E013",
             )
         )
+    if settings.WHIM_RUNTIME == "local":
+        errors.append(
+            Warning(
+                "WHIM_RUNTIME=local: agents run as processes on this machine, NOT isolated "
+                "in containers. Use docker wherever a Docker engine is available.",
+                id="orchestration.W002",
+            )
+        )
     if settings.EMBEDDED_MODE and not settings.DEBUG:
         errors.append(
             Warning(

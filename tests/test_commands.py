@@ -365,3 +365,11 @@ def test_whim_setup_keeps_an_existing_superuser() -> None:
     text, _ = setup()
     assert "Admin login exists" in text
     assert not get_user_model().objects.filter(username="admin").exists()
+
+
+def test_the_local_runtime_is_flagged_as_not_isolated_at_startup(settings: Any) -> None:
+    from django.core.checks import run_checks
+
+    settings.WHIM_RUNTIME = "local"
+    warnings = [m for m in run_checks() if m.id == "orchestration.W002"]
+    assert warnings and "NOT isolated" in warnings[0].msg

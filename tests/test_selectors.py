@@ -172,6 +172,7 @@ def test_status_summary_reports_workers_queue_and_rate_limits(dataset: Dataset) 
 
     assert summary == {
         "status": "healthy",
+        "runtime": {"name": "fake", "isolated": False},  # the autouse test runtime
         "workers": {"active": 2, "maxWorkers": 7},
         "queue": {"size": 2, "oldest": dataset.oldest_queued.created_at.isoformat()},
         "rateLimits": {
