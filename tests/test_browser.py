@@ -215,3 +215,29 @@ def test_an_operator_runs_a_bulk_action_in_the_admin_and_in_the_queue(page: Any)
     page.click("#confirm-button")
     expect(page.locator(".messages")).to_contain_text("Cancel: 2 changed")
     assert WorkItem.objects.filter(status=WorkItemStatus.CANCELLED).count() == 2
+
+
+@pytest.mark.celery
+def test_a_running_item_page_follows_a_real_worker_to_completion(
+    page: Any, celery_workers: Any
+) -> None:
+    """No test-side status changes here: a real Celery worker (fake runtime, mock agent) runs
+    the item while the page, never reloaded, follows it through htmx polling."""
+    expect = playwright_api.expect
+    workers = celery_workers()
+    workers.start(concurrency=2)
+
+    page.goto("/work/new/")
+    page.fill("#id_repo", "acme/widgets")
+    page.fill("#id_spec", "# Watch me run")
+    page.fill("#id_metadata", '{"mockSeconds": 4}')
+    page.click("#submit-button")
+    page.wait_for_url("**/work/*/")
+    page.evaluate("window.__notReloaded = true")
+
+    expect(page.locator("#status")).to_have_text("in_progress", timeout=20_000)
+    expect(page.locator("#log-text")).to_contain_text("mock agent", timeout=10_000)
+    shot(page, "10-work-item-live-running")
+    expect(page.locator("#status")).to_have_text("completed", timeout=30_000)
+    assert page.evaluate("window.__notReloaded") is True
+    shot(page, "11-work-item-live-completed")
