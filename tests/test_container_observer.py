@@ -544,6 +544,8 @@ def test_no_logs_leave_the_kept_tail_as_it_was(runtime: DictRuntime) -> None:
         (137, True, True, 60, "RESOURCE_ERROR"),
         (137, True, False, 1, "RESOURCE_ERROR"),
         (7, False, False, 1, "CONTAINER_ERROR"),
+        (143, False, False, 1, "CRASHED"),  # killed by a signal (dockerd stopping): retried
+        (137, False, False, 1, "CRASHED"),
         (7, False, True, 1, "CRASHED"),
         (7, False, False, 30, "CRASHED"),
         (1, False, True, 60, "CRASHED"),

@@ -29,16 +29,19 @@ def container_keep_logs(*, runtime: ContainerRuntime, worker: Worker) -> None:
 def classify_exit(*, state: ContainerState, worker: Worker, now: dt.datetime) -> tuple[str, str]:
     """Why an active worker's container ended, as ``(category, message)``.
 
-    OOM → RESOURCE_ERROR (retried). A non-zero exit before the harness ever registered, soon
-    after start → CONTAINER_ERROR (a broken image or entrypoint: failed at once, no retry
-    storm). Any other exit while the worker is still active → CRASHED or NO_RESULT (retried).
+    OOM → RESOURCE_ERROR (retried). A non-zero exit (not by a signal) before the harness ever
+    registered, soon after start → CONTAINER_ERROR (a broken image or entrypoint: failed at
+    once, no retry storm). Any other exit while the worker is still active → CRASHED or
+    NO_RESULT (retried).
     """
     code = state.exit_code
     if state.oom_killed:
         return "RESOURCE_ERROR", f"container killed for running out of memory (exit {code})"
     started = worker.started_at or worker.created_at
     fast = (now - started).total_seconds() < settings.FAST_EXIT_SECONDS
-    if code not in (0, None) and worker.registered_at is None and fast:
+    # Exit codes above 128 mean a signal killed it (dockerd stopping, `docker kill`): not a
+    # broken image, so those are retried below like any crash.
+    if code is not None and 0 < code < 128 and worker.registered_at is None and fast:
         return "CONTAINER_ERROR", f"container exited with {code} before the harness started"
     if code == 0:
         return "NO_RESULT", "container exited 0 without reporting complete"
