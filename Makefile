@@ -119,13 +119,12 @@ compose-check:
 		EOF
 	fi
 
+# Benchmarks print figures against a baseline measured in the same run (bench/__main__.py).
 bench:
 	@bash scripts/bootstrap.sh
-	if [[ -f bench/__main__.py ]]; then
-		$(PY) -m bench $(BENCH_ARGS)
-	else
-		echo "no benchmarks yet (bench/__main__.py is missing)"
-	fi
+	services_env="$$(bash scripts/services.sh)"
+	eval "$$services_env"
+	$(PY) -m bench $(BENCH_ARGS)
 
 # Caches and build output. Keeps .venv and the single-machine data (.run/whim.sqlite3,
 # .run/secret_key); `make distclean` removes those too.
