@@ -148,12 +148,11 @@ def status_summary(*, broker_ok: bool) -> dict[str, Any]:
     state = DispatchState.objects.filter(pk=1).first()
     usage = usage_today(now)
     health = "healthy" if broker_ok else "degraded"
-    from workers.runtime import get_runtime
+    from workers.runtime import runtime_info
 
-    runtime = get_runtime()
     return {
         "status": health,
-        "runtime": {"name": runtime.name, "isolated": runtime.isolated},
+        "runtime": runtime_info(),
         "workers": {
             "active": Worker.objects.filter(status__in=Worker.ACTIVE).count(),
             "maxWorkers": settings.MAX_WORKERS,

@@ -8,6 +8,7 @@ Fields are strict about JSON types: a list where a string belongs is an error, n
 from __future__ import annotations
 
 import json
+import math
 import posixpath
 import re
 from collections.abc import Mapping
@@ -303,11 +304,15 @@ class RegisterForm(ErrorFirstForm):
     workItemId = forms.UUIDField(error_messages={**MESSAGES, "invalid": "must be a UUID"})
 
 
+INT4_MAX = 2**31 - 1
+INT8_MAX = 2**63 - 1
+
+
 class HeartbeatForm(ErrorFirstForm):
     iteration = StrictIntegerField(min_value=0, max_value=1_000_000)
     status = StrictCharField(required=False, max_length=100)
-    tokensIn = StrictIntegerField(required=False, min_value=0)
-    tokensOut = StrictIntegerField(required=False, min_value=0)
+    tokensIn = StrictIntegerField(required=False, min_value=0, max_value=INT8_MAX)
+    tokensOut = StrictIntegerField(required=False, min_value=0, max_value=INT8_MAX)
 
 
 class LockForm(ErrorFirstForm):
@@ -322,7 +327,7 @@ class CompleteForm(ErrorFirstForm):
         max_length=500,
         validators=[RegexValidator(r"^https?://", "must be an http(s) URL", code="pattern")],
     )
-    prNumber = StrictIntegerField(required=False, min_value=1)
+    prNumber = StrictIntegerField(required=False, min_value=1, max_value=INT4_MAX)
     verificationEnabled = StrictBooleanField(required=False)
     verificationPassed = StrictBooleanField(required=False)
     review = JSONObjectField(required=False)
@@ -335,6 +340,7 @@ class CompleteForm(ErrorFirstForm):
     )
     branch = StrictCharField(required=False, max_length=250, validators=[validate_branch])
 
+    BIG_METRICS = ("tokensIn", "tokensOut", "duration")  # bigint columns; the rest are int
     METRIC_KEYS = (
         "tokensIn",
         "tokensOut",
@@ -350,9 +356,12 @@ class CompleteForm(ErrorFirstForm):
         for key in self.METRIC_KEYS:
             value = metrics.get(key)
             if value is not None and (
-                isinstance(value, bool) or not isinstance(value, int | float) or value < 0
+                isinstance(value, bool)
+                or not isinstance(value, int | float)
+                or not math.isfinite(value)
+                or not 0 <= value <= (INT8_MAX if key in self.BIG_METRICS else INT4_MAX)
             ):
-                raise ValidationError(f"{key} must be a number that is not negative")
+                raise ValidationError(f"{key} must be a finite number, not negative, in range")
         status = metrics.get("testStatus")
         if status is not None and not isinstance(status, str):
             raise ValidationError("testStatus must be a string")
@@ -361,7 +370,7 @@ class CompleteForm(ErrorFirstForm):
 
 class FailForm(ErrorFirstForm):
     error = StrictCharField(max_length=100_000)
-    iteration = StrictIntegerField(required=False, min_value=0)
+    iteration = StrictIntegerField(required=False, min_value=0, max_value=1_000_000)
     stack = StrictCharField(required=False, max_length=100_000, strip=False)
     category = StrictCharField(
         required=False,
@@ -375,4 +384,4 @@ class FailForm(ErrorFirstForm):
 
 class StuckForm(ErrorFirstForm):
     reason = StrictCharField(max_length=10_000)
-    attempts = StrictIntegerField(required=False, min_value=0)
+    attempts = StrictIntegerField(required=False, min_value=0, max_value=1_000_000)

@@ -70,7 +70,9 @@ class DockerStack:
     def containers(self) -> list[Any]:
         return list(
             self.client.containers.list(
-                all=True, filters={"label": f"whim.instance={self.instance}"}
+                all=True,
+                ignore_removed=True,  # one removed meanwhile is not an error
+                filters={"label": f"whim.instance={self.instance}"},
             )
         )
 
@@ -167,7 +169,9 @@ def docker_stack(celery_workers: Any, settings: Any) -> Iterator[Any]:
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, signal.SIGKILL)
     for container in client.containers.list(
-        all=True, filters={"label": f"whim.instance={instance}"}
+        all=True,
+        ignore_removed=True,  # one removed meanwhile is not an error
+        filters={"label": f"whim.instance={instance}"},
     ):
         with contextlib.suppress(docker.errors.NotFound):  # the observer got there first
             container.remove(force=True, v=True)

@@ -902,3 +902,28 @@ def test_a_body_that_is_not_a_json_object_is_400(client: Client, raw: str | byte
 
     assert_error(call(client, worker, "heartbeat", raw=raw), 400, "VALIDATION_ERROR")
     assert snapshot(item, worker) == before
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        '{"metrics": {"tokensIn": NaN}}',
+        '{"metrics": {"duration": Infinity}}',
+        '{"prNumber": 99999999999}',
+        '{"metrics": {"testsRun": 99999999999}}',
+        '{"metrics": {"tokensIn": 100000000000000000000}}',
+    ],
+    ids=["nan", "infinity", "pr_number_over_int4", "count_over_int4", "tokens_over_int8"],
+)
+def test_out_of_range_numbers_are_a_400_and_change_nothing(client: Client, body: str) -> None:
+    _, worker = running()
+    resp = client.post(
+        f"/api/worker/{worker.pk}/complete",
+        data=body,
+        content_type="application/json",
+        HTTP_AUTHORIZATION=f"Bearer {worker_token(worker.pk)}",
+    )
+    assert resp.status_code == 400, resp.content
+    assert resp.json()["code"] == "VALIDATION_ERROR"
+    worker.refresh_from_db()
+    assert worker.status == WorkerStatus.RUNNING

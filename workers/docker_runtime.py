@@ -191,7 +191,9 @@ class DockerRuntime(ContainerRuntime):
 
     def list_labelled(self) -> list[ContainerState]:
         found = self.client.containers.list(
-            all=True, filters={"label": f"{LABEL_INSTANCE}={settings.WHIM_INSTANCE}"}
+            all=True,
+            ignore_removed=True,  # one removed meanwhile is not an error
+            filters={"label": f"{LABEL_INSTANCE}={settings.WHIM_INSTANCE}"},
         )
         return [_state(c) for c in found]
 

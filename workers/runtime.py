@@ -10,6 +10,7 @@ from __future__ import annotations
 import abc
 import dataclasses
 import functools
+import os
 from collections.abc import Callable
 from typing import Any, ClassVar
 
@@ -89,12 +90,24 @@ def available() -> list[str]:
 
 
 def get_runtime(name: str | None = None) -> ContainerRuntime:
-    """The configured runtime (WHIM_RUNTIME; ``auto`` resolves once per process)."""
+    """The configured runtime (WHIM_RUNTIME; ``auto`` resolves once per process), one instance
+    per process (a Docker client and its connection pool are reused, never shared over fork)."""
     key = resolved_runtime_name(name or settings.WHIM_RUNTIME)
-    try:
-        return _REGISTRY[key]()
-    except KeyError:
-        raise LookupError(f"unknown runtime {key!r}; known: {', '.join(available())}") from None
+    if key not in _REGISTRY:
+        raise LookupError(f"unknown runtime {key!r}; known: {', '.join(available())}")
+    return _instance(key, os.getpid())
+
+
+@functools.cache
+def _instance(key: str, pid: int) -> ContainerRuntime:
+    return _REGISTRY[key]()
+
+
+def runtime_info() -> dict[str, object]:
+    """The configured runtime's name and whether it isolates, without contacting it."""
+    key = resolved_runtime_name(settings.WHIM_RUNTIME)
+    cls = _REGISTRY.get(key)
+    return {"name": key, "isolated": bool(cls and getattr(cls, "isolated", False))}
 
 
 @functools.cache

@@ -65,7 +65,7 @@ def parse_json_body(request: HttpRequest) -> dict[str, Any]:
     if not raw.strip():
         return {}
     try:
-        data = json.loads(raw)
+        data = json.loads(raw, parse_constant=_refuse_constant)
     except (ValueError, UnicodeDecodeError):
         raise BadBody(400, "VALIDATION_ERROR", "Request body is not valid JSON") from None
     if not isinstance(data, dict):
@@ -89,6 +89,11 @@ def _nul_field(data: dict[str, Any]) -> str:
         if contains_nul(value):
             return key
     return "request"
+
+
+def _refuse_constant(name: str) -> None:
+    """NaN and Infinity are not JSON (and PostgreSQL's jsonb refuses them)."""
+    raise ValueError(f"{name} is not valid JSON")
 
 
 class BadBody(Exception):

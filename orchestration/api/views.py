@@ -117,20 +117,15 @@ def worker_kill(request: HttpRequest, *, body: dict[str, Any], actor: str, pk: s
 
 @api_view("GET")
 def worker_logs(request: HttpRequest, *, body: dict[str, Any], actor: str, pk: str) -> Any:
-    from workers.runtime import get_runtime
+    from orchestration.dashboard import worker_logs as tail
 
     raw = request.GET.get("lines", "1000")
-    if not raw.isdigit() or not 1 <= int(raw) <= 10_000:
+    if not (raw.isascii() and raw.isdecimal()) or not 1 <= int(raw) <= 10_000:
         raise ValidationFailed(
             "Invalid query parameters", details={"lines": "must be a whole number from 1 to 10000"}
         )
-    lines = int(raw)
     worker = row_get(Worker, pk, "Worker")
-    logs = None
-    if worker.container_id and worker.is_active:
-        logs = get_runtime().logs(container_id=worker.container_id, lines=lines)
-    if logs is None:
-        logs = worker.log_tail.splitlines()[-lines:]
+    logs, _source = tail(worker, lines=int(raw))
     return {"workerId": str(worker.pk), "logs": logs}
 
 
