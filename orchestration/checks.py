@@ -28,6 +28,43 @@ def check_limits(app_configs: Any, **kwargs: Any) -> list[CheckMessage]:
     errors += _at_least("MAX_QUEUED", 1, "orchestration.E008")
     errors += _at_least("MAX_QUEUED_PER_REPO", 1, "orchestration.E009")
     errors += _at_least("ASSIGNED_TIMEOUT", 1, "orchestration.E010")
+    errors += _at_least("PROGRESS_TIMEOUT", 1, "orchestration.E014")
+    errors += _at_least("WORKER_TIMEOUT", 1, "orchestration.E015")
+    errors += _at_least("START_RENUDGE_SECONDS", 1, "orchestration.E016")
+    errors += _at_least("RETENTION_DAYS", 1, "orchestration.E017")
+    errors += _at_least("LOG_RETENTION_DAYS", 1, "orchestration.E018")
+    errors += _at_least("QUARANTINE_AFTER", 1, "orchestration.E019")
+    errors += _at_least("HEARTBEAT_GRACE", 0, "orchestration.E020")
+    if settings.LOCK_TTL <= settings.HEARTBEAT_INTERVAL:
+        errors.append(
+            Error(
+                f"LOCK_TTL ({settings.LOCK_TTL}s) must be longer than HEARTBEAT_INTERVAL "
+                f"({settings.HEARTBEAT_INTERVAL}s), or leases lapse between heartbeats.",
+                id="orchestration.E021",
+            )
+        )
+    if settings.STALE_THRESHOLD + settings.HEARTBEAT_GRACE <= settings.HEARTBEAT_INTERVAL:
+        errors.append(
+            Error(
+                "STALE_THRESHOLD + HEARTBEAT_GRACE must be longer than HEARTBEAT_INTERVAL, or "
+                "every worker is declared lost between two heartbeats.",
+                id="orchestration.E022",
+            )
+        )
+    if settings.WHIM_AGENT not in ("claude", "codex", "command", "mock"):
+        errors.append(
+            Error(
+                f"WHIM_AGENT {settings.WHIM_AGENT!r} is not one of claude, codex, command, mock.",
+                id="orchestration.E023",
+            )
+        )
+    elif settings.WHIM_AGENT == "command" and not settings.WHIM_AGENT_COMMAND.strip():
+        errors.append(
+            Error(
+                "WHIM_AGENT=command needs WHIM_AGENT_COMMAND (a shell command).",
+                id="orchestration.E024",
+            )
+        )
     if not settings.RETRY_DELAYS or any(d < 0 for d in settings.RETRY_DELAYS):
         errors.append(
             Error(

@@ -21,6 +21,7 @@ from orchestration.services.dispatch import (
 )
 from orchestration.services.work_items import work_item_generate_spec
 from orchestration.services.workers import worker_fail, worker_mark_started
+from orchestration.validation import bounded_seconds
 
 logger = logging.getLogger(__name__)
 
@@ -76,7 +77,8 @@ def start_worker(worker_id: str) -> None:
     if settings.WHIM_AGENT == "mock":
         # The mock's slow start (metadata.mockStartSeconds, at most a minute) lets fault tests
         # act between the claim and the container start.
-        time.sleep(min(float(worker.work_item.metadata.get("mockStartSeconds") or 0), 60.0))
+        meta = worker.work_item.metadata
+        time.sleep(bounded_seconds(meta.get("mockStartSeconds"), cap=60.0))
     runtime = get_runtime()
     try:
         with transaction.atomic():

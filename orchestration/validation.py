@@ -43,6 +43,13 @@ def contains_nul(value: Any) -> bool:
     return False
 
 
+def bounded_seconds(value: Any, *, default: float = 0.0, cap: float) -> float:
+    """A finite number of seconds within [0, cap]; anything else becomes ``default``."""
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        return default
+    return value if 0 <= value <= cap else default
+
+
 def validate_branch(value: str) -> None:
     if not BRANCH_RE.match(value):
         raise ValidationError(
@@ -193,6 +200,22 @@ class WorkItemSubmitForm(ErrorFirstForm):
 
     def clean_priority(self) -> str:
         return self.cleaned_data.get("priority") or Priority.MEDIUM
+
+    def clean_metadata(self) -> dict[str, Any]:
+        """The mock agent's keys, when present, are checked here like any other input."""
+        meta: dict[str, Any] = self.cleaned_data.get("metadata") or {}
+        if "mock" in meta and meta["mock"] not in ("success", "fail", "stuck"):
+            raise ValidationError("mock must be success, fail or stuck")
+        for key in ("mockSeconds", "mockStartSeconds"):
+            if key in meta and bounded_seconds(meta[key], cap=600) != meta[key]:
+                raise ValidationError(f"{key} must be a number of seconds from 0 to 600")
+        if "mockFile" in meta and not (
+            isinstance(meta["mockFile"], str) and 0 < len(meta["mockFile"]) <= 200
+        ):
+            raise ValidationError("mockFile must be a repo-relative path")
+        if "mockLock" in meta and not isinstance(meta["mockLock"], bool):
+            raise ValidationError("mockLock must be true or false")
+        return meta
 
     def clean_maxIterations(self) -> int:
         value = self.cleaned_data.get("maxIterations")

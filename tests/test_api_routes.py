@@ -771,3 +771,15 @@ def test_prometheus_metrics_need_no_key_and_count_rows_by_status(client: Client)
     assert 'whim_work_items{status="queued"} 2.0' in text
     assert 'whim_work_items{status="failed"} 1.0' in text
     assert "whim_max_workers" in text
+
+
+def test_requeue_respects_the_queue_bound(api: Client, settings: Any) -> None:
+    settings.MAX_QUEUED = 1
+    WorkItemFactory.create()  # the one queue slot is taken
+    failed = WorkItemFactory.create(status=WorkItemStatus.FAILED)
+
+    resp = api.post(f"/api/work/{failed.pk}/requeue", data={}, content_type="application/json")
+
+    assert resp.status_code == 429 and resp.json()["code"] == "QUEUE_FULL"
+    failed.refresh_from_db()
+    assert failed.status == WorkItemStatus.FAILED

@@ -536,3 +536,24 @@ def test_every_edge_derives_the_same_branch(api: Client, user_client: Client) ->
         "acme/b": "ship-it-today",
         "acme/c": "ship-it-today",
     }
+
+
+@pytest.mark.parametrize(
+    "metadata",
+    [
+        {"mock": "explode"},
+        {"mockSeconds": -1},
+        {"mockSeconds": 601},
+        {"mockSeconds": "2"},
+        {"mockStartSeconds": True},
+        {"mockFile": 3},
+        {"mockLock": "yes"},
+    ],
+)
+def test_the_mock_agents_metadata_is_validated_at_the_edge(
+    api: Client, metadata: dict[str, Any]
+) -> None:
+    resp = submit_api(api, {"repo": "acme/widgets", "spec": "# x", "metadata": metadata})
+    assert resp.status_code == 400
+    assert "metadata" in resp.json()["details"]
+    assert not WorkItem.objects.exists()

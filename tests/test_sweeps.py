@@ -150,7 +150,7 @@ def test_a_start_that_never_came_up_is_retried_after_the_assigned_timeout(
     settings.ASSIGNED_TIMEOUT = 60
     item = WorkItemFactory.create()
     worker = Worker.objects.get(pk=dispatch_claim_one(use_gate=False) or "")
-    age(worker, created_at=dt.timedelta(seconds=61))
+    age(worker, last_heartbeat=dt.timedelta(seconds=61))
 
     assert sweep_stuck()["start_timeout"] == 1
 
@@ -272,3 +272,26 @@ def test_two_sweeps_at_once_end_a_stale_worker_exactly_once(settings: Any) -> No
 
     assert sorted(r["lost"] for r in results) == [0, 1]
     assert WorkItemEvent.objects.filter(work_item=item, kind="retry_scheduled").count() == 1
+
+
+def test_a_requeue_by_hand_clears_the_quarantine_count(settings: Any) -> None:
+    from orchestration.services.work_items import work_item_requeue
+
+    settings.QUARANTINE_AFTER, settings.MAX_RETRIES = 2, 10
+    item = WorkItemFactory.create()
+
+    def crash() -> None:
+        WorkItem.objects.filter(pk=item.pk).update(next_retry_at=None)
+        worker_id = dispatch_claim_one(use_gate=False)
+        assert worker_id is not None
+        worker_fail(worker_id=worker_id, error="OOM", category="RESOURCE_ERROR")
+
+    crash()
+    crash()
+    item.refresh_from_db()
+    assert item.error_category == "QUARANTINED"
+
+    work_item_requeue(work_item_id=item.pk, actor="ops")
+    crash()  # one new infrastructure failure after the requeue: retried, not quarantined
+    item.refresh_from_db()
+    assert item.status == WorkItemStatus.QUEUED and item.error_category == "RESOURCE_ERROR"

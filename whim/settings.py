@@ -228,38 +228,38 @@ CELERY_BEAT_SCHEDULE = {
     "whim-dispatch": {
         "task": "orchestration.dispatch",
         "schedule": LOOP_INTERVAL,
-        "options": {"expires": max(LOOP_INTERVAL * 2, 10)},
+        "options": {"expire_seconds": max(LOOP_INTERVAL * 2, 10)},
     },
     # Supervision sweeps (orchestration/services/sweeps.py); editable in the admin.
     "whim-sweep-heartbeats": {
         "task": "orchestration.sweep",
         "schedule": env.float("SWEEP_HEARTBEATS_EVERY", default=5.0),
         "args": ["heartbeats"],
-        "options": {"expires": 30},
+        "options": {"expire_seconds": 30},
     },
     "whim-sweep-containers": {
         "task": "orchestration.sweep",
         "schedule": env.float("SWEEP_CONTAINERS_EVERY", default=LOOP_INTERVAL),
         "args": ["containers"],
-        "options": {"expires": 30},
+        "options": {"expire_seconds": 30},
     },
     "whim-sweep-stuck": {
         "task": "orchestration.sweep",
         "schedule": env.float("SWEEP_STUCK_EVERY", default=30.0),
         "args": ["stuck"],
-        "options": {"expires": 60},
+        "options": {"expire_seconds": 60},
     },
     "whim-sweep-locks": {
         "task": "orchestration.sweep",
         "schedule": env.float("SWEEP_LOCKS_EVERY", default=60.0),
         "args": ["locks"],
-        "options": {"expires": 120},
+        "options": {"expire_seconds": 120},
     },
     "whim-sweep-retention": {
         "task": "orchestration.sweep",
         "schedule": env.float("SWEEP_RETENTION_EVERY", default=3600.0),
         "args": ["retention"],
-        "options": {"expires": 3600},
+        "options": {"expire_seconds": 3600},
     },
 }
 

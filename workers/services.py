@@ -66,29 +66,11 @@ def containers_observe(*, runtime: ContainerRuntime | None = None) -> dict[str, 
     now = db_now()
     active = Worker.objects.filter(status__in=Worker.ACTIVE).exclude(container_id="")
     for worker in active.order_by("created_at")[:500]:
-        state = runtime.inspect(container_id=worker.container_id)
-        if state is None:
-            if worker.status == WorkerStatus.RUNNING:
-                _fail(worker, "container vanished", "CONTAINER_LOST")
-                counts["lost"] += 1
-            continue
-        if state.finished:
-            container_keep_logs(runtime=runtime, worker=worker)
-            category, message = classify_exit(state=state, worker=worker, now=now)
-            _fail(worker, _with_log_tail(worker, message), category)
-            runtime.remove(container_id=worker.container_id)
-            counts["exited"] += 1
-        elif worker.started_at and (now - worker.started_at).total_seconds() > (
-            settings.WORKER_TIMEOUT
-        ):
-            container_keep_logs(runtime=runtime, worker=worker)
-            runtime.kill(container_id=worker.container_id)
-            _fail(
-                worker,
-                f"attempt ran longer than WORKER_TIMEOUT ({settings.WORKER_TIMEOUT}s)",
-                "TIMEOUT",
-            )
-            counts["timed_out"] += 1
+        try:
+            _observe_one(runtime=runtime, worker=worker, now=now, counts=counts)
+        except Exception as exc:  # one bad container must not stall the others
+            counts["cleanup_failed"] += 1
+            _record_cleanup_failure(worker, worker.container_id, exc)
     for state in runtime.list_labelled():
         worker_id = state.labels.get("whim.worker", "")
         owner = Worker.objects.filter(pk=worker_id).first() if _is_uuid(worker_id) else None
@@ -105,6 +87,35 @@ def containers_observe(*, runtime: ContainerRuntime | None = None) -> dict[str, 
             counts["cleanup_failed"] += 1
             _record_cleanup_failure(owner, state.id, exc)
     return counts
+
+
+def _observe_one(
+    *, runtime: ContainerRuntime, worker: Worker, now: dt.datetime, counts: dict[str, int]
+) -> None:
+    """Step 1 of ``containers_observe`` for one active worker."""
+    state = runtime.inspect(container_id=worker.container_id)
+    if state is None:
+        if worker.status == WorkerStatus.RUNNING:
+            _fail(worker, "container vanished", "CONTAINER_LOST")
+            counts["lost"] += 1
+        return
+    if state.finished:
+        container_keep_logs(runtime=runtime, worker=worker)
+        category, message = classify_exit(state=state, worker=worker, now=now)
+        _fail(worker, _with_log_tail(worker, message), category)
+        runtime.remove(container_id=worker.container_id)
+        counts["exited"] += 1
+    elif worker.started_at and (now - worker.started_at).total_seconds() > (
+        settings.WORKER_TIMEOUT
+    ):
+        container_keep_logs(runtime=runtime, worker=worker)
+        runtime.kill(container_id=worker.container_id)
+        _fail(
+            worker,
+            f"attempt ran longer than WORKER_TIMEOUT ({settings.WORKER_TIMEOUT}s)",
+            "TIMEOUT",
+        )
+        counts["timed_out"] += 1
 
 
 def _record_cleanup_failure(owner: Worker | None, container_id: str, exc: Exception) -> None:

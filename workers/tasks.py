@@ -19,6 +19,7 @@ from orchestration.services.workers import (
     worker_stuck,
 )
 from orchestration.tasks import RETRY_ON_DB_ERRORS
+from orchestration.validation import bounded_seconds
 from workers.runtime import get_runtime
 from workers.services import container_keep_logs
 
@@ -59,7 +60,7 @@ def fake_run(worker_id: str) -> None:
         return
     meta = worker.work_item.metadata
     mode = str(meta.get("mock") or "success")
-    seconds = min(float(meta.get("mockSeconds", 2)), 600.0)
+    seconds = bounded_seconds(meta.get("mockSeconds", 2), default=2.0, cap=600.0)
     _log(worker_id, f"mock agent: mode={mode} seconds={seconds}")
     deadline = time.monotonic() + seconds
     iteration = 0

@@ -167,7 +167,7 @@ def dispatch_renudge_starts() -> int:
 
     cutoff = db_now() - dt.timedelta(seconds=settings.START_RENUDGE_SECONDS)
     ids = list(
-        Worker.objects.filter(status=WorkerStatus.STARTING, created_at__lt=cutoff).values_list(
+        Worker.objects.filter(status=WorkerStatus.STARTING, last_heartbeat__lt=cutoff).values_list(
             "pk", flat=True
         )[:100]
     )

@@ -74,11 +74,14 @@ def sweep_stuck() -> dict[str, int]:
     progress_cutoff = now - dt.timedelta(seconds=settings.PROGRESS_TIMEOUT)
     counts = {"start_timeout": 0, "no_progress": 0, "recovered": 0}
 
+    # last_heartbeat is stamped by the database clock at the claim (and by any heartbeat).
     def started(worker: Worker) -> bool:
-        return worker.status != WorkerStatus.STARTING or worker.created_at >= start_cutoff
+        return worker.status != WorkerStatus.STARTING or (
+            worker.last_heartbeat is not None and worker.last_heartbeat >= start_cutoff
+        )
 
     for worker_id in Worker.objects.filter(
-        status=WorkerStatus.STARTING, created_at__lt=start_cutoff
+        status=WorkerStatus.STARTING, last_heartbeat__lt=start_cutoff
     ).values_list("pk", flat=True)[:BATCH]:
         counts["start_timeout"] += worker_expire(
             worker_id=worker_id,

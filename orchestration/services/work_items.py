@@ -62,24 +62,7 @@ def work_item_submit(
             existing = WorkItem.objects.filter(idempotency_key=idempotency_key).first()
             if existing is not None:
                 return existing, False
-        pending = WorkItem.objects.filter(status__in=WorkItem.PENDING)
-        queued_total = pending.count()
-        if queued_total >= settings.MAX_QUEUED:
-            raise QueueFull(
-                f"The queue is full ({queued_total} of {settings.MAX_QUEUED} items waiting)",
-                details={"limit": settings.MAX_QUEUED, "queued": queued_total},
-            )
-        queued_repo = pending.filter(repo=repo).count()
-        if queued_repo >= settings.MAX_QUEUED_PER_REPO:
-            raise QueueFull(
-                f"The queue for {repo} is full ({queued_repo} of "
-                f"{settings.MAX_QUEUED_PER_REPO} items waiting)",
-                details={
-                    "repo": repo,
-                    "limit": settings.MAX_QUEUED_PER_REPO,
-                    "queued": queued_repo,
-                },
-            )
+        queue_bounds_check(repo=repo)
         status = WorkItemStatus.QUEUED if spec else WorkItemStatus.GENERATING
         item = WorkItem.objects.create(
             repo=repo,
@@ -99,6 +82,31 @@ def work_item_submit(
         _nudge_after_commit(item)
     logger.info("work item %s submitted to %s by %s", item.pk, repo, actor)
     return item, True
+
+
+def queue_bounds_check(*, repo: str) -> None:
+    """Refuse (QueueFull) when MAX_QUEUED items wait, or MAX_QUEUED_PER_REPO for ``repo``.
+
+    Call under the ``whim.submit`` advisory lock, so two callers cannot both take the last slot.
+    """
+    pending = WorkItem.objects.filter(status__in=WorkItem.PENDING)
+    queued_total = pending.count()
+    if queued_total >= settings.MAX_QUEUED:
+        raise QueueFull(
+            f"The queue is full ({queued_total} of {settings.MAX_QUEUED} items waiting)",
+            details={"limit": settings.MAX_QUEUED, "queued": queued_total},
+        )
+    queued_repo = pending.filter(repo=repo).count()
+    if queued_repo >= settings.MAX_QUEUED_PER_REPO:
+        raise QueueFull(
+            f"The queue for {repo} is full ({queued_repo} of "
+            f"{settings.MAX_QUEUED_PER_REPO} items waiting)",
+            details={
+                "repo": repo,
+                "limit": settings.MAX_QUEUED_PER_REPO,
+                "queued": queued_repo,
+            },
+        )
 
 
 def _nudge_after_commit(item: WorkItem) -> None:
@@ -210,6 +218,9 @@ def work_item_requeue(
                 f"Work item is {item.status}; only failed, cancelled or completed items "
                 "can be requeued"
             )
+        if item.status != WorkItemStatus.QUEUED:  # it joins the queue: the bounds apply
+            advisory_xact_lock("whim.submit")
+            queue_bounds_check(repo=item.repo)
         now = db_now()
         fields: dict[str, Any] = {
             "status": WorkItemStatus.QUEUED,

@@ -27,6 +27,7 @@ from orchestration.models import (
     WorkerMetrics,
     WorkerStatus,
     WorkItem,
+    WorkItemEvent,
     WorkItemStatus,
     WorkItemType,
 )
@@ -335,9 +336,17 @@ def _retry_or_fail(
 ) -> None:
     retryable = retry and category not in PERMANENT_CATEGORIES
     if category in INFRA_CATEGORIES:
-        crashes = Worker.objects.filter(
-            work_item_id=item.pk, error_category__in=INFRA_CATEGORIES
-        ).count()
+        # Counted since the item was last requeued by hand: an operator's requeue clears it.
+        since = (
+            WorkItemEvent.objects.filter(work_item_id=item.pk, kind="requeued")
+            .order_by("-created_at")
+            .values_list("created_at", flat=True)
+            .first()
+        )
+        attempts = Worker.objects.filter(work_item_id=item.pk, error_category__in=INFRA_CATEGORIES)
+        if since is not None:
+            attempts = attempts.filter(created_at__gt=since)
+        crashes = attempts.count()
         if crashes >= settings.QUARANTINE_AFTER:
             # A crash loop: the item keeps killing its attempts for reasons no retry fixes.
             error = (
