@@ -39,4 +39,5 @@ RUN pip install --no-deps -e . \
 USER whim
 EXPOSE 8000 5555
 
-CMD ["gunicorn", "whim.wsgi", "--bind", "0.0.0.0:8000", "--workers", "2", "--graceful-timeout", "20", "--access-logfile", "-"]
+# No access log: worker callbacks may carry their token in the path (/w/<token>/…).
+CMD ["gunicorn", "whim.wsgi", "--bind", "0.0.0.0:8000", "--workers", "2", "--graceful-timeout", "20"]

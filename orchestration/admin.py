@@ -74,9 +74,19 @@ class CappedCountPaginator(Paginator):
 
 
 class FastListAdmin(admin.ModelAdmin):
+    """List pages that stay fast at a million rows. The rows are the jobs: they change only
+    through the actions (which call the services), never by editing or deleting the row."""
+
     paginator = CappedCountPaginator
     show_full_result_count = False
     list_per_page = 100
+
+    def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> Any:
+        own = list(super().get_readonly_fields(request, obj))
+        return own + [f.name for f in self.model._meta.fields if f.name not in own]
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
 
 
 class RecentRepoFilter(admin.SimpleListFilter):

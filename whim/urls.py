@@ -13,6 +13,8 @@ urlpatterns = [
     path("api/", include("orchestration.api.urls")),
     # Non-capturing groups: a capture would reach not_found() as extra positional arguments.
     re_path(r"^(?:w/[^/]+/)?api(?:/.*)?$", api_views.not_found),
+    # The GitHub review webhook (API.md) is not built yet: its paths answer in the API shape.
+    re_path(r"^webhooks(?:/.*)?$", api_views.not_found),
     path("health", api_views.health),
     path("health/ready", api_views.health_ready),
     path("metrics", metrics_view),

@@ -123,6 +123,16 @@ def api_view(*methods: str) -> Callable[[View], Callable[..., HttpResponse]]:
             actor = client_identity(request)
             if actor is None:
                 return error_response(401, "UNAUTHORIZED", "A valid API key is required")
+            if (
+                actor == "local"
+                and request.method == "POST"
+                and request.content_type != ("application/json")
+            ):
+                # Keyless local mode: a JSON content type forces a CORS preflight, so a web
+                # page open in the operator's browser cannot post here across sites.
+                return error_response(
+                    415, "VALIDATION_ERROR", "Content-Type must be application/json"
+                )
             try:
                 body = parse_json_body(request) if request.method == "POST" else {}
                 result = view(request, body=body, actor=actor, **kwargs)

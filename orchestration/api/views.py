@@ -154,14 +154,13 @@ def reviews_list(request: HttpRequest, *, body: dict[str, Any], actor: str) -> A
 @api_view("GET")
 def reviews_for_item(request: HttpRequest, *, body: dict[str, Any], actor: str, pk: str) -> Any:
     item = row_get(WorkItem, pk, "Work item")
-    return [_review_json(r) for r in item.reviews.order_by("-created_at")]
+    return [_review_json(r) for r in item.reviews.order_by("-created_at")[:200]]
 
 
 @api_view("GET")
 def reviews_for_pr(request: HttpRequest, *, body: dict[str, Any], actor: str, number: int) -> Any:
-    return [
-        _review_json(r) for r in PRReview.objects.filter(pr_number=number).order_by("-created_at")
-    ]
+    rows = PRReview.objects.filter(pr_number=number).order_by("-created_at")[:200]
+    return [_review_json(r) for r in rows]
 
 
 def health(request: HttpRequest) -> HttpResponse:
