@@ -207,12 +207,8 @@ def dashboard_summary(*, broker_ok: bool = True) -> dict[str, Any]:
 
 
 def flower_url() -> str:
-    """Where Flower answers: FLOWER_URL when set, else localhost on FLOWER_PORT."""
-    url = getattr(settings, "FLOWER_URL", "") or ""
-    if url:
-        return str(url)
-    port = getattr(settings, "FLOWER_PORT", 5555) or 5555
-    return f"http://127.0.0.1:{port}/"
+    """Where Flower answers (FLOWER_URL; by default localhost on FLOWER_PORT)."""
+    return str(settings.FLOWER_URL)
 
 
 # --- "why is this not running?" ----------------------------------------------------------------
@@ -368,7 +364,7 @@ def workers_live(*, limit: int = 100) -> dict[str, Any]:
         worker.stale = bool(  # type: ignore[attr-defined]
             worker.is_active
             and beat is not None
-            and (now - beat).total_seconds() > getattr(settings, "STALE_THRESHOLD", 300)
+            and (now - beat).total_seconds() > settings.STALE_THRESHOLD
         )
         maxi = worker.work_item.max_iterations or 1
         worker.progress_percent = min(100, round(100 * worker.iteration / maxi))  # type: ignore[attr-defined]

@@ -168,7 +168,8 @@ def status_summary(*, broker_ok: bool) -> dict[str, Any]:
 
 
 def metrics_summary() -> dict[str, Any]:
-    """GET /api/metrics: today's throughput, success rate, durations, tokens and cost."""
+    """GET /api/metrics: today's throughput, success rate and durations (today = the calendar
+    day in WHIM_TIMEZONE), and token usage and cost over all the metrics still kept."""
     now = db_now()
     day_start = next_budget_day_start(now) - dt.timedelta(days=1)
     finished = WorkItem.objects.filter(completed_at__gte=day_start)

@@ -361,7 +361,7 @@ def workers_page(request: HttpRequest) -> HttpResponse:
     """Active workers (heartbeat age, iteration, progress) and recent ones; polled every 3 s."""
     context = {
         **dashboard.workers_live(),
-        "stale_threshold": getattr(settings, "STALE_THRESHOLD", 300),
+        "stale_threshold": settings.STALE_THRESHOLD,
     }
     return _page_or_fragment(
         request, "orchestration/workers.html", "orchestration/_workers_table.html", context

@@ -1,7 +1,7 @@
 """Whim settings: one module, read through django-environ.
 
 Every variable is listed with its default in README.md's configuration table.
-Values are validated at startup by the system checks in ``orchestration.checks``.
+Limits and timings are validated at startup by the system checks in ``orchestration.checks``.
 ``*_FILE`` variants are honoured for secrets (``SECRET_KEY_FILE``, ``API_KEY_FILE`` …).
 """
 

@@ -17,7 +17,7 @@ from typing import Any
 
 import docker
 from django.conf import settings
-from docker.errors import APIError, DockerException, ImageNotFound, NotFound
+from docker.errors import APIError, DockerException, NotFound
 from docker.models.containers import Container
 from docker.types import Mount
 
@@ -225,12 +225,4 @@ def docker_available() -> bool:
         client.ping()
         return True
     except (DockerException, OSError):
-        return False
-
-
-def image_available() -> bool:
-    try:
-        docker.from_env(timeout=5).images.get(settings.WORKER_IMAGE)
-        return True
-    except (ImageNotFound, DockerException, OSError):
         return False

@@ -6,6 +6,7 @@ import logging
 import time
 
 from celery import shared_task
+from django.conf import settings
 from django.db.models import Value
 from django.db.models.functions import Concat, Right
 
@@ -25,8 +26,6 @@ from workers.services import container_keep_logs
 
 logger = logging.getLogger(__name__)
 
-LOG_TAIL_CHARS = 1_000_000
-
 
 @shared_task(
     name="workers.stop_container", time_limit=120, soft_time_limit=100, **RETRY_ON_DB_ERRORS
@@ -45,7 +44,7 @@ def stop_worker_container(worker_id: str) -> None:
 
 def _log(worker_id: str, line: str) -> None:
     Worker.objects.filter(pk=worker_id).update(
-        log_tail=Right(Concat("log_tail", Value(line + "\n")), LOG_TAIL_CHARS)
+        log_tail=Right(Concat("log_tail", Value(line + "\n")), settings.LOG_TAIL_BYTES)
     )
 
 

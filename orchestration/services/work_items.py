@@ -255,7 +255,9 @@ def work_item_set_priority(*, work_item_id: UUID | str, priority: str, actor: st
     """
     with transaction.atomic():
         item = WorkItem.objects.select_for_update().filter(pk=work_item_id).first()
-        if item is None or item.priority == priority:
+        if item is None:
+            raise NotFound("Work item not found")
+        if item.priority == priority:
             return False
         if item.is_terminal:
             raise InvalidState(f"Work item is {item.status}; its priority no longer matters")

@@ -204,7 +204,10 @@ class Attempt:
         return self._complete(files=files, sha=sha, branch=item.branch, pull=pull)
 
     def _agent_env(self, item: WorkItem) -> dict[str, str]:
-        """The agent's environment: git identity, no GitHub token, and what whim-lock needs."""
+        """The agent's environment: git identity and what whim-lock needs, without
+        GITHUB_TOKEN. That keeps the token out of what the agent passes on to its own tools;
+        it is not a security boundary — the agent runs as the same user in the same
+        container and could read it from /proc (run it as another uid for that)."""
         env = git_env(
             base_url=self.config.git_base_url,
             token=None,
