@@ -14,7 +14,7 @@ from typing import Any
 from uuid import UUID
 
 from django.conf import settings
-from django.db.models import Count, Q, QuerySet
+from django.db.models import Count, Q
 from django.db.models.functions import TruncHour
 from django.utils import timezone
 
@@ -26,7 +26,7 @@ from orchestration.models import (
     WorkItemEvent,
     WorkItemStatus,
 )
-from orchestration.selectors import STATUS_FILTERS, metrics_summary, status_summary
+from orchestration.selectors import metrics_summary, status_summary
 from orchestration.services.dispatch import GateDecision, gate_status
 
 logger = logging.getLogger(__name__)
@@ -306,20 +306,6 @@ def why_not_running(item: WorkItem) -> list[str]:
 
 
 # --- pages' queries ----------------------------------------------------------------------------
-
-
-def queue_filtered(*, status: str = "", type: str = "", repo: str = "") -> QuerySet[WorkItem]:
-    """The items a queue view with these filters shows (the same rules as ``queue_list``)."""
-    items = WorkItem.objects.all()
-    if type:
-        items = items.filter(type=type)
-    if repo:
-        items = items.filter(repo=repo)
-    if status and status != "all":
-        items = items.filter(status__in=STATUS_FILTERS[status])
-    elif not status:
-        items = items.filter(status__in=(*WorkItem.PENDING, *WorkItem.ACTIVE))
-    return items
 
 
 def worker_logs(worker: Worker, *, lines: int = 200) -> tuple[list[str], str]:

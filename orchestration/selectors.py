@@ -76,21 +76,27 @@ def _decode_cursor(cursor: str) -> tuple[dt.datetime, str]:
         ) from None
 
 
+def queue_filter(*, status: str = "", type: str = "", repo: str = "") -> QuerySet[WorkItem]:
+    """The items a queue view with these filters shows. No status: what is waiting or
+    running (the original Whim's default view)."""
+    items: QuerySet[WorkItem] = WorkItem.objects.all()
+    if type:
+        items = items.filter(type=type)
+    if repo:
+        items = items.filter(repo=repo)
+    if status and status != "all":
+        items = items.filter(status__in=STATUS_FILTERS[status])
+    elif not status:
+        items = items.filter(status__in=(*WorkItem.PENDING, *WorkItem.ACTIVE))
+    return items
+
+
 def queue_list(
     *, status: str = "", type: str = "", repo: str = "", cursor: str = "", limit: int = 50
 ) -> dict[str, Any]:
     """Items newest first, filtered, paginated by cursor; stats over the type/repo filter."""
-    base: QuerySet[WorkItem] = WorkItem.objects.all()
-    if type:
-        base = base.filter(type=type)
-    if repo:
-        base = base.filter(repo=repo)
-    items = base
-    if status and status != "all":
-        items = items.filter(status__in=STATUS_FILTERS[status])
-    elif not status:
-        # Default view (as in Whim): what is waiting or running.
-        items = items.filter(status__in=(*WorkItem.PENDING, *WorkItem.ACTIVE))
+    base = queue_filter(type=type, repo=repo, status="all")
+    items = queue_filter(type=type, repo=repo, status=status)
     if cursor:
         created, pk = _decode_cursor(cursor)
         items = items.filter(Q(created_at__lt=created) | Q(created_at=created, pk__lt=pk))

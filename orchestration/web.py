@@ -24,7 +24,7 @@ from django_htmx.middleware import HtmxDetails
 from orchestration import dashboard
 from orchestration.errors import QueueFull, ValidationFailed, WhimError
 from orchestration.models import Worker, WorkItem, WorkItemStatus
-from orchestration.selectors import queue_list
+from orchestration.selectors import queue_filter, queue_list
 from orchestration.services.work_items import REQUEUEABLE, work_item_cancel, work_item_requeue
 from orchestration.services.workers import worker_kill
 from orchestration.validation import (
@@ -191,7 +191,7 @@ def _bulk_targets(request: HttpRequest, action: str, scope: str) -> tuple[list[U
         form = QueueQueryForm(data=filters)
         if not form.is_valid():
             raise ValidationFailed("; ".join(form.error_details().values()))
-        qs = dashboard.queue_filtered(**{k: form.cleaned_data.get(k) or "" for k in filters})
+        qs = queue_filter(**{k: form.cleaned_data.get(k) or "" for k in filters})
     else:
         ids = dashboard.parse_uuid_list(request.POST.getlist("ids"), limit=BULK_MAX)
         qs = WorkItem.objects.filter(pk__in=ids)
