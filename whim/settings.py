@@ -162,7 +162,7 @@ CELERY_TASK_DEFAULT_QUEUE = env.str("CELERY_QUEUE", default="whim")
 CELERY_TIMEZONE = "UTC"
 CELERY_ENABLE_UTC = True
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
-CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
+CELERY_BEAT_SCHEDULER = "whim.scheduler:WhimScheduler"
 
 # --- Whim: limits and behaviour (Whim's names and defaults) --------------------
 MAX_WORKERS = env.int("MAX_WORKERS", default=2)
