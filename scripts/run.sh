@@ -7,7 +7,9 @@
 # settings). For the local services: eval "$(scripts/services.sh)" && make run
 #
 # Ctrl-C / SIGTERM stops all four (SIGTERM, then SIGKILL after STOP_TIMEOUT seconds) and
-# exits 0. If one of them dies on its own, the others are stopped and this exits non-zero.
+# exits 0. A Celery process (worker, beat, flower) that dies on its own is restarted with
+# backoff, up to RESTART_LIMIT (5) times; if the web process dies, or a Celery one dies once
+# more, the others are stopped and this exits non-zero.
 #
 # Environment: PORT (8000), FLOWER_PORT (5555), FLOWER_BASIC_AUTH (user:password),
 # WORKER_CONCURRENCY (2), STOP_TIMEOUT (30).
@@ -191,22 +193,43 @@ elif [[ "${WHIM_RUNTIME:-}" == "fake" ]]; then
     log "runtime: fake — no agent runs; the mock plays it (metadata.mock)"
 fi
 
-start web "$VENV/bin/gunicorn" whim.wsgi "${web_binds[@]}" -w 2 --graceful-timeout 20
-start worker "$CELERY" -A whim worker -l INFO --concurrency "$WORKER_CONCURRENCY"
-start beat "$CELERY" -A whim beat -l INFO
-start flower "$CELERY" "${flower_args[@]}"
+launch() {
+    case "$1" in
+    web) start web "$VENV/bin/gunicorn" whim.wsgi "${web_binds[@]}" -w 2 --graceful-timeout 20 ;;
+    worker) start worker "$CELERY" -A whim worker -l INFO --concurrency "$WORKER_CONCURRENCY" ;;
+    beat) start beat "$CELERY" -A whim beat -l INFO ;;
+    flower) start flower "$CELERY" "${flower_args[@]}" ;;
+    esac
+}
+for name in web worker beat flower; do launch "$name"; done
 
 log "Whim:   http://127.0.0.1:$PORT/"
 log "Flower: http://127.0.0.1:$FLOWER_PORT/ ($flower_login_note)"
 log "Ctrl-C stops everything."
 
 exit_code=0
+declare -A RESTARTS=()
+RESTART_LIMIT="${RESTART_LIMIT:-5}"
 while [[ -z "$STOP" ]]; do
     died_pid=""
     status=0
     wait -n -p died_pid "${PIDS[@]}" || status=$?
     if [[ -n "${died_pid:-}" ]]; then
         name="${NAMES[$died_pid]}"
+        # A supervisor's job: a Celery process that dies (e.g. kombu giving up on a lost
+        # broker) is started again, with backoff, up to RESTART_LIMIT times; the rows are the
+        # truth and the sweeps finish whatever it was doing. The web process is not restarted.
+        if [[ -z "$STOP" && "$name" != web ]] && ((${RESTARTS[$name]:-0} < RESTART_LIMIT)); then
+            RESTARTS[$name]=$((${RESTARTS[$name]:-0} + 1))
+            delay=$((2 ** (${RESTARTS[$name]} - 1)))
+            log "$name (pid $died_pid) exited with status $status; restart ${RESTARTS[$name]}/$RESTART_LIMIT in ${delay}s"
+            remaining=()
+            for pid in "${PIDS[@]}"; do [[ "$pid" == "$died_pid" ]] || remaining+=("$pid"); done
+            PIDS=("${remaining[@]}")
+            sleep "$delay" || true
+            [[ -n "$STOP" ]] || launch "$name"
+            continue
+        fi
         log "$name (pid $died_pid) exited with status $status; stopping the others"
         exit_code=$((status == 0 ? 1 : status))
         break

@@ -79,6 +79,8 @@ class CeleryWorkers:
     def __init__(self, env_overrides: dict[str, str]) -> None:
         self.queue = f"whim-test-{uuid.uuid4().hex[:8]}"
         self.procs: list[subprocess.Popen[bytes]] = []
+        self.started_with: dict[int, dict[str, Any]] = {}  # pid -> start() arguments
+        self.killed: set[int] = set()
         self.logs: list[Path] = []
         db = connection.settings_dict
         self.env = {
@@ -133,6 +135,7 @@ class CeleryWorkers:
             )
         self.procs.append(proc)
         self.logs.append(log)
+        self.started_with[proc.pid] = {"concurrency": concurrency, "beat": beat, **env}
         wait_for(
             lambda: b"ready." in log.read_bytes() or proc.poll() is not None,
             timeout=60,
@@ -142,8 +145,21 @@ class CeleryWorkers:
             pytest.fail(f"celery worker exited early:\n{log.read_text()[-3000:]}")
         return proc
 
+    def supervise(self) -> int:
+        """Do what the process manager does in production (compose's restart policy,
+        `make run`'s supervisor): start again any worker that died on its own. Returns how many
+        were restarted."""
+        restarted = 0
+        for proc in list(self.procs):
+            if proc.poll() is not None and proc.pid not in self.killed:
+                self.killed.add(proc.pid)  # handled
+                self.start(**self.started_with[proc.pid])
+                restarted += 1
+        return restarted
+
     def kill9(self, proc: subprocess.Popen[bytes]) -> None:
         """SIGKILL the worker and its pool children at once (no warm shutdown, no acks)."""
+        self.killed.add(proc.pid)
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait(timeout=10)
 
