@@ -126,10 +126,7 @@ def queue_page(query: Mapping[str, Any]) -> dict[str, Any]:
     from orchestration.api.serializers import work_item_json
     from orchestration.validation import QueueQueryForm
 
-    form = QueueQueryForm(data=query)
-    if not form.is_valid():
-        raise ValidationFailed("Invalid request", details=form.error_details())
-    q = form.cleaned_data
+    q = QueueQueryForm(data=query).validated()
     result = queue_list(
         status=q.get("status") or "",
         type=q.get("type") or "",

@@ -19,6 +19,7 @@ from django.core.exceptions import ValidationError
 from django.core.validators import RegexValidator
 from django.utils.text import slugify
 
+from orchestration.errors import ValidationFailed
 from orchestration.models import Priority, WorkItemType
 
 if TYPE_CHECKING:
@@ -158,6 +159,12 @@ class JSONObjectField(forms.Field):
 
 class ErrorFirstForm(forms.Form):
     """Forms whose errors read ``{field: "first message"}`` (API.md ``details``)."""
+
+    def validated(self) -> dict[str, Any]:
+        """The cleaned data, or ValidationFailed (API.md's 400, with ``details``)."""
+        if not self.is_valid():
+            raise ValidationFailed("Invalid request", details=self.error_details())
+        return self.cleaned_data
 
     def error_details(self) -> dict[str, str]:
         return {

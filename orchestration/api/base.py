@@ -24,13 +24,14 @@ View = Callable[..., HttpResponse | dict[str, Any] | list[Any]]
 LOCAL_ADDRESSES = ("127.0.0.1", "::1")
 
 
+def bearer_token(request: HttpRequest) -> str:
+    """The credential in ``Authorization: Bearer <token>``, or ""."""
+    auth = request.headers.get("Authorization", "")
+    return auth[7:].strip() if auth[:7].lower() == "bearer " else ""
+
+
 def presented_key(request: HttpRequest) -> str:
-    key = request.headers.get("X-API-Key", "")
-    if not key:
-        auth = request.headers.get("Authorization", "")
-        if auth[:7].lower() == "bearer ":
-            key = auth[7:].strip()
-    return key
+    return request.headers.get("X-API-Key", "") or bearer_token(request)
 
 
 def client_identity(request: HttpRequest) -> str | None:

@@ -15,7 +15,6 @@ from orchestration.models import Worker, WorkItem, WorkItemType
 from orchestration.selectors import metrics_summary, queue_page, row_get, status_summary
 from orchestration.services import work_items, workers
 from orchestration.validation import (
-    ErrorFirstForm,
     KillForm,
     RequeueForm,
     WorkItemSubmitForm,
@@ -23,16 +22,10 @@ from orchestration.validation import (
 from reviews.models import PRReview
 
 
-def _valid(form: ErrorFirstForm) -> dict[str, Any]:
-    if not form.is_valid():
-        raise ValidationFailed("Invalid request", details=form.error_details())
-    return form.cleaned_data
-
-
 @api_view("POST")
 def work_submit(request: HttpRequest, *, body: dict[str, Any], actor: str) -> HttpResponse:
     form = WorkItemSubmitForm(data=body)
-    _valid(form)
+    form.validated()
     item, created = work_items.work_item_submit(**form.submission(), actor=actor)
     if created:
         return JsonResponse({"id": str(item.pk), "status": item.status}, status=201)
@@ -57,7 +50,7 @@ def work_cancel(request: HttpRequest, *, body: dict[str, Any], actor: str, pk: s
 
 @api_view("POST")
 def work_requeue(request: HttpRequest, *, body: dict[str, Any], actor: str, pk: str) -> Any:
-    data = _valid(RequeueForm(data=body))
+    data = RequeueForm(data=body).validated()
     item = work_items.work_item_requeue(
         work_item_id=row_get(WorkItem, pk, "Work item").pk,
         reset_retries=bool(data.get("resetRetries")),
@@ -108,7 +101,7 @@ def workers_list(request: HttpRequest, *, body: dict[str, Any], actor: str) -> A
 
 @api_view("POST")
 def worker_kill(request: HttpRequest, *, body: dict[str, Any], actor: str, pk: str) -> Any:
-    data = _valid(KillForm(data=body))
+    data = KillForm(data=body).validated()
     workers.worker_kill(
         worker_id=row_get(Worker, pk, "Worker").pk, reason=data.get("reason") or "", actor=actor
     )

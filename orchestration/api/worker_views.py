@@ -15,16 +15,15 @@ from typing import Any
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.views.decorators.csrf import csrf_exempt
 
-from orchestration.api.base import BadBody, parse_json_body
+from orchestration.api.base import BadBody, bearer_token, parse_json_body
 from orchestration.api.responses import error_response, whim_error_response
 from orchestration.api.serializers import work_item_json
-from orchestration.errors import ValidationFailed, WhimError
+from orchestration.errors import WhimError
 from orchestration.models import Worker
 from orchestration.services import locks, workers
 from orchestration.services.dispatch import token_digest
 from orchestration.validation import (
     CompleteForm,
-    ErrorFirstForm,
     FailForm,
     HeartbeatForm,
     LockForm,
@@ -36,10 +35,7 @@ WorkerView = Callable[[HttpRequest, Worker, dict[str, Any]], HttpResponse | dict
 
 
 def _presented_token(request: HttpRequest, path_token: str | None) -> str:
-    if path_token:
-        return path_token
-    auth = request.headers.get("Authorization", "")
-    return auth[7:].strip() if auth[:7].lower() == "bearer " else ""
+    return path_token or bearer_token(request)
 
 
 def _authenticate(token: str) -> Worker | None:
@@ -50,12 +46,6 @@ def _authenticate(token: str) -> Worker | None:
     if worker is None or not hmac.compare_digest(worker.token_hash, digest):
         return None
     return worker
-
-
-def _valid(form: ErrorFirstForm) -> dict[str, Any]:
-    if not form.is_valid():
-        raise ValidationFailed("Invalid request", details=form.error_details())
-    return form.cleaned_data
 
 
 def worker_view(view: WorkerView) -> Callable[..., HttpResponse]:
@@ -88,14 +78,14 @@ def worker_view(view: WorkerView) -> Callable[..., HttpResponse]:
 
 @worker_view
 def register(request: HttpRequest, worker: Worker, body: dict[str, Any]) -> HttpResponse:
-    data = _valid(RegisterForm(data=body))
+    data = RegisterForm(data=body).validated()
     item = workers.worker_register(worker_id=worker.pk, work_item_id=data["workItemId"])
     return JsonResponse({"workerId": str(worker.pk), "workItem": work_item_json(item)}, status=201)
 
 
 @worker_view
 def heartbeat(request: HttpRequest, worker: Worker, body: dict[str, Any]) -> dict[str, Any]:
-    data = _valid(HeartbeatForm(data=body))
+    data = HeartbeatForm(data=body).validated()
     workers.worker_heartbeat(
         worker_id=worker.pk,
         iteration=data["iteration"],
@@ -107,7 +97,7 @@ def heartbeat(request: HttpRequest, worker: Worker, body: dict[str, Any]) -> dic
 
 @worker_view
 def lock(request: HttpRequest, worker: Worker, body: dict[str, Any]) -> dict[str, Any]:
-    data = _valid(LockForm(data=body))
+    data = LockForm(data=body).validated()
     result = locks.locks_acquire(worker_id=worker.pk, repo=data["repo"], files=data["files"])
     answer: dict[str, Any] = {"acquired": result.acquired}
     if not result.acquired:
@@ -118,14 +108,14 @@ def lock(request: HttpRequest, worker: Worker, body: dict[str, Any]) -> dict[str
 
 @worker_view
 def unlock(request: HttpRequest, worker: Worker, body: dict[str, Any]) -> dict[str, Any]:
-    data = _valid(LockForm(data=body))
+    data = LockForm(data=body).validated()
     locks.locks_release(worker_id=worker.pk, repo=data["repo"], files=data["files"])
     return {"success": True}
 
 
 @worker_view
 def complete(request: HttpRequest, worker: Worker, body: dict[str, Any]) -> dict[str, Any]:
-    data = _valid(CompleteForm(data=body))
+    data = CompleteForm(data=body).validated()
     workers.worker_complete(
         worker_id=worker.pk,
         result=workers.Completion(
@@ -144,7 +134,7 @@ def complete(request: HttpRequest, worker: Worker, body: dict[str, Any]) -> dict
 
 @worker_view
 def fail(request: HttpRequest, worker: Worker, body: dict[str, Any]) -> dict[str, Any]:
-    data = _valid(FailForm(data=body))
+    data = FailForm(data=body).validated()
     error = data["error"]
     if data.get("stack"):
         error = f"{error}\n\n{data['stack']}"
@@ -156,7 +146,7 @@ def fail(request: HttpRequest, worker: Worker, body: dict[str, Any]) -> dict[str
 
 @worker_view
 def stuck(request: HttpRequest, worker: Worker, body: dict[str, Any]) -> dict[str, Any]:
-    data = _valid(StuckForm(data=body))
+    data = StuckForm(data=body).validated()
     workers.worker_stuck(
         worker_id=worker.pk, reason=data["reason"], attempts=data.get("attempts") or 0
     )

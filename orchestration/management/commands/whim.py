@@ -101,8 +101,7 @@ class Command(BaseCommand):
             "idempotencyKey": o.get("idempotency_key"),
         }
         form = WorkItemSubmitForm(data={k: v for k, v in data.items() if v is not None})
-        if not form.is_valid():
-            raise ValidationFailed("Invalid request", details=form.error_details())
+        form.validated()
         item, created = work_items.work_item_submit(**form.submission(), actor=ACTOR)
         return {"id": str(item.pk), "status": item.status, "created": created}
 
