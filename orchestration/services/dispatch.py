@@ -56,6 +56,15 @@ def token_digest(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
 
+def usage_add(*, now: dt.datetime, spawns: int = 0, iterations: int = 0) -> None:
+    """Charge the day ``now`` falls on (in WHIM_TIMEZONE); its row is made on first use."""
+    day = budget_date(now)
+    DailyUsage.objects.bulk_create([DailyUsage(date=day)], ignore_conflicts=True)
+    DailyUsage.objects.filter(date=day).update(
+        spawns=F("spawns") + spawns, iterations=F("iterations") + iterations
+    )
+
+
 def gate_evaluate(*, now: dt.datetime, last_spawn_at: dt.datetime | None) -> GateDecision:
     """Capacity, then cooldown, then the day's budget. Read-only; the caller holds the lock."""
     active = Worker.objects.filter(status__in=Worker.ACTIVE).count()
@@ -132,9 +141,7 @@ def dispatch_claim_one(*, use_gate: bool = True) -> UUID | None:
         if moved != 1:  # cannot happen while we hold the row lock; refuse loudly if it does
             raise RuntimeError(f"claimed item {item.pk} changed under its row lock")
         if use_gate:
-            day = budget_date(now)
-            DailyUsage.objects.bulk_create([DailyUsage(date=day)], ignore_conflicts=True)
-            DailyUsage.objects.filter(date=day).update(spawns=F("spawns") + 1)
+            usage_add(now=now, spawns=1)
             DispatchState.objects.filter(pk=1).update(last_spawn_at=now)
         event_record(
             work_item=item,

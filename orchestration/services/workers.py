@@ -19,10 +19,9 @@ from django.db import transaction
 from django.db.models import F, Value
 from django.db.models.functions import Coalesce
 
-from orchestration.clock import budget_date, db_now
+from orchestration.clock import db_now
 from orchestration.errors import Fenced, InvalidState, ValidationFailed
 from orchestration.models import (
-    DailyUsage,
     Worker,
     WorkerMetrics,
     WorkerStatus,
@@ -32,6 +31,7 @@ from orchestration.models import (
     WorkItemType,
 )
 from orchestration.nudge import delay_on_commit
+from orchestration.services.dispatch import usage_add
 from orchestration.services.events import event_record
 from orchestration.services.locks import locks_release_all, locks_renew
 
@@ -124,11 +124,7 @@ def worker_heartbeat(
         locks_renew(worker_id=worker.pk, now=now)
         if iteration > worker.iteration:
             WorkItem.objects.filter(pk=item.pk, worker_id=worker.pk).update(iteration=iteration)
-            day = budget_date(now)
-            DailyUsage.objects.bulk_create([DailyUsage(date=day)], ignore_conflicts=True)
-            DailyUsage.objects.filter(date=day).update(
-                iterations=F("iterations") + (iteration - worker.iteration)
-            )
+            usage_add(now=now, iterations=iteration - worker.iteration)
 
 
 @dataclasses.dataclass(frozen=True)
