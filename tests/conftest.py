@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -164,15 +165,47 @@ class CeleryWorkers:
         proc.wait(timeout=10)
 
     def stop_all(self) -> None:
-        for proc in self.procs:
-            if proc.poll() is None:
-                os.killpg(proc.pid, signal.SIGTERM)
-        for proc in self.procs:
-            try:
-                proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait(timeout=10)
+        stop_processes(self.procs)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def stop_processes(procs: list[subprocess.Popen[bytes]], *, grace: float = 20) -> None:
+    """SIGTERM each process group still running, wait, then SIGKILL what is left."""
+    for proc in procs:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGTERM)
+    for proc in procs:
+        try:
+            proc.wait(timeout=grace)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=10)
+
+
+def start_web(*, env: dict[str, str], binds: list[str], log: Path) -> subprocess.Popen[bytes]:
+    """gunicorn on ``binds`` (host:port), own process group, output in ``log``; returns once
+    it has booted, and fails the test with its log if it exits instead."""
+    log.parent.mkdir(exist_ok=True)
+    args = [sys.executable, "-m", "gunicorn", "whim.wsgi", "-w", "2", "--graceful-timeout", "5"]
+    for bind in binds:
+        args += ["-b", bind]
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(
+            args, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+        )
+    wait_for(
+        lambda: b"Booting worker" in log.read_bytes() or proc.poll() is not None,
+        timeout=30,
+        what="gunicorn to start",
+    )
+    if proc.poll() is not None:
+        pytest.fail(f"gunicorn exited early:\n{log.read_text()[-3000:]}")
+    return proc
 
 
 def _like(current: Any, value: str) -> Any:

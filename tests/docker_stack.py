@@ -6,10 +6,7 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
-import signal
-import socket
 import subprocess
-import sys
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,7 +16,7 @@ import docker
 import pytest
 
 from orchestration.services.apikeys import apikey_create
-from tests.conftest import ROOT, CeleryWorkers, wait_for
+from tests.conftest import ROOT, CeleryWorkers, free_port, start_web, stop_processes
 
 REPOS_ROOT = ROOT / ".run" / "test-repos"
 
@@ -48,12 +45,6 @@ def make_bare_repo(root: Path, repo: str) -> Path:
     git("clone", "-q", "--bare", str(seed), str(bare))
     subprocess.run(["chown", "-R", "1000:1000", str(root)], check=True)
     return bare
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 class DockerStack:
@@ -125,34 +116,12 @@ def docker_stack(celery_workers: Any, settings: Any) -> Iterator[Any]:
         workers = celery_workers(**overrides)
         settings.WHIM_INSTANCE = instance
         _, key = apikey_create(name="e2e")
-        log = ROOT / "test-artifacts" / f"{instance}-web.log"
-        log.parent.mkdir(exist_ok=True)
-        with open(log, "wb") as out:
-            procs.append(
-                subprocess.Popen(
-                    [
-                        sys.executable,
-                        "-m",
-                        "gunicorn",
-                        "whim.wsgi",
-                        "-b",
-                        f"127.0.0.1:{port}",
-                        "-b",
-                        f"{gateway}:{port}",
-                        "-w",
-                        "2",
-                        "--graceful-timeout",
-                        "5",
-                    ],
-                    cwd=ROOT,
-                    env={**workers.env, **overrides},
-                    stdout=out,
-                    stderr=subprocess.STDOUT,
-                    start_new_session=True,
-                )
+        procs.append(
+            start_web(
+                env={**workers.env, **overrides},
+                binds=[f"127.0.0.1:{port}", f"{gateway}:{port}"],
+                log=ROOT / "test-artifacts" / f"{instance}-web.log",
             )
-        wait_for(
-            lambda: b"Booting worker" in log.read_bytes(), timeout=30, what="gunicorn to start"
         )
         workers.start(concurrency=4, beat=True)
         stack = DockerStack(workers, f"http://127.0.0.1:{port}", repos, instance, key)
@@ -160,14 +129,7 @@ def docker_stack(celery_workers: Any, settings: Any) -> Iterator[Any]:
         return stack
 
     yield make
-    for proc in procs:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGTERM)
-    for proc in procs:
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
+    stop_processes(procs, grace=15)
     for container in client.containers.list(
         all=True,
         ignore_removed=True,  # one removed meanwhile is not an error

@@ -31,8 +31,8 @@ from orchestration.models import (
     WorkItemStatus,
 )
 from orchestration.services.dispatch import dispatch_claim_one
-from tests.conftest import ROOT, wait_for
-from tests.docker_stack import DockerStack, free_port, make_bare_repo
+from tests.conftest import ROOT, free_port, wait_for
+from tests.docker_stack import DockerStack, make_bare_repo
 from tests.factories import WorkItemFactory
 from tests.invariants import assert_invariants
 from tests.test_docker_e2e import finished, submit

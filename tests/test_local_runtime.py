@@ -11,7 +11,6 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import urllib.request
 import uuid
 from collections.abc import Iterator
@@ -22,8 +21,8 @@ import pytest
 
 from orchestration.models import Worker, WorkerStatus, WorkItem, WorkItemStatus
 from orchestration.services.apikeys import apikey_create
-from tests.conftest import ROOT, wait_for
-from tests.docker_stack import free_port, git, make_bare_repo
+from tests.conftest import ROOT, free_port, start_web, stop_processes, wait_for
+from tests.docker_stack import git, make_bare_repo
 from workers.local_runtime import LocalRuntime
 from workers.services import containers_observe
 
@@ -94,48 +93,18 @@ def local_stack(celery_workers: Any, settings: Any, tmp_path: Path) -> Iterator[
         make_bare_repo(repos, REPO)
         workers = celery_workers(**overrides)
         _, key = apikey_create(name="local-e2e")
-        log = ROOT / "test-artifacts" / f"{workers.queue}-web.log"
-        log.parent.mkdir(exist_ok=True)
-        with open(log, "wb") as out:
-            procs.append(
-                subprocess.Popen(
-                    [
-                        sys.executable,
-                        "-m",
-                        "gunicorn",
-                        "whim.wsgi",
-                        "-b",
-                        f"127.0.0.1:{port}",
-                        "-w",
-                        "2",
-                        "--graceful-timeout",
-                        "5",
-                    ],
-                    cwd=ROOT,
-                    env={**workers.env, **overrides},
-                    stdout=out,
-                    stderr=subprocess.STDOUT,
-                    start_new_session=True,
-                )
+        procs.append(
+            start_web(
+                env={**workers.env, **overrides},
+                binds=[f"127.0.0.1:{port}"],
+                log=ROOT / "test-artifacts" / f"{workers.queue}-web.log",
             )
-        wait_for(
-            lambda: b"Booting worker" in log.read_bytes() or procs[-1].poll() is not None,
-            timeout=30,
-            what="gunicorn to start",
         )
-        assert procs[-1].poll() is None, log.read_text()[-3000:]
         workers.start(concurrency=4, beat=True)
         return LocalStack(f"http://127.0.0.1:{port}", key, repos, run_dir)
 
     yield make
-    for proc in procs:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGTERM)
-    for proc in procs:
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
+    stop_processes(procs, grace=15)
     # Whatever a failed test left running of the harness processes.
     for pid in processes_with_env(f"WHIM_GIT_BASE_URL=file://{repos}/"):
         with_pid_gone(pid)
