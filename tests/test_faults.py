@@ -340,6 +340,12 @@ def test_a_container_killed_from_outside_is_retried_and_its_locks_freed(
     assert (item.retry_count == 1 and item.status != WorkItemStatus.IN_PROGRESS) or (
         item.worker_id != victim.pk
     )
+    # The supervisor fails the attempt (freeing its locks) and then removes the container.
+    wait_for(
+        lambda: victim.container_id not in {c.id for c in stack.containers()},
+        timeout=30,
+        what="the killed container removed",
+    )
     assert_invariants(containers=stack.containers())
 
 
