@@ -105,6 +105,12 @@ class WorkItem(models.Model):
                 condition=Q(status="queued"),
             ),
             models.Index(fields=["status", "created_at"], name="workitem_status_created"),
+            # The GitHub webhook finds the item a pull request belongs to.
+            models.Index(
+                fields=["pr_number"],
+                name="workitem_pr_number",
+                condition=Q(pr_number__isnull=False),
+            ),
         ]
 
     def __str__(self) -> str:

@@ -173,21 +173,19 @@ class ErrorFirstForm(forms.Form):
         }
 
 
+REPO_VALIDATOR = RegexValidator(
+    REPO_RE,
+    "must be owner/name (owner starts with a letter or digit and may hold '-'; "
+    "name holds letters, digits, '.', '_', '-')",
+    code="pattern",
+)
+HTTP_URL_VALIDATOR = RegexValidator(r"^https?://", "must be an http(s) URL", code="pattern")
+
+
 class WorkItemSubmitForm(ErrorFirstForm):
     """POST /api/work, the web form and ``whim submit``."""
 
-    repo = StrictCharField(
-        max_length=200,
-        validators=[
-            RegexValidator(
-                REPO_RE,
-                "must be owner/name (owner starts with a letter or digit and may hold '-'; "
-                "name holds letters, digits, '.', '_', '-')",
-                code="pattern",
-            )
-        ],
-        help_text="owner/name",
-    )
+    repo = StrictCharField(max_length=200, validators=[REPO_VALIDATOR], help_text="owner/name")
     spec = StrictCharField(required=False, max_length=SPEC_MAX, strip=False, widget=forms.Textarea)
     description = StrictCharField(
         required=False, max_length=DESCRIPTION_MAX, strip=False, widget=forms.Textarea
@@ -352,11 +350,7 @@ class LockForm(ErrorFirstForm):
 
 
 class CompleteForm(ErrorFirstForm):
-    prUrl = StrictCharField(
-        required=False,
-        max_length=500,
-        validators=[RegexValidator(r"^https?://", "must be an http(s) URL", code="pattern")],
-    )
+    prUrl = StrictCharField(required=False, max_length=500, validators=[HTTP_URL_VALIDATOR])
     prNumber = StrictIntegerField(required=False, min_value=1, max_value=INT4_MAX)
     verificationEnabled = StrictBooleanField(required=False)
     verificationPassed = StrictBooleanField(required=False)
@@ -415,3 +409,46 @@ class FailForm(ErrorFirstForm):
 class StuckForm(ErrorFirstForm):
     reason = StrictCharField(max_length=10_000)
     attempts = StrictIntegerField(required=False, min_value=0, max_value=1_000_000)
+
+
+class GitHubDeliveryForm(ErrorFirstForm):
+    """The headers of a GitHub webhook delivery (POST /webhooks/github)."""
+
+    delivery = StrictCharField(
+        max_length=100,
+        validators=[RegexValidator(r"^[A-Za-z0-9-]+$", "must be a delivery id", code="pattern")],
+    )
+    event = StrictCharField(
+        max_length=50,
+        validators=[RegexValidator(r"^[a-z_]+$", "must be a GitHub event name", code="pattern")],
+    )
+
+
+class GitHubReviewForm(ErrorFirstForm):
+    """What Whim reads from a ``pull_request_review`` delivery (see ``review_fields``)."""
+
+    repo = StrictCharField(max_length=200, validators=[REPO_VALIDATOR])
+    prNumber = StrictIntegerField(min_value=1, max_value=INT4_MAX)
+    reviewer = StrictCharField(max_length=100)
+    state = StrictCharField(max_length=50)
+    body = StrictCharField(required=False, max_length=DESCRIPTION_MAX, strip=False)
+    url = StrictCharField(required=False, max_length=500, validators=[HTTP_URL_VALIDATOR])
+
+    @staticmethod
+    def review_fields(payload: dict[str, Any]) -> dict[str, Any]:
+        """The form's fields picked out of GitHub's nested payload (missing → None)."""
+
+        def dig(*keys: str) -> Any:
+            value: Any = payload
+            for key in keys:
+                value = value.get(key) if isinstance(value, dict) else None
+            return value
+
+        return {
+            "repo": dig("repository", "full_name"),
+            "prNumber": dig("pull_request", "number"),
+            "reviewer": dig("review", "user", "login"),
+            "state": dig("review", "state"),
+            "body": dig("review", "body"),
+            "url": dig("review", "html_url"),
+        }

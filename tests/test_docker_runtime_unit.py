@@ -10,6 +10,7 @@ import pytest
 
 from tests.factories import WorkerFactory
 from workers.docker_runtime import DockerRuntime, container_name
+from workers.runtime import FORBIDDEN_ENV, worker_environment
 
 pytestmark = pytest.mark.django_db
 
@@ -61,6 +62,24 @@ def test_start_hardens_labels_and_names_the_container(settings: Any) -> None:
     env = options["environment"]
     assert env["ORCHESTRATOR_URL"] == "http://10.9.8.7:8000/w/t0k"
     assert not {"SECRET_KEY", "DATABASE_URL", "REDIS_URL"} & set(env)
+
+
+def test_secrets_named_in_whim_agent_env_are_still_never_passed(
+    settings: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    secrets = sorted(FORBIDDEN_ENV)
+    for name in [*secrets, "GITHUB_TOKEN"]:
+        monkeypatch.setenv(name, f"value-of-{name}")
+    settings.WHIM_AGENT_ENV = [*secrets, "GITHUB_TOKEN"]
+    worker = WorkerFactory.create()
+
+    env = worker_environment(
+        worker=worker, work_item=worker.work_item, token="t0k", callback_base="http://h:1"
+    )
+
+    assert "GITHUB_WEBHOOK_SECRET" in secrets and "SECRET_KEY" in secrets
+    assert not set(secrets) & set(env)
+    assert env["GITHUB_TOKEN"] == "value-of-GITHUB_TOKEN"
 
 
 def test_a_retried_start_adopts_the_container_the_first_try_created() -> None:

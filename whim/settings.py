@@ -218,6 +218,8 @@ LOG_TAIL_BYTES = env.int("LOG_TAIL_BYTES", default=1024 * 1024)
 # image or entrypoint: the item fails at once instead of retrying.
 FAST_EXIT_SECONDS = env.float("FAST_EXIT_SECONDS", default=10.0)
 API_KEY = env.str("API_KEY", default="")
+# The shared secret of the GitHub review webhook (POST /webhooks/github); unset: refused.
+GITHUB_WEBHOOK_SECRET = env.str("GITHUB_WEBHOOK_SECRET", default="")
 # Price per million tokens, for the estimated cost in /api/metrics.
 TOKEN_PRICE_IN_PER_MILLION = env.float("TOKEN_PRICE_IN_PER_MILLION", default=3.0)
 TOKEN_PRICE_OUT_PER_MILLION = env.float("TOKEN_PRICE_OUT_PER_MILLION", default=15.0)

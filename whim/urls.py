@@ -6,6 +6,7 @@ from django.urls import include, path, re_path
 from orchestration import web
 from orchestration.api import views as api_views
 from orchestration.prometheus import metrics_view
+from reviews import views as reviews_views
 
 urlpatterns = [
     path("api/worker/", include("orchestration.api.worker_urls")),
@@ -13,7 +14,7 @@ urlpatterns = [
     path("api/", include("orchestration.api.urls")),
     # Non-capturing groups: a capture would reach not_found() as extra positional arguments.
     re_path(r"^(?:w/[^/]+/)?api(?:/.*)?$", api_views.not_found),
-    # The GitHub review webhook (API.md) is not built yet: its paths answer in the API shape.
+    path("webhooks/github", reviews_views.github_webhook),
     re_path(r"^webhooks(?:/.*)?$", api_views.not_found),
     path("health", api_views.health),
     path("health/ready", api_views.health_ready),

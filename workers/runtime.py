@@ -183,5 +183,12 @@ def worker_environment(
 
 # Never handed to a worker, whatever WHIM_AGENT_ENV says.
 FORBIDDEN_ENV = frozenset(
-    {"SECRET_KEY", "DATABASE_URL", "REDIS_URL", "API_KEY", "CELERY_BROKER_URL"}
+    {
+        "SECRET_KEY",
+        "DATABASE_URL",
+        "REDIS_URL",
+        "API_KEY",
+        "CELERY_BROKER_URL",
+        "GITHUB_WEBHOOK_SECRET",
+    }
 )

@@ -55,14 +55,23 @@ def client_identity(request: HttpRequest) -> str | None:
 
 def parse_json_body(request: HttpRequest) -> dict[str, Any]:
     """The request's JSON object ({} for an empty body); raises BadBody otherwise."""
+    return json_object(request_body(request))
+
+
+def request_body(request: HttpRequest) -> bytes:
+    """The raw body; BadBody (413) past MAX_REQUEST_BYTES."""
     try:
-        raw = request.body
+        return request.body
     except RequestDataTooBig:
         raise BadBody(
             413,
             "PAYLOAD_TOO_LARGE",
             f"Request body is larger than {settings.MAX_REQUEST_BYTES} bytes",
         ) from None
+
+
+def json_object(raw: bytes | str) -> dict[str, Any]:
+    """``raw`` parsed as a JSON object ({} when blank); raises BadBody otherwise."""
     if not raw.strip():
         return {}
     try:

@@ -173,10 +173,13 @@ def sweep_retention() -> dict[str, int]:
 
     Terminal items older than RETENTION_DAYS go with their attempts, events and metrics;
     finished attempts' log tails older than LOG_RETENTION_DAYS are emptied; usage rows older
-    than a year and a half are dropped.
+    than a year and a half are dropped; webhook deliveries older than RETENTION_DAYS too (a
+    redelivery that old is GitHub's own retention window many times over).
     """
+    from reviews.models import WebhookDelivery
+
     now = db_now()
-    counts = {"items": 0, "logs": 0, "usage": 0}
+    counts = {"items": 0, "logs": 0, "usage": 0, "deliveries": 0}
     item_cutoff = now - dt.timedelta(days=settings.RETENTION_DAYS)
     old_items = WorkItem.objects.filter(status__in=WorkItem.TERMINAL, updated_at__lt=item_cutoff)
     for _ in range(100):
@@ -198,6 +201,12 @@ def sweep_retention() -> dict[str, int]:
         if not ids:
             break
         counts["logs"] += Worker.objects.filter(pk__in=ids).update(log_tail="")
+    old_deliveries = WebhookDelivery.objects.filter(received_at__lt=item_cutoff)
+    for _ in range(100):
+        delivery_ids = list(old_deliveries.values_list("pk", flat=True)[:BATCH])
+        if not delivery_ids:
+            break
+        counts["deliveries"] += WebhookDelivery.objects.filter(pk__in=delivery_ids).delete()[0]
     usage_cutoff = (now - dt.timedelta(days=550)).date()
     counts["usage"], _ = DailyUsage.objects.filter(date__lt=usage_cutoff).delete()
     return counts

@@ -1,0 +1,84 @@
+"""GitHub review deliveries turned into PR reviews, each delivery applied once."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+from typing import Any
+
+from django.db import IntegrityError, transaction
+
+from orchestration.models import WorkItem
+from orchestration.services.events import event_record
+from reviews.models import PRReview, WebhookDelivery
+
+
+def github_signature_valid(*, secret: str, body: bytes, signature: str) -> bool:
+    """``X-Hub-Signature-256`` is ``sha256=`` + HMAC-SHA256(secret, raw body), compared in
+    constant time. No secret configured: nothing is valid."""
+    if not secret or not signature.startswith("sha256="):
+        return False
+    expected = hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
+    return hmac.compare_digest(expected.encode(), signature[7:].strip().encode())
+
+
+def github_delivery_receive(
+    *, delivery_id: str, event: str, action: str, review: dict[str, Any] | None
+) -> tuple[WebhookDelivery, bool]:
+    """Record one delivery and apply it; returns the delivery row and whether it was new.
+
+    1. The delivery row is inserted first, in the same transaction as its effect: a
+       redelivery (or the same delivery twice at once) hits the unique id and changes nothing.
+    2. A submitted review (``review``: GitHubReviewForm's cleaned fields) of a pull request a
+       work item opened is stored as a PRReview and noted on the item's timeline. Anything
+       else is recorded as ignored, with why.
+    """
+    try:
+        with transaction.atomic():
+            delivery = WebhookDelivery.objects.create(
+                delivery_id=delivery_id, event=event, action=action[:50], outcome="ignored"
+            )
+            if review is not None:
+                _review_store(delivery, review)
+            else:
+                delivery.note = f"Whim does not act on {event} deliveries"[:200]
+            delivery.save(update_fields=["outcome", "note", "repo", "pr_number"])
+    except IntegrityError:
+        seen = WebhookDelivery.objects.filter(delivery_id=delivery_id).first()
+        if seen is None:  # another constraint failed: not a redelivery
+            raise
+        return seen, False
+    return delivery, True
+
+
+def _review_store(delivery: WebhookDelivery, review: dict[str, Any]) -> None:
+    delivery.repo, delivery.pr_number = review["repo"], review["prNumber"]
+    item = (
+        WorkItem.objects.filter(pr_number=review["prNumber"], repo__iexact=review["repo"])
+        .order_by("-created_at")
+        .first()
+    )
+    if item is None:
+        delivery.note = "no work item opened this pull request"
+        return
+    PRReview.objects.create(
+        work_item=item,
+        repo=item.repo,
+        pr_number=review["prNumber"],
+        model_used=f"github:{review['reviewer']}"[:100],
+        findings=[
+            {
+                "severity": review["state"].lower(),
+                "message": review["body"] or f"review {review['state'].lower()}",
+                **({"url": review["url"]} if review["url"] else {}),
+            }
+        ],
+    )
+    event_record(
+        work_item=item,
+        kind="github_review",
+        actor=f"github:{review['reviewer']}",
+        message=f"pull request review: {review['state'].lower()}",
+        data={"delivery": delivery.delivery_id},
+    )
+    delivery.outcome = "review_stored"
