@@ -21,7 +21,11 @@ from orchestration.models import (
     WorkItemEvent,
     WorkItemStatus,
 )
-from orchestration.services.dispatch import dispatch_claim_one, worker_token
+from orchestration.services.dispatch import (
+    dispatch_claim_one,
+    dispatch_renudge_starts,
+    worker_token,
+)
 from orchestration.services.workers import worker_kill, worker_mark_started
 from orchestration.tasks import start_worker
 from tests.factories import WorkItemFactory
@@ -141,6 +145,31 @@ def test_a_redelivered_start_never_calls_the_runtime_again(use_runtime: Any) -> 
 
     assert RecordingRuntime.starts == [str(worker.pk)]
     assert RecordingRuntime.stops == []
+
+
+def test_a_start_still_pending_is_sent_again_at_most_once_a_period(settings: Any) -> None:
+    settings.START_RENUDGE_SECONDS = 30
+    _, worker = claimed()
+    started_long_ago = db_now() - dt.timedelta(seconds=31)
+    Worker.objects.filter(pk=worker.pk).update(last_heartbeat=started_long_ago)
+
+    with mock.patch.object(start_worker, "delay") as send:
+        assert dispatch_renudge_starts() == 1
+        assert dispatch_renudge_starts() == 0  # the next tick: nudged moments ago
+        Worker.objects.filter(pk=worker.pk).update(start_nudged_at=started_long_ago)
+        assert dispatch_renudge_starts() == 1  # a period later, still starting
+
+    assert send.call_args_list == [mock.call(str(worker.pk))] * 2
+
+
+def test_a_start_that_is_not_yet_late_is_not_sent_again(settings: Any) -> None:
+    settings.START_RENUDGE_SECONDS = 30
+    claimed()
+
+    with mock.patch.object(start_worker, "delay") as send:
+        assert dispatch_renudge_starts() == 0
+
+    send.assert_not_called()
 
 
 def test_start_of_an_unknown_worker_is_a_quiet_no_op(use_runtime: Any) -> None:

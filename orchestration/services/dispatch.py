@@ -167,20 +167,25 @@ def dispatch_run(*, max_claims: int = 50) -> int:
 def dispatch_renudge_starts() -> int:
     """Level-triggered recovery of lost "start worker" messages.
 
-    A worker still ``starting`` after START_RENUDGE_SECONDS gets its start enqueued again;
-    the task is idempotent, so a duplicate costs nothing. Returns how many were nudged.
+    A worker still ``starting`` after START_RENUDGE_SECONDS gets its start enqueued again,
+    and again at most once per START_RENUDGE_SECONDS after that, so a start that is merely
+    slow is not buried under duplicates. The task is idempotent, so a duplicate costs little;
+    the nudge is marked with a conditional UPDATE, so two dispatchers send it once. Returns
+    how many were nudged.
     """
     from orchestration import tasks
 
-    cutoff = db_now() - dt.timedelta(seconds=settings.START_RENUDGE_SECONDS)
-    ids = list(
-        Worker.objects.filter(status=WorkerStatus.STARTING, last_heartbeat__lt=cutoff).values_list(
-            "pk", flat=True
-        )[:100]
+    now = db_now()
+    cutoff = now - dt.timedelta(seconds=settings.START_RENUDGE_SECONDS)
+    due = Worker.objects.filter(status=WorkerStatus.STARTING, last_heartbeat__lt=cutoff).filter(
+        Q(start_nudged_at__isnull=True) | Q(start_nudged_at__lt=cutoff)
     )
-    for worker_id in ids:
-        tasks.start_worker.delay(str(worker_id))
-    return len(ids)
+    nudged = 0
+    for worker_id in list(due.values_list("pk", flat=True)[:100]):
+        if due.filter(pk=worker_id).update(start_nudged_at=now):
+            tasks.start_worker.delay(str(worker_id))
+            nudged += 1
+    return nudged
 
 
 def dispatch_renudge_generation() -> int:
