@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import zlib
+from collections.abc import Iterator
 from zoneinfo import ZoneInfo
 
 from django.conf import settings
@@ -44,6 +46,32 @@ def advisory_xact_lock(name: str) -> None:
     """
     if connection.vendor != "postgresql":
         return
-    key = zlib.crc32(name.encode()) - 2**31
     with connection.cursor() as cursor:
-        cursor.execute("SELECT pg_advisory_xact_lock(%s)", [key])
+        cursor.execute("SELECT pg_advisory_xact_lock(%s)", [_lock_key(name)])
+
+
+@contextlib.contextmanager
+def advisory_try_lock(name: str) -> Iterator[bool]:
+    """Whether this process may run ``name`` now: False while another session holds it.
+
+    A session lock held across transactions, released on exit — or by PostgreSQL when the
+    holder's connection dies, so a killed process never leaves it taken. SQLite (one
+    machine, one beat): always True.
+    """
+    if connection.vendor != "postgresql":
+        yield True
+        return
+    key = _lock_key(name)
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_try_advisory_lock(%s)", [key])
+        held = bool(cursor.fetchone()[0])
+    try:
+        yield held
+    finally:
+        if held:
+            with contextlib.suppress(Exception), connection.cursor() as cursor:
+                cursor.execute("SELECT pg_advisory_unlock(%s)", [key])
+
+
+def _lock_key(name: str) -> int:
+    return zlib.crc32(name.encode()) - 2**31

@@ -50,7 +50,7 @@ def sweep(name: str = "all") -> dict[str, dict[str, int]]:
     """Beat: one supervision sweep by name (``all`` for every one)."""
     from orchestration.services.sweeps import sweep_run
 
-    return sweep_run(name=name)
+    return sweep_run(name=name, exclusive=True)
 
 
 @shared_task(

@@ -258,6 +258,35 @@ def test_retention_purges_old_history_in_batches_and_keeps_the_rest(settings: An
     assert sweep_retention() == {"items": 0, "logs": 0, "usage": 0, "deliveries": 0}
 
 
+def test_beat_skips_a_sweep_another_process_is_running_and_runs_it_once_free() -> None:
+    from orchestration import tasks
+    from orchestration.clock import advisory_try_lock
+
+    held, release = threading.Event(), threading.Event()
+
+    def other_process() -> None:
+        try:
+            with advisory_try_lock("whim.sweep.locks") as mine:
+                assert mine
+                held.set()
+                release.wait(10)
+        finally:
+            connection.close()
+
+    holder = threading.Thread(target=other_process)
+    holder.start()
+    try:
+        assert held.wait(10)
+        assert tasks.sweep.run("locks") == {}  # beat's copy: skipped, not queued behind it
+        assert set(tasks.sweep.run("all")) == {"heartbeats", "stuck", "containers", "retention"}
+        assert set(sweep_run(name="locks")) == {"locks"}  # by hand: runs regardless
+    finally:
+        release.set()
+        holder.join()
+
+    assert set(tasks.sweep.run("locks")) == {"locks"}
+
+
 def test_sweeps_run_by_name_or_all() -> None:
     result = sweep_run(name="all")
     assert set(result) == {"heartbeats", "stuck", "locks", "containers", "retention"}

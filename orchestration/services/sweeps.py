@@ -11,13 +11,14 @@ from __future__ import annotations
 import datetime as dt
 import logging
 from collections.abc import Callable
+from contextlib import nullcontext
 from uuid import UUID
 
 from django.conf import settings
 from django.db import transaction
 from django.db.models import Exists, OuterRef, Q
 
-from orchestration.clock import db_now
+from orchestration.clock import advisory_try_lock, db_now
 from orchestration.models import (
     DailyUsage,
     FileLock,
@@ -221,12 +222,21 @@ SWEEPS: dict[str, Callable[[], dict[str, int]]] = {
 }
 
 
-def sweep_run(*, name: str) -> dict[str, dict[str, int]]:
-    """Run one sweep by name, or every one with ``all``; returns what each did."""
+def sweep_run(*, name: str, exclusive: bool = False) -> dict[str, dict[str, int]]:
+    """Run one sweep by name, or every one with ``all``; returns what each did.
+
+    ``exclusive`` (beat's runs): a sweep another process is running right now is skipped —
+    its next period catches up — so a slow pass (a container's 10 s stop grace) cannot pile
+    copies of itself onto every Celery slot. By hand, a sweep always runs (safe either way).
+    """
     names = list(SWEEPS) if name == "all" else [name]
     results = {}
     for each in names:
-        results[each] = SWEEPS[each]()
+        with advisory_try_lock(f"whim.sweep.{each}") if exclusive else nullcontext(True) as mine:
+            if not mine:
+                logger.debug("sweep %s: skipped, another process is running it", each)
+                continue
+            results[each] = SWEEPS[each]()
         if any(results[each].values()):
             logger.info("sweep %s: %s", each, results[each])
     return results
