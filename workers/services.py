@@ -108,13 +108,16 @@ def _observe_one(
     elif worker.started_at and (now - worker.started_at).total_seconds() > (
         settings.WORKER_TIMEOUT
     ):
+        # Failed first, then killed: an overlapping pass that sees the dead container finds
+        # the attempt already ended (not CRASHED), and a kill the daemon refuses leaves a
+        # container of a finished worker, which step 2 removes next period.
         container_keep_logs(runtime=runtime, worker=worker)
-        runtime.kill(container_id=worker.container_id)
         _fail(
             worker,
             f"attempt ran longer than WORKER_TIMEOUT ({settings.WORKER_TIMEOUT}s)",
             "TIMEOUT",
         )
+        runtime.kill(container_id=worker.container_id)
         counts["timed_out"] += 1
 
 
