@@ -129,6 +129,9 @@ def docker_stack(celery_workers: Any, settings: Any) -> Iterator[Any]:
         return stack
 
     yield make
+    # Celery first: a retry falling due meanwhile would start a container nobody removes.
+    for stack in made:
+        stack.workers.stop_all()
     stop_processes(procs, grace=15)
     for container in client.containers.list(
         all=True,

@@ -63,6 +63,8 @@ def page(browser: Any, live_server: Any, transactional_db: None, django_user_mod
     django_user_model.objects.create_superuser("ops", "ops@example.com", PASSWORD)
     context = browser.new_context(viewport={"width": 1360, "height": 900}, base_url=live_server.url)
     context.set_default_timeout(15_000)
+    # expect() keeps its own 5 s default; a loaded CI machine needs the same patience.
+    playwright_api.expect.set_options(timeout=15_000)
     tab = context.new_page()
     tab.goto("/")
     # Anonymous: the login page, which sends us back where we were going.
@@ -230,7 +232,8 @@ def test_a_running_item_page_follows_a_real_worker_to_completion(
     page.goto("/work/new/")
     page.fill("#id_repo", "acme/widgets")
     page.fill("#id_spec", "# Watch me run")
-    page.fill("#id_metadata", '{"mockSeconds": 4}')
+    # Long enough that the 2 s polling cannot step from assigned straight to completed.
+    page.fill("#id_metadata", '{"mockSeconds": 12}')
     page.click("#submit-button")
     page.wait_for_url("**/work/*/")
     page.evaluate("window.__notReloaded = true")
@@ -238,6 +241,6 @@ def test_a_running_item_page_follows_a_real_worker_to_completion(
     expect(page.locator("#status")).to_have_text("in_progress", timeout=20_000)
     expect(page.locator("#log-text")).to_contain_text("mock agent", timeout=10_000)
     shot(page, "10-work-item-live-running")
-    expect(page.locator("#status")).to_have_text("completed", timeout=30_000)
+    expect(page.locator("#status")).to_have_text("completed", timeout=60_000)
     assert page.evaluate("window.__notReloaded") is True
     shot(page, "11-work-item-live-completed")

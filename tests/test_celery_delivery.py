@@ -89,7 +89,7 @@ def test_four_dispatchers_racing_never_exceed_three_active_workers(celery_worker
 def test_a_worker_killed_with_sigkill_right_after_claiming_loses_and_doubles_nothing(
     celery_workers: Any,
 ) -> None:
-    # Starts take 2 s (the fake runtime sleeps inside the start transaction), so the kill
+    # Starts take 6 s (start_worker sleeps before it asks the runtime), so the kill
     # lands after the claim committed and before any container start did.
     workers = celery_workers(
         START_RENUDGE_SECONDS="2", BROKER_VISIBILITY_TIMEOUT="5", LOOP_INTERVAL="1"
@@ -99,7 +99,7 @@ def test_a_worker_killed_with_sigkill_right_after_claiming_loses_and_doubles_not
         work_item_submit(
             repo="acme/widgets",
             spec=f"# Task {n}",
-            metadata={"mockSeconds": 0.2, "mockStartSeconds": 2},
+            metadata={"mockSeconds": 0.2, "mockStartSeconds": 6},
         )
     wait_for(
         lambda: Worker.objects.filter(status=WorkerStatus.STARTING).exists(),

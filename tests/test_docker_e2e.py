@@ -147,7 +147,9 @@ def test_a_container_with_a_bad_entrypoint_fails_once_with_its_stderr_kept(
     docker_stack: Any,
 ) -> None:
     # The harness can't start: the item must fail at once, its stderr kept, no retry storm.
-    stack = docker_stack(WORKER_IMAGE="whim-worker-broken:test")
+    # FAST_EXIT_SECONDS well above a slow observer pass: the exit must classify as "never
+    # started" however late the sweep sees it.
+    stack = docker_stack(WORKER_IMAGE="whim-worker-broken:test", FAST_EXIT_SECONDS="60")
     stack.client.images.build(
         fileobj=io.BytesIO(
             b'FROM whim-worker:latest\nENTRYPOINT ["sh", "-c", '
@@ -173,7 +175,8 @@ def test_two_workers_editing_one_file_never_hold_it_at_the_same_time(docker_stac
     make_bare_repo(stack.repos, "acme/widgets")
     # mockLock: the agent takes the lock (whim-lock) before its 3 s of work, so the two
     # attempts overlap in time and one must wait for the other.
-    meta = {"mockSeconds": 3, "mockFile": "shared/NOTES.md", "mockLock": True}
+    # Each holds the lock for 10 s: more than the start skew of two containers on a busy host.
+    meta = {"mockSeconds": 10, "mockFile": "shared/NOTES.md", "mockLock": True}
 
     first = submit(stack, repo="acme/widgets", spec="# First", branch="first", metadata=meta)
     second = submit(stack, repo="acme/widgets", spec="# Second", branch="second", metadata=meta)

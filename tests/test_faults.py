@@ -85,13 +85,13 @@ def test_sigkill_between_claim_and_container_start_completes_once_with_one_conta
         stack,
         repo="acme/widgets",
         spec="# Once",
-        metadata={"mockSeconds": 0.5, "mockStartSeconds": 3},
+        metadata={"mockSeconds": 0.5, "mockStartSeconds": 8},
     )
     wait_for(
         lambda: Worker.objects.filter(work_item_id=item_id).exists(), timeout=30, what="the claim"
     )
 
-    stack.workers.kill9(first)  # inside the 3 s start: claimed, no container yet
+    stack.workers.kill9(first)  # inside the 8 s start: claimed, no container yet
     assert not stack.containers()
     assert WorkItem.objects.get(pk=item_id).status == WorkItemStatus.ASSIGNED
 
@@ -188,6 +188,9 @@ def test_redis_killed_with_thirty_queued_items_and_restarted_empty_loses_nothing
             SWEEP_STUCK_EVERY="2",
             RETRY_DELAYS="1",
             MAX_RETRIES="5",
+            # Attempts lost with Redis count as infrastructure deaths; the test is about
+            # nothing lost, not about quarantining an item that died three times.
+            QUARANTINE_AFTER="100",
         )
         WorkItemFactory.create_batch(30, metadata={"mockSeconds": 0.5})
         workers.start(concurrency=6, beat=True)
@@ -336,16 +339,17 @@ def test_a_container_killed_from_outside_is_retried_and_its_locks_freed(
     )
     victim.refresh_from_db()
     assert victim.status == WorkerStatus.FAILED and victim.error_category == "CRASHED"
-    item = WorkItem.objects.get(pk=item_id)
-    assert (item.retry_count == 1 and item.status != WorkItemStatus.IN_PROGRESS) or (
-        item.worker_id != victim.pk
-    )
-    # The supervisor fails the attempt (freeing its locks) and then removes the container.
-    wait_for(
-        lambda: victim.container_id not in {c.id for c in stack.containers()},
-        timeout=30,
-        what="the killed container removed",
-    )
+
+    # The retry (RETRY_DELAYS=1) runs to completion: the item settles with exactly one retry.
+    item = wait_for(partial(finished, item_id), timeout=150, interval=1, what="the retry")
+    assert item.status == WorkItemStatus.COMPLETED, item.error
+    assert item.retry_count == 1
+    attempts = list(Worker.objects.filter(work_item_id=item_id).order_by("created_at"))
+    assert [(w.pk, w.status) for w in attempts] == [
+        (victim.pk, WorkerStatus.FAILED),
+        (attempts[-1].pk, WorkerStatus.COMPLETED),
+    ]
+    wait_for(lambda: not stack.containers(), timeout=30, what="cleanup")
     assert_invariants(containers=stack.containers())
 
 
@@ -364,7 +368,8 @@ def test_a_labelled_container_with_no_worker_row_is_removed_within_a_period(
             "whim.work_item": "none",
         },
     )
-    wait_for(lambda: not stack.containers(), timeout=15, what="the stray container removed")
+    # sleep as PID 1 ignores SIGTERM: the stop waits out its 10 s grace before the kill.
+    wait_for(lambda: not stack.containers(), timeout=40, what="the stray container removed")
     with pytest.raises(docker.errors.NotFound):
         stray.reload()
 

@@ -316,17 +316,34 @@ def test_it_stops_at_once_when_a_command_agents_heartbeat_is_fenced(
     harness_env: dict[str, str], tmp_path: Path, orchestrator: FakeOrchestrator
 ) -> None:
     pid_file = tmp_path / "agent.pid"
-    orchestrator.answer_next("heartbeat", 200, {"success": True})
-    orchestrator.answer_next("heartbeat", 409)
     env = {
         **harness_env,
         "WHIM_AGENT": "command",
         "WHIM_AGENT_COMMAND": f"echo $$ > {pid_file}; exec sleep 30",
     }
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "harness"],
+        env=env,
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        # Fence it only once the agent runs (the clone before it takes a variable time).
+        wait_for(
+            lambda: pid_file.exists() and pid_file.read_text().strip(),
+            timeout=20,
+            what="the agent to start",
+        )
+        orchestrator.answer_next("heartbeat", 409)
+        out, err = proc.communicate(timeout=20)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
 
-    result = run_harness(env, timeout=20)
-
-    assert result.returncode == 3, explain(result)
+    assert proc.returncode == 3, f"exit {proc.returncode}\n{out}\n{err}"
     pid = int(pid_file.read_text())
     wait_for(lambda: not alive(pid), timeout=5, what="the agent to be gone with the harness")
 

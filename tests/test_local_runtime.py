@@ -70,6 +70,7 @@ def local_stack(celery_workers: Any, settings: Any, tmp_path: Path) -> Iterator[
     """Factory: ``local_stack(**env)`` starts gunicorn and a Celery worker with beat on the
     local runtime, a bare repo ``acme/widgets``, and returns a LocalStack."""
     procs: list[subprocess.Popen[bytes]] = []
+    made: list[Any] = []
     run_dir = tmp_path / "run"
     repos = tmp_path / "repos"
 
@@ -101,9 +102,13 @@ def local_stack(celery_workers: Any, settings: Any, tmp_path: Path) -> Iterator[
             )
         )
         workers.start(concurrency=4, beat=True)
+        made.append(workers)
         return LocalStack(f"http://127.0.0.1:{port}", key, repos, run_dir)
 
     yield make
+    # Celery first: a retry falling due meanwhile would start a harness nobody stops.
+    for workers in made:
+        workers.stop_all()
     stop_processes(procs, grace=15)
     # Whatever a failed test left running of the harness processes.
     for pid in processes_with_env(f"WHIM_GIT_BASE_URL=file://{repos}/"):
@@ -190,7 +195,8 @@ def test_a_mock_run_pushes_its_commit_completes_and_leaves_nothing_behind(
 ) -> None:
     stack = local_stack()
 
-    item_id = stack.submit(spec="# Add widgets\n\nPlease.", metadata={"mockSeconds": 2})
+    # Long enough to look at the running process before the mock finishes.
+    item_id = stack.submit(spec="# Add widgets\n\nPlease.", metadata={"mockSeconds": 8})
 
     worker = wait_for(lambda: running_worker(item_id), timeout=60, what="a registered worker")
     assert worker.container_id == f"local-{worker.pk}"
