@@ -34,13 +34,21 @@ BRANCH_SLUG_MAX = 30
 
 
 def contains_nul(value: Any) -> bool:
-    """True when a NUL byte hides anywhere in a JSON-like value (keys included)."""
-    if isinstance(value, str):
-        return "\x00" in value
-    if isinstance(value, Mapping):
-        return any(contains_nul(k) or contains_nul(v) for k, v in value.items())
-    if isinstance(value, list | tuple):
-        return any(contains_nul(v) for v in value)
+    """True when a NUL byte hides anywhere in a JSON-like value (keys included).
+
+    Walks with its own stack: however deep the nesting, no RecursionError.
+    """
+    pending = [value]
+    while pending:
+        current = pending.pop()
+        if isinstance(current, str):
+            if "\x00" in current:
+                return True
+        elif isinstance(current, Mapping):
+            pending.extend(current.keys())
+            pending.extend(current.values())
+        elif isinstance(current, list | tuple):
+            pending.extend(current)
     return False
 
 
@@ -133,6 +141,18 @@ class StrictChoiceField(forms.ChoiceField):
         self.error_messages["invalid_choice"] = "must be one of: " + ", ".join(values)
 
 
+def check_json_size(value: Any) -> None:
+    """At most METADATA_MAX_BYTES as JSON (and not nested too deeply to write out)."""
+    try:
+        size = len(json.dumps(value))
+    except RecursionError:
+        raise ValidationError("is nested too deeply", code="nesting") from None
+    if size > METADATA_MAX_BYTES:
+        raise ValidationError(
+            f"must be at most {METADATA_MAX_BYTES} bytes as JSON", code="max_length"
+        )
+
+
 class JSONObjectField(forms.Field):
     """A JSON object, given as an object (API) or as JSON text (form, command)."""
 
@@ -144,14 +164,11 @@ class JSONObjectField(forms.Field):
         if isinstance(value, str):
             try:
                 value = json.loads(value)
-            except ValueError as exc:
+            except (ValueError, RecursionError) as exc:
                 raise ValidationError("must be a JSON object", code="json") from exc
         if not isinstance(value, dict):
             raise ValidationError("must be a JSON object", code="type")
-        if len(json.dumps(value)) > METADATA_MAX_BYTES:
-            raise ValidationError(
-                f"must be at most {METADATA_MAX_BYTES} bytes as JSON", code="max_length"
-            )
+        check_json_size(value)
         if contains_nul(value):
             raise ValidationError("Null characters are not allowed.", code="null_characters")
         return value
@@ -323,8 +340,7 @@ class JSONListField(forms.Field):
             return []
         if not isinstance(value, list):
             raise ValidationError("must be a list", code="type")
-        if len(json.dumps(value)) > METADATA_MAX_BYTES:
-            raise ValidationError(f"must be at most {METADATA_MAX_BYTES} bytes as JSON")
+        check_json_size(value)
         return value
 
 
@@ -412,7 +428,7 @@ class StuckForm(ErrorFirstForm):
 
 
 class GitHubDeliveryForm(ErrorFirstForm):
-    """The headers of a GitHub webhook delivery (POST /webhooks/github)."""
+    """A GitHub webhook delivery (POST /webhooks/github): its headers and ``action``."""
 
     delivery = StrictCharField(
         max_length=100,
@@ -422,6 +438,7 @@ class GitHubDeliveryForm(ErrorFirstForm):
         max_length=50,
         validators=[RegexValidator(r"^[a-z_]+$", "must be a GitHub event name", code="pattern")],
     )
+    action = StrictCharField(required=False, max_length=50)
 
 
 class GitHubReviewForm(ErrorFirstForm):
@@ -429,10 +446,13 @@ class GitHubReviewForm(ErrorFirstForm):
 
     repo = StrictCharField(max_length=200, validators=[REPO_VALIDATOR])
     prNumber = StrictIntegerField(min_value=1, max_value=INT4_MAX)
-    reviewer = StrictCharField(max_length=100)
+    reviewer = StrictCharField(required=False, max_length=100)  # a deleted account: null
     state = StrictCharField(max_length=50)
-    body = StrictCharField(required=False, max_length=DESCRIPTION_MAX, strip=False)
+    body = StrictCharField(required=False, max_length=65_536, strip=False)  # GitHub's limit
     url = StrictCharField(required=False, max_length=500, validators=[HTTP_URL_VALIDATOR])
+
+    def clean_reviewer(self) -> str:
+        return self.cleaned_data.get("reviewer") or "ghost"  # GitHub's name for the deleted
 
     @staticmethod
     def review_fields(payload: dict[str, Any]) -> dict[str, Any]:

@@ -8,7 +8,7 @@ from typing import Any
 
 from django.db import IntegrityError, transaction
 
-from orchestration.models import WorkItem
+from orchestration.models import WorkItem, WorkItemType
 from orchestration.services.events import event_record
 from reviews.models import PRReview, WebhookDelivery
 
@@ -53,8 +53,13 @@ def github_delivery_receive(
 
 def _review_store(delivery: WebhookDelivery, review: dict[str, Any]) -> None:
     delivery.repo, delivery.pr_number = review["repo"], review["prNumber"]
+    # The execution item that opened it (its verification item reports the same PR).
     item = (
-        WorkItem.objects.filter(pr_number=review["prNumber"], repo__iexact=review["repo"])
+        WorkItem.objects.filter(
+            pr_number=review["prNumber"],
+            repo__iexact=review["repo"],
+            type=WorkItemType.EXECUTION,
+        )
         .order_by("-created_at")
         .first()
     )

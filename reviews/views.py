@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from django.conf import settings
-from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.http import HttpRequest, HttpResponse
 from django.views.decorators.csrf import csrf_exempt
 
-from orchestration.api.base import BadBody, json_object, request_body
-from orchestration.api.responses import error_response, whim_error_response
-from orchestration.errors import WhimError
+from orchestration.api.base import json_answer, json_object, method_refused, request_body
+from orchestration.api.responses import error_response
 from orchestration.validation import GitHubDeliveryForm, GitHubReviewForm
 from reviews.services import github_delivery_receive, github_signature_valid
 
@@ -21,14 +22,13 @@ def github_webhook(request: HttpRequest) -> HttpResponse:
     3. Headers and the fields Whim reads validated with the shared forms → 400, nothing stored.
     4. Recorded and applied once (a delivery id seen before: 200, ``outcome: duplicate``).
     """
-    if request.method != "POST":
-        resp = error_response(405, "METHOD_NOT_ALLOWED", f"{request.method} is not allowed here")
-        resp["Allow"] = "POST"
-        return resp
-    try:
-        raw = request_body(request)
-    except BadBody as exc:
-        return error_response(exc.status, exc.code, exc.message)
+    if refused := method_refused(request, ("POST",)):
+        return refused
+    return json_answer(lambda: _receive(request))
+
+
+def _receive(request: HttpRequest) -> HttpResponse | dict[str, Any]:
+    raw = request_body(request)
     secret = settings.GITHUB_WEBHOOK_SECRET
     if not secret:
         return error_response(
@@ -39,36 +39,31 @@ def github_webhook(request: HttpRequest) -> HttpResponse:
         return error_response(
             401, "UNAUTHORIZED", "The X-Hub-Signature-256 signature is missing or does not match"
         )
-    try:
-        headers = GitHubDeliveryForm(
-            {
-                "delivery": request.headers.get("X-GitHub-Delivery"),
-                "event": request.headers.get("X-GitHub-Event"),
-            }
-        ).validated()
-        # GitHub sends JSON, or a form with the JSON in ``payload`` when so configured.
-        if request.content_type == "application/x-www-form-urlencoded":
-            payload = json_object(request.POST.get("payload", ""))
-        else:
-            payload = json_object(raw)
-        action = payload.get("action")
-        action = action if isinstance(action, str) else ""
-        review = None
-        if headers["event"] == "pull_request_review" and action == "submitted":
-            fields = GitHubReviewForm.review_fields(payload)
-            review = GitHubReviewForm(fields).validated()
-        delivery, new = github_delivery_receive(
-            delivery_id=headers["delivery"], event=headers["event"], action=action, review=review
-        )
-    except BadBody as exc:
-        return error_response(exc.status, exc.code, exc.message, exc.details)
-    except WhimError as exc:
-        return whim_error_response(exc)
-    return JsonResponse(
+    # GitHub sends JSON, or a form with the JSON in ``payload`` when so configured. Only the
+    # fields the forms below pick are kept, so a NUL elsewhere (a PR body) does no harm.
+    if request.content_type == "application/x-www-form-urlencoded":
+        payload = json_object(request.POST.get("payload", ""), refuse_nul=False)
+    else:
+        payload = json_object(raw, refuse_nul=False)
+    delivery = GitHubDeliveryForm(
         {
-            "success": True,
-            "delivery": delivery.delivery_id,
-            "outcome": delivery.outcome if new else "duplicate",
-            **({"note": delivery.note} if new and delivery.note else {}),
+            "delivery": request.headers.get("X-GitHub-Delivery"),
+            "event": request.headers.get("X-GitHub-Event"),
+            "action": payload.get("action"),
         }
+    ).validated()
+    review = None
+    if (delivery["event"], delivery["action"]) == ("pull_request_review", "submitted"):
+        review = GitHubReviewForm(GitHubReviewForm.review_fields(payload)).validated()
+    row, new = github_delivery_receive(
+        delivery_id=delivery["delivery"],
+        event=delivery["event"],
+        action=delivery["action"],
+        review=review,
     )
+    return {
+        "success": True,
+        "delivery": row.delivery_id,
+        "outcome": row.outcome if new else "duplicate",
+        **({"note": row.note} if new and row.note else {}),
+    }

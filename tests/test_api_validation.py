@@ -379,6 +379,33 @@ def test_it_refuses_a_body_that_is_not_a_json_object(
     assert resp.json()["code"] == "VALIDATION_ERROR"
 
 
+def test_it_refuses_a_body_nested_too_deeply_to_parse(api: Client, existing_item: WorkItem) -> None:
+    raw = b'{"repo": "acme/widgets", "spec": "# A", "metadata": {"a": ' + b"[" * 5_000
+    raw += b"]" * 5_000 + b"}}"
+    with nothing_written():
+        resp = api.post("/api/work", raw, content_type="application/json")
+    assert resp.status_code == 400
+    assert resp.json() == {"error": "Request body is nested too deeply", "code": "VALIDATION_ERROR"}
+
+
+def test_deep_but_parseable_metadata_is_accepted_not_a_crash(api: Client) -> None:
+    deep = "[" * 700 + "]" * 700
+    raw = '{"repo": "acme/widgets", "spec": "# A", "metadata": {"a": ' + deep + "}}"
+    resp = api.post("/api/work", raw, content_type="application/json")
+    assert resp.status_code == 201, resp.content
+    assert api.get(f"/api/work/{resp.json()['id']}").status_code == 200
+
+
+def test_the_web_form_refuses_metadata_nested_too_deeply(
+    user_client: Client, existing_item: WorkItem
+) -> None:
+    data = {"repo": "acme/widgets", "spec": "# A", "metadata": "[" * 5_000 + "]" * 5_000}
+    with nothing_written():
+        resp = user_client.post("/work/new/", data)
+    assert resp.status_code == 400
+    assert resp.context["form"].errors["metadata"][0] == "must be a JSON object"
+
+
 def test_it_refuses_an_empty_body_as_a_missing_repo(api: Client, existing_item: WorkItem) -> None:
     with nothing_written():
         resp = api.post("/api/work", "", content_type="application/json")

@@ -202,9 +202,10 @@ def test_without_a_configured_secret_every_delivery_is_refused(
         (lambda p: p["pull_request"].update(number=7.5), "prNumber"),
         (lambda p: p["pull_request"].update(number=0), "prNumber"),
         (lambda p: p["pull_request"].update(number=2**40), "prNumber"),
-        (lambda p: p.pop("review"), "reviewer"),
+        (lambda p: p.pop("review"), "state"),
         (lambda p: p["review"].update(state=["APPROVED"]), "state"),
-        (lambda p: p["review"].update(body="x" * 50_001), "body"),
+        (lambda p: p["review"].update(body="x" * 65_537), "body"),
+        (lambda p: p["review"].update(body="nul \x00 here"), "body"),
         (lambda p: p["review"].update(html_url="javascript:alert(1)"), "url"),
     ],
 )
@@ -229,7 +230,7 @@ def test_a_malformed_review_is_a_400_naming_the_field_and_stores_nothing(
         (b"{not json", "VALIDATION_ERROR"),
         (b"[1, 2]", "VALIDATION_ERROR"),
         (b'{"action": NaN}', "VALIDATION_ERROR"),
-        (b'{"action": "submitted\\u0000"}', "VALIDATION_ERROR"),
+        (b'{"a": ' + b"[" * 5_000 + b"]" * 5_000 + b"}", "VALIDATION_ERROR"),
     ],
 )
 def test_a_signed_body_that_is_not_a_json_object_is_a_400(
@@ -298,6 +299,55 @@ def test_a_review_of_a_pull_request_whim_did_not_open_is_recorded_and_ignored(
     delivery = WebhookDelivery.objects.get()
     assert (delivery.repo, delivery.pr_number) == ("acme/widgets", 7)
     assert not PRReview.objects.exists()
+
+
+def test_a_long_review_a_deleted_author_and_a_nul_in_an_unread_field_are_all_stored(
+    client: Client,
+) -> None:
+    item = WorkItemFactory.create(repo="acme/widgets", pr_number=7, status="completed")
+    payload = review_payload()
+    payload["review"].update(user=None, body="y" * 65_536)
+    payload["pull_request"]["body"] = "a PR description with a \x00 in it"
+
+    resp = deliver(client, payload)
+
+    assert resp.status_code == 200, resp.content
+    review = PRReview.objects.get(work_item=item)
+    assert review.model_used == "github:ghost"
+    assert len(review.findings[0]["message"]) == 65_536
+
+
+def test_a_review_lands_on_the_item_that_opened_the_pr_not_its_verification(
+    client: Client,
+) -> None:
+    opener = WorkItemFactory.create(repo="acme/widgets", pr_number=7, status="completed")
+    WorkItemFactory.create(
+        repo="acme/widgets",
+        pr_number=7,
+        status="completed",
+        type="verification",
+        parent_work_item=opener,
+    )
+
+    assert deliver(client, review_payload()).status_code == 200
+
+    assert PRReview.objects.get().work_item_id == opener.pk
+
+
+def test_an_action_with_a_nul_is_a_400(client: Client) -> None:
+    resp = deliver(client, {"action": "sub\x00mitted"}, event="ping")
+
+    assert resp.status_code == 400 and "action" in resp.json()["details"]
+    assert nothing_stored()
+
+
+def test_a_form_with_too_many_fields_is_a_400_not_a_crash(client: Client) -> None:
+    body = urlencode([(f"f{n}", "x") for n in range(1500)]).encode()
+
+    resp = deliver(client, body, event="ping", content_type="application/x-www-form-urlencoded")
+
+    assert resp.status_code == 400 and resp.json()["code"] == "VALIDATION_ERROR"
+    assert nothing_stored()
 
 
 def test_a_form_encoded_delivery_is_read_from_its_payload_field(client: Client) -> None:

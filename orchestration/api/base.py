@@ -70,17 +70,23 @@ def request_body(request: HttpRequest) -> bytes:
         ) from None
 
 
-def json_object(raw: bytes | str) -> dict[str, Any]:
-    """``raw`` parsed as a JSON object ({} when blank); raises BadBody otherwise."""
+def json_object(raw: bytes | str, *, refuse_nul: bool = True) -> dict[str, Any]:
+    """``raw`` parsed as a JSON object ({} when blank); raises BadBody otherwise.
+
+    ``refuse_nul=False`` is for bodies Whim only picks a few fields from (GitHub's): those
+    fields are validated by their form, the rest is never stored.
+    """
     if not raw.strip():
         return {}
     try:
         data = json.loads(raw, parse_constant=_refuse_constant)
     except (ValueError, UnicodeDecodeError):
         raise BadBody(400, "VALIDATION_ERROR", "Request body is not valid JSON") from None
+    except RecursionError:
+        raise BadBody(400, "VALIDATION_ERROR", "Request body is nested too deeply") from None
     if not isinstance(data, dict):
         raise BadBody(400, "VALIDATION_ERROR", "Request body must be a JSON object")
-    if contains_nul(data):
+    if refuse_nul and contains_nul(data):
         raise BadBody(
             400,
             "VALIDATION_ERROR",
@@ -106,12 +112,32 @@ def _refuse_constant(name: str) -> None:
     raise ValueError(f"{name} is not valid JSON")
 
 
-class BadBody(Exception):
+class BadBody(WhimError):
+    """A request body the edge cannot read (too large, not JSON, not an object, NUL)."""
+
     def __init__(
         self, status: int, code: str, message: str, details: dict[str, Any] | None = None
     ) -> None:
-        super().__init__(message)
-        self.status, self.code, self.message, self.details = status, code, message, details
+        super().__init__(message, details=details)
+        self.status, self.code = status, code
+
+
+def method_refused(request: HttpRequest, methods: tuple[str, ...]) -> HttpResponse | None:
+    """405 (with ``Allow``) unless the request's method is one of ``methods``."""
+    if request.method in methods:
+        return None
+    resp = error_response(405, "METHOD_NOT_ALLOWED", f"{request.method} is not allowed here")
+    resp["Allow"] = ", ".join(methods)
+    return resp
+
+
+def json_answer(produce: Callable[[], HttpResponse | dict[str, Any] | list[Any]]) -> HttpResponse:
+    """Run a view body: a dict or list becomes JSON, a WhimError API.md's error shape."""
+    try:
+        result = produce()
+    except WhimError as exc:
+        return whim_error_response(exc)
+    return result if isinstance(result, HttpResponse) else JsonResponse(result, safe=False)
 
 
 def api_view(*methods: str) -> Callable[[View], Callable[..., HttpResponse]]:
@@ -124,12 +150,8 @@ def api_view(*methods: str) -> Callable[[View], Callable[..., HttpResponse]]:
         @csrf_exempt
         @functools.wraps(view)
         def wrapped(request: HttpRequest, **kwargs: Any) -> HttpResponse:
-            if request.method not in methods:
-                resp = error_response(
-                    405, "METHOD_NOT_ALLOWED", f"{request.method} is not allowed here"
-                )
-                resp["Allow"] = ", ".join(methods)
-                return resp
+            if refused := method_refused(request, methods):
+                return refused
             actor = client_identity(request)
             if actor is None:
                 return error_response(401, "UNAUTHORIZED", "A valid API key is required")
@@ -143,16 +165,14 @@ def api_view(*methods: str) -> Callable[[View], Callable[..., HttpResponse]]:
                 return error_response(
                     415, "VALIDATION_ERROR", "Content-Type must be application/json"
                 )
-            try:
-                body = parse_json_body(request) if request.method == "POST" else {}
-                result = view(request, body=body, actor=actor, **kwargs)
-            except BadBody as exc:
-                return error_response(exc.status, exc.code, exc.message, exc.details)
-            except WhimError as exc:
-                return whim_error_response(exc)
-            if isinstance(result, HttpResponse):
-                return result
-            return JsonResponse(result, safe=False)
+            return json_answer(
+                lambda: view(
+                    request,
+                    body=parse_json_body(request) if request.method == "POST" else {},
+                    actor=actor,
+                    **kwargs,
+                )
+            )
 
         return wrapped
 

@@ -6,6 +6,7 @@ import logging
 from collections.abc import Callable
 
 from django.conf import settings
+from django.core.exceptions import BadRequest, RequestDataTooBig, SuspiciousOperation
 from django.db import DatabaseError, OperationalError
 from django.http import HttpRequest, HttpResponse
 
@@ -35,6 +36,11 @@ class ApiErrorMiddleware:
     def process_exception(self, request: HttpRequest, exception: Exception) -> HttpResponse | None:
         if not is_api_path(request.path):
             return None
+        if isinstance(exception, RequestDataTooBig):
+            return _too_large()
+        if isinstance(exception, SuspiciousOperation | BadRequest):
+            # Django's own refusals of bad input (e.g. a form with too many fields): a 400.
+            return error_response(400, "VALIDATION_ERROR", "The request could not be read")
         if isinstance(exception, OperationalError):
             logger.error("database unavailable on %s %s", request.method, request.path)
             return error_response(

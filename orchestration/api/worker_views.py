@@ -15,10 +15,9 @@ from typing import Any
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.views.decorators.csrf import csrf_exempt
 
-from orchestration.api.base import BadBody, bearer_token, parse_json_body
-from orchestration.api.responses import error_response, whim_error_response
+from orchestration.api.base import bearer_token, json_answer, method_refused, parse_json_body
+from orchestration.api.responses import error_response
 from orchestration.api.serializers import work_item_json
-from orchestration.errors import WhimError
 from orchestration.models import Worker
 from orchestration.services import locks, workers
 from orchestration.services.dispatch import token_digest
@@ -56,22 +55,14 @@ def worker_view(view: WorkerView) -> Callable[..., HttpResponse]:
     def wrapped(
         request: HttpRequest, token: str | None = None, pk: str | None = None
     ) -> HttpResponse:
-        if request.method != "POST":
-            resp = error_response(405, "METHOD_NOT_ALLOWED", f"{request.method} is not allowed")
-            resp["Allow"] = "POST"
-            return resp
+        if refused := method_refused(request, ("POST",)):
+            return refused
         worker = _authenticate(_presented_token(request, token))
         if worker is None:
             return error_response(401, "UNAUTHORIZED", "A valid worker token is required")
         if pk is not None and str(worker.pk) != pk:
             return error_response(403, "FORBIDDEN", "This token belongs to another worker")
-        try:
-            result = view(request, worker, parse_json_body(request))
-        except BadBody as exc:
-            return error_response(exc.status, exc.code, exc.message, exc.details)
-        except WhimError as exc:
-            return whim_error_response(exc)
-        return result if isinstance(result, HttpResponse) else JsonResponse(result)
+        return json_answer(lambda: view(request, worker, parse_json_body(request)))
 
     return wrapped
 
