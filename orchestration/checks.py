@@ -51,6 +51,15 @@ def check_limits(app_configs: Any, **kwargs: Any) -> list[CheckMessage]:
                 id="orchestration.E022",
             )
         )
+    if settings.START_RENUDGE_SECONDS >= settings.ASSIGNED_TIMEOUT:
+        errors.append(
+            Warning(
+                f"START_RENUDGE_SECONDS ({settings.START_RENUDGE_SECONDS}s) is not shorter than "
+                f"ASSIGNED_TIMEOUT ({settings.ASSIGNED_TIMEOUT}s): a lost start message is "
+                "never sent again; the attempt times out and is retried instead.",
+                id="orchestration.W003",
+            )
+        )
     if settings.WHIM_AGENT not in ("claude", "codex", "command", "mock"):
         errors.append(
             Error(

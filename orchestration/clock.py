@@ -69,8 +69,13 @@ def advisory_try_lock(name: str) -> Iterator[bool]:
         yield held
     finally:
         if held:
-            with contextlib.suppress(Exception), connection.cursor() as cursor:
-                cursor.execute("SELECT pg_advisory_unlock(%s)", [key])
+            try:
+                with connection.cursor() as cursor:
+                    cursor.execute("SELECT pg_advisory_unlock(%s)", [key])
+            except Exception:
+                # The session is broken (an interrupted query): ending it is what frees the
+                # lock for certain, rather than leaving it to the connection's max age.
+                connection.close()
 
 
 def _lock_key(name: str) -> int:

@@ -217,9 +217,10 @@ LOG_TAIL_BYTES = env.int("LOG_TAIL_BYTES", default=1024 * 1024)
 # A container that exits non-zero this soon after starting, before registering, is a broken
 # image or entrypoint: the item fails at once instead of retrying.
 FAST_EXIT_SECONDS = env.float("FAST_EXIT_SECONDS", default=10.0)
-API_KEY = env.str("API_KEY", default="")
+# Compared with what a client sends: stripped, since a *_FILE secret usually ends in a newline.
+API_KEY = env.str("API_KEY", default="").strip()
 # The shared secret of the GitHub review webhook (POST /webhooks/github); unset: refused.
-GITHUB_WEBHOOK_SECRET = env.str("GITHUB_WEBHOOK_SECRET", default="")
+GITHUB_WEBHOOK_SECRET = env.str("GITHUB_WEBHOOK_SECRET", default="").strip()
 # Price per million tokens, for the estimated cost in /api/metrics.
 TOKEN_PRICE_IN_PER_MILLION = env.float("TOKEN_PRICE_IN_PER_MILLION", default=3.0)
 TOKEN_PRICE_OUT_PER_MILLION = env.float("TOKEN_PRICE_OUT_PER_MILLION", default=15.0)
