@@ -373,3 +373,22 @@ def test_the_local_runtime_is_flagged_as_not_isolated_at_startup(settings: Any) 
     settings.WHIM_RUNTIME = "local"
     warnings = [m for m in run_checks() if m.id == "orchestration.W002"]
     assert warnings and "NOT isolated" in warnings[0].msg
+
+
+def test_the_command_line_keeps_warnings_off_a_scripts_stderr(settings: Any) -> None:
+    settings.WHIM_RUNTIME = "local"  # W002, a warning
+    out, err = io.StringIO(), io.StringIO()
+
+    call_command("whim", "status", stdout=out, stderr=err, skip_checks=False)
+
+    assert err.getvalue() == ""
+    assert json.loads(out.getvalue())["status"] in ("healthy", "degraded", "error")
+
+
+def test_the_command_line_still_stops_on_a_settings_error(settings: Any) -> None:
+    from django.core.management.base import SystemCheckError
+
+    settings.MAX_WORKERS = 0
+
+    with pytest.raises(SystemCheckError, match="MAX_WORKERS"):
+        call_command("whim", "status", stdout=io.StringIO(), skip_checks=False)

@@ -288,5 +288,12 @@ LOGGING = {
         "django": {"handlers": [], "level": "INFO", "propagate": True},
         "django.server": {"handlers": ["console"], "level": "INFO", "propagate": False},
         "django.db.backends": {"level": "WARNING"},
+        # Celery logs every task received and finished, and every beat send, at INFO: with
+        # ticks every few seconds that buries what matters. Whim's own loggers say what a task
+        # did (claims, sweeps that changed something); LOG_LEVEL=DEBUG shows Celery's too.
+        **{
+            name: {"level": "DEBUG" if LOG_LEVEL.upper() == "DEBUG" else "WARNING"}
+            for name in ("celery.app.trace", "celery.worker.strategy", "celery.beat")
+        },
     },
 }

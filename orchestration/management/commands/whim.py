@@ -11,7 +11,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from django.core.management.base import BaseCommand, CommandParser
+from django.core import checks
+from django.core.management.base import BaseCommand, CommandParser, SystemCheckError
 
 from orchestration.api.serializers import work_item_json, worker_json
 from orchestration.errors import ValidationFailed, WhimError
@@ -28,6 +29,13 @@ class Command(BaseCommand):
     help = (
         "Submit and manage Whim work: submit, status, queue, cancel, requeue, workers, kill, sweep."
     )
+
+    def check(self, *args: Any, **kwargs: Any) -> None:
+        """A settings error stops the command as usual; warnings (single-machine mode, the
+        local runtime) are the server's startup banner, not noise on every script's stderr."""
+        errors = [m for m in checks.run_checks() if m.is_serious() and not m.is_silenced()]
+        if errors:
+            raise SystemCheckError("\n".join(str(e) for e in errors))
 
     def add_arguments(self, parser: CommandParser) -> None:
         sub = parser.add_subparsers(dest="action", required=True)
