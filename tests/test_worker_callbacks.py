@@ -470,6 +470,21 @@ def test_heartbeat_renews_the_workers_lock_leases(client: Client, settings: Any)
     assert FileLock.objects.get(path="c.py").expires_at == others_lease
 
 
+def test_heartbeat_does_not_revive_a_lease_that_already_lapsed(
+    client: Client, settings: Any
+) -> None:
+    settings.LOCK_TTL = 600
+    _item, worker = running(repo="acme/shared")
+    hold(worker, "live.py", seconds=5)
+    hold(worker, "lapsed.py", seconds=-5)
+    lapsed = FileLock.objects.get(path="lapsed.py").expires_at
+
+    assert call(client, worker, "heartbeat", {"iteration": 1}).status_code == 200
+
+    assert FileLock.objects.get(path="lapsed.py").expires_at == lapsed
+    assert FileLock.objects.get(path="live.py").expires_at > db_now() + dt.timedelta(seconds=500)
+
+
 def test_heartbeat_of_a_killed_worker_is_fenced(client: Client) -> None:
     item, worker = running()
     kill(worker)

@@ -108,8 +108,12 @@ def locks_release(*, worker_id: UUID | str, repo: str, files: list[str]) -> int:
 
 
 def locks_renew(*, worker_id: UUID | str, now: dt.datetime) -> int:
-    """Extend every lease the worker holds (called by its heartbeat, in its transaction)."""
-    return FileLock.objects.filter(worker_id=worker_id).update(expires_at=_lease_end(now))
+    """Extend the leases the worker still holds (called by its heartbeat, in its
+    transaction). A lease that already lapsed is not revived: another worker may have been
+    told the path was free; the holder must lock it again."""
+    return FileLock.objects.filter(worker_id=worker_id, expires_at__gt=now).update(
+        expires_at=_lease_end(now)
+    )
 
 
 def locks_release_all(*, worker_id: UUID | str) -> int:
