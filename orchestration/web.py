@@ -7,6 +7,7 @@ polls, so the live parts are the same template code as the full page.
 
 from __future__ import annotations
 
+import datetime as dt
 from typing import Any
 from urllib.parse import urlencode
 from uuid import UUID
@@ -17,11 +18,14 @@ from django.contrib.auth.decorators import login_required
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
+from django.utils import timezone
 from django.utils.cache import patch_vary_headers
+from django.utils.dateparse import parse_datetime
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 from django_htmx.middleware import HtmxDetails
 
 from orchestration import dashboard
+from orchestration.clock import db_now
 from orchestration.errors import QueueFull, ValidationFailed, WhimError
 from orchestration.models import Worker, WorkItem, WorkItemStatus
 from orchestration.selectors import queue_filter, queue_list
@@ -183,8 +187,14 @@ BULK_ACTIONS = {
 }
 
 
-def _bulk_targets(request: HttpRequest, action: str, scope: str) -> tuple[list[UUID], int]:
-    """The ids a bulk action would act on (at most BULK_MAX), and how many are eligible."""
+def _bulk_targets(
+    request: HttpRequest, action: str, scope: str, asof: dt.datetime
+) -> tuple[list[UUID], int]:
+    """The ids a bulk action would act on (at most BULK_MAX), and how many are eligible.
+
+    "Everything matching" means matching when the confirmation was shown (``asof``): an item
+    submitted after the operator saw the count is not swept in.
+    """
     eligible = (*WorkItem.PENDING, *WorkItem.ACTIVE) if action == "cancel" else tuple(REQUEUEABLE)
     if scope == "matching":
         filters = _queue_filters(request.POST)
@@ -192,6 +202,7 @@ def _bulk_targets(request: HttpRequest, action: str, scope: str) -> tuple[list[U
         if not form.is_valid():
             raise ValidationFailed("; ".join(form.error_details().values()))
         qs = queue_filter(**{k: form.cleaned_data.get(k) or "" for k in filters})
+        qs = qs.filter(created_at__lte=asof)
     else:
         ids = dashboard.parse_uuid_list(request.POST.getlist("ids"), limit=BULK_MAX)
         qs = WorkItem.objects.filter(pk__in=ids)
@@ -199,6 +210,14 @@ def _bulk_targets(request: HttpRequest, action: str, scope: str) -> tuple[list[U
     total = qs.count()
     targets = list(qs.order_by("created_at", "pk").values_list("pk", flat=True)[:BULK_MAX])
     return targets, total
+
+
+def _aware_datetime(value: str) -> dt.datetime | None:
+    try:
+        parsed = parse_datetime(value)
+    except ValueError:  # well-formed but impossible (month 13)
+        return None
+    return parsed if parsed is not None and not timezone.is_naive(parsed) else None
 
 
 @login_required
@@ -215,12 +234,17 @@ def queue_bulk(request: HttpRequest) -> HttpResponse:
     if action not in BULK_ACTIONS or scope not in ("selected", "matching"):
         messages.error(request, "Unknown bulk action.")
         return HttpResponseRedirect(back)
+    confirmed = request.POST.get("confirm") == "yes"
+    asof = _aware_datetime(request.POST.get("asof", "")) if confirmed else db_now()
+    if asof is None:
+        messages.error(request, "The confirmation is incomplete; start the bulk action again.")
+        return HttpResponseRedirect(back)
     try:
-        targets, total = _bulk_targets(request, action, scope)
+        targets, total = _bulk_targets(request, action, scope, asof)
     except ValidationFailed as exc:
         messages.error(request, f"Bad filter: {exc.message}")
         return HttpResponseRedirect(back)
-    if request.POST.get("confirm") != "yes":
+    if not confirmed:
         return render(
             request,
             "orchestration/queue_confirm.html",
@@ -233,6 +257,7 @@ def queue_bulk(request: HttpRequest) -> HttpResponse:
                 "capped": total > BULK_MAX,
                 "bulk_max": BULK_MAX,
                 "ids": [str(pk) for pk in targets] if scope == "selected" else [],
+                "asof": asof.isoformat(),
                 "sample": WorkItem.objects.filter(pk__in=targets[:10]).order_by("created_at"),
                 "back": back,
             },

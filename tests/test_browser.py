@@ -68,7 +68,7 @@ def page(browser: Any, live_server: Any, transactional_db: None, django_user_mod
     tab = context.new_page()
     tab.goto("/")
     # Anonymous: the login page, which sends us back where we were going.
-    assert "/admin/login/" in tab.url
+    assert "/accounts/login/" in tab.url
     tab.fill("#id_username", "ops")
     tab.fill("#id_password", PASSWORD)
     tab.click("input[type=submit]")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import html
 import re
 from typing import Any
 
@@ -10,6 +11,7 @@ import pytest
 from django.test import Client
 from django.utils import timezone
 
+from orchestration.clock import db_now
 from orchestration.models import (
     DailyUsage,
     DispatchState,
@@ -121,7 +123,7 @@ def test_an_anonymous_visitor_is_sent_to_the_login_page(client: Client, path: st
     item = WorkItemFactory.create()
     resp = client.get(path.format(id=item.pk))
     assert resp.status_code == 302
-    assert resp["Location"].startswith("/admin/login/?next=")
+    assert resp["Location"].startswith("/accounts/login/?next=")
 
 
 @pytest.mark.parametrize(
@@ -141,7 +143,7 @@ def test_an_anonymous_post_is_sent_to_log_in_and_changes_nothing(client: Client,
         {"op": "cancel:matching", "confirm": "yes", "status": "all"},
     )
     assert resp.status_code == 302
-    assert resp["Location"].startswith("/admin/login/")
+    assert resp["Location"].startswith("/accounts/login/")
     item.refresh_from_db()
     assert item.status == WorkItemStatus.IN_PROGRESS
     assert not WorkItemEvent.objects.exists()
@@ -300,7 +302,7 @@ def test_bulk_cancel_of_the_selected_confirms_the_count_then_acts_exactly_once(
     assert "<strong>3</strong> work items" in page
     assert not WorkItem.objects.filter(status=WorkItemStatus.CANCELLED).exists()
 
-    form = {"action": "cancel", "scope": "selected", "ids": ids, "confirm": "yes"}
+    form = {"action": "cancel", "scope": "selected", "ids": ids, "confirm": "yes", "asof": asof()}
     first = staff_client.post("/queue/bulk/", form, follow=True)
     assert "Cancel: 3 changed, 0 already done, 0 refused." in first.content.decode()
     again = staff_client.post("/queue/bulk/", form, follow=True)  # the double click
@@ -332,6 +334,7 @@ def test_bulk_cancel_of_everything_matching_the_filter(staff_client: Client) -> 
             "repo": "acme/widgets",
             "status": "all",
             "confirm": "yes",
+            "asof": asof(),
         },
     )
     assert all(WorkItem.objects.get(pk=i.pk).status == WorkItemStatus.CANCELLED for i in match)
@@ -346,6 +349,7 @@ def test_bulk_requeue_twice_requeues_each_item_once(staff_client: Client) -> Non
         "scope": "matching",
         "status": "failed",
         "confirm": "yes",
+        "asof": asof(),
     }
     staff_client.post("/queue/bulk/", form)
     selected = {
@@ -353,12 +357,61 @@ def test_bulk_requeue_twice_requeues_each_item_once(staff_client: Client) -> Non
         "scope": "selected",
         "ids": [str(i.pk) for i in failed],
         "confirm": "yes",
+        "asof": asof(),
     }
     staff_client.post("/queue/bulk/", selected)
     for item in failed:
         item.refresh_from_db()
         assert (item.status, item.retry_count) == (WorkItemStatus.QUEUED, 0)
         assert WorkItemEvent.objects.filter(work_item=item, kind="requeued").count() == 1
+
+
+def asof() -> str:
+    """What the confirmation page carries: the moment the count was shown."""
+    return db_now().isoformat()
+
+
+def test_everything_matching_means_what_the_confirmation_counted(staff_client: Client) -> None:
+    shown = [WorkItemFactory.create(repo="acme/widgets") for _ in range(2)]
+    confirm = staff_client.post(
+        "/queue/bulk/", {"op": "cancel:matching", "repo": "acme/widgets", "status": "all"}
+    ).content.decode()
+    assert "<strong>2</strong> work items matching the filter" in confirm
+    carried = re.search(r'name="asof" value="([^"]+)"', confirm)
+    assert carried is not None
+    late = WorkItemFactory.create(repo="acme/widgets")  # submitted while the operator reads
+
+    done = staff_client.post(
+        "/queue/bulk/",
+        {
+            "action": "cancel",
+            "scope": "matching",
+            "repo": "acme/widgets",
+            "status": "all",
+            "confirm": "yes",
+            "asof": html.unescape(carried.group(1)),
+        },
+        follow=True,
+    )
+
+    assert "Cancel: 2 changed" in done.content.decode()
+    assert all(WorkItem.objects.get(pk=i.pk).status == WorkItemStatus.CANCELLED for i in shown)
+    assert WorkItem.objects.get(pk=late.pk).status == WorkItemStatus.QUEUED
+
+
+@pytest.mark.parametrize("carried", [None, "", "yesterday", "2026-13-45T00:00:00+00:00"])
+def test_a_confirmation_without_its_moment_changes_nothing(
+    staff_client: Client, carried: str | None
+) -> None:
+    item = WorkItemFactory.create()
+    form = {"action": "cancel", "scope": "selected", "ids": [str(item.pk)], "confirm": "yes"}
+    if carried is not None:
+        form["asof"] = carried
+
+    page = staff_client.post("/queue/bulk/", form, follow=True).content.decode()
+
+    assert "start the bulk action again" in page
+    assert WorkItem.objects.get(pk=item.pk).status == WorkItemStatus.QUEUED
 
 
 def test_a_bulk_action_with_nothing_eligible_says_so(staff_client: Client) -> None:
@@ -633,3 +686,21 @@ def test_the_dashboard_polls_a_fragment(staff_client: Client) -> None:
     resp = staff_client.get("/dashboard/", HTTP_HX_REQUEST="true")
     assert "<html" not in resp.content.decode()
     assert 'class="cards"' in resp.content.decode()
+
+
+@pytest.mark.parametrize(
+    ("runtime", "says"),
+    [("local", "not isolated in containers"), ("fake", "no agent runs")],
+)
+def test_every_page_says_when_agents_are_not_isolated(
+    staff_client: Client, settings: Any, runtime: str, says: str
+) -> None:
+    settings.WHIM_RUNTIME = runtime
+    for path in ("/", "/queue/", "/workers/"):
+        page = staff_client.get(path).content.decode()
+        assert 'id="runtime-warning"' in page and says in page, path
+
+
+def test_the_docker_runtime_shows_no_isolation_warning(staff_client: Client, settings: Any) -> None:
+    settings.WHIM_RUNTIME = "docker"
+    assert b'id="runtime-warning"' not in staff_client.get("/").content

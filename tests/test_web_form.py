@@ -31,13 +31,53 @@ def user_client(user: Any) -> Client:
 def test_an_anonymous_visitor_is_sent_to_log_in(client: Client) -> None:
     resp = client.get("/work/new/")
     assert resp.status_code == 302
-    assert resp["Location"] == "/admin/login/?next=/work/new/"
+    assert resp["Location"] == "/accounts/login/?next=/work/new/"
+
+
+def test_a_user_who_is_not_staff_logs_in_through_the_form_and_submits_work(user: Any) -> None:
+    client = Client(enforce_csrf_checks=True)
+    page = client.get("/accounts/login/?next=/work/new/")
+    assert page.status_code == 200
+    token = page.cookies["csrftoken"].value
+
+    resp = client.post(
+        "/accounts/login/",
+        {
+            "username": "ada",
+            "password": "correct horse",
+            "next": "/work/new/",
+            "csrfmiddlewaretoken": token,
+        },
+    )
+    assert resp.status_code == 302 and resp["Location"] == "/work/new/"
+
+    form = client.get("/work/new/")
+    assert b'href="/admin/"' not in form.content  # not staff: no admin link
+    token = form.cookies.get("csrftoken", page.cookies["csrftoken"]).value
+    resp = client.post(
+        "/work/new/", {"repo": "acme/widgets", "spec": SPEC, "csrfmiddlewaretoken": token}
+    )
+    item = WorkItem.objects.get()
+    assert resp.status_code == 302 and resp["Location"] == f"/work/{item.pk}/"
+    assert WorkItemEvent.objects.get(work_item=item, kind="submitted").actor == "user:ada"
+
+
+def test_a_wrong_password_is_shown_on_the_login_page(user: Any, client: Client) -> None:
+    resp = client.post("/accounts/login/", {"username": "ada", "password": "nope"})
+    assert resp.status_code == 200
+    assert b"Please enter a correct username and password" in resp.content
+
+
+def test_logging_out_ends_the_session(user: Any, client: Client) -> None:
+    client.force_login(user)
+    assert client.post("/accounts/logout/").status_code == 302
+    assert client.get("/work/new/")["Location"].startswith("/accounts/login/")
 
 
 def test_an_anonymous_post_is_sent_to_log_in_and_writes_nothing(client: Client) -> None:
     resp = client.post("/work/new/", {"repo": "acme/widgets", "spec": SPEC})
     assert resp.status_code == 302
-    assert resp["Location"].startswith("/admin/login/")
+    assert resp["Location"].startswith("/accounts/login/")
     assert not WorkItem.objects.exists()
 
 
@@ -45,7 +85,7 @@ def test_an_anonymous_visitor_cannot_see_a_work_item(client: Client) -> None:
     item = WorkItemFactory.create()
     resp = client.get(f"/work/{item.pk}/")
     assert resp.status_code == 302
-    assert resp["Location"].startswith("/admin/login/")
+    assert resp["Location"].startswith("/accounts/login/")
 
 
 def test_a_logged_in_user_sees_the_form(user_client: Client) -> None:

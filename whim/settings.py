@@ -74,6 +74,7 @@ TEMPLATES = [
                 "django.template.context_processors.request",
                 "django.contrib.auth.context_processors.auth",
                 "django.contrib.messages.context_processors.messages",
+                "orchestration.context_processors.runtime",
             ],
         },
     },
@@ -121,8 +122,10 @@ STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
     "staticfiles": {"BACKEND": "whitenoise.storage.CompressedStaticFilesStorage"},
 }
-LOGIN_URL = "/admin/login/"
-LOGIN_REDIRECT_URL = "/work/new/"
+# The console's own login: any active user (the admin's login admits staff only).
+LOGIN_URL = "/accounts/login/"
+LOGIN_REDIRECT_URL = "/"
+LOGOUT_REDIRECT_URL = "/accounts/login/"
 
 # Request bodies over 1 MB are refused with 413 (API.md).
 MAX_REQUEST_BYTES = 1024 * 1024

@@ -1,6 +1,7 @@
 """Routes: the JSON API under /api/, health, the admin and the web pages."""
 
 from django.contrib import admin
+from django.contrib.auth import views as auth_views
 from django.urls import include, path, re_path
 
 from orchestration import web
@@ -20,6 +21,12 @@ urlpatterns = [
     path("health/ready", api_views.health_ready),
     path("metrics", metrics_view),
     path("admin/", admin.site.urls),
+    path(
+        "accounts/login/",
+        auth_views.LoginView.as_view(redirect_authenticated_user=True),
+        name="login",
+    ),
+    path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
     # The operator's console (orchestration/web.py): login required, CSRF on every POST.
     path("", web.dashboard_page, name="home"),
     path("dashboard/", web.dashboard_page, name="dashboard"),

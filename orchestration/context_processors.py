@@ -1,0 +1,14 @@
+"""Template context every console page gets."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.http import HttpRequest
+
+
+def runtime(request: HttpRequest) -> dict[str, Any]:
+    """The container runtime in use, so every page can say when agents are not isolated."""
+    from workers.runtime import runtime_info
+
+    return {"whim_runtime": runtime_info()}
