@@ -89,22 +89,30 @@ class FastListAdmin(admin.ModelAdmin):
         return False
 
 
-class RecentRepoFilter(admin.SimpleListFilter):
-    """Repositories of the most recent items (a DISTINCT over the whole table is a scan)."""
+class RecentValuesFilter(admin.SimpleListFilter):
+    """Values of ``field`` among the most recent rows (a DISTINCT over the whole table, which
+    a plain field filter runs, is a scan)."""
 
     title = "repository"
     parameter_name = "repo"
     field = "repo"
+    order_by = "-created_at"
 
     def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
         model = model_admin.model
-        recent = model._default_manager.order_by("-created_at").values_list(self.field, flat=True)
-        repos = sorted({r for r in recent[:2000] if r})
-        return [(r, r) for r in repos[:50]]
+        recent = model._default_manager.order_by(self.order_by).values_list(self.field, flat=True)
+        values = sorted({r for r in recent[:2000] if r})
+        return [(r, r) for r in values[:50]]
 
     def queryset(self, request: HttpRequest, queryset: QuerySet[Any]) -> QuerySet[Any]:
         value = self.value()
         return queryset.filter(**{self.field: value}) if value else queryset
+
+
+class ErrorCategoryFilter(RecentValuesFilter):
+    title = "error category"
+    parameter_name = "error_category"
+    field = "error_category"
 
 
 EVENT_KINDS = (
@@ -286,7 +294,7 @@ class WorkItemAdmin(FastListAdmin):
         "created_at",
     )
     list_display_links = ("short_id",)
-    list_filter = ("status", "priority", "type", RecentRepoFilter, "created_at")
+    list_filter = ("status", "priority", "type", RecentValuesFilter, "created_at")
     search_fields = ("=id", "repo", "branch", "error")
     date_hierarchy = "created_at"
     list_select_related = ("worker",)
@@ -430,7 +438,7 @@ class WorkerAdmin(FastListAdmin):
         "created_at",
     )
     list_display_links = ("short_id",)
-    list_filter = ("status", "error_category", "created_at")
+    list_filter = ("status", ErrorCategoryFilter, "created_at")
     search_fields = ("=id", "=work_item__id", "error", "container_id")
     date_hierarchy = "created_at"
     list_select_related = ("work_item",)
@@ -552,9 +560,14 @@ class WorkItemEventAdmin(FastListAdmin):
 
 
 @admin.register(DailyUsage)
-class DailyUsageAdmin(admin.ModelAdmin):
+class DailyUsageAdmin(FastListAdmin):
+    """The budget's ledger: read-only (an edited count would silently move the budget)."""
+
     list_display = ("date", "spawns", "iterations")
     ordering = ("-date",)
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
 
 
 @admin.register(DispatchState)

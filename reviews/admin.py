@@ -3,15 +3,40 @@ from typing import Any
 from django.contrib import admin
 from django.http import HttpRequest
 
-from orchestration.admin import FastListAdmin
+from orchestration.admin import FastListAdmin, RecentValuesFilter
 from reviews.models import PRReview, WebhookDelivery
 
 
 @admin.register(PRReview)
-class PRReviewAdmin(admin.ModelAdmin):
+class PRReviewAdmin(FastListAdmin):
+    """Reviews as stored (by a worker's complete call or the GitHub webhook): read-only."""
+
     list_display = ("repo", "pr_number", "work_item", "model_used", "created_at")
-    search_fields = ("repo", "=work_item__id")
+    list_filter = (RecentValuesFilter,)
+    search_fields = ("repo", "=work_item__id", "=pr_number")
+    date_hierarchy = "created_at"
     list_select_related = ("work_item",)
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+
+class DeliveryEventFilter(RecentValuesFilter):
+    title = "event"
+    parameter_name = "event"
+    field = "event"
+    order_by = "-received_at"
+
+
+class DeliveryOutcomeFilter(admin.SimpleListFilter):
+    title = "outcome"
+    parameter_name = "outcome"
+
+    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
+        return [("review_stored", "review stored"), ("ignored", "ignored")]
+
+    def queryset(self, request: HttpRequest, queryset: Any) -> Any:
+        return queryset.filter(outcome=self.value()) if self.value() else queryset
 
 
 @admin.register(WebhookDelivery)
@@ -19,9 +44,9 @@ class WebhookDeliveryAdmin(FastListAdmin):
     """What GitHub sent and what Whim did with it (read-only: the log of deliveries)."""
 
     list_display = ("received_at", "event", "action", "repo", "pr_number", "outcome", "note")
-    list_filter = ("event", "outcome")
+    list_filter = (DeliveryEventFilter, DeliveryOutcomeFilter)
     search_fields = ("=delivery_id", "repo")
     date_hierarchy = "received_at"
 
-    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+    def has_add_permission(self, request: HttpRequest) -> bool:
         return False
