@@ -582,6 +582,21 @@ def test_classify_exit_falls_back_to_created_at_without_a_start_time(settings: A
     assert classify_exit(state=state, worker=worker, now=now)[0] == "CRASHED"
 
 
+@pytest.mark.parametrize(("ran", "category"), [(0.2, "CONTAINER_ERROR"), (45.0, "CRASHED")])
+def test_classify_exit_trusts_how_long_the_daemon_says_it_ran_over_when_it_is_seen(
+    settings: Any, ran: float, category: str
+) -> None:
+    settings.FAST_EXIT_SECONDS = 10
+    now = db_now()
+    state = ContainerState("c", "exited", 7, False, {}, ran_seconds=ran)
+    for seen_after in (300, 1):  # a pass that looks late, and one that looks at once
+        worker = Worker(
+            status=WorkerStatus.RUNNING, started_at=now - dt.timedelta(seconds=seen_after)
+        )
+
+        assert classify_exit(state=state, worker=worker, now=now)[0] == category, seen_after
+
+
 def test_a_container_the_daemon_refuses_to_remove_is_recorded_and_retried(
     runtime: DictRuntime,
 ) -> None:

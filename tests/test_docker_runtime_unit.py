@@ -9,7 +9,7 @@ import docker
 import pytest
 
 from tests.factories import WorkerFactory
-from workers.docker_runtime import DockerRuntime, container_name
+from workers.docker_runtime import DockerRuntime, _state, container_name
 from workers.runtime import FORBIDDEN_ENV, worker_environment
 
 pytestmark = pytest.mark.django_db
@@ -80,6 +80,49 @@ def test_secrets_named_in_whim_agent_env_are_still_never_passed(
     assert "GITHUB_WEBHOOK_SECRET" in secrets and "SECRET_KEY" in secrets
     assert not set(secrets) & set(env)
     assert env["GITHUB_TOKEN"] == "value-of-GITHUB_TOKEN"
+
+
+def test_the_state_says_how_long_a_finished_container_ran_by_the_daemons_clock() -> None:
+    container = mock.Mock(id="abc", status="exited", labels={"whim.worker": "w"})
+    container.attrs = {
+        "State": {
+            "ExitCode": 7,
+            "OOMKilled": False,
+            "StartedAt": "2026-11-22T09:00:00.123456789Z",
+            "FinishedAt": "2026-11-22T09:00:00.373456789Z",
+        }
+    }
+    state = _state(container)
+    assert state.ran_seconds == pytest.approx(0.25)
+    assert (state.exit_code, state.labels) == (7, {"whim.worker": "w"})
+
+    container.attrs["State"]["FinishedAt"] = "0001-01-01T00:00:00Z"  # still running
+    assert _state(container).ran_seconds is None
+    container.attrs["State"]["StartedAt"] = "garbage"
+    assert _state(container).ran_seconds is None
+
+
+@pytest.mark.parametrize("status", [404, 409])
+def test_stop_tolerates_a_container_already_gone_or_stopping(status: int) -> None:
+    client = mock.Mock()
+    container = client.containers.get.return_value
+    container.status = "running"
+    error = docker.errors.NotFound if status == 404 else docker.errors.APIError
+    container.stop.side_effect = error("gone", response=mock.Mock(status_code=status))
+
+    runtime_with(client).stop(container_id="abc", grace_seconds=1)
+
+    container.stop.assert_called_once_with(timeout=1)
+
+
+def test_stop_reports_a_daemon_that_refuses_for_another_reason() -> None:
+    client = mock.Mock()
+    container = client.containers.get.return_value
+    container.status = "running"
+    container.stop.side_effect = docker.errors.APIError("boom", response=mock.Mock(status_code=500))
+
+    with pytest.raises(docker.errors.APIError):
+        runtime_with(client).stop(container_id="abc", grace_seconds=1)
 
 
 def test_a_retried_start_adopts_the_container_the_first_try_created() -> None:

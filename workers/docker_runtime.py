@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import datetime as dt
 import logging
+import re
 import time
 from typing import Any
 
@@ -38,13 +40,28 @@ def container_name(worker_id: object) -> str:
 
 def _state(container: Container) -> ContainerState:
     attrs = container.attrs.get("State", {})
+    started, finished = _docker_time(attrs.get("StartedAt")), _docker_time(attrs.get("FinishedAt"))
+    ran = (finished - started).total_seconds() if started and finished else None
     return ContainerState(
         id=container.id or "",
         status=container.status,
         exit_code=attrs.get("ExitCode"),
         oom_killed=bool(attrs.get("OOMKilled")),
         labels=dict(container.labels or {}),
+        ran_seconds=ran if ran is not None and ran >= 0 else None,
     )
+
+
+def _docker_time(value: object) -> dt.datetime | None:
+    """Docker's RFC 3339 time (nanoseconds, ``Z``); None for its zero time or garbage."""
+    if not isinstance(value, str) or value.startswith("0001-"):
+        return None
+    match = re.match(r"^(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(?:\.(\d+))?(Z|[+-]\d\d:\d\d)$", value)
+    if not match:
+        return None
+    whole, fraction, zone = match.groups()
+    text = f"{whole}.{(fraction or '0')[:6].ljust(6, '0')}{'+00:00' if zone == 'Z' else zone}"
+    return dt.datetime.fromisoformat(text)
 
 
 @register("docker")
@@ -165,8 +182,13 @@ class DockerRuntime(ContainerRuntime):
     def stop(self, *, container_id: str, grace_seconds: int = 10) -> None:
         container = self._find(container_id)
         if container is not None and container.status in ("running", "restarting", "paused"):
-            with contextlib.suppress(NotFound):
+            try:
                 container.stop(timeout=grace_seconds)
+            except NotFound:
+                pass  # removed meanwhile: stopped enough
+            except APIError as exc:
+                if exc.status_code != 409:  # 409: already stopping or stopped
+                    raise
 
     def kill(self, *, container_id: str) -> None:
         container = self._find(container_id)

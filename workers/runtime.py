@@ -29,6 +29,8 @@ class ContainerState:
     exit_code: int | None = None
     oom_killed: bool = False
     labels: dict[str, str] = dataclasses.field(default_factory=dict)
+    # How long a finished container ran, by the runtime's own clock (None: not known).
+    ran_seconds: float | None = None
 
     @property
     def finished(self) -> bool:

@@ -37,8 +37,12 @@ def classify_exit(*, state: ContainerState, worker: Worker, now: dt.datetime) ->
     code = state.exit_code
     if state.oom_killed:
         return "RESOURCE_ERROR", f"container killed for running out of memory (exit {code})"
-    started = worker.started_at or worker.created_at
-    fast = (now - started).total_seconds() < settings.FAST_EXIT_SECONDS
+    # How long it ran, by the daemon's record when there is one: a pass that looks late (a
+    # slow sweep, a restarted Celery worker) must not turn a broken image into a "crash".
+    ran = state.ran_seconds
+    if ran is None:
+        ran = (now - (worker.started_at or worker.created_at)).total_seconds()
+    fast = ran < settings.FAST_EXIT_SECONDS
     # Exit codes above 128 mean a signal killed it (dockerd stopping, `docker kill`): not a
     # broken image, so those are retried below like any crash.
     if code is not None and 0 < code < 128 and worker.registered_at is None and fast:
