@@ -783,3 +783,21 @@ def test_requeue_respects_the_queue_bound(api: Client, settings: Any) -> None:
     assert resp.status_code == 429 and resp.json()["code"] == "QUEUE_FULL"
     failed.refresh_from_db()
     assert failed.status == WorkItemStatus.FAILED
+
+
+def test_an_unexpected_error_is_a_500_in_the_error_shape_without_trace_or_secret(
+    api: Client, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    from orchestration.api import views
+
+    def explode(**_: Any) -> None:
+        raise RuntimeError("password=hunter2 in a message nobody should see")
+
+    monkeypatch.setattr(views, "status_summary", explode)
+
+    resp = api.get("/api/status")
+
+    assert resp.status_code == 500
+    assert resp.json() == {"error": "Internal error", "code": "INTERNAL_ERROR"}
+    assert b"hunter2" not in resp.content and b"Traceback" not in resp.content
+    assert "unhandled error on GET /api/status" in caplog.text  # operators still see it
