@@ -115,3 +115,34 @@ def test_a_worker_killed_with_sigkill_right_after_claiming_loses_and_doubles_not
     wait_for(lambda: all_done(3), timeout=120, what="every item to complete after the kill")
     assert_each_item_completed_exactly_once()
     assert not WorkItem.objects.filter(status=WorkItemStatus.ASSIGNED).exists()
+
+
+def test_sigterm_lets_a_worker_finish_the_start_in_hand_then_exit(celery_workers: Any) -> None:
+    """A process manager's SIGTERM (deploy, scale down): Celery's warm shutdown finishes the
+    start it is running, takes nothing new, and exits; the rest of the item runs elsewhere."""
+    import signal
+
+    workers = celery_workers(LOOP_INTERVAL="1", LOG_LEVEL="DEBUG")  # DEBUG: "received" lines
+    first = workers.start(concurrency=1)
+    log = workers.logs[0]
+    item, _ = work_item_submit(
+        repo="acme/widgets", spec="# Graceful", metadata={"mockSeconds": 0.2, "mockStartSeconds": 4}
+    )
+    wait_for(
+        lambda: (
+            b"orchestration.start_worker" in log.read_bytes() and b"received" in log.read_bytes()
+        ),
+        timeout=30,
+        what="the start task in hand",
+    )
+    assert not WorkItemEvent.objects.filter(kind="started").exists(), "started too soon"
+
+    first.send_signal(signal.SIGTERM)
+
+    assert first.wait(timeout=60) == 0
+    assert b"Warm shutdown" in log.read_bytes()
+    # The start in hand finished before the exit: one container start, recorded once.
+    assert WorkItemEvent.objects.filter(work_item=item, kind="started").count() == 1
+    workers.start(concurrency=2, beat=True)
+    wait_for(lambda: all_done(1), timeout=60, what="the item on the next worker")
+    assert_each_item_completed_exactly_once()

@@ -354,11 +354,13 @@ def test_a_container_killed_from_outside_is_retried_and_its_locks_freed(
 
 
 @pytest.mark.docker
+@pytest.mark.parametrize("state", ["running", "created"])
 def test_a_labelled_container_with_no_worker_row_is_removed_within_a_period(
-    docker_stack: Any,
+    docker_stack: Any, state: str
 ) -> None:
     stack = docker_stack()
-    stray = stack.client.containers.run(
+    make = stack.client.containers.run if state == "running" else stack.client.containers.create
+    stray = make(
         "whim-worker:latest",
         entrypoint=["sleep", "600"],
         detach=True,
@@ -368,10 +370,13 @@ def test_a_labelled_container_with_no_worker_row_is_removed_within_a_period(
             "whim.work_item": "none",
         },
     )
+    stray.reload()
+    assert stray.status == state
     # sleep as PID 1 ignores SIGTERM: the stop waits out its 10 s grace before the kill.
     wait_for(lambda: not stack.containers(), timeout=40, what="the stray container removed")
     with pytest.raises(docker.errors.NotFound):
         stray.reload()
+    assert_invariants(containers=stack.containers())
 
 
 @pytest.mark.docker

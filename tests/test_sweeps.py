@@ -197,6 +197,19 @@ def test_an_item_left_in_progress_without_a_live_attempt_is_recovered() -> None:
     assert sweep_stuck()["recovered"] == 0
 
 
+def test_recovery_leaves_alone_an_item_another_process_still_owns() -> None:
+    owned, _ = running()  # a live attempt: its process owns it, however old the row
+    WorkItem.objects.filter(pk=owned.pk).update(updated_at=db_now() - dt.timedelta(minutes=5))
+    fresh, fresh_worker = running()  # no live attempt, but it changed moments ago
+    Worker.objects.filter(pk=fresh_worker.pk).update(status=WorkerStatus.FAILED)
+
+    assert sweep_stuck()["recovered"] == 0
+
+    assert WorkItem.objects.get(pk=owned.pk).status == WorkItemStatus.IN_PROGRESS
+    assert WorkItem.objects.get(pk=fresh.pk).status == WorkItemStatus.IN_PROGRESS
+    assert not WorkItemEvent.objects.filter(kind="recovered").exists()
+
+
 def test_expired_leases_and_leases_of_finished_workers_are_deleted() -> None:
     _, alive = running()
     _, gone = running()

@@ -183,7 +183,11 @@ def dispatch_renudge_starts() -> int:
     nudged = 0
     for worker_id in list(due.values_list("pk", flat=True)[:100]):
         if due.filter(pk=worker_id).update(start_nudged_at=now):
-            tasks.start_worker.delay(str(worker_id))
+            try:
+                tasks.start_worker.delay(str(worker_id))
+            except Exception as exc:  # broker down: the next period sends it again
+                logger.warning("could not re-send start of %s (%s)", worker_id, type(exc).__name__)
+                continue
             nudged += 1
     return nudged
 
