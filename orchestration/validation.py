@@ -12,7 +12,7 @@ import math
 import posixpath
 import re
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Self
 
 from django import forms
 from django.core.exceptions import ValidationError
@@ -104,12 +104,15 @@ class StrictCharField(forms.CharField):
 
 
 class StrictIntegerField(forms.IntegerField):
-    """An IntegerField that refuses booleans and fractional numbers."""
+    """An IntegerField that refuses booleans and fractional numbers (and text, in JSON)."""
 
     default_error_messages = MESSAGES | {"invalid": "must be a whole number"}
+    json_only = False  # set by ErrorFirstForm.from_json
 
     def to_python(self, value: Any) -> int | None:
         if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
+            raise ValidationError("must be a whole number", code="type")
+        if self.json_only and isinstance(value, str):
             raise ValidationError("must be a whole number", code="type")
         if value is not None and not isinstance(value, str | int | float):
             raise ValidationError("must be a whole number", code="type")
@@ -121,12 +124,15 @@ class StrictBooleanField(forms.Field):
     """A boolean that is really a boolean (JSON true/false; 'true'/'false' from a form)."""
 
     default_error_messages = MESSAGES
+    json_only = False  # set by ErrorFirstForm.from_json
 
     def to_python(self, value: Any) -> bool | None:
-        if value in (None, ""):
+        if value is None or (value == "" and not self.json_only):
             return None
         if isinstance(value, bool):
             return value
+        if self.json_only:
+            raise ValidationError("must be true or false", code="type")
         if isinstance(value, str) and value.lower() in ("true", "false", "on", "1", "0"):
             return value.lower() in ("true", "on", "1")
         raise ValidationError("must be true or false", code="type")
@@ -176,6 +182,17 @@ class JSONObjectField(forms.Field):
 
 class ErrorFirstForm(forms.Form):
     """Forms whose errors read ``{field: "first message"}`` (API.md ``details``)."""
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> Self:
+        """The form over a parsed JSON body, where numbers and booleans must arrive as JSON
+        numbers and booleans: a person at the web form or a shell types text, a program
+        sending ``"5"`` has a bug worth a 400."""
+        form = cls(data=data)
+        for field in form.fields.values():
+            if isinstance(field, StrictIntegerField | StrictBooleanField):
+                field.json_only = True
+        return form
 
     def validated(self) -> dict[str, Any]:
         """The cleaned data, or ValidationFailed (API.md's 400, with ``details``)."""

@@ -45,7 +45,7 @@ def _receive(request: HttpRequest) -> HttpResponse | dict[str, Any]:
         payload = json_object(request.POST.get("payload", ""), refuse_nul=False)
     else:
         payload = json_object(raw, refuse_nul=False)
-    delivery = GitHubDeliveryForm(
+    delivery = GitHubDeliveryForm.from_json(
         {
             "delivery": request.headers.get("X-GitHub-Delivery"),
             "event": request.headers.get("X-GitHub-Event"),
@@ -54,7 +54,7 @@ def _receive(request: HttpRequest) -> HttpResponse | dict[str, Any]:
     ).validated()
     review = None
     if (delivery["event"], delivery["action"]) == ("pull_request_review", "submitted"):
-        review = GitHubReviewForm(GitHubReviewForm.review_fields(payload)).validated()
+        review = GitHubReviewForm.from_json(GitHubReviewForm.review_fields(payload)).validated()
     row, new = github_delivery_receive(
         delivery_id=delivery["delivery"],
         event=delivery["event"],

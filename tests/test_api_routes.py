@@ -416,7 +416,7 @@ def test_requeue_of_a_running_item_answers_invalid_state(api: Client) -> None:
     assert WorkItem.objects.get(pk=item.pk).status == WorkItemStatus.IN_PROGRESS
 
 
-@pytest.mark.parametrize("value", ["maybe", 3, [True]])
+@pytest.mark.parametrize("value", ["maybe", 3, [True], "true", ""])
 def test_requeue_refuses_a_reset_retries_that_is_not_a_boolean(api: Client, value: Any) -> None:
     item = WorkItemFactory.create(status=WorkItemStatus.FAILED, retry_count=2)
     body = assert_error(

@@ -298,6 +298,12 @@ TYPE_CASES = [
         id="max_iterations_as_fraction",
     ),
     pytest.param(
+        {"maxIterations": "5"},  # a person types text; a program sending it has a bug
+        "maxIterations",
+        "must be a whole number",
+        id="max_iterations_as_numeric_text",
+    ),
+    pytest.param(
         {"maxIterations": [5]},
         "maxIterations",
         "must be a whole number",

@@ -500,6 +500,7 @@ def test_heartbeat_of_a_killed_worker_is_fenced(client: Client) -> None:
         pytest.param({}, "iteration", id="iteration_missing"),
         pytest.param({"iteration": -1}, "iteration", id="iteration_negative"),
         pytest.param({"iteration": "x"}, "iteration", id="iteration_string"),
+        pytest.param({"iteration": "3"}, "iteration", id="iteration_numeric_text"),
         pytest.param({"iteration": True}, "iteration", id="iteration_true"),
         pytest.param({"iteration": 1.5}, "iteration", id="iteration_fraction"),
         pytest.param({"iteration": 1, "tokensIn": -5}, "tokensIn", id="tokens_in_negative"),

@@ -24,7 +24,7 @@ from reviews.models import PRReview
 
 @api_view("POST")
 def work_submit(request: HttpRequest, *, body: dict[str, Any], actor: str) -> HttpResponse:
-    form = WorkItemSubmitForm(data=body)
+    form = WorkItemSubmitForm.from_json(body)
     form.validated()
     item, created = work_items.work_item_submit(**form.submission(), actor=actor)
     if created:
@@ -50,7 +50,7 @@ def work_cancel(request: HttpRequest, *, body: dict[str, Any], actor: str, pk: s
 
 @api_view("POST")
 def work_requeue(request: HttpRequest, *, body: dict[str, Any], actor: str, pk: str) -> Any:
-    data = RequeueForm(data=body).validated()
+    data = RequeueForm.from_json(body).validated()
     item = work_items.work_item_requeue(
         work_item_id=row_get(WorkItem, pk, "Work item").pk,
         reset_retries=bool(data.get("resetRetries")),
@@ -101,7 +101,7 @@ def workers_list(request: HttpRequest, *, body: dict[str, Any], actor: str) -> A
 
 @api_view("POST")
 def worker_kill(request: HttpRequest, *, body: dict[str, Any], actor: str, pk: str) -> Any:
-    data = KillForm(data=body).validated()
+    data = KillForm.from_json(body).validated()
     workers.worker_kill(
         worker_id=row_get(Worker, pk, "Worker").pk, reason=data.get("reason") or "", actor=actor
     )

@@ -69,14 +69,14 @@ def worker_view(view: WorkerView) -> Callable[..., HttpResponse]:
 
 @worker_view
 def register(request: HttpRequest, worker: Worker, body: dict[str, Any]) -> HttpResponse:
-    data = RegisterForm(data=body).validated()
+    data = RegisterForm.from_json(body).validated()
     item = workers.worker_register(worker_id=worker.pk, work_item_id=data["workItemId"])
     return JsonResponse({"workerId": str(worker.pk), "workItem": work_item_json(item)}, status=201)
 
 
 @worker_view
 def heartbeat(request: HttpRequest, worker: Worker, body: dict[str, Any]) -> dict[str, Any]:
-    data = HeartbeatForm(data=body).validated()
+    data = HeartbeatForm.from_json(body).validated()
     workers.worker_heartbeat(
         worker_id=worker.pk,
         iteration=data["iteration"],
@@ -88,7 +88,7 @@ def heartbeat(request: HttpRequest, worker: Worker, body: dict[str, Any]) -> dic
 
 @worker_view
 def lock(request: HttpRequest, worker: Worker, body: dict[str, Any]) -> dict[str, Any]:
-    data = LockForm(data=body).validated()
+    data = LockForm.from_json(body).validated()
     result = locks.locks_acquire(worker_id=worker.pk, repo=data["repo"], files=data["files"])
     answer: dict[str, Any] = {"acquired": result.acquired}
     if not result.acquired:
@@ -99,14 +99,14 @@ def lock(request: HttpRequest, worker: Worker, body: dict[str, Any]) -> dict[str
 
 @worker_view
 def unlock(request: HttpRequest, worker: Worker, body: dict[str, Any]) -> dict[str, Any]:
-    data = LockForm(data=body).validated()
+    data = LockForm.from_json(body).validated()
     locks.locks_release(worker_id=worker.pk, repo=data["repo"], files=data["files"])
     return {"success": True}
 
 
 @worker_view
 def complete(request: HttpRequest, worker: Worker, body: dict[str, Any]) -> dict[str, Any]:
-    data = CompleteForm(data=body).validated()
+    data = CompleteForm.from_json(body).validated()
     workers.worker_complete(
         worker_id=worker.pk,
         result=workers.Completion(
@@ -125,7 +125,7 @@ def complete(request: HttpRequest, worker: Worker, body: dict[str, Any]) -> dict
 
 @worker_view
 def fail(request: HttpRequest, worker: Worker, body: dict[str, Any]) -> dict[str, Any]:
-    data = FailForm(data=body).validated()
+    data = FailForm.from_json(body).validated()
     error = data["error"]
     if data.get("stack"):
         error = f"{error}\n\n{data['stack']}"
@@ -137,7 +137,7 @@ def fail(request: HttpRequest, worker: Worker, body: dict[str, Any]) -> dict[str
 
 @worker_view
 def stuck(request: HttpRequest, worker: Worker, body: dict[str, Any]) -> dict[str, Any]:
-    data = StuckForm(data=body).validated()
+    data = StuckForm.from_json(body).validated()
     workers.worker_stuck(
         worker_id=worker.pk, reason=data["reason"], attempts=data.get("attempts") or 0
     )
