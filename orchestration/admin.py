@@ -24,6 +24,8 @@ from django.template.response import TemplateResponse
 from django.urls import reverse
 from django.utils.functional import cached_property
 from django.utils.html import format_html
+from django_celery_beat.admin import PeriodicTaskAdmin
+from django_celery_beat.models import PeriodicTask
 
 from orchestration import dashboard
 from orchestration.errors import WhimError
@@ -186,7 +188,12 @@ def _with_reason(
     title: str,
     apply: Callable[[str], None],
 ) -> TemplateResponse | None:
-    """An intermediate page asking for a reason; ``apply(reason)`` runs once it is posted."""
+    """An intermediate page asking for a reason; ``apply(reason)`` runs once it is posted.
+
+    "Select all N" (``select_across``) is carried as such, not as N hidden ids, so a
+    selection of any size fits in one form post.
+    """
+    across = request.POST.get("select_across") == "1"
     if request.POST.get("apply") == "yes":
         form = ReasonForm(request.POST)
         if form.is_valid():
@@ -202,7 +209,11 @@ def _with_reason(
             "title": title,
             "objects": list(queryset[:100]),
             "count": queryset.count(),
-            "selected": [str(pk) for pk in queryset.values_list("pk", flat=True)],
+            "select_across": across,
+            # With select_across, Django still wants one id to know an action was chosen.
+            "selected": [
+                str(pk) for pk in queryset.values_list("pk", flat=True)[: 1 if across else None]
+            ],
             "action": action,
             "form": form,
             "opts": modeladmin.model._meta,
@@ -374,52 +385,86 @@ class WorkItemAdmin(FastListAdmin):
             self, request, queryset, action="cancel", title="Cancel work items", apply=apply
         )
 
-    def _requeue(self, request: HttpRequest, queryset: QuerySet[WorkItem], reset: bool) -> None:
+    def _requeue(
+        self, request: HttpRequest, queryset: QuerySet[WorkItem], reset: bool
+    ) -> HttpResponse | None:
         actor = _actor(request)
 
-        def one(o: WorkItem) -> bool:
+        def one(o: WorkItem, reason: str) -> bool:
             # Re-read: a second click (or admin) finds it queued already and does nothing.
             if WorkItem.objects.filter(pk=o.pk, status=WorkItemStatus.QUEUED).exists():
                 return False
-            work_items.work_item_requeue(work_item_id=o.pk, reset_retries=reset, actor=actor)
+            work_items.work_item_requeue(
+                work_item_id=o.pk, reset_retries=reset, actor=actor, reason=reason
+            )
             return True
 
-        _each(request, queryset, "Requeue", one)
-
-    @admin.action(description="Requeue selected work items")
-    def requeue(self, request: HttpRequest, queryset: QuerySet[WorkItem]) -> None:
-        self._requeue(request, queryset, reset=False)
-
-    @admin.action(description="Requeue selected work items, resetting retries")
-    def requeue_reset(self, request: HttpRequest, queryset: QuerySet[WorkItem]) -> None:
-        self._requeue(request, queryset, reset=True)
-
-    def _priority(self, request: HttpRequest, queryset: QuerySet[WorkItem], to: str) -> None:
-        actor = _actor(request)
-        _each(
+        return _with_reason(
+            self,
             request,
             queryset,
-            f"Priority {to}",
-            lambda o: work_items.work_item_set_priority(
-                work_item_id=o.pk, priority=to, actor=actor
-            ),
+            action="requeue_reset" if reset else "requeue",
+            title="Requeue work items" + (", resetting retries" if reset else ""),
+            apply=lambda reason: _each(request, queryset, "Requeue", lambda o: one(o, reason)),
+        )
+
+    @admin.action(description="Requeue selected work items (asks for a reason)")
+    def requeue(self, request: HttpRequest, queryset: QuerySet[WorkItem]) -> HttpResponse | None:
+        return self._requeue(request, queryset, reset=False)
+
+    @admin.action(description="Requeue selected work items, resetting retries (asks for a reason)")
+    def requeue_reset(
+        self, request: HttpRequest, queryset: QuerySet[WorkItem]
+    ) -> HttpResponse | None:
+        return self._requeue(request, queryset, reset=True)
+
+    def _priority(
+        self, request: HttpRequest, queryset: QuerySet[WorkItem], to: str
+    ) -> HttpResponse | None:
+        actor = _actor(request)
+
+        def apply(reason: str) -> None:
+            _each(
+                request,
+                queryset,
+                f"Priority {to}",
+                lambda o: work_items.work_item_set_priority(
+                    work_item_id=o.pk, priority=to, actor=actor, reason=reason
+                ),
+            )
+
+        return _with_reason(
+            self,
+            request,
+            queryset,
+            action=f"priority_{to}",
+            title=f"Set priority {to}",
+            apply=apply,
         )
 
     @admin.action(description="Set priority: critical")
-    def priority_critical(self, request: HttpRequest, queryset: QuerySet[WorkItem]) -> None:
-        self._priority(request, queryset, Priority.CRITICAL)
+    def priority_critical(
+        self, request: HttpRequest, queryset: QuerySet[WorkItem]
+    ) -> HttpResponse | None:
+        return self._priority(request, queryset, Priority.CRITICAL)
 
     @admin.action(description="Set priority: high")
-    def priority_high(self, request: HttpRequest, queryset: QuerySet[WorkItem]) -> None:
-        self._priority(request, queryset, Priority.HIGH)
+    def priority_high(
+        self, request: HttpRequest, queryset: QuerySet[WorkItem]
+    ) -> HttpResponse | None:
+        return self._priority(request, queryset, Priority.HIGH)
 
     @admin.action(description="Set priority: medium")
-    def priority_medium(self, request: HttpRequest, queryset: QuerySet[WorkItem]) -> None:
-        self._priority(request, queryset, Priority.MEDIUM)
+    def priority_medium(
+        self, request: HttpRequest, queryset: QuerySet[WorkItem]
+    ) -> HttpResponse | None:
+        return self._priority(request, queryset, Priority.MEDIUM)
 
     @admin.action(description="Set priority: low")
-    def priority_low(self, request: HttpRequest, queryset: QuerySet[WorkItem]) -> None:
-        self._priority(request, queryset, Priority.LOW)
+    def priority_low(
+        self, request: HttpRequest, queryset: QuerySet[WorkItem]
+    ) -> HttpResponse | None:
+        return self._priority(request, queryset, Priority.LOW)
 
 
 # --- workers ---------------------------------------------------------------------------------
@@ -621,6 +666,57 @@ class ApiKeyAdmin(admin.ModelAdmin):
         obj.pk = row.pk
         messages.warning(request, f"API key created. Copy it now, it is not shown again: {key}")
 
-    @admin.action(description="Revoke selected keys")
-    def revoke(self, request: HttpRequest, queryset: QuerySet[ApiKey]) -> None:
-        _each(request, queryset, "Revoke", lambda o: apikeys.apikey_revoke(key_id=o.pk))
+    @admin.action(description="Revoke selected keys (asks for a reason)")
+    def revoke(self, request: HttpRequest, queryset: QuerySet[ApiKey]) -> HttpResponse | None:
+        def one(key: ApiKey, reason: str) -> bool:
+            revoked = apikeys.apikey_revoke(key_id=key.pk)
+            if revoked:  # the admin's history: who, what, why
+                self.log_change(request, key, f"Revoked: {reason or 'no reason given'}")
+            return revoked
+
+        return _with_reason(
+            self,
+            request,
+            queryset,
+            action="revoke",
+            title="Revoke API keys",
+            apply=lambda reason: _each(request, queryset, "Revoke", lambda o: one(o, reason)),
+        )
+
+
+class AuditedPeriodicTaskAdmin(PeriodicTaskAdmin):
+    """django-celery-beat's schedules, whose enable / disable / toggle / run actions now ask
+    why and leave an entry in the admin's history (who, what, why)."""
+
+    def _audited(
+        self, request: HttpRequest, queryset: QuerySet[Any], action: str, run: Any
+    ) -> HttpResponse | None:
+        title = str(getattr(self, action).short_description)
+
+        def apply(reason: str) -> None:
+            schedules = list(queryset)
+            run(request, queryset)
+            for schedule in schedules:
+                self.log_change(request, schedule, f"{title}: {reason or 'no reason given'}")
+
+        return _with_reason(self, request, queryset, action=action, title=title, apply=apply)
+
+    @admin.action(description="Enable selected tasks")
+    def enable_tasks(self, request: HttpRequest, queryset: QuerySet[Any]) -> HttpResponse | None:
+        return self._audited(request, queryset, "enable_tasks", super().enable_tasks)
+
+    @admin.action(description="Disable selected tasks")
+    def disable_tasks(self, request: HttpRequest, queryset: QuerySet[Any]) -> HttpResponse | None:
+        return self._audited(request, queryset, "disable_tasks", super().disable_tasks)
+
+    @admin.action(description="Toggle activity of selected tasks")
+    def toggle_tasks(self, request: HttpRequest, queryset: QuerySet[Any]) -> HttpResponse | None:
+        return self._audited(request, queryset, "toggle_tasks", super().toggle_tasks)
+
+    @admin.action(description="Run selected tasks now")
+    def run_tasks(self, request: HttpRequest, queryset: QuerySet[Any]) -> HttpResponse | None:
+        return self._audited(request, queryset, "run_tasks", super().run_tasks)
+
+
+admin.site.unregister(PeriodicTask)
+admin.site.register(PeriodicTask, AuditedPeriodicTaskAdmin)

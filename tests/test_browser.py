@@ -202,12 +202,15 @@ def test_an_operator_runs_a_bulk_action_in_the_admin_and_in_the_queue(page: Any)
     page.select_option("select[name=action]", "requeue_reset")
     shot(page, "10-admin-workitems")
     page.click("button[name=index]")
+    page.fill("#id_reason", "the flaky runner is fixed")  # every admin action asks why
+    page.click("#apply-action")
     expect(page.locator("ul.messagelist")).to_contain_text("Requeue: 2 changed")
     shot(page, "11-admin-after-bulk-requeue")
     for item in failed:
         item.refresh_from_db()
         assert (item.status, item.retry_count) == (WorkItemStatus.QUEUED, 0)
-        assert WorkItemEvent.objects.get(work_item=item, kind="requeued").actor == "admin:ops"
+        event = WorkItemEvent.objects.get(work_item=item, kind="requeued")
+        assert (event.actor, event.message) == ("admin:ops", "the flaky runner is fixed")
 
     # The console's own bulk cancel, with its confirmation page.
     page.goto("/queue/?repo=acme/bulk")

@@ -6,8 +6,10 @@ import datetime as dt
 from typing import Any
 
 import pytest
+from django.contrib.admin.models import CHANGE, LogEntry
 from django.test import Client
 from django.utils import timezone
+from django_celery_beat.models import IntervalSchedule, PeriodicTask
 
 from orchestration.admin import COUNT_CAP, CappedCountPaginator
 from orchestration.models import (
@@ -128,18 +130,22 @@ def test_cancel_asks_for_a_reason_then_cancels_once_with_an_audit_event(
 @pytest.mark.parametrize("name", ["requeue", "requeue_reset"])
 def test_requeue_twice_has_one_effect(admin_user_client: Client, name: str) -> None:
     item = WorkItemFactory.create(status=WorkItemStatus.FAILED, retry_count=3)
-    action(admin_user_client, "workitem", name, [item.pk])
-    action(admin_user_client, "workitem", name, [item.pk])
+    ask = action(admin_user_client, "workitem", name, [item.pk])
+    assert 'id="apply-action"' in ask.content.decode()
+    assert WorkItem.objects.get(pk=item.pk).status == WorkItemStatus.FAILED
+    form = {"apply": "yes", "reason": "the flaky runner is fixed"}
+    action(admin_user_client, "workitem", name, [item.pk], **form)
+    action(admin_user_client, "workitem", name, [item.pk], **form)
     item.refresh_from_db()
     assert item.status == WorkItemStatus.QUEUED
     assert item.retry_count == (0 if name == "requeue_reset" else 3)
     event = WorkItemEvent.objects.get(work_item=item, kind="requeued")
-    assert event.actor == "admin:admin"
+    assert (event.actor, event.message) == ("admin:admin", "the flaky runner is fixed")
 
 
 def test_requeue_of_a_running_item_is_refused(admin_user_client: Client) -> None:
     item = WorkItemFactory.create(status=WorkItemStatus.IN_PROGRESS)
-    resp = action(admin_user_client, "workitem", "requeue", [item.pk])
+    resp = action(admin_user_client, "workitem", "requeue", [item.pk], apply="yes")
     assert "1 refused" in resp.content.decode()
     item.refresh_from_db()
     assert item.status == WorkItemStatus.IN_PROGRESS
@@ -147,13 +153,15 @@ def test_requeue_of_a_running_item_is_refused(admin_user_client: Client) -> None
 
 def test_setting_the_priority_twice_changes_it_once(admin_user_client: Client) -> None:
     item = WorkItemFactory.create(priority=Priority.LOW, priority_rank=0)
-    action(admin_user_client, "workitem", "priority_critical", [item.pk])
-    action(admin_user_client, "workitem", "priority_critical", [item.pk])
+    form = {"apply": "yes", "reason": "customer escalation"}
+    action(admin_user_client, "workitem", "priority_critical", [item.pk], **form)
+    action(admin_user_client, "workitem", "priority_critical", [item.pk], **form)
     item.refresh_from_db()
     assert (item.priority, item.priority_rank) == (Priority.CRITICAL, 3)
     event = WorkItemEvent.objects.get(work_item=item, kind="priority_changed")
     assert event.actor == "admin:admin"
     assert event.data == {"from": "low", "to": "critical"}
+    assert event.message == "priority low → critical: customer escalation"
 
 
 def test_kill_asks_for_a_reason_and_records_it(admin_user_client: Client) -> None:
@@ -211,9 +219,63 @@ def test_an_api_key_is_shown_once_and_can_be_revoked(admin_user_client: Client) 
         .count("not shown again")
         == 0
     )
-    action(admin_user_client, "apikey", "revoke", [key.pk])
+    action(admin_user_client, "apikey", "revoke", [key.pk], apply="yes", reason="leaked in CI")
+    action(admin_user_client, "apikey", "revoke", [key.pk], apply="yes", reason="again")
     key.refresh_from_db()
     assert key.revoked_at is not None
+    # The second click has no effect and no entry.
+    [entry] = LogEntry.objects.filter(object_id=str(key.pk), action_flag=CHANGE)
+    assert (entry.user.get_username(), entry.get_change_message()) == (
+        "admin",
+        "Revoked: leaked in CI",
+    )
+
+
+@pytest.mark.parametrize(
+    ("name", "enabled_after"),
+    [("disable_tasks", False), ("enable_tasks", True), ("toggle_tasks", False)],
+)
+def test_beat_schedule_actions_ask_why_and_leave_a_history_entry(
+    admin_user_client: Client, name: str, enabled_after: bool
+) -> None:
+    every = IntervalSchedule.objects.create(every=5, period=IntervalSchedule.SECONDS)
+    task = PeriodicTask.objects.create(
+        name="probe", task="orchestration.sweep", interval=every, enabled=True
+    )
+    url = "/admin/django_celery_beat/periodictask/"
+    ask = admin_user_client.post(url, {"action": name, "_selected_action": [task.pk]})
+    assert 'id="apply-action"' in ask.content.decode()
+    assert PeriodicTask.objects.get(pk=task.pk).enabled is True
+
+    admin_user_client.post(
+        url,
+        {"action": name, "_selected_action": [task.pk], "apply": "yes", "reason": "maintenance"},
+    )
+
+    assert PeriodicTask.objects.get(pk=task.pk).enabled is enabled_after
+    entry = LogEntry.objects.get(object_id=str(task.pk))
+    assert entry.user.get_username() == "admin"
+    assert "maintenance" in entry.get_change_message()
+
+
+def test_an_action_on_all_matching_rows_carries_the_selection_not_thousands_of_ids(
+    admin_user_client: Client, settings: Any
+) -> None:
+    settings.MAX_QUEUED = settings.MAX_QUEUED_PER_REPO = 5_000  # the bounds are tested elsewhere
+    # More than DATA_UPLOAD_MAX_NUMBER_FIELDS (1,000) hidden ids would be refused outright.
+    items = WorkItemFactory.create_batch(1_010, status=WorkItemStatus.FAILED)
+    base = {"action": "requeue", "_selected_action": [str(items[0].pk)], "select_across": "1"}
+
+    ask = admin_user_client.post("/admin/orchestration/workitem/?status__exact=failed", base)
+    page = ask.content.decode()
+    assert "1010 selected" in page
+    assert page.count('name="_selected_action"') == 1
+
+    admin_user_client.post(
+        "/admin/orchestration/workitem/?status__exact=failed",
+        {**base, "apply": "yes", "reason": "runner fixed"},
+    )
+    assert WorkItem.objects.filter(status=WorkItemStatus.QUEUED).count() == 1_010
 
 
 def test_the_beat_schedules_are_in_the_admin(admin_user_client: Client) -> None:

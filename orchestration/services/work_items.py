@@ -200,12 +200,17 @@ REQUEUEABLE = (WorkItemStatus.FAILED, WorkItemStatus.CANCELLED, WorkItemStatus.C
 
 
 def work_item_requeue(
-    *, work_item_id: UUID | str, reset_retries: bool = False, actor: str = "system"
+    *,
+    work_item_id: UUID | str,
+    reset_retries: bool = False,
+    actor: str = "system",
+    reason: str = "",
 ) -> WorkItem:
     """Put a finished item back in the queue (now, not after a backoff).
 
     Queued already: a no-op that reports success. Assigned or running: InvalidState — cancel
-    it first. ``reset_retries`` sets the retry count back to zero.
+    it first. ``reset_retries`` sets the retry count back to zero; ``reason`` goes on the
+    event.
     """
     with transaction.atomic():
         item = WorkItem.objects.select_for_update().filter(pk=work_item_id).first()
@@ -238,6 +243,7 @@ def work_item_requeue(
             from_status=item.status,
             to_status=WorkItemStatus.QUEUED,
             actor=actor,
+            message=reason,
             data={"resetRetries": reset_retries},
         )
         from orchestration import tasks
@@ -247,8 +253,10 @@ def work_item_requeue(
     return item
 
 
-def work_item_set_priority(*, work_item_id: UUID | str, priority: str, actor: str) -> bool:
-    """Set an unfinished item's priority (a conditional UPDATE plus an event).
+def work_item_set_priority(
+    *, work_item_id: UUID | str, priority: str, actor: str, reason: str = ""
+) -> bool:
+    """Set an unfinished item's priority (a conditional UPDATE plus an event, with ``reason``).
 
     Setting the priority it already has changes nothing and returns False, so a double click
     has one effect. Finished items are refused: their priority no longer matters.
@@ -270,7 +278,7 @@ def work_item_set_priority(*, work_item_id: UUID | str, priority: str, actor: st
             from_status=item.status,
             to_status=item.status,
             actor=actor,
-            message=f"priority {item.priority} → {priority}",
+            message=f"priority {item.priority} → {priority}" + (f": {reason}" if reason else ""),
             data={"from": item.priority, "to": priority},
         )
     return True
