@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import io
 import json
 import uuid
@@ -392,3 +393,33 @@ def test_the_command_line_still_stops_on_a_settings_error(settings: Any) -> None
 
     with pytest.raises(SystemCheckError, match="MAX_WORKERS"):
         call_command("whim", "status", stdout=io.StringIO(), skip_checks=False)
+
+
+@pytest.mark.parametrize("command", ["whim", "whim_sweep"])
+def test_a_sweep_by_hand_does_its_work_and_prints_what_it_did(command: str) -> None:
+    from django.core.management.base import CommandError
+
+    from orchestration.models import FileLock
+
+    worker = WorkerFactory.create(status=WorkerStatus.KILLED)
+    FileLock.objects.create(
+        repo="acme/x", path="a.py", worker=worker, expires_at=timezone.now() + dt.timedelta(hours=1)
+    )
+    args = ["sweep", "locks"] if command == "whim" else ["locks"]
+    out = io.StringIO()
+
+    call_command(command, *args, stdout=out)
+
+    assert json.loads(out.getvalue()) == {"locks": {"deleted": 1}}
+    assert not FileLock.objects.exists()
+    everything = io.StringIO()
+    call_command(command, *args[:-1], stdout=everything)  # no name: all of them
+    assert set(json.loads(everything.getvalue())) == {
+        "heartbeats",
+        "stuck",
+        "locks",
+        "containers",
+        "retention",
+    }
+    with pytest.raises(CommandError, match="invalid choice"):
+        call_command(command, *args[:-1], "nope", stdout=io.StringIO())

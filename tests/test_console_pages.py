@@ -704,3 +704,12 @@ def test_every_page_says_when_agents_are_not_isolated(
 def test_the_docker_runtime_shows_no_isolation_warning(staff_client: Client, settings: Any) -> None:
     settings.WHIM_RUNTIME = "docker"
     assert b'id="runtime-warning"' not in staff_client.get("/").content
+
+
+def test_the_queue_offers_every_bulk_action_for_the_selected_and_for_all_matching(
+    staff_client: Client,
+) -> None:
+    page = staff_client.get("/queue/?status=failed").content.decode()
+    for action in ("cancel", "requeue", "requeue_reset"):
+        for scope in ("selected", "matching"):
+            assert f'value="{action}:{scope}"' in page, (action, scope)

@@ -608,8 +608,11 @@ def test_a_container_the_daemon_refuses_to_remove_is_recorded_and_retried(
 
     with mock.patch.object(runtime, "remove", side_effect=refuse):
         counts = containers_observe(runtime=runtime)
+        again = containers_observe(runtime=runtime)  # still refusing, a period later
 
-    assert counts["cleanup_failed"] == 1 and counts["removed"] == 0
+    assert counts["cleanup_failed"] == again["cleanup_failed"] == 1
+    assert counts["removed"] == again["removed"] == 0
+    # Visible once on the timeline, not once per period.
     event = WorkItemEvent.objects.get(worker=worker, kind="container_cleanup_failed")
     assert "device or resource busy" in event.message
     assert containers_observe(runtime=runtime)["removed"] == 1  # the next period succeeds

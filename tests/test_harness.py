@@ -369,6 +369,39 @@ def test_it_retries_complete_after_a_500(
     assert len(orchestrator.of("complete", status=200)) == 1
 
 
+def test_it_retries_through_an_orchestrator_that_is_not_listening_yet(
+    harness_env: dict[str, str], work_item: dict[str, Any], tmp_path: Path
+) -> None:
+    from tests.conftest import free_port
+
+    port = free_port()
+    late: FakeOrchestrator | None = None
+    env = {**harness_env, "ORCHESTRATOR_URL": f"http://127.0.0.1:{port}/w/{WORKER_TOKEN}"}
+    out = tmp_path / "harness.log"
+    with open(out, "w") as sink:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "harness"], env=env, cwd=ROOT, stdout=sink, stderr=sink
+        )
+    try:
+        wait_for(
+            lambda: "refused; retrying" in out.read_text(), what="a refused connection retried"
+        )
+        late = FakeOrchestrator(
+            worker_id=harness_env["WORKER_ID"], token=WORKER_TOKEN, work_item=work_item, port=port
+        ).start()
+        assert proc.wait(timeout=60) == 0, out.read_text()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        if late is not None:
+            late.stop()
+
+    assert late is not None
+    assert [call.status for call in late.of("register")] == [201]  # once, after the refusals
+    assert len(late.of("complete", status=200)) == 1
+
+
 def test_it_waits_for_a_refused_lock_and_then_completes(
     harness_env: dict[str, str], remote: Remote, orchestrator: FakeOrchestrator
 ) -> None:

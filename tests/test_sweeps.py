@@ -16,6 +16,7 @@ from orchestration.models import (
     DailyUsage,
     FileLock,
     Worker,
+    WorkerMetrics,
     WorkerStatus,
     WorkItem,
     WorkItemEvent,
@@ -269,6 +270,32 @@ def test_retention_purges_old_history_in_batches_and_keeps_the_rest(settings: An
     assert set(WorkItem.objects.values_list("pk", flat=True)) >= {recent.pk, queued_old.pk}
     assert not WorkItem.objects.filter(pk__in=[i.pk for i in old]).exists()
     assert sweep_retention() == {"items": 0, "logs": 0, "usage": 0, "deliveries": 0}
+
+
+def test_retention_takes_old_items_events_attempts_and_metrics_in_batches(
+    settings: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from orchestration.services import sweeps
+
+    monkeypatch.setattr(sweeps, "BATCH", 2)
+    settings.RETENTION_DAYS, settings.MAX_RETRIES = 30, 0  # each attempt fails its item
+    old: list[WorkItem] = []
+    kept: list[WorkItem] = []
+    for n in range(7):
+        item, worker = running()
+        worker_fail(worker_id=worker.pk, error="boom", category="TEST")
+        WorkerMetrics.objects.create(worker=worker, work_item=item, tokens_in=n)
+        (old if n < 5 else kept).append(item)
+    WorkItem.objects.filter(pk__in=[i.pk for i in old]).update(
+        updated_at=db_now() - dt.timedelta(days=31)
+    )
+
+    assert sweep_retention()["items"] == 5  # three batches of at most two
+
+    assert set(WorkItem.objects.values_list("pk", flat=True)) == {i.pk for i in kept}
+    for model in (Worker, WorkItemEvent, WorkerMetrics):
+        left = set(model.objects.values_list("work_item_id", flat=True))
+        assert left == {i.pk for i in kept}, model.__name__
 
 
 def test_beat_skips_a_sweep_another_process_is_running_and_runs_it_once_free() -> None:

@@ -10,7 +10,7 @@ from django.conf import settings
 
 from orchestration.clock import db_now
 from orchestration.errors import Fenced
-from orchestration.models import Worker, WorkerStatus
+from orchestration.models import Worker, WorkerStatus, WorkItemEvent
 from orchestration.services.events import event_record
 from orchestration.services.workers import worker_fail
 from workers.runtime import ContainerRuntime, ContainerState, get_runtime
@@ -125,10 +125,20 @@ def _observe_one(
         counts["timed_out"] += 1
 
 
+CLEANUP_EVENT_EVERY = dt.timedelta(minutes=10)
+
+
 def _record_cleanup_failure(owner: Worker | None, container_id: str, exc: Exception) -> None:
+    """Logged every time; on the item's timeline at most once per CLEANUP_EVENT_EVERY, so a
+    daemon that refuses for hours leaves a visible mark, not an event per period."""
     message = f"could not stop/remove container {container_id[:12]}: {type(exc).__name__}: {exc}"
     logger.warning(message[:500])
-    if owner is not None:
+    recent = WorkItemEvent.objects.filter(
+        worker=owner,
+        kind="container_cleanup_failed",
+        created_at__gte=db_now() - CLEANUP_EVENT_EVERY,
+    )
+    if owner is not None and not recent.exists():
         event_record(
             work_item=owner.work_item_id,
             worker=owner,

@@ -33,7 +33,9 @@ class Call:
 
 
 class FakeOrchestrator:
-    def __init__(self, *, worker_id: str, token: str, work_item: dict[str, Any]) -> None:
+    def __init__(
+        self, *, worker_id: str, token: str, work_item: dict[str, Any], port: int = 0
+    ) -> None:
         self.worker_id = worker_id
         self.token = token
         self.work_item = work_item
@@ -42,7 +44,7 @@ class FakeOrchestrator:
         self.fenced = False
         self._script: dict[str, list[tuple[int, Any]]] = defaultdict(list)
         self._lock = threading.Lock()
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler_class())
+        self._server = ThreadingHTTPServer(("127.0.0.1", port), self._handler_class())
         self._server.daemon_threads = True
         self._thread = threading.Thread(
             target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
