@@ -4,6 +4,7 @@ the invariants (tests/invariants.py)."""
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import re
 import signal
@@ -21,6 +22,7 @@ from typing import Any
 import docker
 import pytest
 from django.db import OperationalError, connection
+from django.utils import timezone
 
 from orchestration import tasks
 from orchestration.models import (
@@ -225,6 +227,7 @@ def test_two_beat_processes_apply_each_sweep_once_per_period(celery_workers: Any
         STALE_THRESHOLD="1",
         HEARTBEAT_GRACE="0",
         SWEEP_HEARTBEATS_EVERY="1",
+        SWEEP_STUCK_EVERY="1",
         MAX_RETRIES="0",
         LOOP_INTERVAL="1",
     )
@@ -236,17 +239,27 @@ def test_two_beat_processes_apply_each_sweep_once_per_period(celery_workers: Any
         Worker.objects.filter(pk=worker_id).update(
             status=WorkerStatus.RUNNING, container_id=f"gone-{worker_id}"
         )
+    # One item whose bookkeeping broke (in progress, no live attempt): the stuck sweep must
+    # put it back in the queue exactly once, however many beats send the sweep.
+    orphan = WorkItemFactory.create()
+    lost_id = dispatch_claim_one()
+    assert lost_id is not None
+    Worker.objects.filter(pk=lost_id).update(status=WorkerStatus.FAILED)
+    WorkItem.objects.filter(pk=orphan.pk).update(
+        status=WorkItemStatus.IN_PROGRESS, updated_at=timezone.now() - dt.timedelta(minutes=5)
+    )
     workers.start(concurrency=2, beat=True)
     workers.start(concurrency=2, beat=True)  # a second beat: every tick is sent twice
     began = time.monotonic()
 
-    wait_for(lambda: all(finished(i.pk) for i in items), timeout=60, what="the sweeps")
+    wait_for(lambda: all(finished(i.pk) for i in [*items, orphan]), timeout=60, what="the sweeps")
     # Let both beats run ten periods in all, to see that nothing happens twice.
     time.sleep(max(0.0, began + 10 - time.monotonic()))
     for item in items:
         kinds = list(WorkItemEvent.objects.filter(work_item=item).values_list("kind", flat=True))
         assert kinds.count("failed") == 1, kinds
     assert Worker.objects.filter(status=WorkerStatus.LOST).count() == 5
+    assert WorkItemEvent.objects.filter(work_item=orphan, kind="recovered").count() == 1
     assert_invariants()
 
 
