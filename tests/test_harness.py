@@ -131,6 +131,13 @@ def harness_env(
     }
 
 
+def start_harness(env: dict[str, str], **output: Any) -> subprocess.Popen[str]:
+    """The harness as a running process, for tests that act while it runs."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "harness"], env=env, cwd=ROOT, text=True, **output
+    )
+
+
 def run_harness(env: dict[str, str], *, timeout: float = 60) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "harness"],
@@ -321,14 +328,7 @@ def test_it_stops_at_once_when_a_command_agents_heartbeat_is_fenced(
         "WHIM_AGENT": "command",
         "WHIM_AGENT_COMMAND": f"echo $$ > {pid_file}; exec sleep 30",
     }
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "harness"],
-        env=env,
-        cwd=ROOT,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    proc = start_harness(env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
         # Fence it only once the agent runs (the clone before it takes a variable time).
         wait_for(
@@ -379,9 +379,7 @@ def test_it_retries_through_an_orchestrator_that_is_not_listening_yet(
     env = {**harness_env, "ORCHESTRATOR_URL": f"http://127.0.0.1:{port}/w/{WORKER_TOKEN}"}
     out = tmp_path / "harness.log"
     with open(out, "w") as sink:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "harness"], env=env, cwd=ROOT, stdout=sink, stderr=sink
-        )
+        proc = start_harness(env, stdout=sink, stderr=sink)
     try:
         wait_for(
             lambda: "refused; retrying" in out.read_text(), what="a refused connection retried"
@@ -583,14 +581,7 @@ def test_sigterm_kills_the_agent_and_reports_terminated(
     harness_env: dict[str, str], orchestrator: FakeOrchestrator
 ) -> None:
     env = {**harness_env, "WHIM_AGENT": "command", "WHIM_AGENT_COMMAND": "sleep 30"}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "harness"],
-        env=env,
-        cwd=ROOT,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
+    proc = start_harness(env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     try:
         wait_for(lambda: orchestrator.of("heartbeat"), what="a heartbeat")
         wait_for(lambda: list(Path(env["WORKSPACE"]).glob("repo/README.md")), what="the clone")
