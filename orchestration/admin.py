@@ -158,21 +158,35 @@ def _actor(request: HttpRequest) -> str:
     return f"admin:{request.user.get_username()}"
 
 
+# An action handles at most this many rows per click ("select all" of a million rows would
+# otherwise run for minutes in one request); the message says to run it again for the rest.
+ACTION_MAX = 5000
+
+
 def _each(
     request: HttpRequest, queryset: QuerySet[Any], verb: str, fn: Callable[[Any], Any]
 ) -> None:
-    """Run ``fn`` on each row; count changes, repeats (no-ops) and refusals."""
+    """Run ``fn`` on each row (at most ACTION_MAX, ids only); count changes, repeats (no-ops)
+    and refusals, naming the first few refusals."""
     done = repeats = refused = 0
-    for obj in queryset:
+    why: list[str] = []
+    rows = list(queryset.select_related(None).only("pk")[: ACTION_MAX + 1])
+    for obj in rows[:ACTION_MAX]:
         try:
             changed = fn(obj)
         except WhimError as exc:
             refused += 1
-            messages.warning(request, f"{obj.pk}: {exc.message}")
+            if len(why) < 5:
+                why.append(f"{obj.pk}: {exc.message}")
         else:
             done += 1 if changed else 0
             repeats += 0 if changed else 1
-    messages.info(request, f"{verb}: {done} changed, {repeats} already so, {refused} refused.")
+    if why:
+        messages.warning(request, "Refused — " + "; ".join(why) + (" …" if refused > 5 else ""))
+    summary = f"{verb}: {done} changed, {repeats} already so, {refused} refused."
+    if len(rows) > ACTION_MAX:
+        summary += f" Only the first {ACTION_MAX} were handled; run it again for the rest."
+    messages.info(request, summary)
 
 
 class ReasonForm(forms.Form):
@@ -201,6 +215,7 @@ def _with_reason(
             return None
     else:
         form = ReasonForm()
+    selected_count = queryset[: ACTION_MAX + 1].count()  # capped: never a full COUNT
     return TemplateResponse(
         request,
         "admin/orchestration/action_reason.html",
@@ -208,7 +223,8 @@ def _with_reason(
             **modeladmin.admin_site.each_context(request),
             "title": title,
             "objects": list(queryset[:100]),
-            "count": queryset.count(),
+            "count": min(selected_count, ACTION_MAX),
+            "capped": selected_count > ACTION_MAX,
             "select_across": across,
             # With select_across, Django still wants one id to know an action was chosen.
             "selected": [
@@ -697,7 +713,10 @@ class AuditedPeriodicTaskAdmin(PeriodicTaskAdmin):
             schedules = list(queryset)
             run(request, queryset)
             for schedule in schedules:
-                self.log_change(request, schedule, f"{title}: {reason or 'no reason given'}")
+                schedule.refresh_from_db(fields=["enabled"])
+                state = "enabled" if schedule.enabled else "disabled"
+                why = reason or "no reason given"
+                self.log_change(request, schedule, f"{title} (now {state}): {why}")
 
         return _with_reason(self, request, queryset, action=action, title=title, apply=apply)
 
@@ -715,6 +734,11 @@ class AuditedPeriodicTaskAdmin(PeriodicTaskAdmin):
 
     @admin.action(description="Run selected tasks now")
     def run_tasks(self, request: HttpRequest, queryset: QuerySet[Any]) -> HttpResponse | None:
+        self.celery_app.loader.import_default_modules()
+        unknown = sorted({s.task for s in queryset if self.celery_app.tasks.get(s.task) is None})
+        if unknown:  # refused before asking why, so no history entry claims it ran
+            messages.error(request, f"Not run: no such task {', '.join(unknown)}")
+            return None
         return self._audited(request, queryset, "run_tasks", super().run_tasks)
 
 

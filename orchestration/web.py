@@ -15,6 +15,7 @@ from uuid import UUID
 from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
+from django.db.models import Count, Max
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
@@ -25,7 +26,6 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 from django_htmx.middleware import HtmxDetails
 
 from orchestration import dashboard
-from orchestration.clock import db_now
 from orchestration.errors import QueueFull, ValidationFailed, WhimError
 from orchestration.models import Worker, WorkItem, WorkItemStatus
 from orchestration.selectors import queue_filter, queue_list
@@ -188,12 +188,14 @@ BULK_ACTIONS = {
 
 
 def _bulk_targets(
-    request: HttpRequest, action: str, scope: str, asof: dt.datetime
-) -> tuple[list[UUID], int]:
-    """The ids a bulk action would act on (at most BULK_MAX), and how many are eligible.
+    request: HttpRequest, action: str, scope: str, asof: dt.datetime | None
+) -> tuple[list[UUID], int, dt.datetime | None]:
+    """The ids a bulk action would act on (at most BULK_MAX), how many are eligible, and the
+    newest one's ``created_at``.
 
-    "Everything matching" means matching when the confirmation was shown (``asof``): an item
-    submitted after the operator saw the count is not swept in.
+    "Everything matching" is bounded by ``asof``, the newest item the confirmation counted
+    (read from the column itself, so no second clock is involved): an item submitted after
+    the operator saw the count is not swept in.
     """
     eligible = (*WorkItem.PENDING, *WorkItem.ACTIVE) if action == "cancel" else tuple(REQUEUEABLE)
     if scope == "matching":
@@ -202,14 +204,15 @@ def _bulk_targets(
         if not form.is_valid():
             raise ValidationFailed("; ".join(form.error_details().values()))
         qs = queue_filter(**{k: form.cleaned_data.get(k) or "" for k in filters})
-        qs = qs.filter(created_at__lte=asof)
+        if asof is not None:
+            qs = qs.filter(created_at__lte=asof)
     else:
         ids = dashboard.parse_uuid_list(request.POST.getlist("ids"), limit=BULK_MAX)
         qs = WorkItem.objects.filter(pk__in=ids)
     qs = qs.filter(status__in=eligible)
-    total = qs.count()
+    counted = qs.aggregate(total=Count("pk"), newest=Max("created_at"))
     targets = list(qs.order_by("created_at", "pk").values_list("pk", flat=True)[:BULK_MAX])
-    return targets, total
+    return targets, counted["total"], counted["newest"]
 
 
 def _aware_datetime(value: str) -> dt.datetime | None:
@@ -235,12 +238,14 @@ def queue_bulk(request: HttpRequest) -> HttpResponse:
         messages.error(request, "Unknown bulk action.")
         return HttpResponseRedirect(back)
     confirmed = request.POST.get("confirm") == "yes"
-    asof = _aware_datetime(request.POST.get("asof", "")) if confirmed else db_now()
-    if asof is None:
-        messages.error(request, "The confirmation is incomplete; start the bulk action again.")
-        return HttpResponseRedirect(back)
+    asof = None
+    if confirmed and scope == "matching":
+        asof = _aware_datetime(request.POST.get("asof", ""))
+        if asof is None:
+            messages.error(request, "The confirmation is incomplete; start the bulk action again.")
+            return HttpResponseRedirect(back)
     try:
-        targets, total = _bulk_targets(request, action, scope, asof)
+        targets, total, newest = _bulk_targets(request, action, scope, asof)
     except ValidationFailed as exc:
         messages.error(request, f"Bad filter: {exc.message}")
         return HttpResponseRedirect(back)
@@ -257,7 +262,7 @@ def queue_bulk(request: HttpRequest) -> HttpResponse:
                 "capped": total > BULK_MAX,
                 "bulk_max": BULK_MAX,
                 "ids": [str(pk) for pk in targets] if scope == "selected" else [],
-                "asof": asof.isoformat(),
+                "asof": newest.isoformat() if newest else "",
                 "sample": WorkItem.objects.filter(pk__in=targets[:10]).order_by("created_at"),
                 "back": back,
             },

@@ -255,7 +255,24 @@ def test_beat_schedule_actions_ask_why_and_leave_a_history_entry(
     assert PeriodicTask.objects.get(pk=task.pk).enabled is enabled_after
     entry = LogEntry.objects.get(object_id=str(task.pk))
     assert entry.user.get_username() == "admin"
-    assert "maintenance" in entry.get_change_message()
+    state = "enabled" if enabled_after else "disabled"
+    assert entry.get_change_message().endswith(f"(now {state}): maintenance")
+
+
+def test_running_a_schedule_whose_task_does_not_exist_is_refused_without_a_history_entry(
+    admin_user_client: Client,
+) -> None:
+    every = IntervalSchedule.objects.create(every=5, period=IntervalSchedule.SECONDS)
+    task = PeriodicTask.objects.create(name="ghost", task="no.such.task", interval=every)
+
+    page = admin_user_client.post(
+        "/admin/django_celery_beat/periodictask/",
+        {"action": "run_tasks", "_selected_action": [task.pk], "apply": "yes", "reason": "x"},
+        follow=True,
+    ).content.decode()
+
+    assert "Not run: no such task no.such.task" in page
+    assert not LogEntry.objects.filter(object_id=str(task.pk)).exists()
 
 
 def test_an_action_on_all_matching_rows_carries_the_selection_not_thousands_of_ids(
@@ -276,6 +293,25 @@ def test_an_action_on_all_matching_rows_carries_the_selection_not_thousands_of_i
         {**base, "apply": "yes", "reason": "runner fixed"},
     )
     assert WorkItem.objects.filter(status=WorkItemStatus.QUEUED).count() == 1_010
+
+
+def test_one_click_handles_at_most_action_max_rows_and_says_so(
+    admin_user_client: Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from orchestration import admin as whim_admin
+
+    monkeypatch.setattr(whim_admin, "ACTION_MAX", 3)
+    items = WorkItemFactory.create_batch(5)
+    base = {"action": "cancel", "_selected_action": [str(items[0].pk)], "select_across": "1"}
+
+    ask = admin_user_client.post("/admin/orchestration/workitem/", base).content.decode()
+    assert "the first 3 of more selected" in ask
+    done = admin_user_client.post(
+        "/admin/orchestration/workitem/", {**base, "apply": "yes"}, follow=True
+    ).content.decode()
+
+    assert "Cancel: 3 changed" in done and "run it again for the rest" in done
+    assert WorkItem.objects.filter(status=WorkItemStatus.CANCELLED).count() == 3
 
 
 def test_the_beat_schedules_are_in_the_admin(admin_user_client: Client) -> None:

@@ -404,7 +404,7 @@ def test_a_confirmation_without_its_moment_changes_nothing(
     staff_client: Client, carried: str | None
 ) -> None:
     item = WorkItemFactory.create()
-    form = {"action": "cancel", "scope": "selected", "ids": [str(item.pk)], "confirm": "yes"}
+    form = {"action": "cancel", "scope": "matching", "status": "all", "confirm": "yes"}
     if carried is not None:
         form["asof"] = carried
 

@@ -98,8 +98,10 @@ def test_the_state_says_how_long_a_finished_container_ran_by_the_daemons_clock()
 
     container.attrs["State"]["FinishedAt"] = "0001-01-01T00:00:00Z"  # still running
     assert _state(container).ran_seconds is None
-    container.attrs["State"]["StartedAt"] = "garbage"
-    assert _state(container).ran_seconds is None
+    container.attrs["State"]["FinishedAt"] = "2026-11-22T09:00:01Z"
+    for garbage in ("garbage", "2026-11-22T25:00:00Z", "2026-11-22T09:00:00+25:00", None):
+        container.attrs["State"]["StartedAt"] = garbage
+        assert _state(container).ran_seconds is None, garbage
 
 
 @pytest.mark.parametrize("status", [404, 409])

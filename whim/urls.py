@@ -21,11 +21,7 @@ urlpatterns = [
     path("health/ready", api_views.health_ready),
     path("metrics", metrics_view),
     path("admin/", admin.site.urls),
-    path(
-        "accounts/login/",
-        auth_views.LoginView.as_view(redirect_authenticated_user=True),
-        name="login",
-    ),
+    path("accounts/login/", auth_views.LoginView.as_view(), name="login"),
     path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
     # The operator's console (orchestration/web.py): login required, CSRF on every POST.
     path("", web.dashboard_page, name="home"),

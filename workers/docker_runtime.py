@@ -13,7 +13,6 @@ import collections
 import contextlib
 import datetime as dt
 import logging
-import re
 import time
 from typing import Any
 
@@ -54,14 +53,13 @@ def _state(container: Container) -> ContainerState:
 
 def _docker_time(value: object) -> dt.datetime | None:
     """Docker's RFC 3339 time (nanoseconds, ``Z``); None for its zero time or garbage."""
-    if not isinstance(value, str) or value.startswith("0001-"):
+    if not isinstance(value, str):
         return None
-    match = re.match(r"^(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(?:\.(\d+))?(Z|[+-]\d\d:\d\d)$", value)
-    if not match:
+    try:
+        parsed = dt.datetime.fromisoformat(value)
+    except ValueError:
         return None
-    whole, fraction, zone = match.groups()
-    text = f"{whole}.{(fraction or '0')[:6].ljust(6, '0')}{'+00:00' if zone == 'Z' else zone}"
-    return dt.datetime.fromisoformat(text)
+    return None if parsed.year == 1 or parsed.tzinfo is None else parsed
 
 
 @register("docker")

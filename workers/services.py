@@ -133,12 +133,14 @@ def _record_cleanup_failure(owner: Worker | None, container_id: str, exc: Except
     daemon that refuses for hours leaves a visible mark, not an event per period."""
     message = f"could not stop/remove container {container_id[:12]}: {type(exc).__name__}: {exc}"
     logger.warning(message[:500])
+    if owner is None:
+        return
     recent = WorkItemEvent.objects.filter(
         worker=owner,
         kind="container_cleanup_failed",
         created_at__gte=db_now() - CLEANUP_EVENT_EVERY,
     )
-    if owner is not None and not recent.exists():
+    if not recent.exists():
         event_record(
             work_item=owner.work_item_id,
             worker=owner,

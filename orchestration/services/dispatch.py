@@ -185,7 +185,7 @@ def dispatch_renudge_starts() -> int:
         if due.filter(pk=worker_id).update(start_nudged_at=now):
             try:
                 tasks.start_worker.delay(str(worker_id))
-            except Exception as exc:  # broker down: the next period sends it again
+            except Exception as exc:  # broker down: sent again a period later (the mark stays)
                 logger.warning("could not re-send start of %s (%s)", worker_id, type(exc).__name__)
                 continue
             nudged += 1

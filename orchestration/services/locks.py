@@ -1,6 +1,7 @@
 """File locks: leases on repo paths held by one active worker, all or nothing per call.
 
-A lease lasts LOCK_TTL and every heartbeat of its holder renews it. A lease that expired, or
+A lease lasts LOCK_TTL and every heartbeat of its holder renews it while it is live (a lapsed
+one is never revived: the holder must lock the path again). A lease that expired, or
 whose holder is no longer active, no longer blocks anyone: the next acquirer takes it over
 (the supervision sweep also deletes such rows).
 """
