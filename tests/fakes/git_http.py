@@ -10,10 +10,12 @@ import os
 import subprocess
 import threading
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
+
+from tests.fakes.server import FakeServer
 
 
 @dataclass
@@ -23,30 +25,18 @@ class GitRequest:
     authorized: bool
 
 
-class FakeGitHttp:
+class FakeGitHttp(FakeServer):
     def __init__(self, *, root: Path, token: str) -> None:
         self.root = root
         self.expected = "Basic " + base64.b64encode(f"x-access-token:{token}".encode()).decode()
         self.requests: list[GitRequest] = []
         self._lock = threading.Lock()
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler_class())
-        self._server.daemon_threads = True
-        self._thread = threading.Thread(
-            target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
-        )
+        super().__init__()
 
     @property
     def url(self) -> str:
         """A WHIM_GIT_BASE_URL: ``<url>acme/widget.git`` is ``<root>/acme/widget.git``."""
-        return f"http://127.0.0.1:{self._server.server_address[1]}/"
-
-    def start(self) -> FakeGitHttp:
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
+        return f"{self.base}/"
 
     def _handler_class(self) -> type[BaseHTTPRequestHandler]:
         fake = self

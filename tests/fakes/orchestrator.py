@@ -14,8 +14,10 @@ import threading
 import time
 from collections import defaultdict
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
+
+from tests.fakes.server import FakeServer
 
 ROUTE = re.compile(r"^/api/worker/(?:(?P<register>register)|(?P<id>[^/]+)/(?P<action>[a-z]+))$")
 ACTIONS = {"heartbeat", "lock", "unlock", "complete", "fail", "stuck"}
@@ -32,7 +34,7 @@ class Call:
     at: float
 
 
-class FakeOrchestrator:
+class FakeOrchestrator(FakeServer):
     def __init__(
         self, *, worker_id: str, token: str, work_item: dict[str, Any], port: int = 0
     ) -> None:
@@ -44,30 +46,14 @@ class FakeOrchestrator:
         self.fenced = False
         self._script: dict[str, list[tuple[int, Any]]] = defaultdict(list)
         self._lock = threading.Lock()
-        self._server = ThreadingHTTPServer(("127.0.0.1", port), self._handler_class())
-        self._server.daemon_threads = True
-        self._thread = threading.Thread(
-            target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
-        )
+        super().__init__(port=port)
 
     # -- control ----------------------------------------------------------------------------
-
-    @property
-    def base(self) -> str:
-        return f"http://127.0.0.1:{self._server.server_address[1]}"
 
     @property
     def url(self) -> str:
         """What the container gets as ORCHESTRATOR_URL."""
         return f"{self.base}/w/{self.token}"
-
-    def start(self) -> FakeOrchestrator:
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
 
     def answer_next(self, action: str, status: int, body: Any = None) -> None:
         """The next ``action`` call gets this answer (a 409 also fences the worker off)."""
