@@ -23,7 +23,7 @@ from orchestration.models import (
     WorkItemType,
 )
 from reviews.models import PRReview
-from tests.factories import WorkerFactory, WorkItemFactory
+from tests.factories import WorkerFactory, WorkItemFactory, running_item
 
 pytestmark = pytest.mark.django_db
 
@@ -91,20 +91,6 @@ def assert_error(resp: Any, status: int, code: str) -> dict[str, Any]:
 
 def is_iso_with_offset(value: str) -> bool:
     return dt.datetime.fromisoformat(value).utcoffset() is not None
-
-
-def running_item(**item_fields: Any) -> tuple[WorkItem, Worker]:
-    item = WorkItemFactory.create(status=WorkItemStatus.IN_PROGRESS, **item_fields)
-    worker = WorkerFactory.create(
-        work_item=item,
-        status=WorkerStatus.RUNNING,
-        container_id=f"fake-{uuid.uuid4()}",
-        started_at=timezone.now(),
-        last_heartbeat=timezone.now(),
-    )
-    WorkItem.objects.filter(pk=item.pk).update(worker=worker)
-    item.refresh_from_db()
-    return item, worker
 
 
 # --- POST /api/work ---------------------------------------------------------------------------

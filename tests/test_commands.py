@@ -25,7 +25,7 @@ from orchestration.models import (
     WorkItemStatus,
 )
 from orchestration.services.apikeys import apikey_authenticate
-from tests.factories import WorkerFactory, WorkItemFactory
+from tests.factories import WorkerFactory, WorkItemFactory, running_item
 
 pytestmark = pytest.mark.django_db
 
@@ -66,18 +66,6 @@ def assert_refused(run: Run, code: int, error_code: str) -> dict[str, Any]:
     assert body["code"] == error_code
     assert isinstance(body["error"], str) and body["error"]
     return body
-
-
-def running_item() -> tuple[WorkItem, Any]:
-    item = WorkItemFactory.create(status=WorkItemStatus.IN_PROGRESS)
-    worker = WorkerFactory.create(
-        work_item=item,
-        status=WorkerStatus.RUNNING,
-        container_id="fake-1",
-        started_at=timezone.now(),
-    )
-    WorkItem.objects.filter(pk=item.pk).update(worker=worker)
-    return item, worker
 
 
 # --- submit ----------------------------------------------------------------------------------

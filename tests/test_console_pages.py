@@ -24,7 +24,7 @@ from orchestration.models import (
 )
 from orchestration.services.events import event_record
 from reviews.models import PRReview
-from tests.factories import WorkerFactory, WorkItemFactory
+from tests.factories import WorkerFactory, WorkItemFactory, running_item
 
 pytestmark = pytest.mark.django_db
 
@@ -52,21 +52,6 @@ def csrf_client(staff: Any) -> Client:
     client = Client(enforce_csrf_checks=True)
     client.force_login(staff)
     return client
-
-
-def running_item(**kwargs: Any) -> tuple[WorkItem, Worker]:
-    item = WorkItemFactory.create(status=WorkItemStatus.IN_PROGRESS, **kwargs)
-    worker = WorkerFactory.create(
-        work_item=item,
-        status=WorkerStatus.RUNNING,
-        container_id=f"c-{item.pk}",
-        iteration=3,
-        last_heartbeat=timezone.now(),
-        started_at=timezone.now(),
-    )
-    WorkItem.objects.filter(pk=item.pk).update(worker=worker)
-    item.refresh_from_db()
-    return item, worker
 
 
 @pytest.fixture
@@ -629,7 +614,7 @@ def test_a_running_item_has_no_why(staff_client: Client) -> None:
 def test_the_workers_page_shows_heartbeat_progress_and_kills_with_a_reason(
     staff_client: Client,
 ) -> None:
-    item, worker = running_item(max_iterations=10)
+    item, worker = running_item(max_iterations=10, iteration=3)
     Worker.objects.filter(pk=worker.pk).update(
         last_heartbeat=timezone.now() - dt.timedelta(seconds=42)
     )

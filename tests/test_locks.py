@@ -19,9 +19,9 @@ from django.test import Client
 
 from orchestration.clock import db_now
 from orchestration.models import FileLock, Worker, WorkerStatus, WorkItem
-from orchestration.services.dispatch import dispatch_claim_one, worker_token
-from orchestration.services.workers import worker_kill, worker_mark_started
-from tests.factories import WorkItemFactory
+from orchestration.services.dispatch import worker_token
+from orchestration.services.workers import worker_kill
+from tests.factories import running_attempt
 
 pytestmark = pytest.mark.django_db
 
@@ -33,13 +33,7 @@ REPO = "acme/shared"
 
 def running(repo: str = REPO) -> Worker:
     """A ``running`` worker on a new ``in_progress`` item in ``repo`` (claimed, then started)."""
-    item = WorkItemFactory.create(repo=repo)
-    worker_id = dispatch_claim_one()
-    assert worker_id is not None, "the claim found nothing to claim"
-    assert worker_mark_started(worker_id=worker_id, container_id=f"c-{worker_id}")
-    worker = Worker.objects.get(pk=worker_id)
-    assert worker.work_item_id == item.pk
-    return worker
+    return running_attempt(repo=repo)[1]
 
 
 def post(client: Client, worker: Worker, route: str, body: Any) -> Any:

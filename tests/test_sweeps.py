@@ -30,19 +30,10 @@ from orchestration.services.sweeps import (
     sweep_run,
     sweep_stuck,
 )
-from orchestration.services.workers import worker_fail, worker_heartbeat, worker_mark_started
-from tests.factories import WorkItemFactory
+from orchestration.services.workers import worker_fail, worker_heartbeat
+from tests.factories import WorkItemFactory, running_attempt
 
 pytestmark = pytest.mark.django_db(transaction=True)
-
-
-def running(**fields: Any) -> tuple[WorkItem, Worker]:
-    item = WorkItemFactory.create(**fields)
-    worker_id = dispatch_claim_one(use_gate=False)
-    assert worker_id is not None
-    assert worker_mark_started(worker_id=worker_id, container_id=f"c-{worker_id}")
-    item.refresh_from_db()
-    return item, Worker.objects.get(pk=worker_id)
 
 
 def age(worker: Worker, **fields: dt.timedelta) -> None:
@@ -81,7 +72,7 @@ def test_a_silent_worker_is_declared_lost_its_locks_freed_and_its_item_retried(
     settings: Any,
 ) -> None:
     settings.STALE_THRESHOLD, settings.HEARTBEAT_GRACE = 60, 10
-    item, worker = running()
+    item, worker = running_attempt(use_gate=False)
     hold(worker, "a.py")
     age(worker, last_heartbeat=dt.timedelta(seconds=71))
 
@@ -97,7 +88,7 @@ def test_a_silent_worker_is_declared_lost_its_locks_freed_and_its_item_retried(
 
 def test_a_worker_within_the_threshold_and_grace_is_left_alone(settings: Any) -> None:
     settings.STALE_THRESHOLD, settings.HEARTBEAT_GRACE = 60, 10
-    _, worker = running()
+    _, worker = running_attempt(use_gate=False)
     age(worker, last_heartbeat=dt.timedelta(seconds=65))
 
     assert sweep_heartbeats() == {"lost": 0}
@@ -112,7 +103,7 @@ def test_heartbeat_racing_the_kill_sweep_never_ends_half_way(settings: Any) -> N
     settings.STALE_THRESHOLD, settings.HEARTBEAT_GRACE = 1, 0
     outcomes = {"heartbeat": 0, "sweep": 0}
     for trial in range(100):
-        item, worker = running()
+        item, worker = running_attempt(use_gate=False)
         hold(worker, f"f{trial}.py")
         age(worker, last_heartbeat=dt.timedelta(seconds=1, milliseconds=50))
         accepted: list[bool] = []
@@ -163,7 +154,7 @@ def test_a_start_that_never_came_up_is_retried_after_the_assigned_timeout(
 
 def test_alive_but_making_no_progress_is_treated_as_stuck(settings: Any) -> None:
     settings.PROGRESS_TIMEOUT = 120
-    item, worker = running()
+    item, worker = running_attempt(use_gate=False)
     age(worker, last_progress_at=dt.timedelta(seconds=121))  # heartbeats still arrive
     worker_heartbeat(worker_id=worker.pk, iteration=0)  # alive, but nothing rises
 
@@ -177,7 +168,7 @@ def test_alive_but_making_no_progress_is_treated_as_stuck(settings: Any) -> None
 
 def test_progress_keeps_a_slow_worker_alive(settings: Any) -> None:
     settings.PROGRESS_TIMEOUT = 120
-    _, worker = running()
+    _, worker = running_attempt(use_gate=False)
     age(worker, last_progress_at=dt.timedelta(seconds=121))
     worker_heartbeat(worker_id=worker.pk, iteration=5)  # the iteration rose: progress
 
@@ -185,7 +176,7 @@ def test_progress_keeps_a_slow_worker_alive(settings: Any) -> None:
 
 
 def test_an_item_left_in_progress_without_a_live_attempt_is_recovered() -> None:
-    item, worker = running()
+    item, worker = running_attempt(use_gate=False)
     # The bookkeeping broke: the attempt ended but the item still says in_progress.
     Worker.objects.filter(pk=worker.pk).update(status=WorkerStatus.FAILED)
     WorkItem.objects.filter(pk=item.pk).update(updated_at=db_now() - dt.timedelta(minutes=5))
@@ -199,9 +190,13 @@ def test_an_item_left_in_progress_without_a_live_attempt_is_recovered() -> None:
 
 
 def test_recovery_leaves_alone_an_item_another_process_still_owns() -> None:
-    owned, _ = running()  # a live attempt: its process owns it, however old the row
+    owned, _ = running_attempt(
+        use_gate=False
+    )  # a live attempt: its process owns it, however old the row
     WorkItem.objects.filter(pk=owned.pk).update(updated_at=db_now() - dt.timedelta(minutes=5))
-    fresh, fresh_worker = running()  # no live attempt, but it changed moments ago
+    fresh, fresh_worker = running_attempt(
+        use_gate=False
+    )  # no live attempt, but it changed moments ago
     Worker.objects.filter(pk=fresh_worker.pk).update(status=WorkerStatus.FAILED)
 
     assert sweep_stuck()["recovered"] == 0
@@ -212,8 +207,8 @@ def test_recovery_leaves_alone_an_item_another_process_still_owns() -> None:
 
 
 def test_expired_leases_and_leases_of_finished_workers_are_deleted() -> None:
-    _, alive = running()
-    _, gone = running()
+    _, alive = running_attempt(use_gate=False)
+    _, gone = running_attempt(use_gate=False)
     hold(alive, "fresh.py")
     hold(alive, "expired.py", expires_in=dt.timedelta(seconds=-1))
     hold(gone, "orphan.py")
@@ -258,7 +253,7 @@ def test_retention_purges_old_history_in_batches_and_keeps_the_rest(settings: An
     WorkItem.objects.filter(pk__in=[i.pk for i in [*old, queued_old]]).update(
         updated_at=db_now() - dt.timedelta(days=31)
     )
-    _, worker = running()
+    _, worker = running_attempt(queued_old, use_gate=False)  # the oldest queued is claimed
     Worker.objects.filter(pk=worker.pk).update(
         status=WorkerStatus.COMPLETED, log_tail="lines", completed_at=db_now() - dt.timedelta(8)
     )
@@ -282,7 +277,7 @@ def test_retention_takes_old_items_events_attempts_and_metrics_in_batches(
     old: list[WorkItem] = []
     kept: list[WorkItem] = []
     for n in range(7):
-        item, worker = running()
+        item, worker = running_attempt(use_gate=False)
         worker_fail(worker_id=worker.pk, error="boom", category="TEST")
         WorkerMetrics.objects.create(worker=worker, work_item=item, tokens_in=n)
         (old if n < 5 else kept).append(item)
@@ -334,7 +329,7 @@ def test_sweeps_run_by_name_or_all() -> None:
 
 def test_two_sweeps_at_once_end_a_stale_worker_exactly_once(settings: Any) -> None:
     settings.STALE_THRESHOLD, settings.HEARTBEAT_GRACE = 1, 0
-    item, worker = running()
+    item, worker = running_attempt(use_gate=False)
     age(worker, last_heartbeat=dt.timedelta(seconds=5))
 
     results = together(sweep_heartbeats, sweep_heartbeats)

@@ -44,7 +44,7 @@ from orchestration.services.workers import (
     worker_stuck,
 )
 from reviews.models import PRReview
-from tests.factories import WorkerFactory, WorkItemFactory
+from tests.factories import WorkerFactory, WorkItemFactory, running_attempt
 from workers.tasks import stop_worker_container
 
 pytestmark = pytest.mark.django_db
@@ -82,16 +82,6 @@ def claim(item: WorkItem) -> Worker:
     worker = Worker.objects.get(pk=worker_id)
     assert worker.work_item_id == item.pk
     return worker
-
-
-def running(item: WorkItem | None = None, **item_fields: Any) -> tuple[WorkItem, Worker]:
-    """An item ``in_progress`` with a ``running`` worker (claimed, then started)."""
-    item = item or WorkItemFactory.create(**item_fields)
-    worker = claim(item)
-    assert worker_mark_started(worker_id=worker.pk, container_id=f"c-{worker.pk}")
-    item.refresh_from_db()
-    worker.refresh_from_db()
-    return item, worker
 
 
 def lock(worker: Worker, *paths: str, repo: str = "") -> None:
@@ -192,7 +182,7 @@ def test_mark_started_moves_the_worker_to_running_and_the_item_to_in_progress() 
 
 
 def test_marking_a_worker_started_twice_is_a_no_op() -> None:
-    item, worker = running()
+    item, worker = running_attempt()
 
     assert worker_mark_started(worker_id=worker.pk, container_id="other") is False
 
@@ -205,7 +195,7 @@ def test_marking_a_worker_started_twice_is_a_no_op() -> None:
 
 
 def test_complete_records_the_pull_request_and_the_metrics() -> None:
-    item, worker = running()
+    item, worker = running_attempt()
     metrics = {
         "tokensIn": 1200,
         "tokensOut": 340,
@@ -248,7 +238,7 @@ def test_complete_records_the_pull_request_and_the_metrics() -> None:
 
 
 def test_complete_without_metrics_keeps_the_tokens_the_heartbeats_reported() -> None:
-    _item, worker = running()
+    _item, worker = running_attempt()
     worker_heartbeat(worker_id=worker.pk, iteration=3, tokens_in=500, tokens_out=50)
 
     worker_complete(worker_id=worker.pk, result=Completion())
@@ -258,8 +248,8 @@ def test_complete_without_metrics_keeps_the_tokens_the_heartbeats_reported() -> 
 
 
 def test_complete_releases_the_workers_locks_and_only_those() -> None:
-    item, worker = running()
-    _other_item, other = running(WorkItemFactory.create(repo=item.repo))
+    item, worker = running_attempt()
+    _other_item, other = running_attempt(WorkItemFactory.create(repo=item.repo))
     lock(worker, "src/a.py", "src/b.py")
     lock(other, "src/c.py")
 
@@ -270,7 +260,7 @@ def test_complete_releases_the_workers_locks_and_only_those() -> None:
 
 
 def test_complete_with_a_review_stores_a_pr_review() -> None:
-    item, worker = running()
+    item, worker = running_attempt()
     findings = [{"file": "a.py", "line": 3, "severity": "minor", "message": "typo"}]
 
     worker_complete(
@@ -287,7 +277,7 @@ def test_complete_with_a_review_stores_a_pr_review() -> None:
 
 
 def test_complete_without_a_review_stores_none() -> None:
-    _, worker = running()
+    _, worker = running_attempt()
 
     worker_complete(worker_id=worker.pk, result=Completion(pr_number=12))
 
@@ -295,7 +285,7 @@ def test_complete_without_a_review_stores_none() -> None:
 
 
 def test_a_repeated_complete_is_a_no_op_that_writes_no_second_event() -> None:
-    item, worker = running()
+    item, worker = running_attempt()
     result = Completion(pr_url="https://github.com/acme/r/pull/1", pr_number=1, review={})
     assert worker_complete(worker_id=worker.pk, result=result) is True
     before = events_of(item)
@@ -318,7 +308,7 @@ def test_a_repeated_complete_is_a_no_op_that_writes_no_second_event() -> None:
 
 
 def test_complete_after_fail_is_fenced_with_a_409() -> None:
-    item, worker = running()
+    item, worker = running_attempt()
     worker_fail(worker_id=worker.pk, error="boom")
     item.refresh_from_db()
     before = events_of(item)
@@ -341,7 +331,7 @@ def test_complete_after_fail_is_fenced_with_a_409() -> None:
 @pytest.mark.parametrize("retries_so_far", [0, 1, 2])
 def test_fail_requeues_the_item_after_the_backoff_of_its_retry_count(retries_so_far: int) -> None:
     item = WorkItemFactory.create(retry_count=retries_so_far)
-    item, worker = running(item)
+    item, worker = running_attempt(item)
     lock(worker, "src/a.py")
 
     before = db_now()
@@ -377,7 +367,7 @@ def test_fail_of_an_assigned_attempt_requeues_it_too() -> None:
 
 
 def test_fail_without_a_category_is_an_agent_error() -> None:
-    item, worker = running()
+    item, worker = running_attempt()
 
     worker_fail(worker_id=worker.pk, error="", category="")
 
@@ -387,7 +377,7 @@ def test_fail_without_a_category_is_an_agent_error() -> None:
 
 
 def test_a_retried_item_is_claimed_again_as_a_new_attempt() -> None:
-    item, first = running()
+    item, first = running_attempt()
     worker_fail(worker_id=first.pk, error="flaky")
     make_due(item)
 
@@ -405,7 +395,7 @@ def test_the_item_fails_once_its_retries_are_exhausted(settings: Any) -> None:
     item = WorkItemFactory.create()
     attempts = []
     for _ in range(settings.MAX_RETRIES + 1):
-        item, worker = running(item)
+        item, worker = running_attempt(item)
         attempts.append(worker.attempt)
         worker_fail(worker_id=worker.pk, error=f"attempt {worker.attempt} failed")
         item.refresh_from_db()
@@ -426,7 +416,7 @@ def test_the_item_fails_once_its_retries_are_exhausted(settings: Any) -> None:
 
 def test_retries_past_the_listed_delays_wait_the_last_delay(settings: Any) -> None:
     settings.MAX_RETRIES = 10
-    item, worker = running(WorkItemFactory.create(retry_count=7))
+    item, worker = running_attempt(WorkItemFactory.create(retry_count=7))
 
     before = db_now()
     worker_fail(worker_id=worker.pk, error="again")
@@ -439,7 +429,7 @@ def test_retries_past_the_listed_delays_wait_the_last_delay(settings: Any) -> No
 
 @pytest.mark.parametrize("category", ["CONFIG_ERROR", "VALIDATION_ERROR", "PERMANENT"])
 def test_a_permanent_category_fails_the_item_at_once(category: str) -> None:
-    item, worker = running()
+    item, worker = running_attempt()
 
     worker_fail(worker_id=worker.pk, error="bad config", category=category)
 
@@ -452,7 +442,7 @@ def test_a_permanent_category_fails_the_item_at_once(category: str) -> None:
 
 
 def test_a_repeated_fail_is_a_no_op() -> None:
-    item, worker = running()
+    item, worker = running_attempt()
     assert worker_fail(worker_id=worker.pk, error="first") is True
     item.refresh_from_db()
     before_events, before_retry = events_of(item), item.next_retry_at
@@ -467,7 +457,7 @@ def test_a_repeated_fail_is_a_no_op() -> None:
 
 
 def test_fail_after_complete_is_fenced() -> None:
-    item, worker = running()
+    item, worker = running_attempt()
     worker_complete(worker_id=worker.pk, result=Completion())
 
     with pytest.raises(Fenced):
@@ -479,7 +469,7 @@ def test_fail_after_complete_is_fenced() -> None:
 
 
 def test_a_stale_active_worker_failing_does_not_move_the_item() -> None:
-    item, worker = running()
+    item, worker = running_attempt()
     # Something else (a sweep, an operator) already moved the item on without this attempt.
     later = db_now() + dt.timedelta(minutes=10)
     WorkItem.objects.filter(pk=item.pk).update(
@@ -498,10 +488,10 @@ def test_a_stale_active_worker_failing_does_not_move_the_item() -> None:
 
 
 def test_a_superseded_worker_is_fenced_and_leaves_the_new_attempt_alone() -> None:
-    item, first = running()
+    item, first = running_attempt()
     worker_fail(worker_id=first.pk, error="flaky")
     make_due(item)
-    item, second = running(item)
+    item, second = running_attempt(item)
 
     with pytest.raises(Fenced):
         worker_complete(worker_id=first.pk, result=Completion(pr_number=1))
@@ -520,7 +510,7 @@ def test_a_superseded_worker_is_fenced_and_leaves_the_new_attempt_alone() -> Non
 
 
 def test_stuck_requeues_the_item_with_backoff() -> None:
-    item, worker = running()
+    item, worker = running_attempt()
     lock(worker, "README.md")
 
     before = db_now()
@@ -539,7 +529,7 @@ def test_stuck_requeues_the_item_with_backoff() -> None:
 
 
 def test_stuck_on_the_last_retry_fails_the_item(settings: Any) -> None:
-    item, worker = running(WorkItemFactory.create(retry_count=settings.MAX_RETRIES))
+    item, worker = running_attempt(WorkItemFactory.create(retry_count=settings.MAX_RETRIES))
 
     worker_stuck(worker_id=worker.pk, reason="no idea")
 
@@ -551,7 +541,7 @@ def test_stuck_on_the_last_retry_fails_the_item(settings: Any) -> None:
 
 @pytest.mark.parametrize("retries_so_far", [0, 3])
 def test_a_stuck_item_is_never_left_in_progress(retries_so_far: int) -> None:
-    item, worker = running(WorkItemFactory.create(retry_count=retries_so_far))
+    item, worker = running_attempt(WorkItemFactory.create(retry_count=retries_so_far))
 
     worker_stuck(worker_id=worker.pk, reason="r")
 
@@ -561,7 +551,7 @@ def test_a_stuck_item_is_never_left_in_progress(retries_so_far: int) -> None:
 
 
 def test_a_repeated_stuck_is_a_no_op() -> None:
-    item, worker = running()
+    item, worker = running_attempt()
     worker_stuck(worker_id=worker.pk, reason="r")
     before = events_of(item)
 
@@ -578,7 +568,7 @@ def test_a_repeated_stuck_is_a_no_op() -> None:
 def test_kill_fails_the_item_with_the_reason_and_stops_the_container(
     stop_delay: mock.MagicMock, django_capture_on_commit_callbacks: Any
 ) -> None:
-    item, worker = running()
+    item, worker = running_attempt()
     lock(worker, "a.py")
 
     with django_capture_on_commit_callbacks(execute=True):
@@ -597,7 +587,7 @@ def test_kill_fails_the_item_with_the_reason_and_stops_the_container(
 
 
 def test_kill_without_a_reason_says_killed() -> None:
-    item, worker = running()
+    item, worker = running_attempt()
 
     worker_kill(worker_id=worker.pk)
 
@@ -608,7 +598,7 @@ def test_kill_without_a_reason_says_killed() -> None:
 def test_killing_a_killed_worker_is_a_no_op(
     stop_delay: mock.MagicMock, django_capture_on_commit_callbacks: Any
 ) -> None:
-    item, worker = running()
+    item, worker = running_attempt()
     worker_kill(worker_id=worker.pk, reason="first")
     before = events_of(item)
 
@@ -623,7 +613,7 @@ def test_killing_a_killed_worker_is_a_no_op(
 
 @pytest.mark.parametrize("ending", ["complete", "fail"])
 def test_killing_a_finished_worker_is_invalid_state_not_fenced(ending: str) -> None:
-    item, worker = running()
+    item, worker = running_attempt()
     if ending == "complete":
         worker_complete(worker_id=worker.pk, result=Completion())
     else:
@@ -691,8 +681,8 @@ def test_cancel_of_an_assigned_item_kills_its_starting_worker() -> None:
 def test_cancel_of_a_running_item_kills_its_worker_frees_its_locks_and_stops_the_container(
     stop_delay: mock.MagicMock, django_capture_on_commit_callbacks: Any
 ) -> None:
-    item, worker = running()
-    _other_item, other = running(WorkItemFactory.create(repo=item.repo))
+    item, worker = running_attempt()
+    _other_item, other = running_attempt(WorkItemFactory.create(repo=item.repo))
     lock(worker, "a.py", "b.py")
     lock(other, "c.py")
 
@@ -742,7 +732,7 @@ def test_cancel_of_a_finished_item_is_invalid_state(status: str) -> None:
 @pytest.mark.parametrize("status", [WorkItemStatus.FAILED, WorkItemStatus.CANCELLED])
 def test_requeue_of_a_finished_item_queues_it_now(status: str, reset: bool) -> None:
     item = WorkItemFactory.create(retry_count=2)
-    item, worker = running(item)
+    item, worker = running_attempt(item)
     if status == WorkItemStatus.FAILED:
         worker_kill(worker_id=worker.pk)
     else:
@@ -844,7 +834,7 @@ def test_generate_spec_of_a_missing_item_is_a_quiet_no_op() -> None:
 
 
 def test_a_heartbeat_records_liveness_iteration_and_tokens() -> None:
-    item, worker = running()
+    item, worker = running_attempt()
     started_beat = worker.last_heartbeat
 
     worker_heartbeat(worker_id=worker.pk, iteration=2, tokens_in=300, tokens_out=40)
@@ -858,7 +848,7 @@ def test_a_heartbeat_records_liveness_iteration_and_tokens() -> None:
 
 
 def test_a_heartbeat_without_progress_moves_only_the_liveness_time() -> None:
-    _item, worker = running()
+    _item, worker = running_attempt()
     worker_heartbeat(worker_id=worker.pk, iteration=2, tokens_in=300, tokens_out=40)
     worker.refresh_from_db()
     progress, beat = worker.last_progress_at, worker.last_heartbeat
@@ -876,7 +866,7 @@ def test_a_heartbeat_without_progress_moves_only_the_liveness_time() -> None:
     [{"iteration": 3}, {"iteration": 2, "tokens_in": 301}, {"iteration": 2, "tokens_out": 41}],
 )
 def test_any_rising_count_is_progress(beat: dict[str, int]) -> None:
-    _, worker = running()
+    _, worker = running_attempt()
     worker_heartbeat(worker_id=worker.pk, iteration=2, tokens_in=300, tokens_out=40)
     worker.refresh_from_db()
     progress = worker.last_progress_at
@@ -889,7 +879,7 @@ def test_any_rising_count_is_progress(beat: dict[str, int]) -> None:
 
 
 def test_a_late_heartbeat_with_lower_counts_never_lowers_them() -> None:
-    item, worker = running()
+    item, worker = running_attempt()
     worker_heartbeat(worker_id=worker.pk, iteration=5, tokens_in=500, tokens_out=50)
     worker.refresh_from_db()
     progress = worker.last_progress_at
@@ -903,7 +893,7 @@ def test_a_late_heartbeat_with_lower_counts_never_lowers_them() -> None:
 
 
 def test_heartbeats_charge_the_days_iterations_by_how_far_they_rose() -> None:
-    _, worker = running()
+    _, worker = running_attempt()
     today = budget_date(db_now())
 
     worker_heartbeat(worker_id=worker.pk, iteration=2)
@@ -915,7 +905,7 @@ def test_heartbeats_charge_the_days_iterations_by_how_far_they_rose() -> None:
 
 
 def test_a_heartbeat_writes_no_event() -> None:
-    item, worker = running()
+    item, worker = running_attempt()
     before = events_of(item)
 
     worker_heartbeat(worker_id=worker.pk, iteration=1)
@@ -925,7 +915,7 @@ def test_a_heartbeat_writes_no_event() -> None:
 
 @pytest.mark.parametrize("ending", ["fail", "kill", "stuck", "complete"])
 def test_a_heartbeat_from_a_worker_that_is_no_longer_active_is_fenced(ending: str) -> None:
-    _item, worker = running()
+    _item, worker = running_attempt()
     {
         "fail": lambda: worker_fail(worker_id=worker.pk, error="x"),
         "kill": lambda: worker_kill(worker_id=worker.pk),

@@ -28,10 +28,10 @@ from orchestration.models import (
     WorkItemEvent,
     WorkItemStatus,
 )
-from orchestration.services.dispatch import dispatch_claim_one, worker_token
-from orchestration.services.workers import worker_kill, worker_mark_started
+from orchestration.services.dispatch import worker_token
+from orchestration.services.workers import worker_kill
 from reviews.models import PRReview
-from tests.factories import WorkItemFactory
+from tests.factories import running_attempt
 
 pytestmark = pytest.mark.django_db
 
@@ -47,21 +47,6 @@ def _retry_policy(settings: Any) -> None:
 
 
 # --- helpers -------------------------------------------------------------------------------
-
-
-def running(item: WorkItem | None = None, **item_fields: Any) -> tuple[WorkItem, Worker]:
-    """An item ``in_progress`` with a ``running`` worker (claimed, then started).
-
-    ``item`` (or the new one) must be the only claimable item.
-    """
-    item = item or WorkItemFactory.create(**item_fields)
-    worker_id = dispatch_claim_one()
-    assert worker_id is not None, "the claim found nothing to claim"
-    assert worker_mark_started(worker_id=worker_id, container_id=f"c-{worker_id}")
-    worker = Worker.objects.get(pk=worker_id)
-    assert worker.work_item_id == item.pk
-    item.refresh_from_db()
-    return item, worker
 
 
 def token_of(worker: Worker) -> str:
@@ -145,7 +130,7 @@ def kill(worker: Worker) -> None:
 
 
 def test_a_callback_without_a_token_is_unauthorized(client: Client) -> None:
-    item, worker = running()
+    item, worker = running_attempt()
     before = snapshot(item, worker)
 
     resp = client.post(
@@ -165,7 +150,7 @@ def test_a_callback_without_a_token_is_unauthorized(client: Client) -> None:
     ],
 )
 def test_a_callback_with_a_wrong_token_is_unauthorized(client: Client, token: str) -> None:
-    item, worker = running()
+    item, worker = running_attempt()
     before = snapshot(item, worker)
 
     assert_error(
@@ -175,7 +160,7 @@ def test_a_callback_with_a_wrong_token_is_unauthorized(client: Client, token: st
 
 
 def test_a_wrong_token_in_the_path_is_unauthorized(client: Client) -> None:
-    item, worker = running()
+    item, worker = running_attempt()
     before = snapshot(item, worker)
 
     resp = client.post(
@@ -190,8 +175,8 @@ def test_a_wrong_token_in_the_path_is_unauthorized(client: Client) -> None:
 
 @pytest.mark.parametrize("route", ["heartbeat", "lock", "unlock", "complete", "fail", "stuck"])
 def test_a_token_opens_only_its_own_workers_routes(client: Client, route: str) -> None:
-    _item_a, worker_a = running(repo="acme/shared")
-    item_b, worker_b = running(repo="acme/shared")
+    _item_a, worker_a = running_attempt(repo="acme/shared")
+    item_b, worker_b = running_attempt(repo="acme/shared")
     hold(worker_b, "b.py")
     bodies = {
         "heartbeat": {"iteration": 5},
@@ -210,8 +195,8 @@ def test_a_token_opens_only_its_own_workers_routes(client: Client, route: str) -
 
 
 def test_a_token_in_the_path_of_another_worker_is_forbidden(client: Client) -> None:
-    _, worker_a = running()
-    item_b, worker_b = running()
+    _, worker_a = running_attempt()
+    item_b, worker_b = running_attempt()
     before_b = snapshot(item_b, worker_b)
 
     resp = client.post(
@@ -225,7 +210,7 @@ def test_a_token_in_the_path_of_another_worker_is_forbidden(client: Client) -> N
 
 
 def test_a_bearer_token_opens_the_workers_routes(client: Client) -> None:
-    _, worker = running()
+    _, worker = running_attempt()
 
     resp = call(client, worker, "heartbeat", {"iteration": 2})
 
@@ -236,7 +221,7 @@ def test_a_bearer_token_opens_the_workers_routes(client: Client) -> None:
 
 
 def test_the_token_in_the_callback_base_url_works_without_a_header(client: Client) -> None:
-    item, worker = running()
+    item, worker = running_attempt()
 
     resp = client.post(
         f"/w/{token_of(worker)}/api/worker/{worker.pk}/heartbeat",
@@ -309,9 +294,9 @@ def test_no_token_reaches_a_log_line(
 ) -> None:
     settings.DEBUG = debug
     _all_loggers_at_debug(caplog)
-    _item, worker = running()
+    _item, worker = running_attempt()
     token = token_of(worker) if valid else "s3cret-wrong-token-" + uuid.uuid4().hex
-    other = running()[1]  # a 403 is logged by django.request as well
+    other = running_attempt()[1]  # a 403 is logged by django.request as well
 
     responses = [
         client.post(
@@ -373,7 +358,7 @@ def test_the_redacting_filter_rewrites_a_request_log_record_as_django_formats_it
 
 
 def test_register_answers_201_with_the_worker_and_its_item(client: Client) -> None:
-    item, worker = running()
+    item, worker = running_attempt()
 
     resp = call(client, worker, "register", {"workItemId": str(item.pk)})
 
@@ -387,7 +372,7 @@ def test_register_answers_201_with_the_worker_and_its_item(client: Client) -> No
 
 
 def test_register_is_safe_to_repeat(client: Client) -> None:
-    item, worker = running()
+    item, worker = running_attempt()
 
     first = call(client, worker, "register", {"workItemId": str(item.pk)})
     second = call(client, worker, "register", {"workItemId": str(item.pk)})
@@ -412,8 +397,8 @@ def test_register_is_safe_to_repeat(client: Client) -> None:
 def test_register_with_a_wrong_work_item_is_a_validation_error(
     client: Client, work_item_id: str | None
 ) -> None:
-    _item, worker = running()
-    other_item, _ = running()
+    _item, worker = running_attempt()
+    other_item, _ = running_attempt()
     body = {} if work_item_id is None else {"workItemId": work_item_id}
     if work_item_id == "other":
         body["workItemId"] = str(other_item.pk)
@@ -425,7 +410,7 @@ def test_register_with_a_wrong_work_item_is_a_validation_error(
 
 
 def test_register_of_a_killed_worker_is_fenced(client: Client) -> None:
-    item, worker = running()
+    item, worker = running_attempt()
     kill(worker)
 
     resp = call(client, worker, "register", {"workItemId": str(item.pk)})
@@ -437,7 +422,7 @@ def test_register_of_a_killed_worker_is_fenced(client: Client) -> None:
 
 
 def test_heartbeat_records_liveness_iteration_and_tokens(client: Client) -> None:
-    item, worker = running()
+    item, worker = running_attempt()
     Worker.objects.filter(pk=worker.pk).update(last_heartbeat=db_now() - dt.timedelta(minutes=5))
     before = db_now()
 
@@ -454,8 +439,8 @@ def test_heartbeat_records_liveness_iteration_and_tokens(client: Client) -> None
 
 def test_heartbeat_renews_the_workers_lock_leases(client: Client, settings: Any) -> None:
     settings.LOCK_TTL = 600
-    _item, worker = running(repo="acme/shared")
-    _, other = running(repo="acme/shared")
+    _item, worker = running_attempt(repo="acme/shared")
+    _, other = running_attempt(repo="acme/shared")
     hold(worker, "a.py", "b.py", seconds=5)
     hold(other, "c.py", seconds=5)
     others_lease = FileLock.objects.get(path="c.py").expires_at
@@ -474,7 +459,7 @@ def test_heartbeat_does_not_revive_a_lease_that_already_lapsed(
     client: Client, settings: Any
 ) -> None:
     settings.LOCK_TTL = 600
-    _item, worker = running(repo="acme/shared")
+    _item, worker = running_attempt(repo="acme/shared")
     hold(worker, "live.py", seconds=5)
     hold(worker, "lapsed.py", seconds=-5)
     lapsed = FileLock.objects.get(path="lapsed.py").expires_at
@@ -486,7 +471,7 @@ def test_heartbeat_does_not_revive_a_lease_that_already_lapsed(
 
 
 def test_heartbeat_of_a_killed_worker_is_fenced(client: Client) -> None:
-    item, worker = running()
+    item, worker = running_attempt()
     kill(worker)
     before = snapshot(item, worker)
 
@@ -510,7 +495,7 @@ def test_heartbeat_of_a_killed_worker_is_fenced(client: Client) -> None:
 def test_heartbeat_with_a_bad_body_changes_nothing(
     client: Client, body: dict[str, Any], field: str
 ) -> None:
-    item, worker = running()
+    item, worker = running_attempt()
     hold(worker, "a.py", seconds=5)
     before = snapshot(item, worker)
 
@@ -544,7 +529,7 @@ FULL_COMPLETION: dict[str, Any] = {
 
 
 def test_complete_records_the_result_and_frees_the_locks(client: Client, api: Client) -> None:
-    item, worker = running()
+    item, worker = running_attempt()
     hold(worker, "a.py", "b.py")
 
     resp = call(client, worker, "complete", FULL_COMPLETION)
@@ -578,7 +563,7 @@ def test_complete_records_the_result_and_frees_the_locks(client: Client, api: Cl
 
 
 def test_complete_twice_answers_200_and_changes_nothing(client: Client) -> None:
-    item, worker = running()
+    item, worker = running_attempt()
     assert call(client, worker, "complete", FULL_COMPLETION).status_code == 200
     before = snapshot(item, worker)
 
@@ -596,7 +581,7 @@ def test_complete_twice_answers_200_and_changes_nothing(client: Client) -> None:
 
 
 def test_complete_after_fail_is_fenced(client: Client) -> None:
-    item, worker = running()
+    item, worker = running_attempt()
     assert call(client, worker, "fail", {"error": "boom"}).status_code == 200
     before = snapshot(item, worker)
 
@@ -605,7 +590,7 @@ def test_complete_after_fail_is_fenced(client: Client) -> None:
 
 
 def test_complete_of_a_killed_worker_is_fenced(client: Client) -> None:
-    item, worker = running()
+    item, worker = running_attempt()
     kill(worker)
     before = snapshot(item, worker)
 
@@ -633,7 +618,7 @@ def test_complete_of_a_killed_worker_is_fenced(client: Client) -> None:
 def test_complete_with_a_bad_body_changes_nothing(
     client: Client, body: dict[str, Any], field: str
 ) -> None:
-    item, worker = running()
+    item, worker = running_attempt()
     hold(worker, "a.py")
     before = snapshot(item, worker)
 
@@ -649,7 +634,7 @@ def test_complete_with_a_bad_body_changes_nothing(
 def test_a_verified_completion_queues_a_linked_verification_item(
     client: Client, api: Client
 ) -> None:
-    item, worker = running()
+    item, worker = running_attempt()
 
     resp = call(client, worker, "complete", {**FULL_COMPLETION, "verificationEnabled": True})
 
@@ -666,7 +651,7 @@ def test_a_verified_completion_queues_a_linked_verification_item(
 
 
 def test_a_completion_without_verification_queues_nothing(client: Client, api: Client) -> None:
-    item, worker = running()
+    item, worker = running_attempt()
 
     assert call(client, worker, "complete", FULL_COMPLETION).status_code == 200
 
@@ -676,12 +661,12 @@ def test_a_completion_without_verification_queues_nothing(client: Client, api: C
 
 @pytest.mark.parametrize("passed", [False, True])
 def test_a_verification_result_reaches_the_parent(client: Client, passed: bool) -> None:
-    parent, worker = running()
+    parent, worker = running_attempt()
     assert (
         call(client, worker, "complete", {**FULL_COMPLETION, "verificationEnabled": True})
     ).status_code == 200
     child = WorkItem.objects.get(parent_work_item=parent)
-    child, verifier = running(child)
+    child, verifier = running_attempt(child)
 
     resp = call(client, verifier, "complete", {"verificationPassed": passed})
 
@@ -698,7 +683,7 @@ def test_a_verification_result_reaches_the_parent(client: Client, passed: bool) 
 
 
 def test_fail_retries_the_item_with_backoff_and_keeps_the_error(client: Client) -> None:
-    item, worker = running()
+    item, worker = running_attempt()
     hold(worker, "a.py")
     before = db_now()
 
@@ -734,7 +719,7 @@ def test_fail_retries_the_item_with_backoff_and_keeps_the_error(client: Client) 
 
 
 def test_fail_twice_answers_200_and_changes_nothing(client: Client) -> None:
-    item, worker = running()
+    item, worker = running_attempt()
     assert call(client, worker, "fail", {"error": "first"}).status_code == 200
     before = snapshot(item, worker)
 
@@ -760,7 +745,7 @@ def test_fail_twice_answers_200_and_changes_nothing(client: Client) -> None:
 def test_fail_with_a_bad_body_changes_nothing(
     client: Client, body: dict[str, Any], field: str
 ) -> None:
-    item, worker = running()
+    item, worker = running_attempt()
     before = snapshot(item, worker)
 
     details = assert_error(call(client, worker, "fail", body), 400, "VALIDATION_ERROR")["details"]
@@ -770,7 +755,7 @@ def test_fail_with_a_bad_body_changes_nothing(
 
 
 def test_a_permanent_failure_is_not_retried(client: Client) -> None:
-    item, worker = running()
+    item, worker = running_attempt()
 
     resp = call(client, worker, "fail", {"error": "bad config", "category": "CONFIG_ERROR"})
 
@@ -785,7 +770,7 @@ def test_a_permanent_failure_is_not_retried(client: Client) -> None:
 
 
 def test_stuck_requeues_the_item_with_backoff(client: Client) -> None:
-    item, worker = running()
+    item, worker = running_attempt()
     hold(worker, "a.py")
 
     resp = call(client, worker, "stuck", {"reason": "same error three times", "attempts": 3})
@@ -804,7 +789,7 @@ def test_stuck_requeues_the_item_with_backoff(client: Client) -> None:
 
 
 def test_stuck_after_the_last_retry_fails_the_item(client: Client, settings: Any) -> None:
-    item, worker = running()
+    item, worker = running_attempt()
     WorkItem.objects.filter(pk=item.pk).update(retry_count=settings.MAX_RETRIES)
 
     resp = call(client, worker, "stuck", {"reason": "loop"})
@@ -817,7 +802,7 @@ def test_stuck_after_the_last_retry_fails_the_item(client: Client, settings: Any
 
 
 def test_stuck_twice_answers_200_and_changes_nothing(client: Client) -> None:
-    item, worker = running()
+    item, worker = running_attempt()
     assert call(client, worker, "stuck", {"reason": "loop"}).status_code == 200
     before = snapshot(item, worker)
 
@@ -837,7 +822,7 @@ def test_stuck_twice_answers_200_and_changes_nothing(client: Client) -> None:
     ],
 )
 def test_stuck_with_a_bad_body_changes_nothing(client: Client, body: dict[str, Any]) -> None:
-    item, worker = running()
+    item, worker = running_attempt()
     before = snapshot(item, worker)
 
     assert_error(call(client, worker, "stuck", body), 400, "VALIDATION_ERROR")
@@ -846,7 +831,7 @@ def test_stuck_with_a_bad_body_changes_nothing(client: Client, body: dict[str, A
 
 @pytest.mark.parametrize("route", ["fail", "stuck"])
 def test_ending_a_killed_worker_is_fenced(client: Client, route: str) -> None:
-    item, worker = running()
+    item, worker = running_attempt()
     kill(worker)
     before = snapshot(item, worker)
 
@@ -861,7 +846,7 @@ def test_ending_a_killed_worker_is_fenced(client: Client, route: str) -> None:
 
 @pytest.mark.parametrize("prefix", ["", "token"])
 def test_an_unknown_worker_route_is_a_404_in_the_error_shape(client: Client, prefix: str) -> None:
-    _, worker = running()
+    _, worker = running_attempt()
     base = f"/w/{token_of(worker)}" if prefix else ""
 
     resp = client.post(
@@ -876,7 +861,7 @@ def test_an_unknown_worker_route_is_a_404_in_the_error_shape(client: Client, pre
 
 @pytest.mark.parametrize("route", ["heartbeat", "lock", "unlock", "complete", "fail", "stuck"])
 def test_a_get_on_a_callback_route_is_405(client: Client, route: str) -> None:
-    item, worker = running()
+    item, worker = running_attempt()
     before = snapshot(item, worker)
 
     resp = client.get(
@@ -893,7 +878,7 @@ def test_a_get_on_register_is_405(client: Client) -> None:
 
 
 def test_a_body_over_one_megabyte_is_413(client: Client, settings: Any) -> None:
-    item, worker = running()
+    item, worker = running_attempt()
     before = snapshot(item, worker)
     body = json.dumps({"error": "x" * settings.MAX_REQUEST_BYTES})
 
@@ -913,7 +898,7 @@ def test_a_body_over_one_megabyte_is_413(client: Client, settings: Any) -> None:
     ],
 )
 def test_a_body_that_is_not_a_json_object_is_400(client: Client, raw: str | bytes) -> None:
-    item, worker = running()
+    item, worker = running_attempt()
     before = snapshot(item, worker)
 
     assert_error(call(client, worker, "heartbeat", raw=raw), 400, "VALIDATION_ERROR")
@@ -932,7 +917,7 @@ def test_a_body_that_is_not_a_json_object_is_400(client: Client, raw: str | byte
     ids=["nan", "infinity", "pr_number_over_int4", "count_over_int4", "tokens_over_int8"],
 )
 def test_out_of_range_numbers_are_a_400_and_change_nothing(client: Client, body: str) -> None:
-    _, worker = running()
+    _, worker = running_attempt()
     resp = client.post(
         f"/api/worker/{worker.pk}/complete",
         data=body,
