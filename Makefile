@@ -4,6 +4,7 @@
 #   make test       from a fresh clone: packages, .venv, PostgreSQL + Redis, every check, pytest
 #   make lint       ruff check + ruff format --check      make format     apply ruff fixes/format
 #   make typecheck  mypy                                   make services   start PostgreSQL + Redis
+#   make imports    the import contract (import-linter)
 #   make bench      benchmarks (bench/)                    make clean      caches and build output
 #   make docker     start a Docker engine                  make worker-image  build the agent image
 #
@@ -25,11 +26,11 @@ COMPOSE_FILE := docker-compose.yml
 # Not $(MAKE) in recipes: with .ONESHELL a recipe naming $(MAKE) runs even under `make -n`.
 SUBMAKE := $(MAKE) --no-print-directory
 
-.PHONY: help run test check lint format typecheck services bootstrap compose-check bench \
+.PHONY: help run test check lint format typecheck imports services bootstrap compose-check bench \
 	clean distclean
 
 help:
-	@sed -n '3,11p' Makefile | sed 's/^# \{0,1\}//'
+	@sed -n '3,12p' Makefile | sed 's/^# \{0,1\}//'
 
 bootstrap:
 	bash scripts/bootstrap.sh
@@ -53,6 +54,8 @@ test:
 	$(RUFF) format --check .
 	echo "== mypy"
 	$(MYPY) .
+	echo "== import contract (lint-imports)"
+	$(VENV)/bin/lint-imports
 	echo "== manage.py check"
 	$(PY) manage.py check
 	echo "== manage.py makemigrations --check"
@@ -65,7 +68,7 @@ test:
 	REDIS_URL="redis://127.0.0.1:$${REDIS_PORT:-6379}/15" $(PY) -m pytest $(PYTEST_ARGS)
 
 # The static checks alone (no database needed): make check
-check: lint typecheck compose-check
+check: lint typecheck imports compose-check
 	$(PY) manage.py check
 	$(PY) manage.py makemigrations --check --dry-run
 
@@ -79,6 +82,10 @@ format:
 
 typecheck:
 	$(MYPY) .
+
+# The one direction of imports (.importlinter; README "Architecture").
+imports:
+	$(VENV)/bin/lint-imports
 
 # Validate docker-compose.yml without a Docker daemon or registry. Tried in order:
 # `docker compose` (v2 plugin), `docker-compose` (Debian's v1, installed by bootstrap.sh),

@@ -27,7 +27,6 @@ from django.utils.html import format_html
 from django_celery_beat.admin import PeriodicTaskAdmin
 from django_celery_beat.models import PeriodicTask
 
-from orchestration import dashboard
 from orchestration.errors import WhimError
 from orchestration.models import (
     ApiKey,
@@ -41,6 +40,7 @@ from orchestration.models import (
     WorkItemEvent,
     WorkItemStatus,
 )
+from orchestration.registry import runtime
 from orchestration.services import apikeys, locks, work_items, workers
 
 # --- fast list pages -------------------------------------------------------------------------
@@ -558,7 +558,7 @@ class WorkerAdmin(FastListAdmin):
     def show_logs(self, request: HttpRequest, queryset: QuerySet[Worker]) -> HttpResponse:
         rows = []
         for worker in queryset.select_related("work_item")[:20]:
-            lines, source = dashboard.worker_logs(worker, lines=500)
+            lines, source = runtime().worker_logs(worker, lines=500)
             rows.append({"worker": worker, "log": "\n".join(lines), "source": source})
         return TemplateResponse(
             request,

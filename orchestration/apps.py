@@ -1,3 +1,12 @@
+"""The ``orchestration`` app: the domain — work items, attempts, locks, the queue and limits.
+
+Layers (DESIGN.md §10; ``.importlinter`` enforces them in CI): the interface (API, web,
+admin, commands, tasks, checks) calls services and selectors, which use models and the
+bottom modules (clock, errors, rows, nudge, registry, retry, text). Services enqueue tasks
+by name (``nudge.TaskName``). Nothing here imports ``workers``: the runtime registers its
+sweep and provider into ``registry`` from its own AppConfig.
+"""
+
 from django.apps import AppConfig
 
 
@@ -6,4 +15,7 @@ class OrchestrationConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
-        from orchestration import checks  # noqa: F401  (registers the system checks)
+        # Imported here, not at module level: both use models, which exist only once the app
+        # registry is ready. Importing them registers the system checks and the core sweeps.
+        from orchestration import checks  # noqa: F401
+        from orchestration.services import sweeps  # noqa: F401

@@ -8,6 +8,9 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from django.conf import settings
 from django.core.checks import CheckMessage, Error, Warning, register
 
+from orchestration.nudge import broker_reachable
+from orchestration.registry import runtime
+
 
 def _at_least(name: str, minimum: float, check_id: str) -> list[CheckMessage]:
     value = getattr(settings, name)
@@ -92,13 +95,12 @@ def check_limits(app_configs: Any, **kwargs: Any) -> list[CheckMessage]:
                 id="orchestration.E012",
             )
         )
-    from workers.runtime import available
-
-    if settings.WHIM_RUNTIME != "auto" and settings.WHIM_RUNTIME not in available():
+    available = runtime().available()
+    if settings.WHIM_RUNTIME != "auto" and settings.WHIM_RUNTIME not in available:
         errors.append(
             Error(
                 f"WHIM_RUNTIME {settings.WHIM_RUNTIME!r} is not available here; choose one of "
-                f"auto, {', '.join(available())}.",
+                f"auto, {', '.join(available)}.",
                 id="orchestration.E013",
             )
         )
@@ -124,8 +126,6 @@ def check_limits(app_configs: Any, **kwargs: Any) -> list[CheckMessage]:
 @register(deploy=True)
 def check_broker(app_configs: Any, **kwargs: Any) -> list[CheckMessage]:
     """``manage.py check --deploy``: the broker answers."""
-    from orchestration.api.views import broker_reachable
-
     if broker_reachable():
         return []
     return [

@@ -6,9 +6,9 @@ from typing import Any
 
 from django.http import HttpRequest
 
+from orchestration import registry
+
 
 def runtime(request: HttpRequest) -> dict[str, Any]:
     """The container runtime in use, so every page can say when agents are not isolated."""
-    from workers.runtime import runtime_info
-
-    return {"whim_runtime": runtime_info()}
+    return {"whim_runtime": registry.runtime().info()}

@@ -9,7 +9,6 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import logging
-import re
 from typing import Any
 from uuid import UUID
 
@@ -30,17 +29,6 @@ from orchestration.selectors import metrics_summary, status_summary
 from orchestration.services.dispatch import GateDecision, gate_status
 
 logger = logging.getLogger(__name__)
-
-# CSI sequences (colours, cursor moves), OSC sequences (titles, hyperlinks), lone escapes.
-_ANSI_RE = re.compile(r"\x1b\[[0-?]*[ -/]*[@-~]|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)|\x1b[@-_]")
-# Other control characters a terminal would swallow; keep tab and newline.
-_CONTROL_RE = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
-
-
-def strip_ansi(text: str) -> str:
-    """``text`` without ANSI escape codes and stray control characters (``\\r`` too)."""
-    return _CONTROL_RE.sub("", _ANSI_RE.sub("", text.replace("\r\n", "\n")))
-
 
 # --- dashboard -------------------------------------------------------------------------------
 
@@ -306,29 +294,6 @@ def why_not_running(item: WorkItem) -> list[str]:
 
 
 # --- pages' queries ----------------------------------------------------------------------------
-
-
-def worker_logs(worker: Worker, *, lines: int = 200) -> tuple[list[str], str]:
-    """The worker's last ``lines`` of output, ANSI stripped, and where they came from.
-
-    A running container is asked through the runtime; otherwise (or when the runtime cannot
-    tell) the tail kept on the worker row is used.
-    """
-    logs: list[str] | None = None
-    source = "kept on the worker row"
-    if worker.container_id and worker.is_active:
-        from workers.runtime import get_runtime
-
-        try:
-            logs = get_runtime().logs(container_id=worker.container_id, lines=lines)
-            source = "live from the container"
-        except Exception:  # the page must render even when the runtime is down
-            logger.warning("could not read logs of worker %s", worker.pk, exc_info=True)
-            logs = None
-    if logs is None:
-        logs = worker.log_tail.splitlines()[-lines:]
-        source = "kept on the worker row"
-    return [strip_ansi(line) for line in logs[-lines:]], source
 
 
 def workers_live(*, limit: int = 100) -> dict[str, Any]:

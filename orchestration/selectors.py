@@ -5,26 +5,22 @@ from __future__ import annotations
 import base64
 import datetime as dt
 import uuid
-from collections.abc import Mapping
-from typing import Any, TypeVar
+from typing import Any
 
 from django.conf import settings
-from django.core.exceptions import ObjectDoesNotExist
-from django.core.exceptions import ValidationError as DjangoValidationError
 from django.db.models import (
     Avg,
     Count,
     DurationField,
     ExpressionWrapper,
     F,
-    Model,
     Q,
     QuerySet,
     Sum,
 )
 
 from orchestration.clock import budget_date, db_now, next_budget_day_start
-from orchestration.errors import NotFound, ValidationFailed
+from orchestration.errors import ValidationFailed
 from orchestration.models import (
     DailyUsage,
     DispatchState,
@@ -35,17 +31,7 @@ from orchestration.models import (
     WorkItemStatus,
     WorkItemType,
 )
-
-M = TypeVar("M", bound=Model)
-
-
-def row_get(model: type[M], pk: object, what: str) -> M:
-    """The row with primary key ``pk``, or NotFound (also for a malformed id)."""
-    try:
-        return model._default_manager.get(pk=pk)
-    except (ObjectDoesNotExist, ValueError, TypeError, DjangoValidationError):
-        raise NotFound(f"{what} not found") from None
-
+from orchestration.registry import runtime
 
 STATUS_FILTERS: dict[str, tuple[str, ...]] = {
     "active": WorkItem.ACTIVE,
@@ -121,23 +107,6 @@ def queue_list(
     }
 
 
-def queue_page(query: Mapping[str, Any]) -> dict[str, Any]:
-    """GET /api/queue and ``whim queue``: validate the filters, list, shape as API.md's JSON."""
-    from orchestration.api.serializers import work_item_json
-    from orchestration.validation import QueueQueryForm
-
-    q = QueueQueryForm(data=query).validated()
-    result = queue_list(
-        status=q.get("status") or "",
-        type=q.get("type") or "",
-        repo=q.get("repo") or "",
-        cursor=q.get("cursor") or "",
-        limit=q.get("limit") or 50,
-    )
-    result["items"] = [work_item_json(i) for i in result["items"]]
-    return result
-
-
 def usage_today(now: dt.datetime) -> DailyUsage:
     day = budget_date(now)
     return DailyUsage.objects.filter(date=day).first() or DailyUsage(date=day)
@@ -151,11 +120,9 @@ def status_summary(*, broker_ok: bool) -> dict[str, Any]:
     state = DispatchState.objects.filter(pk=1).first()
     usage = usage_today(now)
     health = "healthy" if broker_ok else "degraded"
-    from workers.runtime import runtime_info
-
     return {
         "status": health,
-        "runtime": runtime_info(),
+        "runtime": runtime().info(),
         "workers": {
             "active": Worker.objects.filter(status__in=Worker.ACTIVE).count(),
             "maxWorkers": settings.MAX_WORKERS,

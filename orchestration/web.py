@@ -28,8 +28,15 @@ from django_htmx.middleware import HtmxDetails
 from orchestration import dashboard
 from orchestration.errors import QueueFull, ValidationFailed, WhimError
 from orchestration.models import Worker, WorkItem, WorkItemStatus
+from orchestration.nudge import broker_reachable
+from orchestration.registry import runtime
 from orchestration.selectors import queue_filter, queue_list
-from orchestration.services.work_items import REQUEUEABLE, work_item_cancel, work_item_requeue
+from orchestration.services.work_items import (
+    REQUEUEABLE,
+    work_item_cancel,
+    work_item_requeue,
+    work_item_submit,
+)
 from orchestration.services.workers import worker_kill
 from orchestration.validation import (
     QUEUE_STATUS_FILTERS,
@@ -69,8 +76,6 @@ def _page_or_fragment(
 @require_GET
 def dashboard_page(request: HttpRequest) -> HttpResponse:
     """Workers, queue, budget, today's results, cost and 24-hour charts; polled every 10 s."""
-    from orchestration.api.views import broker_reachable
-
     context = dashboard.dashboard_summary(broker_ok=broker_reachable())
     return _page_or_fragment(
         request, "orchestration/dashboard.html", "orchestration/_dashboard_panel.html", context
@@ -84,8 +89,6 @@ def dashboard_page(request: HttpRequest) -> HttpResponse:
 @require_http_methods(["GET", "POST"])
 def work_new(request: HttpRequest) -> HttpResponse:
     """The submit form: the same validation and service as POST /api/work."""
-    from orchestration.services.work_items import work_item_submit
-
     form = WorkItemSubmitForm(data=request.POST or None)
     status = 200
     if request.method == "POST":
@@ -337,7 +340,7 @@ def work_log(request: HttpRequest, pk: UUID) -> HttpResponse:
         if item.worker_id
         else item.workers.order_by("-created_at").first()
     )
-    lines, source = dashboard.worker_logs(worker, lines=LOG_LINES) if worker else ([], "")
+    lines, source = runtime().worker_logs(worker, lines=LOG_LINES) if worker else ([], "")
     return render(
         request,
         "orchestration/_work_log.html",

@@ -1,4 +1,5 @@
-"""GitHub review deliveries turned into PR reviews, each delivery applied once."""
+"""PR reviews: an attempt's own review stored on completion, and GitHub review deliveries
+turned into PR reviews, each delivery applied once."""
 
 from __future__ import annotations
 
@@ -11,6 +12,19 @@ from django.db import IntegrityError, transaction
 from orchestration.models import WorkItem, WorkItemType
 from orchestration.services.events import event_record
 from reviews.models import PRReview, WebhookDelivery
+
+
+def review_record_self(
+    *, work_item: WorkItem, pr_number: int | None, review: dict[str, Any]
+) -> PRReview:
+    """Store the review an attempt ran of its own change (sent with ``complete``)."""
+    return PRReview.objects.create(
+        work_item=work_item,
+        repo=work_item.repo,
+        pr_number=pr_number,
+        model_used=str(review.get("modelUsed") or "")[:100],
+        findings=review.get("findings") or [],
+    )
 
 
 def github_signature_valid(*, secret: str, body: bytes, signature: str) -> bool:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -12,6 +13,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
+from unittest import mock
 
 import pytest
 from django.db import connection
@@ -241,3 +243,19 @@ def celery_workers(transactional_db: None, settings: Any) -> Iterator[Callable[.
     for handle in handles:
         handle.stop_all()
     app.conf.task_default_queue = old_queue
+
+
+@contextlib.contextmanager
+def task_mocks(*names: str) -> Iterator[dict[str, mock.MagicMock]]:
+    """Record the messages services send to the tasks ``names`` (one mock each, called with
+    the message's arguments) instead of sending them; other messages are dropped. Services
+    enqueue by task name through ``orchestration.nudge``, so this is the one place to catch
+    them."""
+    mocks = {name: mock.MagicMock(name=name) for name in names}
+
+    def record(name: str, *args: str) -> None:
+        if name in mocks:
+            mocks[name](*args)
+
+    with mock.patch("orchestration.nudge.send", side_effect=record):
+        yield mocks

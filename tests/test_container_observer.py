@@ -17,7 +17,8 @@ from orchestration.clock import db_now
 from orchestration.models import Worker, WorkerStatus, WorkItem, WorkItemEvent, WorkItemStatus
 from orchestration.services.workers import Completion, worker_complete
 from tests.factories import WorkerFactory, WorkItemFactory
-from workers.runtime import ContainerRuntime, ContainerState, FakeRuntime
+from workers.fake_runtime import FakeRuntime
+from workers.runtime import ContainerRuntime, ContainerState
 from workers.services import classify_exit, container_keep_logs, containers_observe
 
 pytestmark = pytest.mark.django_db

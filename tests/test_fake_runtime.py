@@ -1,6 +1,6 @@
 """Task bodies called directly: ``start_worker`` with the fake runtime, then ``fake_run``.
 
-No broker is involved: on-commit nudges are captured and their ``.delay`` patched.
+No broker is involved: on-commit nudges are captured and the messages recorded.
 """
 
 from __future__ import annotations
@@ -21,17 +21,18 @@ from orchestration.models import (
     WorkItemEvent,
     WorkItemStatus,
 )
+from orchestration.nudge import TaskName
 from orchestration.services.dispatch import (
     dispatch_claim_one,
     dispatch_renudge_starts,
     worker_token,
 )
 from orchestration.services.workers import worker_kill, worker_mark_started
-from orchestration.tasks import start_worker
+from tests.conftest import task_mocks
 from tests.factories import WorkItemFactory
 from workers import runtime as runtime_module
 from workers.runtime import ContainerRuntime
-from workers.tasks import fake_run, stop_worker_container
+from workers.tasks import fake_run, start_worker
 
 pytestmark = pytest.mark.django_db
 
@@ -45,11 +46,8 @@ def _retry_policy(settings: Any) -> None:
 @pytest.fixture
 def nudges() -> Iterator[dict[str, mock.MagicMock]]:
     """Every task a transition may enqueue, recorded instead of sent."""
-    with (
-        mock.patch.object(fake_run, "delay") as run,
-        mock.patch.object(stop_worker_container, "delay") as stop,
-    ):
-        yield {"fake_run": run, "stop": stop}
+    with task_mocks(TaskName.FAKE_RUN, TaskName.STOP_CONTAINER) as sent:
+        yield {"fake_run": sent[TaskName.FAKE_RUN], "stop": sent[TaskName.STOP_CONTAINER]}
 
 
 class RecordingRuntime(ContainerRuntime):
@@ -153,7 +151,8 @@ def test_a_start_still_pending_is_sent_again_at_most_once_a_period(settings: Any
     started_long_ago = db_now() - dt.timedelta(seconds=31)
     Worker.objects.filter(pk=worker.pk).update(last_heartbeat=started_long_ago)
 
-    with mock.patch.object(start_worker, "delay") as send:
+    with task_mocks(TaskName.START_WORKER) as sent:
+        send = sent[TaskName.START_WORKER]
         assert dispatch_renudge_starts() == 1
         assert dispatch_renudge_starts() == 0  # the next tick: nudged moments ago
         Worker.objects.filter(pk=worker.pk).update(start_nudged_at=started_long_ago)
@@ -166,7 +165,8 @@ def test_a_start_that_is_not_yet_late_is_not_sent_again(settings: Any) -> None:
     settings.START_RENUDGE_SECONDS = 30
     claimed()
 
-    with mock.patch.object(start_worker, "delay") as send:
+    with task_mocks(TaskName.START_WORKER) as sent:
+        send = sent[TaskName.START_WORKER]
         assert dispatch_renudge_starts() == 0
 
     send.assert_not_called()

@@ -24,7 +24,6 @@ import pytest
 from django.db import OperationalError, connection
 from django.utils import timezone
 
-from orchestration import tasks
 from orchestration.models import (
     FileLock,
     Worker,
@@ -39,6 +38,7 @@ from tests.docker_stack import DockerStack, make_bare_repo
 from tests.factories import WorkItemFactory
 from tests.invariants import assert_invariants
 from tests.test_docker_e2e import finished, submit
+from workers.tasks import start_worker
 
 pytestmark = [pytest.mark.celery, pytest.mark.django_db(transaction=True)]
 
@@ -124,7 +124,7 @@ def test_the_same_start_message_delivered_twice_at_once_makes_one_container(
     worker_id = dispatch_claim_one()
     assert worker_id is not None
     for _ in range(2):
-        tasks.start_worker.delay(str(worker_id))  # plus the claim's own nudge: three in all
+        start_worker.delay(str(worker_id))  # plus the claim's own nudge: three in all
 
     seen: dict[str, set[str]] = {}
     stack.workers.start(concurrency=4, beat=True)

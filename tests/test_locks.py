@@ -332,7 +332,7 @@ def test_a_killed_workers_locks_are_freed(client: Client) -> None:
 @pytest.mark.django_db(transaction=True)
 def test_ten_workers_racing_for_the_same_files_leave_exactly_one_holder() -> None:
     files = ["src/app.py", "src/models.py", "README.md"]
-    with mock.patch("orchestration.services.dispatch.delay_on_commit"):
+    with mock.patch("orchestration.nudge.send"):
         contenders = [running() for _ in range(10)]
     assert WorkItem.objects.filter(repo=REPO, status="in_progress").count() == 10
     barrier = threading.Barrier(len(contenders))

@@ -27,6 +27,7 @@ from orchestration.models import (
     WorkItemEvent,
     WorkItemStatus,
 )
+from orchestration.nudge import TaskName
 from orchestration.services.dispatch import dispatch_claim_one, token_digest, worker_token
 from orchestration.services.work_items import (
     work_item_cancel,
@@ -44,8 +45,8 @@ from orchestration.services.workers import (
     worker_stuck,
 )
 from reviews.models import PRReview
+from tests.conftest import task_mocks
 from tests.factories import WorkerFactory, WorkItemFactory, running_attempt
-from workers.tasks import stop_worker_container
 
 pytestmark = pytest.mark.django_db
 
@@ -62,8 +63,8 @@ def _retry_policy(settings: Any) -> None:
 @pytest.fixture
 def stop_delay() -> Iterator[mock.MagicMock]:
     """Record "stop this container" nudges instead of sending them to a broker."""
-    with mock.patch.object(stop_worker_container, "delay") as delay:
-        yield delay
+    with task_mocks(TaskName.STOP_CONTAINER) as sent:
+        yield sent[TaskName.STOP_CONTAINER]
 
 
 # --- helpers -------------------------------------------------------------------------------
@@ -125,10 +126,9 @@ def test_a_claim_creates_a_starting_worker_and_assigns_the_item() -> None:
 
 @pytest.mark.django_db(transaction=True)
 def test_the_start_nudge_is_sent_only_after_the_claim_commits() -> None:
-    from orchestration import tasks
-
     item = WorkItemFactory.create()
-    with mock.patch.object(tasks.start_worker, "delay") as delay:
+    with task_mocks(TaskName.START_WORKER) as sent:
+        delay = sent[TaskName.START_WORKER]
         with transaction.atomic():
             worker = claim(item)
             delay.assert_not_called()
@@ -137,10 +137,9 @@ def test_the_start_nudge_is_sent_only_after_the_claim_commits() -> None:
 
 @pytest.mark.django_db(transaction=True)
 def test_a_claim_rolled_back_sends_no_nudge_and_leaves_the_item_queued() -> None:
-    from orchestration import tasks
-
     item = WorkItemFactory.create()
-    with mock.patch.object(tasks.start_worker, "delay") as delay:
+    with task_mocks(TaskName.START_WORKER) as sent:
+        delay = sent[TaskName.START_WORKER]
         with pytest.raises(RuntimeError), transaction.atomic():
             claim(item)
             raise RuntimeError("the caller's transaction failed")

@@ -1,6 +1,25 @@
+"""The ``workers`` app: the container runtimes, their tasks, and the worker image/harness.
+
+Dependency direction (DESIGN.md §10): ``workers`` uses ``orchestration``'s services, models
+and bottom modules; ``orchestration`` never imports ``workers``. It reaches the runtime only
+through ``orchestration.registry``, which ``ready()`` fills: the runtime implementations,
+the runtime provider (status, checks, logs) and the ``containers`` supervision sweep.
+"""
+
 from django.apps import AppConfig
 
 
 class WorkersConfig(AppConfig):
     name = "workers"
     default_auto_field = "django.db.models.BigAutoField"
+
+    def ready(self) -> None:
+        # Imported here, not at module level: they use models, which exist only once the app
+        # registry is ready. Importing the runtimes registers them (``@register``).
+        from orchestration.registry import runtime_register, sweep_register
+        from workers import docker_runtime, fake_runtime, local_runtime  # noqa: F401
+        from workers.provider import WorkersRuntimeProvider
+        from workers.services import containers_observe
+
+        runtime_register(WorkersRuntimeProvider())
+        sweep_register("containers", containers_observe)

@@ -66,6 +66,10 @@ def _docker_time(value: object) -> dt.datetime | None:
 class DockerRuntime(ContainerRuntime):
     name = "docker"
 
+    @classmethod
+    def usable(cls) -> bool:
+        return docker_available()
+
     def __init__(self) -> None:
         self.client = docker.from_env(timeout=settings.DOCKER_TIMEOUT)
 

@@ -2,7 +2,9 @@
 
 Implementations: ``docker`` (docker-py, hardened containers: ``workers/docker_runtime.py``),
 ``local`` (a subprocess with rlimits, not isolated: ``workers/local_runtime.py``) and ``fake``
-(no process at all: a Celery task plays the mock agent; for development and unit tests).
+(no process at all: a Celery task plays the mock agent: ``workers/fake_runtime.py``). Each
+registers itself with ``@register``; ``WorkersConfig.ready()`` imports them, so this module
+never imports its implementations.
 """
 
 from __future__ import annotations
@@ -10,14 +12,16 @@ from __future__ import annotations
 import abc
 import dataclasses
 import functools
+import json
 import os
 from collections.abc import Callable
-from typing import Any, ClassVar
+from typing import ClassVar, TypeVar
 
 from django.conf import settings
 
+from orchestration.api.serializers import work_item_json
 from orchestration.models import Worker, WorkItem
-from orchestration.nudge import delay_on_commit
+from orchestration.registry import RuntimeInfo
 
 
 @dataclasses.dataclass(frozen=True)
@@ -74,12 +78,20 @@ class ContainerRuntime(abc.ABC):
         """The last ``lines`` of output (bounded in bytes), or None when it cannot tell."""
         return None
 
+    @classmethod
+    def usable(cls) -> bool:
+        """Whether this runtime can run here now (``WHIM_RUNTIME=auto`` picks the first)."""
+        return True
 
-_REGISTRY: dict[str, Callable[[], ContainerRuntime]] = {}
+
+_REGISTRY: dict[str, type[ContainerRuntime]] = {}
+R = TypeVar("R", bound=type[ContainerRuntime])
 
 
-def register(name: str) -> Callable[[type[Any]], type[Any]]:
-    def wrap(cls: type[Any]) -> type[Any]:
+def register(name: str) -> Callable[[R], R]:
+    """Class decorator: make the runtime selectable as ``WHIM_RUNTIME=<name>``."""
+
+    def wrap(cls: R) -> R:
         _REGISTRY[name] = cls
         return cls
 
@@ -87,7 +99,6 @@ def register(name: str) -> Callable[[type[Any]], type[Any]]:
 
 
 def available() -> list[str]:
-    _load_implementations()
     return sorted(_REGISTRY)
 
 
@@ -105,48 +116,28 @@ def _instance(key: str, pid: int) -> ContainerRuntime:
     return _REGISTRY[key]()
 
 
-def runtime_info() -> dict[str, object]:
+def runtime_info() -> RuntimeInfo:
     """The configured runtime's name and whether it isolates, without contacting it."""
     key = resolved_runtime_name(settings.WHIM_RUNTIME)
     cls = _REGISTRY.get(key)
     return {"name": key, "isolated": bool(cls and getattr(cls, "isolated", False))}
 
 
+# ``WHIM_RUNTIME=auto``: the first of these that is registered and usable (local always is).
+AUTO_ORDER = ("docker", "local")
+
+
 @functools.cache
 def _auto_runtime() -> str:
-    from workers.docker_runtime import docker_available
-
-    return "docker" if docker_available() else "local"
+    for name in AUTO_ORDER:
+        cls = _REGISTRY.get(name)
+        if cls is not None and cls.usable():
+            return name
+    return "local"
 
 
 def resolved_runtime_name(name: str) -> str:
-    _load_implementations()
     return _auto_runtime() if name == "auto" else name
-
-
-def _load_implementations() -> None:
-    from workers import docker_runtime, local_runtime  # noqa: F401  (they register themselves)
-
-
-@register("fake")
-class FakeRuntime(ContainerRuntime):
-    """No container: a Celery task plays the mock agent (``metadata.mock`` picks the ending)."""
-
-    name = "fake"
-    isolated = False
-    observable = False
-
-    def start(self, *, worker: Worker, work_item: WorkItem, token: str) -> str:
-        from workers.tasks import fake_run
-
-        delay_on_commit(fake_run, str(worker.pk))
-        return f"fake-{worker.pk}"
-
-    def logs(self, *, container_id: str, lines: int) -> list[str] | None:
-        worker = Worker.objects.filter(container_id=container_id).first()
-        if worker is None:
-            return None
-        return worker.log_tail.splitlines()[-lines:]
 
 
 def worker_environment(
@@ -157,11 +148,6 @@ def worker_environment(
     Never SECRET_KEY, the database or the broker URL: only the job, its callback URL and
     token, the agent's settings, and the credentials named in WHIM_AGENT_ENV.
     """
-    import json
-    import os
-
-    from orchestration.api.serializers import work_item_json
-
     env = {
         "WORKER_ID": str(worker.pk),
         "WORKER_TOKEN": token,

@@ -1,25 +1,34 @@
-"""Celery tasks that touch containers. Each takes ids, re-reads rows, and is idempotent."""
+"""Celery tasks that touch containers: start one, stop one, and the fake runtime's run.
+
+Each takes ids, re-reads rows, and is idempotent. Services enqueue them by name
+(``orchestration.nudge.TaskName``); they call the services, never the reverse.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 
 from celery import shared_task
 from django.conf import settings
+from django.db import InterfaceError, OperationalError, transaction
 from django.db.models import Value
 from django.db.models.functions import Concat, Right
 
 from orchestration.errors import Fenced, NotFound
 from orchestration.models import Worker, WorkerStatus
+from orchestration.nudge import TaskName
+from orchestration.retry import RETRY_ON_DB_ERRORS
+from orchestration.services.dispatch import worker_token
 from orchestration.services.workers import (
     Completion,
     worker_complete,
     worker_fail,
     worker_heartbeat,
+    worker_mark_started,
     worker_stuck,
 )
-from orchestration.tasks import RETRY_ON_DB_ERRORS
 from orchestration.validation import bounded_seconds
 from workers.runtime import get_runtime
 from workers.services import container_keep_logs
@@ -27,8 +36,51 @@ from workers.services import container_keep_logs
 logger = logging.getLogger(__name__)
 
 
+@shared_task(name=TaskName.START_WORKER, time_limit=300, soft_time_limit=280, **RETRY_ON_DB_ERRORS)
+def start_worker(worker_id: str) -> None:
+    """Start the container of a ``starting`` worker. Redelivered or late: a quiet no-op.
+
+    A start that raises rolls the attempt back through ``worker_fail`` (category
+    START_ERROR, retried with backoff), keeping the error on the worker row.
+    """
+    worker = Worker.objects.select_related("work_item").filter(pk=worker_id).first()
+    if worker is None or worker.status != WorkerStatus.STARTING:
+        return
+    if settings.WHIM_AGENT == "mock":
+        # The mock's slow start (metadata.mockStartSeconds, at most a minute) lets fault tests
+        # act between the claim and the container start.
+        meta = worker.work_item.metadata
+        time.sleep(bounded_seconds(meta.get("mockStartSeconds"), cap=60.0))
+    runtime = get_runtime()
+    try:
+        with transaction.atomic():
+            container_id = runtime.start(
+                worker=worker, work_item=worker.work_item, token=worker_token(worker.pk)
+            )
+            started = worker_mark_started(worker_id=worker_id, container_id=container_id)
+    except (OperationalError, InterfaceError):
+        raise  # the database, not the start, failed: retried (the container is adopted)
+    except Exception as exc:
+        logger.warning(
+            "starting worker %s failed: %s: %s", worker_id, type(exc).__name__, str(exc)[:300]
+        )
+        # Killed or cancelled meanwhile (Fenced): nothing is left to roll back.
+        with contextlib.suppress(Fenced):
+            worker_fail(
+                worker_id=worker_id,
+                error=f"container start failed: {exc}",
+                category="START_ERROR",
+                actor="system",
+            )
+        return
+    # Not started by us: another delivery of this message started it first (we adopted its
+    # container): leave it be. Killed or cancelled meanwhile: don't leave it running.
+    if not started and not Worker.objects.filter(pk=worker_id, status__in=Worker.ACTIVE).exists():
+        runtime.stop(container_id=container_id)
+
+
 @shared_task(
-    name="workers.stop_container", time_limit=120, soft_time_limit=100, **RETRY_ON_DB_ERRORS
+    name=TaskName.STOP_CONTAINER, time_limit=120, soft_time_limit=100, **RETRY_ON_DB_ERRORS
 )
 def stop_worker_container(worker_id: str) -> None:
     """Stop a finished attempt's container, keep its last lines, remove it. A no-op when it
@@ -48,7 +100,7 @@ def _log(worker_id: str, line: str) -> None:
     )
 
 
-@shared_task(name="workers.fake_run", time_limit=900, soft_time_limit=880)
+@shared_task(name=TaskName.FAKE_RUN, time_limit=900, soft_time_limit=880)
 def fake_run(worker_id: str) -> None:
     """The fake runtime's "container": heartbeat for ``mockSeconds``, then end as ``mock`` says.
 

@@ -8,11 +8,15 @@ from django.db import connection
 from django.http import HttpRequest, HttpResponse, JsonResponse
 
 from orchestration.api.base import api_view
+from orchestration.api.queries import queue_page
 from orchestration.api.responses import error_response
 from orchestration.api.serializers import work_item_json, worker_json
 from orchestration.errors import NotFound, ValidationFailed
 from orchestration.models import Worker, WorkItem, WorkItemType
-from orchestration.selectors import metrics_summary, queue_page, row_get, status_summary
+from orchestration.nudge import broker_reachable
+from orchestration.registry import runtime
+from orchestration.rows import row_get
+from orchestration.selectors import metrics_summary, status_summary
 from orchestration.services import work_items, workers
 from orchestration.validation import (
     KillForm,
@@ -77,17 +81,6 @@ def queue(request: HttpRequest, *, body: dict[str, Any], actor: str) -> Any:
     return queue_page(request.GET)
 
 
-def broker_reachable() -> bool:
-    from whim.celery import app
-
-    try:
-        with app.connection_for_write() as conn:
-            conn.ensure_connection(max_retries=1, timeout=2)
-        return True
-    except Exception:
-        return False
-
-
 @api_view("GET")
 def status(request: HttpRequest, *, body: dict[str, Any], actor: str) -> Any:
     return status_summary(broker_ok=broker_reachable())
@@ -110,15 +103,13 @@ def worker_kill(request: HttpRequest, *, body: dict[str, Any], actor: str, pk: s
 
 @api_view("GET")
 def worker_logs(request: HttpRequest, *, body: dict[str, Any], actor: str, pk: str) -> Any:
-    from orchestration.dashboard import worker_logs as tail
-
     raw = request.GET.get("lines", "1000")
     if not (raw.isascii() and raw.isdecimal()) or not 1 <= int(raw) <= 10_000:
         raise ValidationFailed(
             "Invalid query parameters", details={"lines": "must be a whole number from 1 to 10000"}
         )
     worker = row_get(Worker, pk, "Worker")
-    logs, _source = tail(worker, lines=int(raw))
+    logs, _source = runtime().worker_logs(worker, lines=int(raw))
     return {"workerId": str(worker.pk), "logs": logs}
 
 

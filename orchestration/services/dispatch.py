@@ -19,6 +19,7 @@ from django.conf import settings
 from django.db import transaction
 from django.db.models import F, Q, QuerySet
 
+from orchestration import nudge
 from orchestration.clock import budget_date, db_now, next_budget_day_start
 from orchestration.models import (
     DailyUsage,
@@ -28,7 +29,7 @@ from orchestration.models import (
     WorkItem,
     WorkItemStatus,
 )
-from orchestration.nudge import delay_on_commit
+from orchestration.nudge import TaskName, send_on_commit
 from orchestration.services.events import event_record
 
 logger = logging.getLogger(__name__)
@@ -109,8 +110,6 @@ def dispatch_claim_one(*, use_gate: bool = True) -> UUID | None:
     5. After commit, enqueue "start worker <id>".
     ``use_gate=False`` skips steps 1 and 2 (used to test the queue claim on its own).
     """
-    from orchestration import tasks
-
     with transaction.atomic():
         now = db_now()
         if use_gate:
@@ -151,7 +150,7 @@ def dispatch_claim_one(*, use_gate: bool = True) -> UUID | None:
             to_status=WorkItemStatus.ASSIGNED,
             data={"attempt": worker.attempt},
         )
-        delay_on_commit(tasks.start_worker, str(worker.pk))
+        send_on_commit(TaskName.START_WORKER, str(worker.pk))
     logger.info("claimed work item %s as worker %s", item.pk, worker.pk)
     return worker.pk
 
@@ -173,8 +172,6 @@ def dispatch_renudge_starts() -> int:
     the nudge is marked with a conditional UPDATE, so two dispatchers send it once. Returns
     how many were nudged.
     """
-    from orchestration import tasks
-
     now = db_now()
     cutoff = now - dt.timedelta(seconds=settings.START_RENUDGE_SECONDS)
     due = Worker.objects.filter(status=WorkerStatus.STARTING, last_heartbeat__lt=cutoff).filter(
@@ -184,7 +181,7 @@ def dispatch_renudge_starts() -> int:
     for worker_id in list(due.values_list("pk", flat=True)[:100]):
         if due.filter(pk=worker_id).update(start_nudged_at=now):
             try:
-                tasks.start_worker.delay(str(worker_id))
+                nudge.send(TaskName.START_WORKER, str(worker_id))
             except Exception as exc:  # broker down: sent again a period later (the mark stays)
                 logger.warning("could not re-send start of %s (%s)", worker_id, type(exc).__name__)
                 continue
@@ -194,8 +191,6 @@ def dispatch_renudge_starts() -> int:
 
 def dispatch_renudge_generation() -> int:
     """Items still ``generating`` after a minute get their spec generation enqueued again."""
-    from orchestration import tasks
-
     cutoff = db_now() - dt.timedelta(seconds=60)
     ids = list(
         WorkItem.objects.filter(
@@ -203,5 +198,5 @@ def dispatch_renudge_generation() -> int:
         ).values_list("pk", flat=True)[:100]
     )
     for item_id in ids:
-        tasks.generate_spec.delay(str(item_id))
+        nudge.send(TaskName.GENERATE_SPEC, str(item_id))
     return len(ids)

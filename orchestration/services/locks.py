@@ -19,6 +19,7 @@ from django.db.models import Q
 from orchestration.clock import db_now
 from orchestration.errors import Fenced, ValidationFailed
 from orchestration.models import FileLock, Worker
+from orchestration.rows import locked_item_and_worker
 from orchestration.services.events import event_record
 
 
@@ -34,8 +35,6 @@ def _lease_end(now: dt.datetime) -> dt.datetime:
 
 
 def _active_holder(worker_id: UUID | str, repo: str) -> Worker:
-    from orchestration.services.workers import locked_item_and_worker
-
     item, worker = locked_item_and_worker(worker_id)
     if not worker.is_active:
         raise Fenced(f"Worker is {worker.status}; it holds no locks any more")

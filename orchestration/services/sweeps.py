@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-from collections.abc import Callable
 from contextlib import nullcontext
 from uuid import UUID
 
@@ -28,9 +27,11 @@ from orchestration.models import (
     WorkItemEvent,
     WorkItemStatus,
 )
-from orchestration.nudge import delay_on_commit
+from orchestration.nudge import TaskName, send_on_commit
+from orchestration.registry import sweep_register, sweeps
 from orchestration.services.events import event_record
 from orchestration.services.workers import worker_expire
+from reviews.models import WebhookDelivery
 
 logger = logging.getLogger(__name__)
 
@@ -125,8 +126,6 @@ def sweep_stuck() -> dict[str, int]:
 def work_item_recover(*, work_item_id: UUID, cutoff: dt.datetime) -> bool:
     """An item marked active with no live attempt goes back to the queue (no retry charged:
     the attempt did not fail, the bookkeeping did)."""
-    from orchestration import tasks
-
     with transaction.atomic():
         item = WorkItem.objects.select_for_update().filter(pk=work_item_id).first()
         if item is None or item.status not in WorkItem.ACTIVE or item.updated_at >= cutoff:
@@ -145,7 +144,7 @@ def work_item_recover(*, work_item_id: UUID, cutoff: dt.datetime) -> bool:
             actor="supervisor",
             message="active without a live attempt",
         )
-        delay_on_commit(tasks.dispatch)
+        send_on_commit(TaskName.DISPATCH)
     return True
 
 
@@ -162,13 +161,6 @@ def sweep_locks() -> dict[str, int]:
     return {"deleted": deleted}
 
 
-def sweep_containers() -> dict[str, int]:
-    """Both directions between containers and rows (``workers.services``)."""
-    from workers.services import containers_observe
-
-    return containers_observe()
-
-
 def sweep_retention() -> dict[str, int]:
     """Old history is purged in batches (never one giant DELETE).
 
@@ -177,8 +169,6 @@ def sweep_retention() -> dict[str, int]:
     than a year and a half are dropped; webhook deliveries older than RETENTION_DAYS too (a
     redelivery that old is GitHub's own retention window many times over).
     """
-    from reviews.models import WebhookDelivery
-
     now = db_now()
     counts = {"items": 0, "logs": 0, "usage": 0, "deliveries": 0}
     item_cutoff = now - dt.timedelta(days=settings.RETENTION_DAYS)
@@ -213,13 +203,11 @@ def sweep_retention() -> dict[str, int]:
     return counts
 
 
-SWEEPS: dict[str, Callable[[], dict[str, int]]] = {
-    "heartbeats": sweep_heartbeats,
-    "stuck": sweep_stuck,
-    "locks": sweep_locks,
-    "containers": sweep_containers,
-    "retention": sweep_retention,
-}
+# The core's own sweeps; the runtime adds ``containers`` from its AppConfig (registry.py).
+sweep_register("heartbeats", sweep_heartbeats)
+sweep_register("stuck", sweep_stuck)
+sweep_register("locks", sweep_locks)
+sweep_register("retention", sweep_retention)
 
 
 def sweep_run(*, name: str, exclusive: bool = False) -> dict[str, dict[str, int]]:
@@ -229,14 +217,15 @@ def sweep_run(*, name: str, exclusive: bool = False) -> dict[str, dict[str, int]
     its next period catches up — so a slow pass (a container's 10 s stop grace) cannot pile
     copies of itself onto every Celery slot. By hand, a sweep always runs (safe either way).
     """
-    names = list(SWEEPS) if name == "all" else [name]
+    registered = sweeps()
+    names = list(registered) if name == "all" else [name]
     results = {}
     for each in names:
         with advisory_try_lock(f"whim.sweep.{each}") if exclusive else nullcontext(True) as mine:
             if not mine:
                 logger.debug("sweep %s: skipped, another process is running it", each)
                 continue
-            results[each] = SWEEPS[each]()
+            results[each] = registered[each]()
         if any(results[each].values()):
             logger.info("sweep %s: %s", each, results[each])
     return results

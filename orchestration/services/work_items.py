@@ -20,7 +20,8 @@ from orchestration.models import (
     WorkItem,
     WorkItemStatus,
 )
-from orchestration.nudge import delay_on_commit
+from orchestration.nudge import TaskName, send_on_commit
+from orchestration.rows import row_get
 from orchestration.services.events import event_record
 from orchestration.services.locks import locks_release_all
 from orchestration.validation import derive_branch
@@ -29,8 +30,6 @@ logger = logging.getLogger(__name__)
 
 
 def work_item_get(*, work_item_id: UUID | str) -> WorkItem:
-    from orchestration.selectors import row_get
-
     return row_get(WorkItem, work_item_id, "Work item")
 
 
@@ -110,12 +109,10 @@ def queue_bounds_check(*, repo: str) -> None:
 
 
 def _nudge_after_commit(item: WorkItem) -> None:
-    from orchestration import tasks
-
     if item.status == WorkItemStatus.GENERATING:
-        delay_on_commit(tasks.generate_spec, str(item.pk))
+        send_on_commit(TaskName.GENERATE_SPEC, str(item.pk))
     else:
-        delay_on_commit(tasks.dispatch)
+        send_on_commit(TaskName.DISPATCH)
 
 
 def work_item_generate_spec(*, work_item_id: UUID | str) -> bool:
@@ -152,8 +149,6 @@ def work_item_cancel(*, work_item_id: UUID | str, actor: str = "system", reason:
     Returns True when this call cancelled it, False when it was already cancelled (a repeat).
     Raises InvalidState for a completed or failed item.
     """
-    from workers.tasks import stop_worker_container
-
     with transaction.atomic():
         item = WorkItem.objects.select_for_update().filter(pk=work_item_id).first()
         if item is None:
@@ -175,7 +170,7 @@ def work_item_cancel(*, work_item_id: UUID | str, actor: str = "system", reason:
             )
             locks_release_all(worker_id=worker.pk)
             if worker.container_id:
-                delay_on_commit(stop_worker_container, str(worker.pk))
+                send_on_commit(TaskName.STOP_CONTAINER, str(worker.pk))
         WorkItem.objects.filter(pk=item.pk, status=item.status).update(
             status=WorkItemStatus.CANCELLED,
             completed_at=now,
@@ -246,9 +241,7 @@ def work_item_requeue(
             message=reason,
             data={"resetRetries": reset_retries},
         )
-        from orchestration import tasks
-
-        delay_on_commit(tasks.dispatch)
+        send_on_commit(TaskName.DISPATCH)
     item.refresh_from_db()
     return item
 

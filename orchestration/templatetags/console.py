@@ -7,7 +7,7 @@ from typing import Any
 
 from django import template
 
-from orchestration.dashboard import strip_ansi
+from orchestration.text import strip_ansi
 
 register = template.Library()
 

@@ -14,12 +14,15 @@ from typing import Any
 from django.core import checks
 from django.core.management.base import BaseCommand, CommandParser, SystemCheckError
 
+from orchestration.api.queries import queue_page
 from orchestration.api.serializers import work_item_json, worker_json
 from orchestration.errors import ValidationFailed, WhimError
 from orchestration.models import Worker
-from orchestration.selectors import queue_page, status_summary
+from orchestration.nudge import broker_reachable
+from orchestration.registry import sweeps
+from orchestration.selectors import status_summary
 from orchestration.services import work_items, workers
-from orchestration.services.sweeps import SWEEPS, sweep_run
+from orchestration.services.sweeps import sweep_run
 from orchestration.validation import WorkItemSubmitForm
 
 ACTOR = "cli"
@@ -69,7 +72,7 @@ class Command(BaseCommand):
         requeue.add_argument("--reset-retries", action="store_true")
         sub.add_parser("workers", help="list workers, newest first")
         sweep = sub.add_parser("sweep", help="run a supervision sweep now (default: all)")
-        sweep.add_argument("name", nargs="?", default="all", choices=[*SWEEPS, "all"])
+        sweep.add_argument("name", nargs="?", default="all", choices=[*sweeps(), "all"])
         kill = sub.add_parser("kill", help="kill a worker")
         kill.add_argument("id")
         kill.add_argument("--reason", default="")
@@ -116,8 +119,6 @@ class Command(BaseCommand):
     def do_status(self, o: dict[str, Any]) -> dict[str, Any]:
         if o.get("id"):
             return work_item_json(work_items.work_item_get(work_item_id=o["id"]))
-        from orchestration.api.views import broker_reachable
-
         return status_summary(broker_ok=broker_reachable())
 
     def do_queue(self, o: dict[str, Any]) -> dict[str, Any]:

@@ -7,6 +7,7 @@ from typing import Any
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
+from workers.docker_runtime import DockerRuntime
 from workers.runtime import get_runtime, resolved_runtime_name
 
 
@@ -25,9 +26,9 @@ class Command(BaseCommand):
         if options["gateway"]:
             if name != "docker":
                 raise CommandError(f"the runtime is {name!r}, not docker: no worker network")
-            from workers.docker_runtime import DockerRuntime
-
-            self.stdout.write(DockerRuntime().ensure_network())
+            runtime = get_runtime(name)
+            assert isinstance(runtime, DockerRuntime)
+            self.stdout.write(runtime.ensure_network())
             return
         runtime = get_runtime(name)
         note = "isolated" if runtime.isolated else "NOT isolated: agents run on this machine"

@@ -1,0 +1,24 @@
+"""Read endpoints the API and the CLI share: validate the query, select, shape API.md's JSON."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from orchestration.api.serializers import work_item_json
+from orchestration.selectors import queue_list
+from orchestration.validation import QueueQueryForm
+
+
+def queue_page(query: Mapping[str, Any]) -> dict[str, Any]:
+    """GET /api/queue and ``whim queue``: validate the filters, list, shape as API.md's JSON."""
+    q = QueueQueryForm(data=query).validated()
+    result = queue_list(
+        status=q.get("status") or "",
+        type=q.get("type") or "",
+        repo=q.get("repo") or "",
+        cursor=q.get("cursor") or "",
+        limit=q.get("limit") or 50,
+    )
+    result["items"] = [work_item_json(i) for i in result["items"]]
+    return result

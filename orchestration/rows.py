@@ -1,0 +1,34 @@
+"""Row helpers every service shares: fetch one row or NotFound, and the one lock order.
+
+Bottom of the dependency graph: models and errors only, so any service can use them.
+"""
+
+from __future__ import annotations
+
+from typing import TypeVar
+from uuid import UUID
+
+from django.core.exceptions import ObjectDoesNotExist
+from django.core.exceptions import ValidationError as DjangoValidationError
+from django.db.models import Model
+
+from orchestration.errors import NotFound
+from orchestration.models import Worker, WorkItem
+
+M = TypeVar("M", bound=Model)
+
+
+def row_get(model: type[M], pk: object, what: str) -> M:
+    """The row with primary key ``pk``, or NotFound (also for a malformed id)."""
+    try:
+        return model._default_manager.get(pk=pk)
+    except (ObjectDoesNotExist, ValueError, TypeError, DjangoValidationError):
+        raise NotFound(f"{what} not found") from None
+
+
+def locked_item_and_worker(worker_id: UUID | str) -> tuple[WorkItem, Worker]:
+    """Lock the worker's item, then the worker (the one lock order). Inside a transaction."""
+    item_id = row_get(Worker, worker_id, "Worker").work_item_id
+    item = WorkItem.objects.select_for_update().get(pk=item_id)
+    worker = Worker.objects.select_for_update().get(pk=worker_id)
+    return item, worker

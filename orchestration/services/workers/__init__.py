@@ -1,0 +1,35 @@
+"""Transitions of an attempt (a Worker row): its life, its completion, its other endings.
+
+Lock order everywhere: the work item row, then the worker row. Every transition is a
+conditional UPDATE plus an event. A repeat of what already happened is a no-op that reports
+success; a change requested by a worker that is no longer the active attempt raises Fenced.
+
+- ``lifecycle``: started, registered, heartbeat.
+- ``completion``: complete, with metrics, review and the verification item.
+- ``endings``: fail, stuck, expired by a sweep, killed — then retry, quarantine or fail.
+"""
+
+from orchestration.services.workers.completion import Completion, worker_complete
+from orchestration.services.workers.endings import (
+    worker_expire,
+    worker_fail,
+    worker_kill,
+    worker_stuck,
+)
+from orchestration.services.workers.lifecycle import (
+    worker_heartbeat,
+    worker_mark_started,
+    worker_register,
+)
+
+__all__ = [
+    "Completion",
+    "worker_complete",
+    "worker_expire",
+    "worker_fail",
+    "worker_heartbeat",
+    "worker_kill",
+    "worker_mark_started",
+    "worker_register",
+    "worker_stuck",
+]

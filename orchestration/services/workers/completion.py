@@ -1,0 +1,137 @@
+"""An attempt that finished: the item completed with its result, metrics, review and any
+verification item. A repeat is a no-op; a fenced worker is refused.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from typing import Any
+from uuid import UUID
+
+from django.db import transaction
+
+from orchestration.clock import db_now
+from orchestration.errors import Fenced
+from orchestration.models import (
+    Worker,
+    WorkerMetrics,
+    WorkerStatus,
+    WorkItem,
+    WorkItemStatus,
+    WorkItemType,
+)
+from orchestration.nudge import TaskName, send_on_commit
+from orchestration.rows import locked_item_and_worker
+from orchestration.services.events import event_record
+from orchestration.services.locks import locks_release_all
+from reviews.services import review_record_self
+
+logger = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass(frozen=True)
+class Completion:
+    pr_url: str = ""
+    pr_number: int | None = None
+    verification_passed: bool | None = None
+    metrics: dict[str, Any] = dataclasses.field(default_factory=dict)
+    learnings: list[Any] = dataclasses.field(default_factory=list)
+    review: dict[str, Any] | None = None
+    verification_enabled: bool = False
+    commit_sha: str = ""
+
+
+def worker_complete(*, worker_id: UUID | str, result: Completion) -> bool:
+    """The attempt finished: item ``completed`` with its result, locks freed.
+
+    Returns False for a repeat (already completed). Raises Fenced if the worker ended otherwise.
+    """
+    with transaction.atomic():
+        item, worker = locked_item_and_worker(worker_id)
+        if worker.status == WorkerStatus.COMPLETED:
+            return False
+        if not worker.is_active:
+            raise Fenced(f"Worker is {worker.status}; it can no longer complete")
+        now = db_now()
+        Worker.objects.filter(pk=worker.pk, status__in=Worker.ACTIVE).update(
+            status=WorkerStatus.COMPLETED, completed_at=now
+        )
+        moved = WorkItem.objects.filter(
+            pk=item.pk, status__in=WorkItem.ACTIVE, worker_id=worker.pk
+        ).update(
+            status=WorkItemStatus.COMPLETED,
+            completed_at=now,
+            updated_at=now,
+            pr_url=result.pr_url,
+            pr_number=result.pr_number,
+            verification_passed=result.verification_passed,
+            commit_sha=result.commit_sha,
+            error="",
+            error_category="",
+            next_retry_at=None,
+        )
+        locks_release_all(worker_id=worker.pk)
+        if moved:
+            _after_completion(item=item, result=result)
+        m = result.metrics
+        WorkerMetrics.objects.update_or_create(
+            worker=worker,
+            defaults={
+                "work_item": item,
+                "tokens_in": int(m.get("tokensIn") or worker.tokens_in),
+                "tokens_out": int(m.get("tokensOut") or worker.tokens_out),
+                "duration_ms": int(m.get("duration") or 0),
+                "files_modified": int(m.get("filesModified") or 0),
+                "tests_run": int(m.get("testsRun") or 0),
+                "tests_passed": int(m.get("testsPassed") or 0),
+                "tests_failed": int(m.get("testsFailed") or 0),
+                "test_status": str(m.get("testStatus") or "")[:40],
+                "learnings": result.learnings,
+            },
+        )
+        if result.review:
+            review_record_self(work_item=item, pr_number=result.pr_number, review=result.review)
+        event_record(
+            work_item=item,
+            worker=worker,
+            kind="completed",
+            from_status=item.status,
+            to_status=WorkItemStatus.COMPLETED if moved else item.status,
+            actor=f"worker:{worker.pk}",
+            data={"prUrl": result.pr_url},
+        )
+    logger.info("worker %s completed work item %s", worker_id, item.pk)
+    return True
+
+
+def _after_completion(*, item: WorkItem, result: Completion) -> None:
+    """A verified change gets a verification item; a verification reports to its parent."""
+    if item.type == WorkItemType.EXECUTION and result.verification_enabled:
+        child = WorkItem.objects.create(
+            repo=item.repo,
+            branch=item.branch,
+            type=WorkItemType.VERIFICATION,
+            priority=item.priority,
+            priority_rank=item.priority_rank,
+            parent_work_item=item,
+            max_iterations=item.max_iterations,
+            metadata=item.metadata,
+            spec=(
+                f"# Verify {item.branch}\n\nCheck that branch `{item.branch}`"
+                + (f" (pull request {result.pr_url})" if result.pr_url else "")
+                + " implements the spec below and that its tests pass.\n\n"
+                + item.spec[:90_000]
+            ),
+        )
+        event_record(
+            work_item=child,
+            kind="submitted",
+            to_status=child.status,
+            actor=f"verification-of:{item.pk}",
+        )
+        send_on_commit(TaskName.DISPATCH)
+    elif item.type == WorkItemType.VERIFICATION and item.parent_work_item_id:
+        WorkItem.objects.filter(pk=item.parent_work_item_id).update(
+            verification_passed=result.verification_passed
+        )

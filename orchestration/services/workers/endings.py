@@ -1,0 +1,261 @@
+"""How an attempt ends other than by completing: failed, stuck, expired by a sweep, killed.
+
+Each is a conditional transition under the item-then-worker row locks; the item is then
+retried with backoff, quarantined after repeated infrastructure failures, or failed.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from collections.abc import Callable
+from uuid import UUID
+
+from django.conf import settings
+from django.db import transaction
+from django.db.models import F
+
+from orchestration.clock import db_now
+from orchestration.errors import Fenced, InvalidState
+from orchestration.models import Worker, WorkerStatus, WorkItem, WorkItemEvent, WorkItemStatus
+from orchestration.nudge import TaskName, send_on_commit
+from orchestration.rows import locked_item_and_worker
+from orchestration.services.events import event_record
+from orchestration.services.locks import locks_release_all
+
+logger = logging.getLogger(__name__)
+
+# Failures of the machinery rather than the agent; QUARANTINE_AFTER of them fail the item.
+INFRA_CATEGORIES = frozenset(
+    {
+        "RESOURCE_ERROR",
+        "CONTAINER_LOST",
+        "CRASHED",
+        "HEARTBEAT_TIMEOUT",
+        "START_TIMEOUT",
+        "START_ERROR",
+        "TERMINATED",
+    }
+)
+
+# Failure categories that no retry can fix.
+PERMANENT_CATEGORIES = frozenset(
+    {"VALIDATION_ERROR", "CONFIG_ERROR", "CONTAINER_ERROR", "PERMANENT", "KILLED"}
+)
+
+
+def _end_attempt(
+    *,
+    worker_id: UUID | str,
+    to: WorkerStatus,
+    error: str,
+    category: str,
+    actor: str,
+    retry: bool,
+    repeat_ok: tuple[str, ...],
+    unless: Callable[[Worker], bool] | None = None,
+) -> bool:
+    """End an active attempt with ``to`` and retry (with backoff) or fail its item.
+
+    1. Lock item then worker. A worker already in one of ``repeat_ok`` is a repeat: no-op.
+    2. A worker in any other final state is fenced off.
+    3. ``unless(worker)`` true under the lock (a sweep's condition no longer holds, e.g. a
+       heartbeat just landed): no-op.
+    4. Worker → ``to``; its locks are freed.
+    5. If the worker is still the item's current attempt: item → ``queued`` with
+       ``next_retry_at`` (retry allowed and retries left) or ``failed``.
+    """
+    with transaction.atomic():
+        item, worker = locked_item_and_worker(worker_id)
+        if worker.status in repeat_ok:
+            return False
+        if not worker.is_active:
+            raise Fenced(f"Worker is {worker.status}; it is no longer the active attempt")
+        if unless is not None and unless(worker):
+            return False
+        now = db_now()
+        Worker.objects.filter(pk=worker.pk, status__in=Worker.ACTIVE).update(
+            status=to, completed_at=now, error=error[:100_000], error_category=category[:40]
+        )
+        locks_release_all(worker_id=worker.pk)
+        if item.status in WorkItem.ACTIVE and item.worker_id == worker.pk:
+            _retry_or_fail(
+                item=item,
+                worker=worker,
+                error=error,
+                category=category,
+                actor=actor,
+                retry=retry,
+                now=now,
+            )
+        else:  # a superseded attempt ends; its item is not its to move
+            event_record(
+                work_item=item,
+                worker=worker,
+                kind=f"attempt_{to}",
+                from_status=item.status,
+                to_status=item.status,
+                actor=actor,
+                message=error[:2000],
+                data={"category": category},
+            )
+    logger.info("worker %s ended %s (%s)", worker_id, to, category)
+    return True
+
+
+def _retry_or_fail(
+    *,
+    item: WorkItem,
+    worker: Worker,
+    error: str,
+    category: str,
+    actor: str,
+    retry: bool,
+    now: dt.datetime,
+) -> None:
+    retryable = retry and category not in PERMANENT_CATEGORIES
+    if category in INFRA_CATEGORIES:
+        # Counted since the item was last requeued by hand: an operator's requeue clears it.
+        since = (
+            WorkItemEvent.objects.filter(work_item_id=item.pk, kind="requeued")
+            .order_by("-created_at")
+            .values_list("created_at", flat=True)
+            .first()
+        )
+        attempts = Worker.objects.filter(work_item_id=item.pk, error_category__in=INFRA_CATEGORIES)
+        if since is not None:
+            attempts = attempts.filter(created_at__gt=since)
+        crashes = attempts.count()
+        if crashes >= settings.QUARANTINE_AFTER:
+            # A crash loop: the item keeps killing its attempts for reasons no retry fixes.
+            error = (
+                f"quarantined after {crashes} infrastructure failures (last: {category}): {error}"
+            )
+            category, retryable = "QUARANTINED", False
+    if retryable and item.retry_count < settings.MAX_RETRIES:
+        delays = settings.RETRY_DELAYS or [60]
+        delay = delays[min(item.retry_count, len(delays) - 1)]
+        next_at = now + dt.timedelta(seconds=delay)
+        WorkItem.objects.filter(pk=item.pk, status__in=WorkItem.ACTIVE, worker_id=worker.pk).update(
+            status=WorkItemStatus.QUEUED,
+            retry_count=F("retry_count") + 1,
+            next_retry_at=next_at,
+            worker=None,
+            error=error[:100_000],
+            error_category=category[:40],
+            updated_at=now,
+        )
+        event_record(
+            work_item=item,
+            worker=worker,
+            kind="retry_scheduled",
+            from_status=item.status,
+            to_status=WorkItemStatus.QUEUED,
+            actor=actor,
+            message=error[:2000],
+            data={
+                "category": category,
+                "retry": item.retry_count + 1,
+                "delaySeconds": delay,
+                "nextRetryAt": next_at.isoformat(),
+            },
+        )
+        return
+    WorkItem.objects.filter(pk=item.pk, status__in=WorkItem.ACTIVE, worker_id=worker.pk).update(
+        status=WorkItemStatus.FAILED,
+        completed_at=now,
+        updated_at=now,
+        next_retry_at=None,
+        error=error[:100_000],
+        error_category=category[:40],
+    )
+    event_record(
+        work_item=item,
+        worker=worker,
+        kind="failed",
+        from_status=item.status,
+        to_status=WorkItemStatus.FAILED,
+        actor=actor,
+        message=error[:2000],
+        data={"category": category, "retries": item.retry_count},
+    )
+
+
+def worker_fail(
+    *, worker_id: UUID | str, error: str, category: str = "AGENT_ERROR", actor: str = ""
+) -> bool:
+    """The attempt failed: retry the item with backoff, or fail it after MAX_RETRIES."""
+    return _end_attempt(
+        worker_id=worker_id,
+        to=WorkerStatus.FAILED,
+        error=error or "failed",
+        category=category or "AGENT_ERROR",
+        actor=actor or f"worker:{worker_id}",
+        retry=True,
+        repeat_ok=(WorkerStatus.FAILED,),
+    )
+
+
+def worker_stuck(*, worker_id: UUID | str, reason: str, attempts: int = 0) -> bool:
+    """The agent reports it cannot progress: the item is retried with backoff or failed."""
+    return _end_attempt(
+        worker_id=worker_id,
+        to=WorkerStatus.STUCK,
+        error=f"stuck: {reason}" + (f" (after {attempts} attempts)" if attempts else ""),
+        category="STUCK",
+        actor=f"worker:{worker_id}",
+        retry=True,
+        repeat_ok=(WorkerStatus.STUCK,),
+    )
+
+
+def worker_expire(
+    *,
+    worker_id: UUID | str,
+    to: WorkerStatus,
+    category: str,
+    error: str,
+    unless: Callable[[Worker], bool],
+) -> bool:
+    """A sweep ends an attempt that looks dead or stuck — only if, under the row locks, it
+    still does (``unless`` says otherwise: a heartbeat or progress landed meanwhile). Either
+    the heartbeat wins and the worker lives, or the sweep wins and the heartbeat gets 409.
+    Its container is stopped after commit; the item is retried with backoff or failed.
+    """
+    try:
+        ended = _end_attempt(
+            worker_id=worker_id,
+            to=to,
+            error=error,
+            category=category,
+            actor="supervisor",
+            retry=True,
+            repeat_ok=(),
+            unless=unless,
+        )
+    except Fenced:
+        return False  # it ended some other way first
+    if ended:
+        send_on_commit(TaskName.STOP_CONTAINER, str(worker_id))
+    return ended
+
+
+def worker_kill(*, worker_id: UUID | str, reason: str = "", actor: str = "system") -> bool:
+    """An operator kills an attempt: its container is stopped and its item fails (requeue it
+    to try again). Killing a killed worker is a no-op; killing a finished one is InvalidState.
+    """
+    try:
+        killed = _end_attempt(
+            worker_id=worker_id,
+            to=WorkerStatus.KILLED,
+            error=f"killed: {reason}" if reason else "killed",
+            category="KILLED",
+            actor=actor,
+            retry=False,
+            repeat_ok=(WorkerStatus.KILLED,),
+        )
+    except Fenced as exc:
+        raise InvalidState(str(exc)) from None
+    if killed:
+        send_on_commit(TaskName.STOP_CONTAINER, str(worker_id))
+    return killed

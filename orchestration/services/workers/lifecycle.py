@@ -1,0 +1,103 @@
+"""An attempt's life while it runs: started, registered, heartbeat.
+
+Lock order everywhere: the work item row, then the worker row (``rows.locked_item_and_worker``).
+A change requested by a worker that is no longer the active attempt raises Fenced.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+from uuid import UUID
+
+from django.db import transaction
+from django.db.models import Value
+from django.db.models.functions import Coalesce
+
+from orchestration.clock import db_now
+from orchestration.errors import Fenced, ValidationFailed
+from orchestration.models import Worker, WorkerStatus, WorkItem, WorkItemStatus
+from orchestration.rows import locked_item_and_worker
+from orchestration.services.dispatch import usage_add
+from orchestration.services.events import event_record
+from orchestration.services.locks import locks_renew
+
+logger = logging.getLogger(__name__)
+
+
+def worker_mark_started(*, worker_id: UUID | str, container_id: str) -> bool:
+    """``starting → running`` and ``assigned → in_progress`` once the container exists."""
+    with transaction.atomic():
+        item, worker = locked_item_and_worker(worker_id)
+        if worker.status != WorkerStatus.STARTING:
+            return False
+        now = db_now()
+        Worker.objects.filter(pk=worker.pk, status=WorkerStatus.STARTING).update(
+            status=WorkerStatus.RUNNING,
+            container_id=container_id,
+            started_at=now,
+            last_heartbeat=now,
+            last_progress_at=now,
+        )
+        WorkItem.objects.filter(
+            pk=item.pk, status=WorkItemStatus.ASSIGNED, worker_id=worker.pk
+        ).update(status=WorkItemStatus.IN_PROGRESS, updated_at=now)
+        event_record(
+            work_item=item,
+            worker=worker,
+            kind="started",
+            from_status=item.status,
+            to_status=WorkItemStatus.IN_PROGRESS,
+            data={"containerId": container_id},
+        )
+    return True
+
+
+def worker_heartbeat(
+    *,
+    worker_id: UUID | str,
+    iteration: int,
+    tokens_in: int | None = None,
+    tokens_out: int | None = None,
+) -> None:
+    """Record liveness (and progress when the iteration or token counts rise)."""
+    with transaction.atomic():
+        item, worker = locked_item_and_worker(worker_id)
+        if not worker.is_active:
+            raise Fenced(f"Worker is {worker.status}; it is no longer the active attempt")
+        now = db_now()
+        fields: dict[str, Any] = {"last_heartbeat": now}
+        progressed = (
+            iteration > worker.iteration
+            or (tokens_in or 0) > worker.tokens_in
+            or (tokens_out or 0) > worker.tokens_out
+        )
+        if progressed:
+            fields["last_progress_at"] = now
+        fields["iteration"] = max(iteration, worker.iteration)
+        if tokens_in is not None:
+            fields["tokens_in"] = max(tokens_in, worker.tokens_in)
+        if tokens_out is not None:
+            fields["tokens_out"] = max(tokens_out, worker.tokens_out)
+        Worker.objects.filter(pk=worker.pk, status__in=Worker.ACTIVE).update(**fields)
+        locks_renew(worker_id=worker.pk, now=now)
+        if iteration > worker.iteration:
+            WorkItem.objects.filter(pk=item.pk, worker_id=worker.pk).update(iteration=iteration)
+            usage_add(now=now, iterations=iteration - worker.iteration)
+
+
+def worker_register(*, worker_id: UUID | str, work_item_id: UUID) -> WorkItem:
+    """The container says hello. Safe to repeat; a fenced worker is refused."""
+    with transaction.atomic():
+        item, worker = locked_item_and_worker(worker_id)
+        if item.pk != work_item_id:
+            raise ValidationFailed(
+                "Invalid request", details={"workItemId": "is not this worker's work item"}
+            )
+        if not worker.is_active:
+            raise Fenced(f"Worker is {worker.status}; it is no longer the active attempt")
+        now = db_now()
+        Worker.objects.filter(pk=worker.pk, status__in=Worker.ACTIVE).update(
+            last_heartbeat=now, registered_at=Coalesce("registered_at", Value(now))
+        )
+    return item
