@@ -124,7 +124,7 @@ def queue_list(
 def queue_page(query: Mapping[str, Any]) -> dict[str, Any]:
     """GET /api/queue and ``whim queue``: validate the filters, list, shape as API.md's JSON."""
     from orchestration.api.serializers import work_item_json
-    from orchestration.validation import QueueQueryForm
+    from orchestration.forms.clients import QueueQueryForm
 
     q = QueueQueryForm(data=query).validated()
     result = queue_list(

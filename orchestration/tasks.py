@@ -12,6 +12,7 @@ from django.conf import settings
 from django.db import InterfaceError, OperationalError, transaction
 
 from orchestration.errors import Fenced
+from orchestration.forms.fields import bounded_seconds
 from orchestration.models import Worker, WorkerStatus
 from orchestration.services.dispatch import (
     dispatch_renudge_generation,
@@ -21,7 +22,6 @@ from orchestration.services.dispatch import (
 )
 from orchestration.services.work_items import work_item_generate_spec
 from orchestration.services.workers import worker_fail, worker_mark_started
-from orchestration.validation import bounded_seconds
 
 logger = logging.getLogger(__name__)
 

@@ -27,17 +27,12 @@ from django_htmx.middleware import HtmxDetails
 
 from orchestration import dashboard
 from orchestration.errors import QueueFull, ValidationFailed, WhimError
+from orchestration.forms.branches import derive_branch, validate_branch
+from orchestration.forms.clients import QUEUE_STATUS_FILTERS, QueueQueryForm, WorkItemSubmitForm
 from orchestration.models import Worker, WorkItem, WorkItemStatus
 from orchestration.selectors import queue_filter, queue_list
 from orchestration.services.work_items import REQUEUEABLE, work_item_cancel, work_item_requeue
 from orchestration.services.workers import worker_kill
-from orchestration.validation import (
-    QUEUE_STATUS_FILTERS,
-    QueueQueryForm,
-    WorkItemSubmitForm,
-    derive_branch,
-    validate_branch,
-)
 
 # A bulk action acts on at most this many items per confirmation (bounded everything).
 BULK_MAX = 5000

@@ -11,6 +11,7 @@ from django.db.models import Value
 from django.db.models.functions import Concat, Right
 
 from orchestration.errors import Fenced, NotFound
+from orchestration.forms.fields import bounded_seconds
 from orchestration.models import Worker, WorkerStatus
 from orchestration.services.workers import (
     Completion,
@@ -20,7 +21,6 @@ from orchestration.services.workers import (
     worker_stuck,
 )
 from orchestration.tasks import RETRY_ON_DB_ERRORS
-from orchestration.validation import bounded_seconds
 from workers.runtime import get_runtime
 from workers.services import container_keep_logs
 

@@ -11,14 +11,14 @@ from orchestration.api.base import api_view
 from orchestration.api.responses import error_response
 from orchestration.api.serializers import work_item_json, worker_json
 from orchestration.errors import NotFound, ValidationFailed
-from orchestration.models import Worker, WorkItem, WorkItemType
-from orchestration.selectors import metrics_summary, queue_page, row_get, status_summary
-from orchestration.services import work_items, workers
-from orchestration.validation import (
+from orchestration.forms.clients import (
     KillForm,
     RequeueForm,
     WorkItemSubmitForm,
 )
+from orchestration.models import Worker, WorkItem, WorkItemType
+from orchestration.selectors import metrics_summary, queue_page, row_get, status_summary
+from orchestration.services import work_items, workers
 from reviews.models import PRReview
 
 

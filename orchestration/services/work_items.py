@@ -12,6 +12,7 @@ from django.db.models import Q
 
 from orchestration.clock import advisory_xact_lock, db_now
 from orchestration.errors import InvalidState, NotFound, QueueFull
+from orchestration.forms.branches import derive_branch
 from orchestration.models import (
     PRIORITY_RANK,
     Priority,
@@ -23,7 +24,6 @@ from orchestration.models import (
 from orchestration.nudge import delay_on_commit
 from orchestration.services.events import event_record
 from orchestration.services.locks import locks_release_all
-from orchestration.validation import derive_branch
 
 logger = logging.getLogger(__name__)
 

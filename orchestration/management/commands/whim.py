@@ -16,11 +16,11 @@ from django.core.management.base import BaseCommand, CommandParser, SystemCheckE
 
 from orchestration.api.serializers import work_item_json, worker_json
 from orchestration.errors import ValidationFailed, WhimError
+from orchestration.forms.clients import WorkItemSubmitForm
 from orchestration.models import Worker
 from orchestration.selectors import queue_page, status_summary
 from orchestration.services import work_items, workers
 from orchestration.services.sweeps import SWEEPS, sweep_run
-from orchestration.validation import WorkItemSubmitForm
 
 ACTOR = "cli"
 
