@@ -27,6 +27,8 @@ from django_htmx.middleware import HtmxDetails
 
 from orchestration import dashboard
 from orchestration.errors import QueueFull, ValidationFailed, WhimError
+from orchestration.forms.branches import derive_branch, validate_branch
+from orchestration.forms.clients import QUEUE_STATUS_FILTERS, QueueQueryForm, WorkItemSubmitForm
 from orchestration.models import Worker, WorkItem, WorkItemStatus
 from orchestration.nudge import broker_reachable
 from orchestration.registry import runtime
@@ -38,13 +40,6 @@ from orchestration.services.work_items import (
     work_item_submit,
 )
 from orchestration.services.workers import worker_kill
-from orchestration.validation import (
-    QUEUE_STATUS_FILTERS,
-    QueueQueryForm,
-    WorkItemSubmitForm,
-    derive_branch,
-    validate_branch,
-)
 
 # A bulk action acts on at most this many items per confirmation (bounded everything).
 BULK_MAX = 5000

@@ -10,7 +10,7 @@ from django.views.decorators.csrf import csrf_exempt
 
 from orchestration.api.base import json_answer, json_object, method_refused, request_body
 from orchestration.api.responses import error_response
-from orchestration.validation import GitHubDeliveryForm, GitHubReviewForm
+from reviews.forms import GitHubDeliveryForm, GitHubReviewForm
 from reviews.services import github_delivery_receive, github_signature_valid
 
 

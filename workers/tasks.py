@@ -17,6 +17,7 @@ from django.db.models import Value
 from django.db.models.functions import Concat, Right
 
 from orchestration.errors import Fenced, NotFound
+from orchestration.forms.fields import bounded_seconds
 from orchestration.models import Worker, WorkerStatus
 from orchestration.nudge import TaskName
 from orchestration.retry import RETRY_ON_DB_ERRORS
@@ -29,7 +30,6 @@ from orchestration.services.workers import (
     worker_mark_started,
     worker_stuck,
 )
-from orchestration.validation import bounded_seconds
 from workers.runtime import get_runtime
 from workers.services import container_keep_logs
 

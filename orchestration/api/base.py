@@ -15,8 +15,8 @@ from django.views.decorators.csrf import csrf_exempt
 
 from orchestration.api.responses import error_response, whim_error_response
 from orchestration.errors import WhimError
+from orchestration.forms.fields import contains_nul
 from orchestration.services.apikeys import apikey_authenticate, apikeys_configured
-from orchestration.validation import contains_nul
 
 logger = logging.getLogger("whim.api")
 

@@ -6,8 +6,8 @@ from collections.abc import Mapping
 from typing import Any
 
 from orchestration.api.serializers import work_item_json
+from orchestration.forms.clients import QueueQueryForm
 from orchestration.selectors import queue_list
-from orchestration.validation import QueueQueryForm
 
 
 def queue_page(query: Mapping[str, Any]) -> dict[str, Any]:

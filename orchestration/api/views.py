@@ -12,17 +12,17 @@ from orchestration.api.queries import queue_page
 from orchestration.api.responses import error_response
 from orchestration.api.serializers import work_item_json, worker_json
 from orchestration.errors import NotFound, ValidationFailed
+from orchestration.forms.clients import (
+    KillForm,
+    RequeueForm,
+    WorkItemSubmitForm,
+)
 from orchestration.models import Worker, WorkItem, WorkItemType
 from orchestration.nudge import broker_reachable
 from orchestration.registry import runtime
 from orchestration.rows import row_get
 from orchestration.selectors import metrics_summary, status_summary
 from orchestration.services import work_items, workers
-from orchestration.validation import (
-    KillForm,
-    RequeueForm,
-    WorkItemSubmitForm,
-)
 from reviews.models import PRReview
 
 

@@ -18,10 +18,7 @@ from django.views.decorators.csrf import csrf_exempt
 from orchestration.api.base import bearer_token, json_answer, method_refused, parse_json_body
 from orchestration.api.responses import error_response
 from orchestration.api.serializers import work_item_json
-from orchestration.models import Worker
-from orchestration.services import locks, workers
-from orchestration.services.dispatch import token_digest
-from orchestration.validation import (
+from orchestration.forms.callbacks import (
     CompleteForm,
     FailForm,
     HeartbeatForm,
@@ -29,6 +26,9 @@ from orchestration.validation import (
     RegisterForm,
     StuckForm,
 )
+from orchestration.models import Worker
+from orchestration.services import locks, workers
+from orchestration.services.dispatch import token_digest
 
 WorkerView = Callable[[HttpRequest, Worker, dict[str, Any]], HttpResponse | dict[str, Any]]
 

@@ -12,6 +12,7 @@ from django.db.models import Q
 
 from orchestration.clock import advisory_xact_lock, db_now
 from orchestration.errors import InvalidState, NotFound, QueueFull
+from orchestration.forms.branches import derive_branch
 from orchestration.models import (
     PRIORITY_RANK,
     Priority,
@@ -24,7 +25,6 @@ from orchestration.nudge import TaskName, send_on_commit
 from orchestration.rows import row_get
 from orchestration.services.events import event_record
 from orchestration.services.locks import locks_release_all
-from orchestration.validation import derive_branch
 
 logger = logging.getLogger(__name__)
 

@@ -17,13 +17,13 @@ from django.core.management.base import BaseCommand, CommandParser, SystemCheckE
 from orchestration.api.queries import queue_page
 from orchestration.api.serializers import work_item_json, worker_json
 from orchestration.errors import ValidationFailed, WhimError
+from orchestration.forms.clients import WorkItemSubmitForm
 from orchestration.models import Worker
 from orchestration.nudge import broker_reachable
 from orchestration.registry import sweeps
 from orchestration.selectors import status_summary
 from orchestration.services import work_items, workers
 from orchestration.services.sweeps import sweep_run
-from orchestration.validation import WorkItemSubmitForm
 
 ACTOR = "cli"
 

@@ -1,0 +1,155 @@
+"""Forms for worker callbacks: what a worker's harness reports (API.md "Worker callbacks").
+
+Register, heartbeat, lock, complete, fail and stuck, and the normalisation of the repo-relative
+paths a worker locks (``normalise_lock_path``).
+"""
+
+from __future__ import annotations
+
+import math
+import posixpath
+import re
+from typing import Any
+
+from django import forms
+from django.core.exceptions import ValidationError
+from django.core.validators import RegexValidator
+
+from orchestration.forms.branches import validate_branch
+from orchestration.forms.fields import (
+    HTTP_URL_VALIDATOR,
+    INT4_MAX,
+    INT8_MAX,
+    MESSAGES,
+    ErrorFirstForm,
+    JSONObjectField,
+    StrictBooleanField,
+    StrictCharField,
+    StrictIntegerField,
+    check_json_size,
+)
+
+LOCK_PATH_MAX = 1024
+LOCK_FILES_MAX = 1000
+
+
+def normalise_lock_path(path: str) -> str:
+    """A repo-relative, normalised path; refuses absolute paths, '..', NUL, > 1,024 chars."""
+    if not path or len(path) > LOCK_PATH_MAX:
+        raise ValidationError(f"each path must be 1 to {LOCK_PATH_MAX} characters")
+    if "\x00" in path:
+        raise ValidationError("Null characters are not allowed.")
+    if path.startswith("/") or re.match(r"^[A-Za-z]:[\\/]", path):
+        raise ValidationError(f"{path!r} is absolute; paths are relative to the repository")
+    if ".." in path.replace("\\", "/").split("/"):
+        raise ValidationError(f"{path!r} contains '..'")
+    normal = posixpath.normpath(path.replace("\\", "/"))
+    if normal in (".", ""):
+        raise ValidationError(f"{path!r} does not name a file")
+    return normal
+
+
+class PathListField(forms.Field):
+    """A JSON list of repo-relative file paths, normalised and de-duplicated."""
+
+    default_error_messages = MESSAGES
+
+    def to_python(self, value: Any) -> list[str]:
+        if value in (None, ""):
+            return []
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise ValidationError("must be a list of file paths", code="type")
+        if len(value) > LOCK_FILES_MAX:
+            raise ValidationError(f"must hold at most {LOCK_FILES_MAX} paths", code="max_length")
+        return sorted({normalise_lock_path(v) for v in value})
+
+
+class JSONListField(forms.Field):
+    default_error_messages = MESSAGES
+
+    def to_python(self, value: Any) -> list[Any]:
+        if value in (None, ""):
+            return []
+        if not isinstance(value, list):
+            raise ValidationError("must be a list", code="type")
+        check_json_size(value)
+        return value
+
+
+class RegisterForm(ErrorFirstForm):
+    workItemId = forms.UUIDField(error_messages={**MESSAGES, "invalid": "must be a UUID"})
+
+
+class HeartbeatForm(ErrorFirstForm):
+    iteration = StrictIntegerField(min_value=0, max_value=1_000_000)
+    status = StrictCharField(required=False, max_length=100)
+    tokensIn = StrictIntegerField(required=False, min_value=0, max_value=INT8_MAX)
+    tokensOut = StrictIntegerField(required=False, min_value=0, max_value=INT8_MAX)
+
+
+class LockForm(ErrorFirstForm):
+    repo = StrictCharField(max_length=200)
+    # The metaclass moves declared fields off the class, so BaseForm.files is not shadowed.
+    files = PathListField()  # type: ignore[assignment]
+
+
+class CompleteForm(ErrorFirstForm):
+    prUrl = StrictCharField(required=False, max_length=500, validators=[HTTP_URL_VALIDATOR])
+    prNumber = StrictIntegerField(required=False, min_value=1, max_value=INT4_MAX)
+    verificationEnabled = StrictBooleanField(required=False)
+    verificationPassed = StrictBooleanField(required=False)
+    review = JSONObjectField(required=False)
+    metrics = JSONObjectField(required=False)
+    learnings = JSONListField(required=False)
+    commitSha = StrictCharField(
+        required=False,
+        max_length=64,
+        validators=[RegexValidator(r"^[0-9a-f]{7,64}$", "must be a hex commit id", code="pattern")],
+    )
+    branch = StrictCharField(required=False, max_length=250, validators=[validate_branch])
+
+    BIG_METRICS = ("tokensIn", "tokensOut", "duration")  # bigint columns; the rest are int
+    METRIC_KEYS = (
+        "tokensIn",
+        "tokensOut",
+        "duration",
+        "filesModified",
+        "testsRun",
+        "testsPassed",
+        "testsFailed",
+    )
+
+    def clean_metrics(self) -> dict[str, Any]:
+        metrics: dict[str, Any] = self.cleaned_data.get("metrics") or {}
+        for key in self.METRIC_KEYS:
+            value = metrics.get(key)
+            if value is not None and (
+                isinstance(value, bool)
+                or not isinstance(value, int | float)
+                or not math.isfinite(value)
+                or not 0 <= value <= (INT8_MAX if key in self.BIG_METRICS else INT4_MAX)
+            ):
+                raise ValidationError(f"{key} must be a finite number, not negative, in range")
+        status = metrics.get("testStatus")
+        if status is not None and not isinstance(status, str):
+            raise ValidationError("testStatus must be a string")
+        return metrics
+
+
+class FailForm(ErrorFirstForm):
+    error = StrictCharField(max_length=100_000)
+    iteration = StrictIntegerField(required=False, min_value=0, max_value=1_000_000)
+    stack = StrictCharField(required=False, max_length=100_000, strip=False)
+    category = StrictCharField(
+        required=False,
+        max_length=40,
+        validators=[
+            RegexValidator(r"^[A-Z][A-Z0-9_]*$", "must be UPPER_SNAKE_CASE", code="pattern")
+        ],
+    )
+    context = JSONObjectField(required=False)
+
+
+class StuckForm(ErrorFirstForm):
+    reason = StrictCharField(max_length=10_000)
+    attempts = StrictIntegerField(required=False, min_value=0, max_value=1_000_000)

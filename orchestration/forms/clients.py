@@ -1,0 +1,124 @@
+"""Forms for clients: what people and programs send (API.md "Work items", "Queue").
+
+POST /api/work, the web form and ``whim submit`` (``WorkItemSubmitForm``); requeue and kill;
+the GET /api/queue query (``QueueQueryForm``) and its status filters.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django import forms
+from django.core.exceptions import ValidationError
+
+from orchestration.forms.branches import validate_branch
+from orchestration.forms.fields import (
+    REPO_VALIDATOR,
+    ErrorFirstForm,
+    JSONObjectField,
+    StrictBooleanField,
+    StrictCharField,
+    StrictChoiceField,
+    StrictIntegerField,
+    bounded_seconds,
+)
+from orchestration.models import Priority, WorkItemType
+
+SPEC_MAX = 100_000
+DESCRIPTION_MAX = 50_000
+
+
+class WorkItemSubmitForm(ErrorFirstForm):
+    """POST /api/work, the web form and ``whim submit``."""
+
+    repo = StrictCharField(max_length=200, validators=[REPO_VALIDATOR], help_text="owner/name")
+    spec = StrictCharField(required=False, max_length=SPEC_MAX, strip=False, widget=forms.Textarea)
+    description = StrictCharField(
+        required=False, max_length=DESCRIPTION_MAX, strip=False, widget=forms.Textarea
+    )
+    branch = StrictCharField(
+        required=False,
+        max_length=250,
+        validators=[validate_branch],
+        help_text="Leave empty to derive it from the spec's first heading.",
+    )
+    priority = StrictChoiceField(required=False, choices=Priority.choices, initial=Priority.MEDIUM)
+    maxIterations = StrictIntegerField(required=False, min_value=1, max_value=200, initial=50)
+    source = StrictCharField(required=False, max_length=50)
+    sourceRef = StrictCharField(required=False, max_length=200)
+    metadata = JSONObjectField(required=False, widget=forms.Textarea)
+    idempotencyKey = StrictCharField(required=False, max_length=200)
+
+    def clean_priority(self) -> str:
+        return self.cleaned_data.get("priority") or Priority.MEDIUM
+
+    def clean_metadata(self) -> dict[str, Any]:
+        """The mock agent's keys, when present, are checked here like any other input."""
+        meta: dict[str, Any] = self.cleaned_data.get("metadata") or {}
+        if "mock" in meta and meta["mock"] not in ("success", "fail", "stuck"):
+            raise ValidationError("mock must be success, fail or stuck")
+        for key in ("mockSeconds", "mockStartSeconds"):
+            if key in meta and bounded_seconds(meta[key], cap=600) != meta[key]:
+                raise ValidationError(f"{key} must be a number of seconds from 0 to 600")
+        if "mockFile" in meta and not (
+            isinstance(meta["mockFile"], str) and 0 < len(meta["mockFile"]) <= 200
+        ):
+            raise ValidationError("mockFile must be a repo-relative path")
+        if "mockLock" in meta and not isinstance(meta["mockLock"], bool):
+            raise ValidationError("mockLock must be true or false")
+        return meta
+
+    def clean_maxIterations(self) -> int:
+        value = self.cleaned_data.get("maxIterations")
+        return 50 if value is None else value
+
+    def clean(self) -> dict[str, Any]:
+        data = super().clean() or {}
+        spec = data.get("spec") or ""
+        description = data.get("description") or ""
+        if "spec" in self.errors or "description" in self.errors:
+            return data
+        if bool(spec.strip()) == bool(description.strip()):
+            self.add_error("spec", "give exactly one of spec or description")
+        return data
+
+    def submission(self) -> dict[str, Any]:
+        """The cleaned input as keyword arguments for ``work_item_submit``."""
+        d = self.cleaned_data
+        return {
+            "repo": d["repo"],
+            "spec": d.get("spec") or "",
+            "description": d.get("description") or "",
+            "branch": d.get("branch") or "",
+            "priority": d["priority"],
+            "max_iterations": d["maxIterations"],
+            "source": d.get("source") or "",
+            "source_ref": d.get("sourceRef") or "",
+            "metadata": d.get("metadata") or {},
+            "idempotency_key": d.get("idempotencyKey") or None,
+        }
+
+
+class RequeueForm(ErrorFirstForm):
+    """POST /api/work/<id>/requeue."""
+
+    resetRetries = StrictBooleanField(required=False)
+
+
+class KillForm(ErrorFirstForm):
+    """POST /api/workers/<id>/kill."""
+
+    reason = StrictCharField(required=False, max_length=1000)
+
+
+QUEUE_STATUS_FILTERS = ("active", "queued", "failed", "completed", "generating", "cancelled", "all")
+
+
+class QueueQueryForm(ErrorFirstForm):
+    """GET /api/queue query string."""
+
+    status = StrictChoiceField(required=False, choices=[(s, s) for s in QUEUE_STATUS_FILTERS])
+    type = StrictChoiceField(required=False, choices=WorkItemType.choices)
+    repo = StrictCharField(required=False, max_length=200)
+    cursor = StrictCharField(required=False, max_length=200)
+    limit = StrictIntegerField(required=False, min_value=1, max_value=200)

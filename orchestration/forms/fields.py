@@ -1,0 +1,189 @@
+"""The strict fields, their one wording of each mistake, and the base form (API.md "Validation").
+
+Shared by every form in ``orchestration.forms`` and by ``reviews.forms``. Fields are strict about
+JSON types: a list where a string belongs is an error, not ``str()``. Also the small checks on
+plain JSON-like values that edges use outside a form (``contains_nul`` on request bodies,
+``bounded_seconds`` on timings read from metadata).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any, Self
+
+from django import forms
+from django.core.exceptions import ValidationError
+from django.core.validators import RegexValidator
+
+from orchestration.errors import ValidationFailed
+
+if TYPE_CHECKING:
+    from django_stubs_ext import StrPromise
+
+REPO_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9-]*/[A-Za-z0-9._-]+$")
+METADATA_MAX_BYTES = 64 * 1024
+INT4_MAX = 2**31 - 1
+INT8_MAX = 2**63 - 1
+
+
+def contains_nul(value: Any) -> bool:
+    """True when a NUL byte hides anywhere in a JSON-like value (keys included).
+
+    Walks with its own stack: however deep the nesting, no RecursionError.
+    """
+    pending = [value]
+    while pending:
+        current = pending.pop()
+        if isinstance(current, str):
+            if "\x00" in current:
+                return True
+        elif isinstance(current, Mapping):
+            pending.extend(current.keys())
+            pending.extend(current.values())
+        elif isinstance(current, list | tuple):
+            pending.extend(current)
+    return False
+
+
+def bounded_seconds(value: Any, *, default: float = 0.0, cap: float) -> float:
+    """A finite number of seconds within [0, cap]; anything else becomes ``default``."""
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        return default
+    return value if 0 <= value <= cap else default
+
+
+# The one wording of each mistake, shared by every field (API.md ``details``).
+MESSAGES: dict[str, str | StrPromise] = {
+    "required": "is required",
+    "max_length": "must be at most %(limit_value)d characters",
+    "min_value": "must be at least %(limit_value)s",
+    "max_value": "must be at most %(limit_value)s",
+    "invalid": "is not valid",
+}
+
+
+class StrictCharField(forms.CharField):
+    """A CharField that refuses non-string JSON values instead of stringifying them."""
+
+    default_error_messages = MESSAGES
+
+    def to_python(self, value: Any) -> str:
+        if value is not None and not isinstance(value, str):
+            raise ValidationError("must be a string", code="type")
+        return str(super().to_python(value))
+
+
+class StrictIntegerField(forms.IntegerField):
+    """An IntegerField that refuses booleans and fractional numbers (and text, in JSON)."""
+
+    default_error_messages = MESSAGES | {"invalid": "must be a whole number"}
+    json_only = False  # set by ErrorFirstForm.from_json
+
+    def to_python(self, value: Any) -> int | None:
+        if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
+            raise ValidationError("must be a whole number", code="type")
+        if self.json_only and isinstance(value, str):
+            raise ValidationError("must be a whole number", code="type")
+        if value is not None and not isinstance(value, str | int | float):
+            raise ValidationError("must be a whole number", code="type")
+        result: int | None = super().to_python(value)
+        return result
+
+
+class StrictBooleanField(forms.Field):
+    """A boolean that is really a boolean (JSON true/false; 'true'/'false' from a form)."""
+
+    default_error_messages = MESSAGES
+    json_only = False  # set by ErrorFirstForm.from_json
+
+    def to_python(self, value: Any) -> bool | None:
+        if value is None or (value == "" and not self.json_only):
+            return None
+        if isinstance(value, bool):
+            return value
+        if self.json_only:
+            raise ValidationError("must be true or false", code="type")
+        if isinstance(value, str) and value.lower() in ("true", "false", "on", "1", "0"):
+            return value.lower() in ("true", "on", "1")
+        raise ValidationError("must be true or false", code="type")
+
+
+class StrictChoiceField(forms.ChoiceField):
+    default_error_messages = MESSAGES
+
+    def __init__(self, *, choices: Any, **kwargs: Any) -> None:
+        super().__init__(choices=choices, **kwargs)
+        values = [str(c[0]) for c in self.choices]  # type: ignore[index,union-attr]
+        self.error_messages["invalid_choice"] = "must be one of: " + ", ".join(values)
+
+
+def check_json_size(value: Any) -> None:
+    """At most METADATA_MAX_BYTES as JSON (and not nested too deeply to write out)."""
+    try:
+        size = len(json.dumps(value))
+    except RecursionError:
+        raise ValidationError("is nested too deeply", code="nesting") from None
+    if size > METADATA_MAX_BYTES:
+        raise ValidationError(
+            f"must be at most {METADATA_MAX_BYTES} bytes as JSON", code="max_length"
+        )
+
+
+class JSONObjectField(forms.Field):
+    """A JSON object, given as an object (API) or as JSON text (form, command)."""
+
+    default_error_messages = MESSAGES
+
+    def to_python(self, value: Any) -> dict[str, Any]:
+        if value in (None, ""):
+            return {}
+        if isinstance(value, str):
+            try:
+                value = json.loads(value)
+            except (ValueError, RecursionError) as exc:
+                raise ValidationError("must be a JSON object", code="json") from exc
+        if not isinstance(value, dict):
+            raise ValidationError("must be a JSON object", code="type")
+        check_json_size(value)
+        if contains_nul(value):
+            raise ValidationError("Null characters are not allowed.", code="null_characters")
+        return value
+
+
+class ErrorFirstForm(forms.Form):
+    """Forms whose errors read ``{field: "first message"}`` (API.md ``details``)."""
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> Self:
+        """The form over a parsed JSON body, where numbers and booleans must arrive as JSON
+        numbers and booleans: a person at the web form or a shell types text, a program
+        sending ``"5"`` has a bug worth a 400."""
+        form = cls(data=data)
+        for field in form.fields.values():
+            if isinstance(field, StrictIntegerField | StrictBooleanField):
+                field.json_only = True
+        return form
+
+    def validated(self) -> dict[str, Any]:
+        """The cleaned data, or ValidationFailed (API.md's 400, with ``details``)."""
+        if not self.is_valid():
+            raise ValidationFailed("Invalid request", details=self.error_details())
+        return self.cleaned_data
+
+    def error_details(self) -> dict[str, str]:
+        return {
+            ("request" if field == "__all__" else field): str(errors[0])
+            for field, errors in self.errors.items()
+        }
+
+
+REPO_VALIDATOR = RegexValidator(
+    REPO_RE,
+    "must be owner/name (owner starts with a letter or digit and may hold '-'; "
+    "name holds letters, digits, '.', '_', '-')",
+    code="pattern",
+)
+HTTP_URL_VALIDATOR = RegexValidator(r"^https?://", "must be an http(s) URL", code="pattern")
