@@ -7,7 +7,10 @@ by name (``nudge.TaskName``). Nothing here imports ``workers``: the runtime regi
 sweep and provider into ``registry`` from its own AppConfig.
 """
 
+from pathlib import Path
+
 from django.apps import AppConfig
+from django.conf import settings
 
 
 class OrchestrationConfig(AppConfig):
@@ -19,3 +22,7 @@ class OrchestrationConfig(AppConfig):
         # registry is ready. Importing them registers the system checks and the core sweeps.
         from orchestration import checks  # noqa: F401
         from orchestration.services import sweeps  # noqa: F401
+
+        # The embedded stack's SQLite file and filesystem broker live here (none otherwise).
+        for folder in settings.RUN_DIRECTORIES:
+            Path(folder).mkdir(parents=True, exist_ok=True)

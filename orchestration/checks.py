@@ -9,7 +9,7 @@ from django.conf import settings
 from django.core.checks import CheckMessage, Error, Warning, register
 
 from orchestration.nudge import broker_reachable
-from orchestration.registry import runtime
+from orchestration.registry import runtime, sweeps
 
 
 def _at_least(name: str, minimum: float, check_id: str) -> list[CheckMessage]:
@@ -121,6 +121,31 @@ def check_limits(app_configs: Any, **kwargs: Any) -> list[CheckMessage]:
             )
         )
     return errors
+
+
+@register()
+def check_sweep_schedule(app_configs: Any, **kwargs: Any) -> list[CheckMessage]:
+    """Every registered sweep has a beat period (SWEEP_PERIODS) and every period a sweep."""
+    registered, scheduled = set(sweeps()), set(settings.SWEEP_PERIODS)
+    messages: list[CheckMessage] = []
+    if registered - scheduled:
+        messages.append(
+            Warning(
+                f"Sweeps without a period in SWEEP_PERIODS never run on their own: "
+                f"{', '.join(sorted(registered - scheduled))}.",
+                id="orchestration.W004",
+            )
+        )
+    if scheduled - registered:
+        messages.append(
+            Warning(
+                f"SWEEP_PERIODS names sweeps no installed app registers: "
+                f"{', '.join(sorted(scheduled - registered))} (beat will run them as no-ops "
+                "that fail).",
+                id="orchestration.W004",
+            )
+        )
+    return messages
 
 
 @register(deploy=True)

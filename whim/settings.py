@@ -7,11 +7,14 @@ Limits and timings are validated at startup by the system checks in ``orchestrat
 
 from __future__ import annotations
 
+import contextlib
+import os
 import secrets
 from pathlib import Path
 from typing import Any
 
 import environ
+from django.utils.functional import SimpleLazyObject
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 RUN_DIR = Path(environ.Env().str("WHIM_RUN_DIR", default=str(BASE_DIR / ".run")))
@@ -20,18 +23,23 @@ env = environ.FileAwareEnv()
 
 
 def _embedded_secret_key() -> str:
-    """A per-checkout secret for single-machine mode, created once and kept in .run/."""
+    """A per-checkout secret for single-machine mode, kept in .run/secret_key: made on first
+    use (or by ``manage.py whim_setup``), never at import, so reading the settings (mypy,
+    ``manage.py check``) writes nothing."""
     path = RUN_DIR / "secret_key"
     if not path.exists():
         RUN_DIR.mkdir(parents=True, exist_ok=True)
-        path.write_text(secrets.token_urlsafe(50))
-        path.chmod(0o600)
+        # O_EXCL: two processes starting at once agree on the one file the first one made.
+        with contextlib.suppress(FileExistsError):
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "w") as out:
+                out.write(secrets.token_urlsafe(50))
     return path.read_text().strip()
 
 
 # --- Django core --------------------------------------------------------------
 DEBUG = env.bool("DEBUG", default=False)
-SECRET_KEY = env.str("SECRET_KEY", default="") or _embedded_secret_key()
+SECRET_KEY: Any = env.str("SECRET_KEY", default="") or SimpleLazyObject(_embedded_secret_key)
 ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=["localhost", "127.0.0.1", "[::1]"])
 CSRF_TRUSTED_ORIGINS = env.list("CSRF_TRUSTED_ORIGINS", default=[])
 
@@ -82,8 +90,10 @@ TEMPLATES = [
 
 # --- Database: PostgreSQL when DATABASE_URL is set, else the embedded SQLite ---
 EMBEDDED_DATABASE = not env.str("DATABASE_URL", default="")
+# Folders the embedded stack needs; made when the app starts (orchestration.apps), not here.
+RUN_DIRECTORIES: list[Path] = []
 if EMBEDDED_DATABASE:
-    RUN_DIR.mkdir(parents=True, exist_ok=True)
+    RUN_DIRECTORIES.append(RUN_DIR)
     DATABASES = {
         "default": {
             "ENGINE": "django.db.backends.sqlite3",
@@ -136,7 +146,7 @@ REDIS_URL = env.str("REDIS_URL", default="")
 EMBEDDED_BROKER = not REDIS_URL
 if EMBEDDED_BROKER:
     _broker_dir = RUN_DIR / "broker"
-    _broker_dir.mkdir(parents=True, exist_ok=True)
+    RUN_DIRECTORIES.append(_broker_dir)
     CELERY_BROKER_URL = "filesystem://"
     CELERY_BROKER_TRANSPORT_OPTIONS: dict[str, object] = {
         "data_folder_in": str(_broker_dir),
@@ -230,42 +240,38 @@ TOKEN_PRICE_OUT_PER_MILLION = env.float("TOKEN_PRICE_OUT_PER_MILLION", default=1
 
 EMBEDDED_MODE = EMBEDDED_DATABASE or EMBEDDED_BROKER
 
-CELERY_BEAT_SCHEDULE = {
+# Every supervision sweep and how often beat runs it (seconds; orchestration.registry names
+# the sweeps, and check W004 says when the two disagree). Each becomes a beat entry
+# "whim-sweep-<name>", editable in the admin.
+SWEEP_PERIODS: dict[str, float] = {
+    "heartbeats": env.float("SWEEP_HEARTBEATS_EVERY", default=5.0),
+    "containers": env.float("SWEEP_CONTAINERS_EVERY", default=LOOP_INTERVAL),
+    "stuck": env.float("SWEEP_STUCK_EVERY", default=30.0),
+    "locks": env.float("SWEEP_LOCKS_EVERY", default=60.0),
+    "retention": env.float("SWEEP_RETENTION_EVERY", default=3600.0),
+}
+
+
+def _expires(period: float) -> int:
+    """A beat message not taken within two periods is dropped: the next one is on its way.
+    At least 30 s (a busy worker), at most an hour."""
+    return int(min(max(period * 2, 30), 3600))
+
+
+CELERY_BEAT_SCHEDULE: dict[str, dict[str, Any]] = {
     "whim-dispatch": {
         "task": "orchestration.dispatch",
         "schedule": LOOP_INTERVAL,
         "options": {"expire_seconds": max(LOOP_INTERVAL * 2, 10)},
     },
-    # Supervision sweeps (orchestration/services/sweeps.py); editable in the admin.
-    "whim-sweep-heartbeats": {
-        "task": "orchestration.sweep",
-        "schedule": env.float("SWEEP_HEARTBEATS_EVERY", default=5.0),
-        "args": ["heartbeats"],
-        "options": {"expire_seconds": 30},
-    },
-    "whim-sweep-containers": {
-        "task": "orchestration.sweep",
-        "schedule": env.float("SWEEP_CONTAINERS_EVERY", default=LOOP_INTERVAL),
-        "args": ["containers"],
-        "options": {"expire_seconds": 30},
-    },
-    "whim-sweep-stuck": {
-        "task": "orchestration.sweep",
-        "schedule": env.float("SWEEP_STUCK_EVERY", default=30.0),
-        "args": ["stuck"],
-        "options": {"expire_seconds": 60},
-    },
-    "whim-sweep-locks": {
-        "task": "orchestration.sweep",
-        "schedule": env.float("SWEEP_LOCKS_EVERY", default=60.0),
-        "args": ["locks"],
-        "options": {"expire_seconds": 120},
-    },
-    "whim-sweep-retention": {
-        "task": "orchestration.sweep",
-        "schedule": env.float("SWEEP_RETENTION_EVERY", default=3600.0),
-        "args": ["retention"],
-        "options": {"expire_seconds": 3600},
+    **{
+        f"whim-sweep-{name}": {
+            "task": "orchestration.sweep",
+            "schedule": period,
+            "args": [name],
+            "options": {"expire_seconds": _expires(period)},
+        }
+        for name, period in SWEEP_PERIODS.items()
     },
 }
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import secrets
 from typing import Any
 
+from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand
 
@@ -18,6 +19,9 @@ class Command(BaseCommand):
     help = "Create the admin user (if none) and a fresh API key for this run; print both."
 
     def handle(self, *args: Any, **options: Any) -> None:
+        # Without SECRET_KEY, single-machine mode keeps one in .run/secret_key, made on first
+        # use: make it now, before web and workers start.
+        assert settings.SECRET_KEY
         User = get_user_model()
         if not User.objects.filter(is_superuser=True).exists():
             password = secrets.token_urlsafe(12)
