@@ -3,7 +3,7 @@ from typing import Any
 from django.contrib import admin
 from django.http import HttpRequest
 
-from orchestration.admin import FastListAdmin, RecentValuesFilter
+from orchestration.admin.base import FastListAdmin, RecentValuesFilter
 from reviews.models import PRReview, WebhookDelivery
 
 

@@ -11,7 +11,7 @@ from django.test import Client
 from django.utils import timezone
 from django_celery_beat.models import IntervalSchedule, PeriodicTask
 
-from orchestration.admin import COUNT_CAP, CappedCountPaginator
+from orchestration.admin.base import COUNT_CAP, CappedCountPaginator
 from orchestration.models import (
     PRIORITY_RANK,
     ApiKey,
@@ -298,7 +298,7 @@ def test_an_action_on_all_matching_rows_carries_the_selection_not_thousands_of_i
 def test_one_click_handles_at_most_action_max_rows_and_says_so(
     admin_user_client: Client, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from orchestration import admin as whim_admin
+    from orchestration.admin import base as whim_admin
 
     monkeypatch.setattr(whim_admin, "ACTION_MAX", 3)
     items = WorkItemFactory.create_batch(5)

@@ -1,0 +1,16 @@
+"""Django admin: every model, fast at a million rows, with actions that call the services.
+
+Django's autodiscover imports ``orchestration.admin`` only, so this package imports each of
+its modules to run their ``@admin.register`` calls:
+
+- ``base``: the shared machinery — the capped-count paginator, the fast list admin, the
+  recent-values filter, and the audited-action helpers (ask why; record who, what and why);
+- ``work_items``: work items, their inlines and actions (cancel, requeue, priority);
+- ``workers``: workers (attempts), kill and show logs;
+- ``ledger``: file locks, events, daily usage, dispatch state, worker metrics, API keys;
+- ``schedules``: the beat schedules (django-celery-beat's ``PeriodicTask``), audited.
+"""
+
+from orchestration.admin import base, ledger, schedules, work_items, workers
+
+__all__ = ["base", "ledger", "schedules", "work_items", "workers"]

@@ -1,0 +1,191 @@
+"""The admin of the ledger-like rows: file locks (release, asking why), the event log
+(read-only), daily usage (read-only: the budget's ledger), the dispatch state, worker metrics
+and API keys (created once with the key shown once; revoked asking why)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.contrib import admin, messages
+from django.db.models import QuerySet
+from django.http import HttpRequest, HttpResponse
+
+from orchestration.admin.base import FastListAdmin, admin_actor, apply_each, with_reason
+from orchestration.models import (
+    ApiKey,
+    DailyUsage,
+    DispatchState,
+    FileLock,
+    WorkerMetrics,
+    WorkItemEvent,
+)
+from orchestration.services import apikeys, locks
+
+# --- locks -----------------------------------------------------------------------------------
+
+
+@admin.register(FileLock)
+class FileLockAdmin(FastListAdmin):
+    list_display = ("repo", "path", "worker", "acquired_at", "expires_at")
+    list_filter = ("acquired_at", "expires_at")
+    search_fields = ("repo", "path", "=worker__id")
+    list_select_related = ("worker",)
+    ordering = ("repo", "path")
+    actions = ("release",)
+
+    @admin.action(description="Release selected locks (asks for a reason)")
+    def release(self, request: HttpRequest, queryset: QuerySet[FileLock]) -> HttpResponse | None:
+        actor = admin_actor(request)
+
+        def apply(reason: str) -> None:
+            apply_each(
+                request,
+                queryset,
+                "Release",
+                lambda o: locks.lock_release(lock_id=o.pk, actor=actor, reason=reason),
+            )
+
+        return with_reason(
+            self, request, queryset, action="release", title="Release file locks", apply=apply
+        )
+
+
+# --- events ----------------------------------------------------------------------------------
+
+EVENT_KINDS = (
+    "submitted",
+    "spec_generated",
+    "claimed",
+    "started",
+    "locks_acquired",
+    "lock_blocked",
+    "lock_released",
+    "completed",
+    "retry_scheduled",
+    "failed",
+    "cancelled",
+    "requeued",
+    "recovered",
+    "priority_changed",
+    "attempt_killed",
+    "attempt_failed",
+    "attempt_stuck",
+    "attempt_lost",
+)
+
+
+class EventKindFilter(admin.SimpleListFilter):
+    title = "kind"
+    parameter_name = "kind"
+
+    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
+        return [(k, k) for k in EVENT_KINDS]
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet[Any]) -> QuerySet[Any]:
+        value = self.value()
+        return queryset.filter(kind=value) if value else queryset
+
+
+@admin.register(WorkItemEvent)
+class WorkItemEventAdmin(FastListAdmin):
+    list_display = ("created_at", "work_item", "kind", "from_status", "to_status", "actor")
+    list_filter = (EventKindFilter, "created_at")
+    search_fields = ("=work_item__id", "actor", "message")
+    list_select_related = ("work_item",)
+    date_hierarchy = "created_at"
+    ordering = ("-created_at",)
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+
+# --- usage, dispatch state, metrics ----------------------------------------------------------
+
+
+@admin.register(DailyUsage)
+class DailyUsageAdmin(FastListAdmin):
+    """The budget's ledger: read-only (an edited count would silently move the budget)."""
+
+    list_display = ("date", "spawns", "iterations")
+    ordering = ("-date",)
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+
+@admin.register(DispatchState)
+class DispatchStateAdmin(admin.ModelAdmin):
+    list_display = ("id", "last_spawn_at")
+    readonly_fields = ("id", "last_spawn_at")
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+
+@admin.register(WorkerMetrics)
+class WorkerMetricsAdmin(FastListAdmin):
+    list_display = (
+        "worker",
+        "work_item",
+        "tokens_in",
+        "tokens_out",
+        "duration_ms",
+        "files_modified",
+        "tests_passed",
+        "tests_failed",
+        "created_at",
+    )
+    list_select_related = ("worker", "work_item")
+    search_fields = ("=work_item__id", "=worker__id")
+    date_hierarchy = "created_at"
+    ordering = ("-created_at",)
+
+
+# --- API keys --------------------------------------------------------------------------------
+
+
+@admin.register(ApiKey)
+class ApiKeyAdmin(admin.ModelAdmin):
+    list_display = ("name", "prefix", "created_at", "last_used_at", "revoked_at", "active")
+    list_filter = ("revoked_at",)
+    search_fields = ("name", "prefix")
+    fields = ("name",)
+    actions = ("revoke",)
+
+    @admin.display(boolean=True, description="active")
+    def active(self, obj: ApiKey) -> bool:
+        return obj.is_active
+
+    def save_model(self, request: HttpRequest, obj: ApiKey, form: Any, change: bool) -> None:
+        if change:
+            super().save_model(request, obj, form, change)
+            return
+        row, key = apikeys.apikey_create(name=obj.name)
+        obj.pk = row.pk
+        messages.warning(request, f"API key created. Copy it now, it is not shown again: {key}")
+
+    @admin.action(description="Revoke selected keys (asks for a reason)")
+    def revoke(self, request: HttpRequest, queryset: QuerySet[ApiKey]) -> HttpResponse | None:
+        def one(key: ApiKey, reason: str) -> bool:
+            revoked = apikeys.apikey_revoke(key_id=key.pk)
+            if revoked:  # the admin's history: who, what, why
+                self.log_change(request, key, f"Revoked: {reason or 'no reason given'}")
+            return revoked
+
+        return with_reason(
+            self,
+            request,
+            queryset,
+            action="revoke",
+            title="Revoke API keys",
+            apply=lambda reason: apply_each(request, queryset, "Revoke", lambda o: one(o, reason)),
+        )

@@ -1,0 +1,114 @@
+"""The worker (attempt) admin: its list and page, and the actions on it — kill (asks why,
+calls ``worker_kill``) and show the logs of the selected workers."""
+
+from __future__ import annotations
+
+from django.contrib import admin
+from django.db.models import QuerySet
+from django.http import HttpRequest, HttpResponse
+from django.template.response import TemplateResponse
+from django.urls import reverse
+from django.utils.html import format_html
+
+from orchestration.admin.base import (
+    FastListAdmin,
+    RecentValuesFilter,
+    admin_actor,
+    apply_each,
+    with_reason,
+)
+from orchestration.models import Worker
+from orchestration.registry import runtime
+from orchestration.services import workers
+
+
+class ErrorCategoryFilter(RecentValuesFilter):
+    title = "error category"
+    parameter_name = "error_category"
+    field = "error_category"
+
+
+@admin.register(Worker)
+class WorkerAdmin(FastListAdmin):
+    list_display = (
+        "short_id",
+        "work_item",
+        "attempt",
+        "status",
+        "iteration",
+        "last_heartbeat",
+        "error_category",
+        "created_at",
+    )
+    list_display_links = ("short_id",)
+    list_filter = ("status", ErrorCategoryFilter, "created_at")
+    search_fields = ("=id", "=work_item__id", "error", "container_id")
+    date_hierarchy = "created_at"
+    list_select_related = ("work_item",)
+    ordering = ("-created_at",)
+    exclude = ("token_hash",)
+    readonly_fields = (
+        "id",
+        "work_item",
+        "console_link",
+        "status",
+        "attempt",
+        "iteration",
+        "tokens_in",
+        "tokens_out",
+        "container_id",
+        "last_heartbeat",
+        "registered_at",
+        "last_progress_at",
+        "created_at",
+        "started_at",
+        "completed_at",
+        "error",
+        "error_category",
+        "log_tail",
+    )
+    actions = ("kill", "show_logs")
+
+    @admin.display(description="id", ordering="id")
+    def short_id(self, obj: Worker) -> str:
+        return str(obj.pk)[:8]
+
+    @admin.display(description="console")
+    def console_link(self, obj: Worker) -> str:
+        url = reverse("work-detail", args=[obj.work_item_id])
+        return format_html('<a href="{}">open its work item page</a> (live log)', url)
+
+    @admin.action(description="Kill selected workers (asks for a reason)")
+    def kill(self, request: HttpRequest, queryset: QuerySet[Worker]) -> HttpResponse | None:
+        actor = admin_actor(request)
+
+        def apply(reason: str) -> None:
+            apply_each(
+                request,
+                queryset,
+                "Kill",
+                lambda o: workers.worker_kill(
+                    worker_id=o.pk, reason=reason or f"killed by {actor}", actor=actor
+                ),
+            )
+
+        return with_reason(
+            self, request, queryset, action="kill", title="Kill workers", apply=apply
+        )
+
+    @admin.action(description="Show logs of selected workers")
+    def show_logs(self, request: HttpRequest, queryset: QuerySet[Worker]) -> HttpResponse:
+        rows = []
+        for worker in queryset.select_related("work_item")[:20]:
+            lines, source = runtime().worker_logs(worker, lines=500)
+            rows.append({"worker": worker, "log": "\n".join(lines), "source": source})
+        return TemplateResponse(
+            request,
+            "admin/orchestration/worker_logs.html",
+            {
+                **self.admin_site.each_context(request),
+                "title": "Worker logs",
+                "rows": rows,
+                "opts": self.model._meta,
+            },
+        )
