@@ -242,13 +242,7 @@ def _lock_block(item: WorkItem) -> WorkItemEvent | None:
 
 def _ahead_in_queue(item: WorkItem, now: dt.datetime) -> int:
     """Claimable items the claim would take before this one (its claim order)."""
-    due = Q(next_retry_at__isnull=True) | Q(next_retry_at__lte=now)
-    before = (
-        Q(type__lt=item.type)
-        | Q(type=item.type, priority_rank__gt=item.priority_rank)
-        | Q(type=item.type, priority_rank=item.priority_rank, created_at__lt=item.created_at)
-    )
-    return WorkItem.objects.filter(due, before, status=WorkItemStatus.QUEUED).count()
+    return WorkItem.objects.claimable(now).claimed_before(item).count()
 
 
 def why_not_running(item: WorkItem) -> list[str]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import uuid
 from typing import ClassVar
 
@@ -43,6 +44,31 @@ class WorkerStatus(models.TextChoices):
     STUCK = "stuck"
     KILLED = "killed"
     LOST = "lost"
+
+
+# The claim order, defined once: execution before verification ("execution" sorts first),
+# then priority (critical first), then oldest. The queue scan index follows it.
+CLAIM_ORDER: tuple[str, ...] = ("type", "-priority_rank", "created_at")
+
+
+class WorkItemQuerySet(models.QuerySet["WorkItem"]):
+    def claimable(self, now: dt.datetime) -> WorkItemQuerySet:
+        """Queued items due at ``now`` (no retry pending), in claim order."""
+        return self.filter(
+            Q(status=WorkItemStatus.QUEUED),
+            Q(next_retry_at__isnull=True) | Q(next_retry_at__lte=now),
+        ).order_by(*CLAIM_ORDER)
+
+    def claimed_before(self, item: WorkItem) -> WorkItemQuerySet:
+        """The rows the claim order puts before ``item`` (a keyset comparison on CLAIM_ORDER)."""
+        before, same = Q(pk__in=[]), Q()
+        for term in CLAIM_ORDER:
+            field = term.lstrip("-")
+            lookup = "gt" if term.startswith("-") else "lt"
+            value = getattr(item, field)
+            before |= same & Q(**{f"{field}__{lookup}": value})
+            same &= Q(**{field: value})
+        return self.filter(before)
 
 
 class WorkItem(models.Model):
@@ -93,6 +119,8 @@ class WorkItem(models.Model):
     created_at = models.DateTimeField(auto_now_add=True, db_index=True)
     updated_at = models.DateTimeField(auto_now=True)
     completed_at = models.DateTimeField(null=True, blank=True)
+
+    objects = WorkItemQuerySet.as_manager()
 
     class Meta:
         indexes: ClassVar[list[models.Index]] = [

@@ -91,12 +91,7 @@ def gate_status() -> GateDecision:
 def queue_next_claimable(now: dt.datetime) -> QuerySet[WorkItem]:
     """Queued items due now, in claim order: execution before verification, then priority
     (critical first), then oldest. Rows locked by another claimer are skipped."""
-    return (
-        WorkItem.objects.select_for_update(skip_locked=True)
-        .filter(status=WorkItemStatus.QUEUED)
-        .filter(Q(next_retry_at__isnull=True) | Q(next_retry_at__lte=now))
-        .order_by("type", "-priority_rank", "created_at")
-    )
+    return WorkItem.objects.claimable(now).select_for_update(skip_locked=True)
 
 
 def dispatch_claim_one(*, use_gate: bool = True) -> UUID | None:
