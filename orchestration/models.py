@@ -153,6 +153,19 @@ class WorkItem(models.Model):
         return self.status in self.ACTIVE
 
 
+# The status filters of every queue view (API, console, CLI): a name → the statuses it shows.
+# No filter shows what is waiting or running; "all" shows everything.
+QUEUE_STATUS_FILTERS: dict[str, tuple[str, ...]] = {
+    "active": WorkItem.ACTIVE,
+    "queued": (WorkItemStatus.QUEUED,),
+    "failed": (WorkItemStatus.FAILED,),
+    "completed": (WorkItemStatus.COMPLETED,),
+    "generating": (WorkItemStatus.GENERATING,),
+    "cancelled": (WorkItemStatus.CANCELLED,),
+}
+QUEUE_STATUS_NAMES: tuple[str, ...] = (*QUEUE_STATUS_FILTERS, "all")
+
+
 class Worker(models.Model):
     """One attempt at a work item, with its own secret token (fencing: DESIGN.md §3)."""
 

@@ -22,6 +22,7 @@ from django.db.models import (
 from orchestration.clock import budget_date, db_now, next_budget_day_start
 from orchestration.errors import ValidationFailed
 from orchestration.models import (
+    QUEUE_STATUS_FILTERS,
     DailyUsage,
     DispatchState,
     Priority,
@@ -32,15 +33,6 @@ from orchestration.models import (
     WorkItemType,
 )
 from orchestration.registry import runtime
-
-STATUS_FILTERS: dict[str, tuple[str, ...]] = {
-    "active": WorkItem.ACTIVE,
-    "queued": (WorkItemStatus.QUEUED,),
-    "failed": (WorkItemStatus.FAILED,),
-    "completed": (WorkItemStatus.COMPLETED,),
-    "generating": (WorkItemStatus.GENERATING,),
-    "cancelled": (WorkItemStatus.CANCELLED,),
-}
 
 
 def _encode_cursor(item: WorkItem) -> str:
@@ -71,7 +63,7 @@ def queue_filter(*, status: str = "", type: str = "", repo: str = "") -> QuerySe
     if repo:
         items = items.filter(repo=repo)
     if status and status != "all":
-        items = items.filter(status__in=STATUS_FILTERS[status])
+        items = items.filter(status__in=QUEUE_STATUS_FILTERS[status])
     elif not status:
         items = items.filter(status__in=(*WorkItem.PENDING, *WorkItem.ACTIVE))
     return items

@@ -28,17 +28,13 @@ from django_htmx.middleware import HtmxDetails
 from orchestration import dashboard
 from orchestration.errors import QueueFull, ValidationFailed, WhimError
 from orchestration.forms.branches import derive_branch, validate_branch
-from orchestration.forms.clients import QUEUE_STATUS_FILTERS, QueueQueryForm, WorkItemSubmitForm
-from orchestration.models import Worker, WorkItem, WorkItemStatus
+from orchestration.forms.clients import QueueQueryForm, WorkItemSubmitForm
+from orchestration.models import QUEUE_STATUS_NAMES, Worker, WorkItem
 from orchestration.nudge import broker_reachable
 from orchestration.registry import runtime
 from orchestration.selectors import queue_filter, queue_list
-from orchestration.services.work_items import (
-    REQUEUEABLE,
-    work_item_cancel,
-    work_item_requeue,
-    work_item_submit,
-)
+from orchestration.services.bulk import WorkItemAction, work_item_act, work_items_bulk
+from orchestration.services.work_items import REQUEUEABLE, work_item_cancel, work_item_submit
 from orchestration.services.workers import worker_kill
 
 # A bulk action acts on at most this many items per confirmation (bounded everything).
@@ -145,7 +141,7 @@ def queue_page(request: HttpRequest) -> HttpResponse:
     form = QueueQueryForm(data=request.GET)
     context: dict[str, Any] = {
         "filters": _queue_filters(request.GET),
-        "status_choices": QUEUE_STATUS_FILTERS,
+        "status_choices": QUEUE_STATUS_NAMES,
         "type_choices": [c[0] for c in WorkItem._meta.get_field("type").choices or []],
         "error": "",
         "items": [],
@@ -178,13 +174,6 @@ def queue_page(request: HttpRequest) -> HttpResponse:
     return render(request, "orchestration/queue.html", context)
 
 
-BULK_ACTIONS = {
-    "cancel": "Cancel",
-    "requeue": "Requeue",
-    "requeue_reset": "Requeue (reset retries)",
-}
-
-
 def _bulk_targets(
     request: HttpRequest, action: str, scope: str, asof: dt.datetime | None
 ) -> tuple[list[UUID], int, dt.datetime | None]:
@@ -195,7 +184,11 @@ def _bulk_targets(
     (read from the column itself, so no second clock is involved): an item submitted after
     the operator saw the count is not swept in.
     """
-    eligible = (*WorkItem.PENDING, *WorkItem.ACTIVE) if action == "cancel" else tuple(REQUEUEABLE)
+    eligible = (
+        (*WorkItem.PENDING, *WorkItem.ACTIVE)
+        if action == WorkItemAction.CANCEL
+        else tuple(REQUEUEABLE)
+    )
     if scope == "matching":
         filters = _queue_filters(request.POST)
         form = QueueQueryForm(data=filters)
@@ -232,7 +225,7 @@ def queue_bulk(request: HttpRequest) -> HttpResponse:
         action, _, scope = request.POST["op"].partition(":")
     filters = _queue_filters(request.POST)
     back = f"{reverse('queue')}?{urlencode({k: v for k, v in filters.items() if v})}"
-    if action not in BULK_ACTIONS or scope not in ("selected", "matching"):
+    if action not in WorkItemAction.values or scope not in ("selected", "matching"):
         messages.error(request, "Unknown bulk action.")
         return HttpResponseRedirect(back)
     confirmed = request.POST.get("confirm") == "yes"
@@ -253,7 +246,7 @@ def queue_bulk(request: HttpRequest) -> HttpResponse:
             "orchestration/queue_confirm.html",
             {
                 "action": action,
-                "action_label": BULK_ACTIONS[action],
+                "action_label": WorkItemAction(action).label,
                 "scope": scope,
                 "filters": filters,
                 "total": total,
@@ -266,30 +259,12 @@ def queue_bulk(request: HttpRequest) -> HttpResponse:
             },
         )
     actor = _actor(request)
-    changed = refused = 0
-    for pk in targets:
-        try:
-            if action == "cancel":
-                done = work_item_cancel(
-                    work_item_id=pk, actor=actor, reason=f"cancelled in bulk by {actor}"
-                )
-            else:
-                before = WorkItem.objects.filter(pk=pk).values_list("status", flat=True).first()
-                if before not in REQUEUEABLE:
-                    done = False  # already requeued by an earlier (or concurrent) click
-                else:
-                    item = work_item_requeue(
-                        work_item_id=pk, reset_retries=action == "requeue_reset", actor=actor
-                    )
-                    done = item.status == WorkItemStatus.QUEUED
-        except WhimError:
-            refused += 1
-        else:
-            changed += 1 if done else 0
-    unchanged = len(targets) - changed - refused
+    reason = f"cancelled in bulk by {actor}" if action == WorkItemAction.CANCEL else ""
+    done = work_items_bulk(action=action, work_item_ids=targets, actor=actor, reason=reason)
     messages.success(
         request,
-        f"{BULK_ACTIONS[action]}: {changed} changed, {unchanged} already done, {refused} refused.",
+        f"{WorkItemAction(action).label}: {done.changed} changed, {done.unchanged} already done,"
+        f" {done.refused} refused.",
     )
     return HttpResponseRedirect(back)
 
@@ -367,16 +342,16 @@ def work_cancel(request: HttpRequest, pk: UUID) -> HttpResponse:
 @require_POST
 def work_requeue(request: HttpRequest, pk: UUID) -> HttpResponse:
     reset = request.POST.get("reset_retries") in ("1", "on", "true")
-    status = WorkItem.objects.filter(pk=pk).values_list("status", flat=True).first()
-    if status == WorkItemStatus.QUEUED:  # a second click: the first one already requeued it
-        messages.info(request, "It is already queued.")
-        return redirect("work-detail", pk=pk)
+    action = WorkItemAction.REQUEUE_RESET if reset else WorkItemAction.REQUEUE
     try:
-        work_item_requeue(work_item_id=pk, reset_retries=reset, actor=_actor(request))
+        requeued = work_item_act(action=action, work_item_id=pk, actor=_actor(request))
     except WhimError as exc:
         messages.error(request, exc.message)
-    else:
+        return redirect("work-detail", pk=pk)
+    if requeued:
         messages.success(request, "Requeued.")
+    else:  # a second click: the first one already requeued it
+        messages.info(request, "It is already queued.")
     return redirect("work-detail", pk=pk)
 
 

@@ -738,9 +738,9 @@ def test_requeue_of_a_finished_item_queues_it_now(status: str, reset: bool) -> N
         work_item_cancel(work_item_id=item.pk)
     before = len(events_of(item))
 
-    result = work_item_requeue(work_item_id=item.pk, reset_retries=reset, actor="cli")
+    assert work_item_requeue(work_item_id=item.pk, reset_retries=reset, actor="cli") is True
 
-    assert result.pk == item.pk
+    result = WorkItem.objects.get(pk=item.pk)
     assert result.status == WorkItemStatus.QUEUED
     assert result.retry_count == (0 if reset else 2)
     assert result.next_retry_at is None
@@ -754,10 +754,10 @@ def test_requeue_of_a_queued_item_is_a_no_op() -> None:
     later = db_now() + dt.timedelta(minutes=5)
     item = WorkItemFactory.create(retry_count=1, next_retry_at=later)
 
-    result = work_item_requeue(work_item_id=item.pk)
+    assert work_item_requeue(work_item_id=item.pk) is False
 
-    assert result.status == WorkItemStatus.QUEUED
     item.refresh_from_db()
+    assert item.status == WorkItemStatus.QUEUED
     assert (item.retry_count, item.next_retry_at) == (1, later)
     assert events_of(item) == []
 

@@ -26,7 +26,7 @@ from django.http import HttpRequest
 from django.template.response import TemplateResponse
 from django.utils.functional import cached_property
 
-from orchestration.errors import WhimError
+from orchestration.services.bulk import bulk_apply
 
 # --- fast list pages -------------------------------------------------------------------------
 
@@ -111,27 +111,19 @@ ACTION_MAX = 5000
 
 
 def apply_each(
-    request: HttpRequest, queryset: QuerySet[Any], verb: str, fn: Callable[[Any], Any]
+    request: HttpRequest, queryset: QuerySet[Any], verb: str, fn: Callable[[Any], bool]
 ) -> None:
-    """Run ``fn`` on each row (at most ACTION_MAX, ids only); count changes, repeats (no-ops)
-    and refusals, naming the first few refusals."""
-    done = repeats = refused = 0
-    why: list[str] = []
-    rows = list(queryset.select_related(None).only("pk")[: ACTION_MAX + 1])
-    for obj in rows[:ACTION_MAX]:
-        try:
-            changed = fn(obj)
-        except WhimError as exc:
-            refused += 1
-            if len(why) < 5:
-                why.append(f"{obj.pk}: {exc.message}")
-        else:
-            done += 1 if changed else 0
-            repeats += 0 if changed else 1
-    if why:
-        messages.warning(request, "Refused — " + "; ".join(why) + (" …" if refused > 5 else ""))
-    summary = f"{verb}: {done} changed, {repeats} already so, {refused} refused."
-    if len(rows) > ACTION_MAX:
+    """Run the service ``fn(pk)`` on each selected row (at most ACTION_MAX, by id) through the
+    shared bulk loop; say how many changed, were already so, or were refused (naming a few)."""
+    ids = list(queryset.values_list("pk", flat=True)[: ACTION_MAX + 1])
+    done = bulk_apply(ids=ids[:ACTION_MAX], apply=fn)
+    if done.refusals:
+        more = " …" if done.refused > len(done.refusals) else ""
+        messages.warning(request, "Refused — " + "; ".join(done.refusals) + more)
+    summary = (
+        f"{verb}: {done.changed} changed, {done.unchanged} already so, {done.refused} refused."
+    )
+    if len(ids) > ACTION_MAX:
         summary += f" Only the first {ACTION_MAX} were handled; run it again for the rest."
     messages.info(request, summary)
 

@@ -42,7 +42,7 @@ class FileLockAdmin(FastListAdmin):
                 request,
                 queryset,
                 "Release",
-                lambda o: locks.lock_release(lock_id=o.pk, actor=actor, reason=reason),
+                lambda pk: locks.lock_release(lock_id=pk, actor=actor, reason=reason),
             )
 
         return with_reason(
@@ -175,9 +175,10 @@ class ApiKeyAdmin(admin.ModelAdmin):
 
     @admin.action(description="Revoke selected keys (asks for a reason)")
     def revoke(self, request: HttpRequest, queryset: QuerySet[ApiKey]) -> HttpResponse | None:
-        def one(key: ApiKey, reason: str) -> bool:
-            revoked = apikeys.apikey_revoke(key_id=key.pk)
+        def one(pk: int, reason: str) -> bool:
+            revoked = apikeys.apikey_revoke(key_id=pk)
             if revoked:  # the admin's history: who, what, why
+                key = ApiKey.objects.get(pk=pk)
                 self.log_change(request, key, f"Revoked: {reason or 'no reason given'}")
             return revoked
 
@@ -187,5 +188,7 @@ class ApiKeyAdmin(admin.ModelAdmin):
             queryset,
             action="revoke",
             title="Revoke API keys",
-            apply=lambda reason: apply_each(request, queryset, "Revoke", lambda o: one(o, reason)),
+            apply=lambda reason: apply_each(
+                request, queryset, "Revoke", lambda pk: one(pk, reason)
+            ),
         )

@@ -20,8 +20,9 @@ from orchestration.admin.base import (
     apply_each,
     with_reason,
 )
-from orchestration.models import Priority, Worker, WorkItem, WorkItemEvent, WorkItemStatus
+from orchestration.models import Priority, Worker, WorkItem, WorkItemEvent
 from orchestration.services import work_items
+from orchestration.services.bulk import WorkItemAction, work_item_act
 from reviews.models import PRReview
 
 # --- inlines ---------------------------------------------------------------------------------
@@ -177,8 +178,11 @@ class WorkItemAdmin(FastListAdmin):
                 request,
                 queryset,
                 "Cancel",
-                lambda o: work_items.work_item_cancel(
-                    work_item_id=o.pk, actor=actor, reason=reason or f"cancelled by {actor}"
+                lambda pk: work_item_act(
+                    action=WorkItemAction.CANCEL,
+                    work_item_id=pk,
+                    actor=actor,
+                    reason=reason or f"cancelled by {actor}",
                 ),
             )
 
@@ -190,15 +194,17 @@ class WorkItemAdmin(FastListAdmin):
         self, request: HttpRequest, queryset: QuerySet[WorkItem], reset: bool
     ) -> HttpResponse | None:
         actor = admin_actor(request)
+        action = WorkItemAction.REQUEUE_RESET if reset else WorkItemAction.REQUEUE
 
-        def one(o: WorkItem, reason: str) -> bool:
-            # Re-read: a second click (or admin) finds it queued already and does nothing.
-            if WorkItem.objects.filter(pk=o.pk, status=WorkItemStatus.QUEUED).exists():
-                return False
-            work_items.work_item_requeue(
-                work_item_id=o.pk, reset_retries=reset, actor=actor, reason=reason
+        def apply(reason: str) -> None:
+            apply_each(
+                request,
+                queryset,
+                "Requeue",
+                lambda pk: work_item_act(
+                    action=action, work_item_id=pk, actor=actor, reason=reason
+                ),
             )
-            return True
 
         return with_reason(
             self,
@@ -206,7 +212,7 @@ class WorkItemAdmin(FastListAdmin):
             queryset,
             action="requeue_reset" if reset else "requeue",
             title="Requeue work items" + (", resetting retries" if reset else ""),
-            apply=lambda reason: apply_each(request, queryset, "Requeue", lambda o: one(o, reason)),
+            apply=apply,
         )
 
     @admin.action(description="Requeue selected work items (asks for a reason)")
@@ -229,8 +235,8 @@ class WorkItemAdmin(FastListAdmin):
                 request,
                 queryset,
                 f"Priority {to}",
-                lambda o: work_items.work_item_set_priority(
-                    work_item_id=o.pk, priority=to, actor=actor, reason=reason
+                lambda pk: work_items.work_item_set_priority(
+                    work_item_id=pk, priority=to, actor=actor, reason=reason
                 ),
             )
 

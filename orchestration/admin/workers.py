@@ -87,8 +87,8 @@ class WorkerAdmin(FastListAdmin):
                 request,
                 queryset,
                 "Kill",
-                lambda o: workers.worker_kill(
-                    worker_id=o.pk, reason=reason or f"killed by {actor}", actor=actor
+                lambda pk: workers.worker_kill(
+                    worker_id=pk, reason=reason or f"killed by {actor}", actor=actor
                 ),
             )
 

@@ -55,11 +55,11 @@ def work_cancel(request: HttpRequest, *, body: dict[str, Any], actor: str, pk: s
 @api_view("POST")
 def work_requeue(request: HttpRequest, *, body: dict[str, Any], actor: str, pk: str) -> Any:
     data = RequeueForm.from_json(body).validated()
-    item = work_items.work_item_requeue(
-        work_item_id=row_get(WorkItem, pk, "Work item").pk,
-        reset_retries=bool(data.get("resetRetries")),
-        actor=actor,
+    item = row_get(WorkItem, pk, "Work item")
+    work_items.work_item_requeue(
+        work_item_id=item.pk, reset_retries=bool(data.get("resetRetries")), actor=actor
     )
+    item.refresh_from_db()
     return work_item_json(item)
 
 

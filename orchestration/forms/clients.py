@@ -22,7 +22,7 @@ from orchestration.forms.fields import (
     StrictIntegerField,
     bounded_seconds,
 )
-from orchestration.models import Priority, WorkItemType
+from orchestration.models import QUEUE_STATUS_NAMES, Priority, WorkItemType
 
 SPEC_MAX = 100_000
 DESCRIPTION_MAX = 50_000
@@ -111,13 +111,10 @@ class KillForm(ErrorFirstForm):
     reason = StrictCharField(required=False, max_length=1000)
 
 
-QUEUE_STATUS_FILTERS = ("active", "queued", "failed", "completed", "generating", "cancelled", "all")
-
-
 class QueueQueryForm(ErrorFirstForm):
     """GET /api/queue query string."""
 
-    status = StrictChoiceField(required=False, choices=[(s, s) for s in QUEUE_STATUS_FILTERS])
+    status = StrictChoiceField(required=False, choices=[(s, s) for s in QUEUE_STATUS_NAMES])
     type = StrictChoiceField(required=False, choices=WorkItemType.choices)
     repo = StrictCharField(required=False, max_length=200)
     cursor = StrictCharField(required=False, max_length=200)

@@ -200,19 +200,23 @@ def work_item_requeue(
     reset_retries: bool = False,
     actor: str = "system",
     reason: str = "",
-) -> WorkItem:
-    """Put a finished item back in the queue (now, not after a backoff).
+    leave_queued: bool = False,
+) -> bool:
+    """Put a finished item back in the queue (now, not after a backoff); True if it moved.
 
-    Queued already: a no-op that reports success. Assigned or running: InvalidState — cancel
-    it first. ``reset_retries`` sets the retry count back to zero; ``reason`` goes on the
-    event.
+    Queued already: a no-op (False) — unless ``reset_retries`` finds retries to reset (the
+    API's meaning: an item waiting for its next retry starts over, now). ``leave_queued``
+    (the console) leaves every queued item alone. Assigned or running: InvalidState — cancel
+    it first. ``reason`` goes on the event.
     """
     with transaction.atomic():
         item = WorkItem.objects.select_for_update().filter(pk=work_item_id).first()
         if item is None:
             raise NotFound("Work item not found")
-        if item.status == WorkItemStatus.QUEUED and not (reset_retries and item.retry_count):
-            return item  # already waiting (and nothing to reset): a repeat, no second event
+        if item.status == WorkItemStatus.QUEUED and (
+            leave_queued or not (reset_retries and item.retry_count)
+        ):
+            return False  # already waiting (and nothing to reset): a repeat, no second event
         if item.status not in (*REQUEUEABLE, WorkItemStatus.QUEUED):
             raise InvalidState(
                 f"Work item is {item.status}; only failed, cancelled or completed items "
@@ -242,8 +246,7 @@ def work_item_requeue(
             data={"resetRetries": reset_retries},
         )
         send_on_commit(TaskName.DISPATCH)
-    item.refresh_from_db()
-    return item
+    return True
 
 
 def work_item_set_priority(

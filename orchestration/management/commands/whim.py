@@ -132,11 +132,11 @@ class Command(BaseCommand):
 
     def do_requeue(self, o: dict[str, Any]) -> dict[str, Any]:
         item = work_items.work_item_get(work_item_id=o["id"])
-        return work_item_json(
-            work_items.work_item_requeue(
-                work_item_id=item.pk, reset_retries=o["reset_retries"], actor=ACTOR
-            )
+        work_items.work_item_requeue(
+            work_item_id=item.pk, reset_retries=o["reset_retries"], actor=ACTOR
         )
+        item.refresh_from_db()
+        return work_item_json(item)
 
     def do_workers(self, o: dict[str, Any]) -> list[dict[str, Any]]:
         return [worker_json(w) for w in Worker.objects.order_by("-created_at")[:200]]
