@@ -7,16 +7,27 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
+from unittest import mock
 
 import pytest
 from django.db import connection
+from django.test import Client
 
 from orchestration.services.apikeys import apikey_create
+from tests.helpers import (
+    STAFF_NAME,
+    STAFF_PASSWORD,
+    USER_NAME,
+    USER_PASSWORD,
+    logged_in_client,
+    set_retry_policy,
+    wait_for,
+)
+from workers.tasks import stop_worker_container
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -40,22 +51,70 @@ def _test_limits(settings: Any) -> None:
     settings.WHIM_RUNTIME = "fake"
 
 
-def wait_for(
-    predicate: Callable[[], Any],
-    *,
-    timeout: float = 30,
-    interval: float = 0.05,
-    what: str = "condition",
-) -> Any:
-    """Poll until ``predicate()`` is truthy (and return it); fail the test at the deadline."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(interval)
+@pytest.fixture
+def retry_policy(settings: Any) -> None:
+    """The retry policy state-machine tests assert against (``tests.helpers.RETRY_DELAYS``)."""
+    set_retry_policy(settings)
+
+
+@pytest.fixture
+def stop_delay() -> Iterator[mock.MagicMock]:
+    """Record "stop this container" nudges instead of sending them to a broker."""
+    with mock.patch.object(stop_worker_container, "delay") as delay:
+        yield delay
+
+
+# --- people and their clients -----------------------------------------------------------------
+
+
+@pytest.fixture
+def user(django_user_model: Any) -> Any:
+    """Someone with a login who is not staff: the web form, not the admin."""
+    return django_user_model.objects.create_user(USER_NAME, password=USER_PASSWORD)
+
+
+@pytest.fixture
+def staff(django_user_model: Any) -> Any:
+    """An operator: staff, not superuser."""
+    return django_user_model.objects.create_user(STAFF_NAME, password=STAFF_PASSWORD, is_staff=True)
+
+
+@pytest.fixture
+def superuser(admin_user: Any) -> Any:
+    """pytest-django's ``admin`` superuser."""
+    return admin_user
+
+
+@pytest.fixture
+def anonymous_client() -> Client:
+    return logged_in_client(None)
+
+
+@pytest.fixture
+def user_client(user: Any) -> Client:
+    return logged_in_client(user)
+
+
+@pytest.fixture
+def staff_client(staff: Any) -> Client:
+    return logged_in_client(staff)
+
+
+@pytest.fixture
+def superuser_client(superuser: Any) -> Client:
+    return logged_in_client(superuser)
+
+
+@pytest.fixture
+def csrf_client(user: Any) -> Client:
+    """``user``, with CSRF checks enforced as in production (the test client skips them)."""
+    return logged_in_client(user, enforce_csrf_checks=True)
+
+
+@pytest.fixture
+def staff_csrf_client(staff: Any) -> Client:
+    """``staff``, with CSRF checks enforced: for the console's own pages."""
+    return logged_in_client(staff, enforce_csrf_checks=True)
 
 
 @pytest.fixture
