@@ -32,6 +32,7 @@ from orchestration.services.dispatch import worker_token
 from orchestration.services.workers import worker_kill
 from reviews.models import PRReview
 from tests.factories import running_attempt
+from tests.helpers import assert_error
 
 pytestmark = pytest.mark.django_db
 
@@ -71,17 +72,6 @@ def call(
         content_type="application/json",
         headers={"Authorization": f"Bearer {token if token is not None else token_of(worker)}"},
     )
-
-
-def assert_error(resp: Any, status: int, code: str) -> dict[str, Any]:
-    """API.md's error shape: {error: sentence, code, details?} and nothing else."""
-    assert resp.status_code == status, resp.content
-    assert resp["Content-Type"].startswith("application/json")
-    body: dict[str, Any] = resp.json()
-    assert body["code"] == code
-    assert isinstance(body["error"], str) and body["error"]
-    assert set(body) <= {"error", "code", "details"}
-    return body
 
 
 def snapshot(item: WorkItem, worker: Worker) -> tuple[Any, ...]:
