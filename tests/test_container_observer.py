@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 from unittest import mock
 
@@ -17,6 +17,7 @@ from orchestration.clock import db_now
 from orchestration.models import Worker, WorkerStatus, WorkItem, WorkItemEvent, WorkItemStatus
 from orchestration.services.workers import Completion, worker_complete
 from tests.factories import WorkerFactory, WorkItemFactory
+from workers import runtime as runtime_registry
 from workers.runtime import ContainerRuntime, ContainerState, FakeRuntime
 from workers.services import classify_exit, container_keep_logs, containers_observe
 
@@ -494,14 +495,29 @@ def test_the_fake_runtime_is_never_observed(settings: Any) -> None:
     assert item.status == WorkItemStatus.IN_PROGRESS
 
 
-def test_without_a_runtime_argument_the_configured_one_is_used(settings: Any) -> None:
-    settings.WHIM_RUNTIME = "fake"
-    _, worker = attempt()
+@pytest.fixture
+def configured(settings: Any, monkeypatch: pytest.MonkeyPatch) -> Iterator[DictRuntime]:
+    """A DictRuntime registered under a name of its own and made WHIM_RUNTIME."""
+    observed = DictRuntime()
+    name = f"observed-{uuid.uuid4().hex[:8]}"
+    monkeypatch.setitem(runtime_registry._REGISTRY, name, lambda: observed)
+    settings.WHIM_RUNTIME = name
+    yield observed
+    runtime_registry._instance.cache_clear()  # the per-process instance of a gone name
 
-    containers_observe()
 
-    worker.refresh_from_db()
-    assert worker.status == WorkerStatus.RUNNING
+def test_without_a_runtime_argument_the_configured_one_is_used(configured: DictRuntime) -> None:
+    item, worker = attempt()
+    configured.add(worker.container_id, "exited", exit_code=0, worker=worker.pk)
+
+    counts = containers_observe()
+
+    refreshed(item, worker)
+    assert counts["exited"] == 1
+    assert worker.status == WorkerStatus.FAILED
+    assert worker.error_category == "NO_RESULT"
+    assert item.status == WorkItemStatus.QUEUED
+    assert configured.touched(worker.container_id) == ["remove"]
 
 
 # --- keeping logs --------------------------------------------------------------------------
