@@ -27,9 +27,7 @@ LOG_LINES = ["harness: cloning", "harness: running the agent", "boom: the agent 
 
 
 @pytest.fixture(autouse=True)
-def _observer_settings(settings: Any) -> None:
-    settings.MAX_RETRIES = 3
-    settings.RETRY_DELAYS = [60, 300, 1800]
+def _observer_settings(settings: Any, retry_policy: None) -> None:
     settings.FAST_EXIT_SECONDS = 10
     settings.WORKER_TIMEOUT = 3600
     settings.WHIM_INSTANCE = "obs-test"

@@ -33,13 +33,7 @@ from workers import runtime as runtime_module
 from workers.runtime import ContainerRuntime
 from workers.tasks import fake_run, stop_worker_container
 
-pytestmark = pytest.mark.django_db
-
-
-@pytest.fixture(autouse=True)
-def _retry_policy(settings: Any) -> None:
-    settings.MAX_RETRIES = 3
-    settings.RETRY_DELAYS = [60, 300, 1800]
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("retry_policy")]
 
 
 @pytest.fixture
