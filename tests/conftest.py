@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import contextlib
 import os
 import signal
 import socket
 import subprocess
 import sys
-import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -17,8 +15,20 @@ from unittest import mock
 
 import pytest
 from django.db import connection
+from django.test import Client
 
+from orchestration.nudge import TaskName
 from orchestration.services.apikeys import apikey_create
+from tests.helpers import (
+    STAFF_NAME,
+    STAFF_PASSWORD,
+    USER_NAME,
+    USER_PASSWORD,
+    logged_in_client,
+    set_retry_policy,
+    task_mocks,
+    wait_for,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -42,22 +52,70 @@ def _test_limits(settings: Any) -> None:
     settings.WHIM_RUNTIME = "fake"
 
 
-def wait_for(
-    predicate: Callable[[], Any],
-    *,
-    timeout: float = 30,
-    interval: float = 0.05,
-    what: str = "condition",
-) -> Any:
-    """Poll until ``predicate()`` is truthy (and return it); fail the test at the deadline."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(interval)
+@pytest.fixture
+def retry_policy(settings: Any) -> None:
+    """The retry policy state-machine tests assert against (``tests.helpers.RETRY_DELAYS``)."""
+    set_retry_policy(settings)
+
+
+@pytest.fixture
+def stop_delay() -> Iterator[mock.MagicMock]:
+    """Record "stop this container" nudges instead of sending them to a broker."""
+    with task_mocks(TaskName.STOP_CONTAINER) as sent:
+        yield sent[TaskName.STOP_CONTAINER]
+
+
+# --- people and their clients -----------------------------------------------------------------
+
+
+@pytest.fixture
+def user(django_user_model: Any) -> Any:
+    """Someone with a login who is not staff: the web form, not the admin."""
+    return django_user_model.objects.create_user(USER_NAME, password=USER_PASSWORD)
+
+
+@pytest.fixture
+def staff(django_user_model: Any) -> Any:
+    """An operator: staff, not superuser."""
+    return django_user_model.objects.create_user(STAFF_NAME, password=STAFF_PASSWORD, is_staff=True)
+
+
+@pytest.fixture
+def superuser(admin_user: Any) -> Any:
+    """pytest-django's ``admin`` superuser."""
+    return admin_user
+
+
+@pytest.fixture
+def anonymous_client() -> Client:
+    return logged_in_client(None)
+
+
+@pytest.fixture
+def user_client(user: Any) -> Client:
+    return logged_in_client(user)
+
+
+@pytest.fixture
+def staff_client(staff: Any) -> Client:
+    return logged_in_client(staff)
+
+
+@pytest.fixture
+def superuser_client(superuser: Any) -> Client:
+    return logged_in_client(superuser)
+
+
+@pytest.fixture
+def csrf_client(user: Any) -> Client:
+    """``user``, with CSRF checks enforced as in production (the test client skips them)."""
+    return logged_in_client(user, enforce_csrf_checks=True)
+
+
+@pytest.fixture
+def staff_csrf_client(staff: Any) -> Client:
+    """``staff``, with CSRF checks enforced: for the console's own pages."""
+    return logged_in_client(staff, enforce_csrf_checks=True)
 
 
 @pytest.fixture
@@ -243,19 +301,3 @@ def celery_workers(transactional_db: None, settings: Any) -> Iterator[Callable[.
     for handle in handles:
         handle.stop_all()
     app.conf.task_default_queue = old_queue
-
-
-@contextlib.contextmanager
-def task_mocks(*names: str) -> Iterator[dict[str, mock.MagicMock]]:
-    """Record the messages services send to the tasks ``names`` (one mock each, called with
-    the message's arguments) instead of sending them; other messages are dropped. Services
-    enqueue by task name through ``orchestration.nudge``, so this is the one place to catch
-    them."""
-    mocks = {name: mock.MagicMock(name=name) for name in names}
-
-    def record(name: str, *args: str) -> None:
-        if name in mocks:
-            mocks[name](*args)
-
-    with mock.patch("orchestration.nudge.send", side_effect=record):
-        yield mocks

@@ -24,6 +24,7 @@ from orchestration.models import (
 )
 from reviews.models import PRReview
 from tests.factories import WorkerFactory, WorkItemFactory, running_item
+from tests.helpers import assert_error
 
 pytestmark = pytest.mark.django_db
 
@@ -74,19 +75,6 @@ def post(api: Client, path: str, body: Any = None) -> Any:
 
 def submit(api: Client, **fields: Any) -> Any:
     return post(api, "/api/work", {"repo": "acme/widgets", "spec": SPEC, **fields})
-
-
-def assert_error(resp: Any, status: int, code: str) -> dict[str, Any]:
-    """API.md's error shape: {error: sentence, code, details?} and nothing else."""
-    assert resp.status_code == status, resp.content
-    assert resp["Content-Type"].startswith("application/json")
-    body: dict[str, Any] = resp.json()
-    assert body["code"] == code
-    assert isinstance(body["error"], str) and body["error"]
-    assert set(body) <= {"error", "code", "details"}
-    if "details" in body:
-        assert isinstance(body["details"], dict)
-    return body
 
 
 def is_iso_with_offset(value: str) -> bool:

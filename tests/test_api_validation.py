@@ -169,14 +169,6 @@ def existing_item(api: Client) -> WorkItem:
     return WorkItem.objects.get(pk=resp.json()["id"])
 
 
-@pytest.fixture
-def user_client(django_user_model: Any) -> Client:
-    user = django_user_model.objects.create_user("ada", password="correct horse")
-    client = Client()
-    client.force_login(user)
-    return client
-
-
 def submit_api(api: Client, body: Any) -> Any:
     return api.post("/api/work", json.dumps(body), content_type="application/json")
 

@@ -7,6 +7,7 @@ import io
 import json
 import logging
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -17,9 +18,18 @@ from django.db import connection
 from django.test import Client
 from django.test.utils import CaptureQueriesContext
 
-from orchestration.models import ApiKey, WorkItem, WorkItemEvent
+from orchestration.models import (
+    ApiKey,
+    WorkerStatus,
+    WorkItem,
+    WorkItemEvent,
+    WorkItemStatus,
+    WorkItemType,
+)
 from orchestration.services.apikeys import apikey_create, apikey_revoke
+from reviews.models import PRReview
 from tests.factories import WorkerFactory, WorkItemFactory
+from tests.helpers import assert_error
 
 pytestmark = pytest.mark.django_db
 
@@ -52,14 +62,6 @@ def call(client: Client, method: str, path: str, **headers: str) -> Any:
     return client.get(path, headers=headers)
 
 
-def assert_unauthorized(resp: Any) -> None:
-    assert resp.status_code == 401, resp.content
-    body = resp.json()
-    assert body["code"] == "UNAUTHORIZED"
-    assert isinstance(body["error"], str) and body["error"]
-    assert set(body) <= {"error", "code", "details"}
-
-
 def assert_nothing_changed() -> None:
     assert WorkItem.objects.count() == 0
     assert WorkItemEvent.objects.count() == 0
@@ -73,7 +75,7 @@ def test_every_client_route_refuses_a_request_without_a_key(
     """Even in embedded mode: once a key exists, loopback is no longer trusted."""
     settings.EMBEDDED_MODE = embedded
     settings.API_KEY = ""
-    assert_unauthorized(call(client, method, path))
+    assert_error(call(client, method, path), 401, "UNAUTHORIZED")
     assert_nothing_changed()
 
 
@@ -81,17 +83,74 @@ def test_every_client_route_refuses_a_request_without_a_key(
 def test_every_client_route_refuses_a_wrong_key(
     client: Client, api_key: str, method: str, path: str
 ) -> None:
-    assert_unauthorized(call(client, method, path, **{"X-API-Key": api_key + "x"}))
+    assert_error(call(client, method, path, **{"X-API-Key": api_key + "x"}), 401, "UNAUTHORIZED")
     assert_nothing_changed()
+
+
+def rows_behind_the_routes(path: str) -> None:
+    """Make every id in CLIENT_ROUTES exist: item SOME_ID (in progress on worker SOME_ID, or
+    failed for the requeue), its verification item, and a review of its PR number 1."""
+    finished = path.endswith("/requeue")
+    item = WorkItemFactory.create(
+        id=SOME_ID, status=WorkItemStatus.FAILED if finished else WorkItemStatus.IN_PROGRESS
+    )
+    worker = WorkerFactory.create(
+        id=SOME_ID,
+        work_item=item,
+        status=WorkerStatus.FAILED if finished else WorkerStatus.RUNNING,
+        container_id=f"c-{SOME_ID}",
+    )
+    if not finished:
+        WorkItem.objects.filter(pk=item.pk).update(worker=worker)
+    WorkItemFactory.create(type=WorkItemType.VERIFICATION, parent_work_item=item)
+    PRReview.objects.create(work_item=item, repo=item.repo, pr_number=1, model_used="m")
+
+
+# What each client route answers once the key lets the call through: status, and a field of
+# the body that only the route's own success carries.
+SUCCESS: dict[tuple[str, str], tuple[int, Callable[[Any], bool]]] = {
+    ("post", "/api/work"): (201, lambda b: b["status"] == "queued"),
+    ("get", f"/api/work/{SOME_ID}"): (200, lambda b: b["id"] == SOME_ID),
+    ("post", f"/api/work/{SOME_ID}/cancel"): (200, lambda b: b == {"success": True}),
+    ("post", f"/api/work/{SOME_ID}/requeue"): (
+        200,
+        lambda b: b["id"] == SOME_ID and b["status"] == "queued",
+    ),
+    ("get", f"/api/work/{SOME_ID}/verification"): (
+        200,
+        lambda b: b["parentWorkItemId"] == SOME_ID and b["type"] == "verification",
+    ),
+    ("get", "/api/queue"): (200, lambda b: "items" in b and "stats" in b),
+    ("get", "/api/status"): (200, lambda b: b["status"] in ("healthy", "degraded", "error")),
+    ("get", "/api/workers"): (200, lambda b: [w["id"] for w in b] == [SOME_ID]),
+    ("post", f"/api/workers/{SOME_ID}/kill"): (200, lambda b: b == {"success": True}),
+    ("get", f"/api/workers/{SOME_ID}/logs"): (200, lambda b: b["workerId"] == SOME_ID),
+    ("get", "/api/metrics"): (200, lambda b: "activeWorkers" in b and "tokenUsage" in b),
+    ("get", "/api/reviews"): (200, lambda b: [r["prNumber"] for r in b] == [1]),
+    ("get", f"/api/reviews/work-item/{SOME_ID}"): (
+        200,
+        lambda b: [r["workItemId"] for r in b] == [SOME_ID],
+    ),
+    ("get", "/api/reviews/pr/1"): (200, lambda b: [r["workItemId"] for r in b] == [SOME_ID]),
+}
+
+
+def test_every_client_route_has_its_success_written_down() -> None:
+    assert set(SUCCESS) == set(CLIENT_ROUTES)
 
 
 @pytest.mark.parametrize(("method", "path"), CLIENT_ROUTES, ids=ROUTE_IDS)
 def test_every_client_route_lets_a_valid_key_through(
     client: Client, api_key: str, method: str, path: str
 ) -> None:
-    """The control for the two tests above: the same calls with the key are not 401."""
+    """The control for the two tests above: the same calls with the key succeed."""
+    rows_behind_the_routes(path)
+    status, carries_its_answer = SUCCESS[(method, path)]
+
     resp = call(client, method, path, **{"X-API-Key": api_key})
-    assert resp.status_code != 401
+
+    assert resp.status_code == status, resp.content
+    assert carries_its_answer(resp.json()), resp.json()
 
 
 @pytest.mark.parametrize(
@@ -108,7 +167,7 @@ def test_every_client_route_lets_a_valid_key_through(
 def test_it_refuses_a_key_that_is_not_a_key(
     client: Client, api_key: str, header: dict[str, str]
 ) -> None:
-    assert_unauthorized(client.get("/api/queue", headers=header))
+    assert_error(client.get("/api/queue", headers=header), 401, "UNAUTHORIZED")
 
 
 def test_the_key_sent_as_a_bearer_token_works(client: Client, api_key: str) -> None:
@@ -120,15 +179,21 @@ def test_the_key_sent_as_a_bearer_token_works(client: Client, api_key: str) -> N
 
 
 def test_a_wrong_bearer_token_is_refused(client: Client, api_key: str) -> None:
-    assert_unauthorized(client.get("/api/queue", headers={"Authorization": f"Bearer {api_key}x"}))
+    assert_error(
+        client.get("/api/queue", headers={"Authorization": f"Bearer {api_key}x"}),
+        401,
+        "UNAUTHORIZED",
+    )
 
 
 def test_a_revoked_key_is_refused(client: Client) -> None:
     row, key = apikey_create(name="soon gone")
     assert client.get("/api/queue", headers={"X-API-Key": key}).status_code == 200
     assert apikey_revoke(key_id=row.pk) is True
-    assert_unauthorized(client.get("/api/queue", headers={"X-API-Key": key}))
-    assert_unauthorized(call(client, "post", "/api/work", Authorization=f"Bearer {key}"))
+    assert_error(client.get("/api/queue", headers={"X-API-Key": key}), 401, "UNAUTHORIZED")
+    assert_error(
+        call(client, "post", "/api/work", Authorization=f"Bearer {key}"), 401, "UNAUTHORIZED"
+    )
     assert_nothing_changed()
 
 
@@ -137,7 +202,7 @@ def test_revoking_one_key_leaves_the_others_working(client: Client) -> None:
     _, kept_key = apikey_create(name="b")
     apikey_revoke(key_id=gone.pk)
     assert client.get("/api/queue", headers={"X-API-Key": kept_key}).status_code == 200
-    assert_unauthorized(client.get("/api/queue", headers={"X-API-Key": gone_key}))
+    assert_error(client.get("/api/queue", headers={"X-API-Key": gone_key}), 401, "UNAUTHORIZED")
 
 
 def test_the_api_key_setting_is_accepted_as_a_key(client: Client, settings: Any) -> None:
@@ -154,15 +219,19 @@ def test_the_api_key_setting_does_not_open_the_door_to_other_keys(
     client: Client, settings: Any
 ) -> None:
     settings.API_KEY = "env-secret-4f1c"
-    assert_unauthorized(client.get("/api/queue", headers={"X-API-Key": "env-secret-4f1"}))
-    assert_unauthorized(client.get("/api/queue", headers={"X-API-Key": "env-secret-4f1cc"}))
-    assert_unauthorized(client.get("/api/queue"))
+    assert_error(
+        client.get("/api/queue", headers={"X-API-Key": "env-secret-4f1"}), 401, "UNAUTHORIZED"
+    )
+    assert_error(
+        client.get("/api/queue", headers={"X-API-Key": "env-secret-4f1cc"}), 401, "UNAUTHORIZED"
+    )
+    assert_error(client.get("/api/queue"), 401, "UNAUTHORIZED")
 
 
 def test_an_unset_api_key_setting_is_not_an_empty_key(client: Client, settings: Any) -> None:
     settings.API_KEY = ""
     settings.EMBEDDED_MODE = False
-    assert_unauthorized(client.get("/api/queue", headers={"Authorization": "Bearer"}))
+    assert_error(client.get("/api/queue", headers={"Authorization": "Bearer"}), 401, "UNAUTHORIZED")
 
 
 def test_embedded_mode_with_no_key_configured_lets_loopback_in(
@@ -171,15 +240,15 @@ def test_embedded_mode_with_no_key_configured_lets_loopback_in(
     settings.EMBEDDED_MODE = True
     settings.API_KEY = ""
     assert client.get("/api/queue").status_code == 200
-    assert_unauthorized(client.get("/api/queue", REMOTE_ADDR="10.0.0.8"))
+    assert_error(client.get("/api/queue", REMOTE_ADDR="10.0.0.8"), 401, "UNAUTHORIZED")
     apikey_create(name="first")
-    assert_unauthorized(client.get("/api/queue"))
+    assert_error(client.get("/api/queue"), 401, "UNAUTHORIZED")
 
 
 def test_server_mode_with_no_key_configured_lets_nobody_in(client: Client, settings: Any) -> None:
     settings.EMBEDDED_MODE = False
     settings.API_KEY = ""
-    assert_unauthorized(client.get("/api/queue"))
+    assert_error(client.get("/api/queue"), 401, "UNAUTHORIZED")
 
 
 def test_a_keys_use_is_recorded_as_the_actor(api: Client) -> None:
@@ -228,8 +297,12 @@ def test_a_key_never_appears_in_any_log_record(
         client.get(f"/api/work/{item.pk}", headers={"Authorization": f"Bearer {key}"})
         client.get(f"/api/workers/{worker.pk}/logs", headers={"X-API-Key": settings.API_KEY})
         client.get("/api/nope", headers={"X-API-Key": key})
-        assert_unauthorized(call(client, "post", "/api/work", **{"X-API-Key": wrong}))
-        assert_unauthorized(client.get("/api/queue", headers={"Authorization": f"Bearer {wrong}"}))
+        assert_error(call(client, "post", "/api/work", **{"X-API-Key": wrong}), 401, "UNAUTHORIZED")
+        assert_error(
+            client.get("/api/queue", headers={"Authorization": f"Bearer {wrong}"}),
+            401,
+            "UNAUTHORIZED",
+        )
 
     records = caplog.records
     # The capture is live: the submit, the SQL and the 401 were all logged.
@@ -292,7 +365,7 @@ def test_whim_apikey_revoke_stops_the_key(client: Client) -> None:
     key = apikey_command("create", "--name", "temp").strip().splitlines()[-1]
     row = ApiKey.objects.get(name="temp")
     assert apikey_command("revoke", str(row.pk)).strip() == "Revoked."
-    assert_unauthorized(client.get("/api/queue", headers={"X-API-Key": key}))
+    assert_error(client.get("/api/queue", headers={"X-API-Key": key}), 401, "UNAUTHORIZED")
     assert apikey_command("revoke", str(row.pk)).strip() == "Already revoked."
 
 

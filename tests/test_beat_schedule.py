@@ -31,6 +31,27 @@ def test_every_sweep_and_the_dispatch_tick_are_scheduled() -> None:
     assert heartbeats.expire_seconds == 30
 
 
+# Each default entry: its task, its arguments and how often it runs (settings' defaults).
+DEFAULTS = {
+    "whim-dispatch": ("orchestration.dispatch", "[]", 5),
+    "whim-sweep-heartbeats": ("orchestration.sweep", '["heartbeats"]', 5),
+    "whim-sweep-containers": ("orchestration.sweep", '["containers"]', 5),
+    "whim-sweep-stuck": ("orchestration.sweep", '["stuck"]', 30),
+    "whim-sweep-locks": ("orchestration.sweep", '["locks"]', 60),
+    "whim-sweep-retention": ("orchestration.sweep", '["retention"]', 3600),
+}
+
+
+@pytest.mark.parametrize("name", sorted(DEFAULTS))
+def test_each_default_entry_runs_its_task_at_its_interval(name: str) -> None:
+    start_beat()
+    task, args, every = DEFAULTS[name]
+    row = PeriodicTask.objects.select_related("interval").get(name=name)
+    assert (row.task, row.args, row.enabled) == (task, args, True)
+    assert row.interval is not None, "scheduled by interval, not crontab"
+    assert (row.interval.every, row.interval.period) == (every, IntervalSchedule.SECONDS)
+
+
 def test_a_schedule_changed_in_the_admin_survives_beat_restarts() -> None:
     start_beat()
     slower, _ = IntervalSchedule.objects.get_or_create(every=20, period=IntervalSchedule.SECONDS)

@@ -14,8 +14,8 @@ from django.db import connection
 from orchestration import tasks
 from orchestration.models import Worker, WorkerStatus, WorkItem, WorkItemEvent, WorkItemStatus
 from orchestration.services.work_items import work_item_submit
-from tests.conftest import wait_for
 from tests.factories import WorkItemFactory
+from tests.helpers import wait_for
 
 pytestmark = [pytest.mark.celery, pytest.mark.django_db(transaction=True)]
 

@@ -52,15 +52,8 @@ def bulk_items(n: int) -> None:
     WorkItem.objects.bulk_create(rows, batch_size=10_000)
 
 
-@pytest.fixture
-def admin_user_client(admin_user: Any) -> Client:
-    client = Client()
-    client.force_login(admin_user)
-    return client
-
-
 def test_list_pages_with_100000_work_items_run_a_bounded_number_of_queries(
-    admin_user_client: Client, django_assert_max_num_queries: Any
+    superuser_client: Client, django_assert_max_num_queries: Any
 ) -> None:
     bulk_items(HUGE)
     item = WorkItem.objects.order_by("created_at").first()
@@ -88,7 +81,7 @@ def test_list_pages_with_100000_work_items_run_a_bounded_number_of_queries(
     ]
     for page in pages:
         with django_assert_max_num_queries(MAX_QUERIES):
-            resp = admin_user_client.get(page)
+            resp = superuser_client.get(page)
         assert resp.status_code == 200, page
 
 
@@ -111,16 +104,16 @@ def action(client: Client, model: str, name: str, pks: list[Any], **extra: Any) 
 
 
 def test_cancel_asks_for_a_reason_then_cancels_once_with_an_audit_event(
-    admin_user_client: Client,
+    superuser_client: Client,
 ) -> None:
     items = [WorkItemFactory.create() for _ in range(2)]
-    ask = action(admin_user_client, "workitem", "cancel", [i.pk for i in items])
+    ask = action(superuser_client, "workitem", "cancel", [i.pk for i in items])
     assert "Reason" in ask.content.decode()
     assert not WorkItem.objects.filter(status=WorkItemStatus.CANCELLED).exists()
     form = {"apply": "yes", "reason": "duplicate work"}
-    done = action(admin_user_client, "workitem", "cancel", [i.pk for i in items], **form)
+    done = action(superuser_client, "workitem", "cancel", [i.pk for i in items], **form)
     assert "Cancel: 2 changed" in done.content.decode()
-    again = action(admin_user_client, "workitem", "cancel", [i.pk for i in items], **form)
+    again = action(superuser_client, "workitem", "cancel", [i.pk for i in items], **form)
     assert "Cancel: 0 changed, 2 already so" in again.content.decode()
     for item in items:
         event = WorkItemEvent.objects.get(work_item=item, kind="cancelled")
@@ -128,14 +121,14 @@ def test_cancel_asks_for_a_reason_then_cancels_once_with_an_audit_event(
 
 
 @pytest.mark.parametrize("name", ["requeue", "requeue_reset"])
-def test_requeue_twice_has_one_effect(admin_user_client: Client, name: str) -> None:
+def test_requeue_twice_has_one_effect(superuser_client: Client, name: str) -> None:
     item = WorkItemFactory.create(status=WorkItemStatus.FAILED, retry_count=3)
-    ask = action(admin_user_client, "workitem", name, [item.pk])
+    ask = action(superuser_client, "workitem", name, [item.pk])
     assert 'id="apply-action"' in ask.content.decode()
     assert WorkItem.objects.get(pk=item.pk).status == WorkItemStatus.FAILED
     form = {"apply": "yes", "reason": "the flaky runner is fixed"}
-    action(admin_user_client, "workitem", name, [item.pk], **form)
-    action(admin_user_client, "workitem", name, [item.pk], **form)
+    action(superuser_client, "workitem", name, [item.pk], **form)
+    action(superuser_client, "workitem", name, [item.pk], **form)
     item.refresh_from_db()
     assert item.status == WorkItemStatus.QUEUED
     assert item.retry_count == (0 if name == "requeue_reset" else 3)
@@ -143,19 +136,19 @@ def test_requeue_twice_has_one_effect(admin_user_client: Client, name: str) -> N
     assert (event.actor, event.message) == ("admin:admin", "the flaky runner is fixed")
 
 
-def test_requeue_of_a_running_item_is_refused(admin_user_client: Client) -> None:
+def test_requeue_of_a_running_item_is_refused(superuser_client: Client) -> None:
     item = WorkItemFactory.create(status=WorkItemStatus.IN_PROGRESS)
-    resp = action(admin_user_client, "workitem", "requeue", [item.pk], apply="yes")
+    resp = action(superuser_client, "workitem", "requeue", [item.pk], apply="yes")
     assert "1 refused" in resp.content.decode()
     item.refresh_from_db()
     assert item.status == WorkItemStatus.IN_PROGRESS
 
 
-def test_setting_the_priority_twice_changes_it_once(admin_user_client: Client) -> None:
+def test_setting_the_priority_twice_changes_it_once(superuser_client: Client) -> None:
     item = WorkItemFactory.create(priority=Priority.LOW, priority_rank=0)
     form = {"apply": "yes", "reason": "customer escalation"}
-    action(admin_user_client, "workitem", "priority_critical", [item.pk], **form)
-    action(admin_user_client, "workitem", "priority_critical", [item.pk], **form)
+    action(superuser_client, "workitem", "priority_critical", [item.pk], **form)
+    action(superuser_client, "workitem", "priority_critical", [item.pk], **form)
     item.refresh_from_db()
     assert (item.priority, item.priority_rank) == (Priority.CRITICAL, 3)
     event = WorkItemEvent.objects.get(work_item=item, kind="priority_changed")
@@ -164,15 +157,15 @@ def test_setting_the_priority_twice_changes_it_once(admin_user_client: Client) -
     assert event.message == "priority low → critical: customer escalation"
 
 
-def test_kill_asks_for_a_reason_and_records_it(admin_user_client: Client) -> None:
+def test_kill_asks_for_a_reason_and_records_it(superuser_client: Client) -> None:
     item = WorkItemFactory.create(status=WorkItemStatus.IN_PROGRESS)
     worker = WorkerFactory.create(work_item=item, status=WorkerStatus.RUNNING)
     WorkItem.objects.filter(pk=item.pk).update(worker=worker)
-    ask = action(admin_user_client, "worker", "kill", [worker.pk])
+    ask = action(superuser_client, "worker", "kill", [worker.pk])
     assert 'id="apply-action"' in ask.content.decode()
     form = {"apply": "yes", "reason": "runaway loop"}
-    action(admin_user_client, "worker", "kill", [worker.pk], **form)
-    again = action(admin_user_client, "worker", "kill", [worker.pk], **form)
+    action(superuser_client, "worker", "kill", [worker.pk], **form)
+    again = action(superuser_client, "worker", "kill", [worker.pk], **form)
     assert "Kill: 0 changed, 1 already so" in again.content.decode()
     worker.refresh_from_db()
     assert worker.status == WorkerStatus.KILLED
@@ -181,17 +174,17 @@ def test_kill_asks_for_a_reason_and_records_it(admin_user_client: Client) -> Non
     assert "runaway loop" in event.message
 
 
-def test_show_logs_renders_the_tail_escaped(admin_user_client: Client) -> None:
+def test_show_logs_renders_the_tail_escaped(superuser_client: Client) -> None:
     worker = WorkerFactory.create(
         status=WorkerStatus.FAILED, log_tail="hello \x1b[32mgreen\x1b[0m <script>x</script>"
     )
-    page = action(admin_user_client, "worker", "show_logs", [worker.pk]).content.decode()
+    page = action(superuser_client, "worker", "show_logs", [worker.pk]).content.decode()
     assert "hello green" in page
     assert "<script>x</script>" not in page
     assert "&lt;script&gt;x&lt;/script&gt;" in page
 
 
-def test_releasing_a_lock_frees_it_once_with_an_event(admin_user_client: Client) -> None:
+def test_releasing_a_lock_frees_it_once_with_an_event(superuser_client: Client) -> None:
     worker = WorkerFactory.create(status=WorkerStatus.RUNNING)
     lock = FileLock.objects.create(
         repo="acme/x",
@@ -200,27 +193,27 @@ def test_releasing_a_lock_frees_it_once_with_an_event(admin_user_client: Client)
         expires_at=timezone.now() + dt.timedelta(minutes=5),
     )
     form = {"apply": "yes", "reason": "holder is wedged"}
-    action(admin_user_client, "filelock", "release", [lock.pk], **form)
-    action(admin_user_client, "filelock", "release", [lock.pk], **form)
+    action(superuser_client, "filelock", "release", [lock.pk], **form)
+    action(superuser_client, "filelock", "release", [lock.pk], **form)
     assert not FileLock.objects.exists()
     event = WorkItemEvent.objects.get(kind="lock_released")
     assert event.actor == "admin:admin"
     assert event.data["reason"] == "holder is wedged"
 
 
-def test_an_api_key_is_shown_once_and_can_be_revoked(admin_user_client: Client) -> None:
-    resp = admin_user_client.post("/admin/orchestration/apikey/add/", {"name": "ci"}, follow=True)
+def test_an_api_key_is_shown_once_and_can_be_revoked(superuser_client: Client) -> None:
+    resp = superuser_client.post("/admin/orchestration/apikey/add/", {"name": "ci"}, follow=True)
     page = resp.content.decode()
     assert "Copy it now, it is not shown again" in page
     key = ApiKey.objects.get(name="ci")
     assert (
-        admin_user_client.get("/admin/orchestration/apikey/")
+        superuser_client.get("/admin/orchestration/apikey/")
         .content.decode()
         .count("not shown again")
         == 0
     )
-    action(admin_user_client, "apikey", "revoke", [key.pk], apply="yes", reason="leaked in CI")
-    action(admin_user_client, "apikey", "revoke", [key.pk], apply="yes", reason="again")
+    action(superuser_client, "apikey", "revoke", [key.pk], apply="yes", reason="leaked in CI")
+    action(superuser_client, "apikey", "revoke", [key.pk], apply="yes", reason="again")
     key.refresh_from_db()
     assert key.revoked_at is not None
     # The second click has no effect and no entry.
@@ -236,18 +229,18 @@ def test_an_api_key_is_shown_once_and_can_be_revoked(admin_user_client: Client) 
     [("disable_tasks", False), ("enable_tasks", True), ("toggle_tasks", False)],
 )
 def test_beat_schedule_actions_ask_why_and_leave_a_history_entry(
-    admin_user_client: Client, name: str, enabled_after: bool
+    superuser_client: Client, name: str, enabled_after: bool
 ) -> None:
     every = IntervalSchedule.objects.create(every=5, period=IntervalSchedule.SECONDS)
     task = PeriodicTask.objects.create(
         name="probe", task="orchestration.sweep", interval=every, enabled=True
     )
     url = "/admin/django_celery_beat/periodictask/"
-    ask = admin_user_client.post(url, {"action": name, "_selected_action": [task.pk]})
+    ask = superuser_client.post(url, {"action": name, "_selected_action": [task.pk]})
     assert 'id="apply-action"' in ask.content.decode()
     assert PeriodicTask.objects.get(pk=task.pk).enabled is True
 
-    admin_user_client.post(
+    superuser_client.post(
         url,
         {"action": name, "_selected_action": [task.pk], "apply": "yes", "reason": "maintenance"},
     )
@@ -260,12 +253,12 @@ def test_beat_schedule_actions_ask_why_and_leave_a_history_entry(
 
 
 def test_running_a_schedule_whose_task_does_not_exist_is_refused_without_a_history_entry(
-    admin_user_client: Client,
+    superuser_client: Client,
 ) -> None:
     every = IntervalSchedule.objects.create(every=5, period=IntervalSchedule.SECONDS)
     task = PeriodicTask.objects.create(name="ghost", task="no.such.task", interval=every)
 
-    page = admin_user_client.post(
+    page = superuser_client.post(
         "/admin/django_celery_beat/periodictask/",
         {"action": "run_tasks", "_selected_action": [task.pk], "apply": "yes", "reason": "x"},
         follow=True,
@@ -276,19 +269,19 @@ def test_running_a_schedule_whose_task_does_not_exist_is_refused_without_a_histo
 
 
 def test_an_action_on_all_matching_rows_carries_the_selection_not_thousands_of_ids(
-    admin_user_client: Client, settings: Any
+    superuser_client: Client, settings: Any
 ) -> None:
     settings.MAX_QUEUED = settings.MAX_QUEUED_PER_REPO = 5_000  # the bounds are tested elsewhere
     # More than DATA_UPLOAD_MAX_NUMBER_FIELDS (1,000) hidden ids would be refused outright.
     items = WorkItemFactory.create_batch(1_010, status=WorkItemStatus.FAILED)
     base = {"action": "requeue", "_selected_action": [str(items[0].pk)], "select_across": "1"}
 
-    ask = admin_user_client.post("/admin/orchestration/workitem/?status__exact=failed", base)
+    ask = superuser_client.post("/admin/orchestration/workitem/?status__exact=failed", base)
     page = ask.content.decode()
     assert "1010 selected" in page
     assert page.count('name="_selected_action"') == 1
 
-    admin_user_client.post(
+    superuser_client.post(
         "/admin/orchestration/workitem/?status__exact=failed",
         {**base, "apply": "yes", "reason": "runner fixed"},
     )
@@ -296,7 +289,7 @@ def test_an_action_on_all_matching_rows_carries_the_selection_not_thousands_of_i
 
 
 def test_one_click_handles_at_most_action_max_rows_and_says_so(
-    admin_user_client: Client, monkeypatch: pytest.MonkeyPatch
+    superuser_client: Client, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from orchestration.admin import base as whim_admin
 
@@ -304,9 +297,9 @@ def test_one_click_handles_at_most_action_max_rows_and_says_so(
     items = WorkItemFactory.create_batch(5)
     base = {"action": "cancel", "_selected_action": [str(items[0].pk)], "select_across": "1"}
 
-    ask = admin_user_client.post("/admin/orchestration/workitem/", base).content.decode()
+    ask = superuser_client.post("/admin/orchestration/workitem/", base).content.decode()
     assert "the first 3 of more selected" in ask
-    done = admin_user_client.post(
+    done = superuser_client.post(
         "/admin/orchestration/workitem/", {**base, "apply": "yes"}, follow=True
     ).content.decode()
 
@@ -314,38 +307,38 @@ def test_one_click_handles_at_most_action_max_rows_and_says_so(
     assert WorkItem.objects.filter(status=WorkItemStatus.CANCELLED).count() == 3
 
 
-def test_the_beat_schedules_are_in_the_admin(admin_user_client: Client) -> None:
-    resp = admin_user_client.get("/admin/django_celery_beat/periodictask/")
+def test_the_beat_schedules_are_in_the_admin(superuser_client: Client) -> None:
+    resp = superuser_client.get("/admin/django_celery_beat/periodictask/")
     assert resp.status_code == 200
 
 
-def test_a_worker_page_opens_with_its_log_and_link(admin_user_client: Client) -> None:
+def test_a_worker_page_opens_with_its_log_and_link(superuser_client: Client) -> None:
     worker = WorkerFactory.create(log_tail="tail")
-    page = admin_user_client.get(f"/admin/orchestration/worker/{worker.pk}/change/")
+    page = superuser_client.get(f"/admin/orchestration/worker/{worker.pk}/change/")
     assert page.status_code == 200
     assert f"/work/{worker.work_item_id}/" in page.content.decode()
     assert Worker.objects.count() == 1
 
 
 def test_a_work_items_row_cannot_be_edited_or_deleted_in_the_admin(
-    admin_user_client: Client,
+    superuser_client: Client,
 ) -> None:
     """The row is the job: it changes through the actions (the services), never by editing
     it behind the state machine's back."""
     item = WorkItemFactory.create(spec="# old")
     for i in range(250):
         event_record(work_item=item, kind="submitted", message=f"e{i}")
-    page = admin_user_client.get(f"/admin/orchestration/workitem/{item.pk}/change/")
+    page = superuser_client.get(f"/admin/orchestration/workitem/{item.pk}/change/")
     assert page.status_code == 200
     assert "events (latest 200)" in page.content.decode().lower()
     assert not page.context["adminform"].form.fields  # every field is read-only
 
-    admin_user_client.post(f"/admin/orchestration/workitem/{item.pk}/change/", {"spec": "# new"})
+    superuser_client.post(f"/admin/orchestration/workitem/{item.pk}/change/", {"spec": "# new"})
     item.refresh_from_db()
     assert item.spec == "# old"
-    delete = admin_user_client.get(f"/admin/orchestration/workitem/{item.pk}/delete/")
+    delete = superuser_client.get(f"/admin/orchestration/workitem/{item.pk}/delete/")
     assert delete.status_code == 403
 
 
-def test_work_items_are_not_added_in_the_admin(admin_user_client: Client) -> None:
-    assert admin_user_client.get("/admin/orchestration/workitem/add/").status_code == 403
+def test_work_items_are_not_added_in_the_admin(superuser_client: Client) -> None:
+    assert superuser_client.get("/admin/orchestration/workitem/add/").status_code == 403

@@ -25,6 +25,7 @@ from orchestration.models import (
 from orchestration.services.events import event_record
 from reviews.models import PRReview
 from tests.factories import WorkerFactory, WorkItemFactory, running_item
+from tests.helpers import logged_in_client
 
 pytestmark = pytest.mark.django_db
 
@@ -33,25 +34,6 @@ ESCAPED = "&lt;script&gt;alert(1)&lt;/script&gt;"
 ANSI = "\x1b[31mred alert\x1b[0m \x1b]0;title\x07done"
 
 PAGES = ["/", "/dashboard/", "/work/new/", "/queue/", "/workers/", "/locks/"]
-
-
-@pytest.fixture
-def staff(django_user_model: Any) -> Any:
-    return django_user_model.objects.create_user("grace", password="pw-123456", is_staff=True)
-
-
-@pytest.fixture
-def staff_client(staff: Any) -> Client:
-    client = Client()
-    client.force_login(staff)
-    return client
-
-
-@pytest.fixture
-def csrf_client(staff: Any) -> Client:
-    client = Client(enforce_csrf_checks=True)
-    client.force_login(staff)
-    return client
 
 
 @pytest.fixture
@@ -104,9 +86,11 @@ def test_each_work_item_page_renders_for_staff(
 
 
 @pytest.mark.parametrize("path", [*PAGES, "/work/{id}/", "/work/{id}/log/"])
-def test_an_anonymous_visitor_is_sent_to_the_login_page(client: Client, path: str) -> None:
+def test_an_anonymous_visitor_is_sent_to_the_login_page(
+    anonymous_client: Client, path: str
+) -> None:
     item = WorkItemFactory.create()
-    resp = client.get(path.format(id=item.pk))
+    resp = anonymous_client.get(path.format(id=item.pk))
     assert resp.status_code == 302
     assert resp["Location"].startswith("/accounts/login/?next=")
 
@@ -121,9 +105,11 @@ def test_an_anonymous_visitor_is_sent_to_the_login_page(client: Client, path: st
         "/work/new/branch-preview/",
     ],
 )
-def test_an_anonymous_post_is_sent_to_log_in_and_changes_nothing(client: Client, path: str) -> None:
+def test_an_anonymous_post_is_sent_to_log_in_and_changes_nothing(
+    anonymous_client: Client, path: str
+) -> None:
     item, worker = running_item()
-    resp = client.post(
+    resp = anonymous_client.post(
         path.format(id=item.pk, worker=worker.pk),
         {"op": "cancel:matching", "confirm": "yes", "status": "all"},
     )
@@ -135,11 +121,8 @@ def test_an_anonymous_post_is_sent_to_log_in_and_changes_nothing(client: Client,
 
 
 @pytest.mark.parametrize("path", ["/admin/", "/admin/orchestration/workitem/"])
-def test_a_user_who_is_not_staff_cannot_reach_the_admin(django_user_model: Any, path: str) -> None:
-    user = django_user_model.objects.create_user("joe", password="pw-123456")
-    client = Client()
-    client.force_login(user)
-    resp = client.get(path)
+def test_a_user_who_is_not_staff_cannot_reach_the_admin(user_client: Client, path: str) -> None:
+    resp = user_client.get(path)
     assert resp.status_code == 302
     assert resp["Location"].startswith("/admin/login/")
 
@@ -147,8 +130,7 @@ def test_a_user_who_is_not_staff_cannot_reach_the_admin(django_user_model: Any, 
 def test_staff_reach_the_admin(staff: Any) -> None:
     staff.is_superuser = True
     staff.save()
-    client = Client()
-    client.force_login(staff)
+    client = logged_in_client(staff)
     assert client.get("/admin/").status_code == 200
 
 
@@ -166,9 +148,9 @@ def test_staff_reach_the_admin(staff: Any) -> None:
         "/work/new/branch-preview/",
     ],
 )
-def test_a_post_without_a_csrf_token_is_refused(csrf_client: Client, path: str) -> None:
+def test_a_post_without_a_csrf_token_is_refused(staff_csrf_client: Client, path: str) -> None:
     item, worker = running_item()
-    resp = csrf_client.post(
+    resp = staff_csrf_client.post(
         path.format(id=item.pk, worker=worker.pk),
         {
             "repo": "acme/widgets",
@@ -192,9 +174,9 @@ def test_the_console_pages_carry_a_csrf_token_for_htmx(staff_client: Client) -> 
     assert 'name="csrfmiddlewaretoken"' in page
 
 
-def test_an_htmx_post_with_the_header_token_is_accepted(csrf_client: Client) -> None:
-    token = str(csrf_client.get("/work/new/").context["csrf_token"])
-    resp = csrf_client.post(
+def test_an_htmx_post_with_the_header_token_is_accepted(staff_csrf_client: Client) -> None:
+    token = str(staff_csrf_client.get("/work/new/").context["csrf_token"])
+    resp = staff_csrf_client.post(
         "/work/new/branch-preview/",
         {"spec": "# Add a login page"},
         HTTP_X_CSRFTOKEN=token,

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 from unittest import mock
 
@@ -17,6 +17,7 @@ from orchestration.clock import db_now
 from orchestration.models import Worker, WorkerStatus, WorkItem, WorkItemEvent, WorkItemStatus
 from orchestration.services.workers import Completion, worker_complete
 from tests.factories import WorkerFactory, WorkItemFactory
+from workers import runtime as runtime_registry
 from workers.fake_runtime import FakeRuntime
 from workers.runtime import ContainerRuntime, ContainerState
 from workers.services import classify_exit, container_keep_logs, containers_observe
@@ -27,9 +28,7 @@ LOG_LINES = ["harness: cloning", "harness: running the agent", "boom: the agent 
 
 
 @pytest.fixture(autouse=True)
-def _observer_settings(settings: Any) -> None:
-    settings.MAX_RETRIES = 3
-    settings.RETRY_DELAYS = [60, 300, 1800]
+def _observer_settings(settings: Any, retry_policy: None) -> None:
     settings.FAST_EXIT_SECONDS = 10
     settings.WORKER_TIMEOUT = 3600
     settings.WHIM_INSTANCE = "obs-test"
@@ -495,14 +494,29 @@ def test_the_fake_runtime_is_never_observed(settings: Any) -> None:
     assert item.status == WorkItemStatus.IN_PROGRESS
 
 
-def test_without_a_runtime_argument_the_configured_one_is_used(settings: Any) -> None:
-    settings.WHIM_RUNTIME = "fake"
-    _, worker = attempt()
+@pytest.fixture
+def configured(settings: Any, monkeypatch: pytest.MonkeyPatch) -> Iterator[DictRuntime]:
+    """A DictRuntime registered under a name of its own and made WHIM_RUNTIME."""
+    observed = DictRuntime()
+    name = f"observed-{uuid.uuid4().hex[:8]}"
+    monkeypatch.setitem(runtime_registry._REGISTRY, name, lambda: observed)
+    settings.WHIM_RUNTIME = name
+    yield observed
+    runtime_registry._instance.cache_clear()  # the per-process instance of a gone name
 
-    containers_observe()
 
-    worker.refresh_from_db()
-    assert worker.status == WorkerStatus.RUNNING
+def test_without_a_runtime_argument_the_configured_one_is_used(configured: DictRuntime) -> None:
+    item, worker = attempt()
+    configured.add(worker.container_id, "exited", exit_code=0, worker=worker.pk)
+
+    counts = containers_observe()
+
+    refreshed(item, worker)
+    assert counts["exited"] == 1
+    assert worker.status == WorkerStatus.FAILED
+    assert worker.error_category == "NO_RESULT"
+    assert item.status == WorkItemStatus.QUEUED
+    assert configured.touched(worker.container_id) == ["remove"]
 
 
 # --- keeping logs --------------------------------------------------------------------------

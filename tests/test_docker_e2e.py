@@ -12,8 +12,8 @@ from typing import Any
 import pytest
 
 from orchestration.models import Worker, WorkerStatus, WorkItem, WorkItemEvent, WorkItemStatus
-from tests.conftest import wait_for
 from tests.docker_stack import DockerStack, make_bare_repo
+from tests.helpers import wait_for
 
 pytestmark = [pytest.mark.docker, pytest.mark.celery, pytest.mark.django_db(transaction=True)]
 

@@ -15,7 +15,8 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import ROOT, free_port, stop_processes, wait_for
+from tests.conftest import ROOT, free_port, stop_processes
+from tests.helpers import wait_for
 
 pytestmark = pytest.mark.embedded
 

@@ -28,19 +28,13 @@ from orchestration.services.dispatch import (
     worker_token,
 )
 from orchestration.services.workers import worker_kill, worker_mark_started
-from tests.conftest import task_mocks
 from tests.factories import WorkItemFactory
+from tests.helpers import task_mocks
 from workers import runtime as runtime_module
 from workers.runtime import ContainerRuntime
 from workers.tasks import fake_run, start_worker
 
-pytestmark = pytest.mark.django_db
-
-
-@pytest.fixture(autouse=True)
-def _retry_policy(settings: Any) -> None:
-    settings.MAX_RETRIES = 3
-    settings.RETRY_DELAYS = [60, 300, 1800]
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("retry_policy")]
 
 
 @pytest.fixture

@@ -33,9 +33,10 @@ from orchestration.models import (
     WorkItemStatus,
 )
 from orchestration.services.dispatch import dispatch_claim_one
-from tests.conftest import ROOT, free_port, wait_for
+from tests.conftest import ROOT, free_port
 from tests.docker_stack import DockerStack, make_bare_repo
 from tests.factories import WorkItemFactory
+from tests.helpers import wait_for
 from tests.invariants import assert_invariants
 from tests.test_docker_e2e import finished, submit
 from workers.tasks import start_worker

@@ -21,8 +21,9 @@ import pytest
 
 from orchestration.models import Worker, WorkerStatus, WorkItem, WorkItemStatus
 from orchestration.services.apikeys import apikey_create
-from tests.conftest import ROOT, free_port, start_web, stop_processes, wait_for
+from tests.conftest import ROOT, free_port, start_web, stop_processes
 from tests.docker_stack import git, make_bare_repo
+from tests.helpers import wait_for
 from workers.local_runtime import LocalRuntime
 from workers.services import containers_observe
 

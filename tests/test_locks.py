@@ -22,6 +22,7 @@ from orchestration.models import FileLock, Worker, WorkerStatus, WorkItem
 from orchestration.services.dispatch import worker_token
 from orchestration.services.workers import worker_kill
 from tests.factories import running_attempt
+from tests.helpers import assert_error
 
 pytestmark = pytest.mark.django_db
 
@@ -63,15 +64,6 @@ def held() -> dict[str, Any]:
 
 def all_rows() -> list[tuple[Any, ...]]:
     return sorted(FileLock.objects.values_list("repo", "path", "worker_id", "expires_at"))
-
-
-def assert_error(resp: Any, status: int, code: str) -> dict[str, Any]:
-    assert resp.status_code == status, resp.content
-    body: dict[str, Any] = resp.json()
-    assert body["code"] == code
-    assert isinstance(body["error"], str) and body["error"]
-    assert set(body) <= {"error", "code", "details"}
-    return body
 
 
 # --- acquire -------------------------------------------------------------------------------

@@ -16,7 +16,8 @@ from typing import Any
 import pytest
 
 from orchestration.models import WorkItem, WorkItemStatus
-from tests.conftest import ROOT, free_port, wait_for
+from tests.conftest import ROOT, free_port
+from tests.helpers import wait_for
 
 pytestmark = [pytest.mark.celery, pytest.mark.django_db(transaction=True)]
 

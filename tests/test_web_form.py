@@ -16,20 +16,8 @@ SPEC = "# Add a login page\n\nPlease."
 XSS = "<script>alert(1)</script>"
 
 
-@pytest.fixture
-def user(django_user_model: Any) -> Any:
-    return django_user_model.objects.create_user("ada", password="correct horse")
-
-
-@pytest.fixture
-def user_client(user: Any) -> Client:
-    client = Client()
-    client.force_login(user)
-    return client
-
-
-def test_an_anonymous_visitor_is_sent_to_log_in(client: Client) -> None:
-    resp = client.get("/work/new/")
+def test_an_anonymous_visitor_is_sent_to_log_in(anonymous_client: Client) -> None:
+    resp = anonymous_client.get("/work/new/")
     assert resp.status_code == 302
     assert resp["Location"] == "/accounts/login/?next=/work/new/"
 
@@ -68,22 +56,21 @@ def test_a_wrong_password_is_shown_on_the_login_page(user: Any, client: Client) 
     assert b"Please enter a correct username and password" in resp.content
 
 
-def test_logging_out_ends_the_session(user: Any, client: Client) -> None:
-    client.force_login(user)
-    assert client.post("/accounts/logout/").status_code == 302
-    assert client.get("/work/new/")["Location"].startswith("/accounts/login/")
+def test_logging_out_ends_the_session(user_client: Client) -> None:
+    assert user_client.post("/accounts/logout/").status_code == 302
+    assert user_client.get("/work/new/")["Location"].startswith("/accounts/login/")
 
 
-def test_an_anonymous_post_is_sent_to_log_in_and_writes_nothing(client: Client) -> None:
-    resp = client.post("/work/new/", {"repo": "acme/widgets", "spec": SPEC})
+def test_an_anonymous_post_is_sent_to_log_in_and_writes_nothing(anonymous_client: Client) -> None:
+    resp = anonymous_client.post("/work/new/", {"repo": "acme/widgets", "spec": SPEC})
     assert resp.status_code == 302
     assert resp["Location"].startswith("/accounts/login/")
     assert not WorkItem.objects.exists()
 
 
-def test_an_anonymous_visitor_cannot_see_a_work_item(client: Client) -> None:
+def test_an_anonymous_visitor_cannot_see_a_work_item(anonymous_client: Client) -> None:
     item = WorkItemFactory.create()
-    resp = client.get(f"/work/{item.pk}/")
+    resp = anonymous_client.get(f"/work/{item.pk}/")
     assert resp.status_code == 302
     assert resp["Location"].startswith("/accounts/login/")
 
@@ -174,13 +161,6 @@ def test_a_repeated_idempotency_key_leads_to_the_first_item(user_client: Client)
 
 
 # --- CSRF ------------------------------------------------------------------------------------
-
-
-@pytest.fixture
-def csrf_client(user: Any) -> Client:
-    client = Client(enforce_csrf_checks=True)
-    client.force_login(user)
-    return client
 
 
 def test_a_post_without_a_csrf_token_is_refused_and_writes_nothing(csrf_client: Client) -> None:
