@@ -1,3 +1,5 @@
+"""Admin for PR reviews and GitHub webhook deliveries: read-only lists, fast at any size."""
+
 from typing import Any
 
 from django.contrib import admin

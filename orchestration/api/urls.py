@@ -1,3 +1,5 @@
+"""The client REST API's routes (API.md), mounted at /api/."""
+
 from django.urls import path
 
 from orchestration.api import views

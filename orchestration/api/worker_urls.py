@@ -1,3 +1,5 @@
+"""The worker callback routes (API.md): /w/<token>/… and the bearer-token /api/worker/… forms."""
+
 from django.urls import path
 
 from orchestration.api import worker_views as views
