@@ -12,6 +12,7 @@ import pytest
 from django.test import Client
 from django.utils import timezone
 
+from orchestration.clock import db_now
 from orchestration.models import (
     FileLock,
     Priority,
@@ -775,3 +776,12 @@ def test_an_unexpected_error_is_a_500_in_the_error_shape_without_trace_or_secret
     assert resp.json() == {"error": "Internal error", "code": "INTERNAL_ERROR"}
     assert b"hunter2" not in resp.content and b"Traceback" not in resp.content
     assert "unhandled error on GET /api/status" in caplog.text  # operators still see it
+
+
+def test_requeue_with_reset_retries_restarts_an_item_waiting_for_its_retry_now(
+    api: Client,
+) -> None:
+    item = WorkItemFactory.create(retry_count=2, next_retry_at=db_now() + dt.timedelta(minutes=5))
+    body = post(api, f"/api/work/{item.pk}/requeue", {"resetRetries": True}).json()
+    assert (body["status"], body["retryCount"], body["nextRetryAt"]) == ("queued", 0, None)
+    assert WorkItemEvent.objects.filter(work_item=item, kind="requeued").count() == 1

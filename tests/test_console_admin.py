@@ -12,6 +12,7 @@ from django.utils import timezone
 from django_celery_beat.models import IntervalSchedule, PeriodicTask
 
 from orchestration.admin.base import COUNT_CAP, CappedCountPaginator
+from orchestration.clock import db_now
 from orchestration.models import (
     PRIORITY_RANK,
     ApiKey,
@@ -342,3 +343,15 @@ def test_a_work_items_row_cannot_be_edited_or_deleted_in_the_admin(
 
 def test_work_items_are_not_added_in_the_admin(superuser_client: Client) -> None:
     assert superuser_client.get("/admin/orchestration/workitem/add/").status_code == 403
+
+
+def test_requeue_reset_in_the_admin_leaves_an_item_waiting_for_its_retry_alone(
+    superuser_client: Client,
+) -> None:
+    later = db_now() + dt.timedelta(minutes=5)
+    item = WorkItemFactory.create(retry_count=2, next_retry_at=later)
+    form = {"apply": "yes", "reason": "try again"}
+    action(superuser_client, "workitem", "requeue_reset", [item.pk], **form)
+    item.refresh_from_db()
+    assert (item.status, item.retry_count, item.next_retry_at) == ("queued", 2, later)
+    assert not WorkItemEvent.objects.filter(work_item=item, kind="requeued").exists()

@@ -680,3 +680,21 @@ def test_the_queue_offers_every_bulk_action_for_the_selected_and_for_all_matchin
     for action in ("cancel", "requeue", "requeue_reset"):
         for scope in ("selected", "matching"):
             assert f'value="{action}:{scope}"' in page, (action, scope)
+
+
+def test_requeue_from_the_console_leaves_an_item_waiting_for_its_retry_alone(
+    staff_client: Client,
+) -> None:
+    later = db_now() + dt.timedelta(minutes=5)
+    item = WorkItemFactory.create(retry_count=2, next_retry_at=later)
+
+    page = staff_client.post(f"/work/{item.pk}/requeue/", {"reset_retries": "1"}, follow=True)
+    staff_client.post(
+        "/queue/bulk/",
+        {"action": "requeue_reset", "scope": "selected", "ids": [str(item.pk)], "confirm": "yes"},
+    )
+
+    assert "It is already queued." in page.content.decode()
+    item.refresh_from_db()
+    assert (item.retry_count, item.next_retry_at) == (2, later)
+    assert not WorkItemEvent.objects.filter(work_item=item, kind="requeued").exists()
