@@ -17,6 +17,7 @@ from django.db.models import Count, Q
 from django.db.models.functions import TruncHour
 from django.utils import timezone
 
+from orchestration.choices import EventKind
 from orchestration.clock import db_now
 from orchestration.models import (
     FileLock,
@@ -232,12 +233,14 @@ def _lock_block(item: WorkItem) -> WorkItemEvent | None:
         return None
     latest = (
         WorkItemEvent.objects.filter(
-            work_item=item, worker_id=item.worker_id, kind__in=("lock_blocked", "locks_acquired")
+            work_item=item,
+            worker_id=item.worker_id,
+            kind__in=(EventKind.LOCK_BLOCKED, EventKind.LOCKS_ACQUIRED),
         )
         .order_by("-created_at", "-id")
         .first()
     )
-    return latest if latest is not None and latest.kind == "lock_blocked" else None
+    return latest if latest is not None and latest.kind == EventKind.LOCK_BLOCKED else None
 
 
 def _ahead_in_queue(item: WorkItem, now: dt.datetime) -> int:
