@@ -118,7 +118,7 @@ def throughput_chart(now: dt.datetime, *, hours: int = CHART_HOURS) -> dict[str,
     rows = (
         WorkItem.objects.filter(
             completed_at__gte=start,
-            status__in=(WorkItemStatus.COMPLETED, WorkItemStatus.FAILED),
+            status__in=WorkItem.FINISHED,
         )
         .annotate(hour=TruncHour("completed_at"))
         .values("hour", "status")

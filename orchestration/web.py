@@ -195,7 +195,7 @@ def _bulk_targets(
     (read from the column itself, so no second clock is involved): an item submitted after
     the operator saw the count is not swept in.
     """
-    eligible = (*WorkItem.PENDING, *WorkItem.ACTIVE) if action == "cancel" else tuple(REQUEUEABLE)
+    eligible = WorkItem.UNFINISHED if action == "cancel" else tuple(REQUEUEABLE)
     if scope == "matching":
         filters = _queue_filters(request.POST)
         form = QueueQueryForm(data=filters)

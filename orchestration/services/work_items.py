@@ -192,7 +192,7 @@ def work_item_cancel(*, work_item_id: UUID | str, actor: str = "system", reason:
     return True
 
 
-REQUEUEABLE = (WorkItemStatus.FAILED, WorkItemStatus.CANCELLED, WorkItemStatus.COMPLETED)
+REQUEUEABLE = WorkItem.REQUEUEABLE  # named here too: the console's bulk requeue reads it
 
 
 def work_item_requeue(
