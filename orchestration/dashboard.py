@@ -17,6 +17,7 @@ from django.db.models import Count, Q
 from django.db.models.functions import TruncHour
 from django.utils import timezone
 
+from orchestration.choices import EventKind
 from orchestration.clock import db_now
 from orchestration.models import (
     FileLock,
@@ -117,7 +118,7 @@ def throughput_chart(now: dt.datetime, *, hours: int = CHART_HOURS) -> dict[str,
     rows = (
         WorkItem.objects.filter(
             completed_at__gte=start,
-            status__in=(WorkItemStatus.COMPLETED, WorkItemStatus.FAILED),
+            status__in=WorkItem.FINISHED,
         )
         .annotate(hour=TruncHour("completed_at"))
         .values("hour", "status")
@@ -232,12 +233,14 @@ def _lock_block(item: WorkItem) -> WorkItemEvent | None:
         return None
     latest = (
         WorkItemEvent.objects.filter(
-            work_item=item, worker_id=item.worker_id, kind__in=("lock_blocked", "locks_acquired")
+            work_item=item,
+            worker_id=item.worker_id,
+            kind__in=(EventKind.LOCK_BLOCKED, EventKind.LOCKS_ACQUIRED),
         )
         .order_by("-created_at", "-id")
         .first()
     )
-    return latest if latest is not None and latest.kind == "lock_blocked" else None
+    return latest if latest is not None and latest.kind == EventKind.LOCK_BLOCKED else None
 
 
 def _ahead_in_queue(item: WorkItem, now: dt.datetime) -> int:

@@ -71,16 +71,28 @@ class WorkItemQuerySet(models.QuerySet["WorkItem"]):
         return self.filter(before)
 
 
+# A worker holding its item (the constraint and index below read it too, hence module level).
+WORKER_ACTIVE: tuple[str, ...] = (WorkerStatus.STARTING, WorkerStatus.RUNNING)
+
+
 class WorkItem(models.Model):
     """One task: implement ``spec`` in ``repo`` on ``branch``. The row is the job."""
 
+    # Waiting for an attempt: the queue, and the queue bounds.
     PENDING: ClassVar[tuple[str, ...]] = (WorkItemStatus.GENERATING, WorkItemStatus.QUEUED)
+    # An attempt holds it.
     ACTIVE: ClassVar[tuple[str, ...]] = (WorkItemStatus.ASSIGNED, WorkItemStatus.IN_PROGRESS)
+    # Not finished yet: what can be cancelled, and what the queue shows by default.
+    UNFINISHED: ClassVar[tuple[str, ...]] = (*PENDING, *ACTIVE)
     TERMINAL: ClassVar[tuple[str, ...]] = (
         WorkItemStatus.COMPLETED,
         WorkItemStatus.FAILED,
         WorkItemStatus.CANCELLED,
     )
+    # Ended by an attempt's outcome, not withdrawn by a cancel: what throughput counts.
+    FINISHED: ClassVar[tuple[str, ...]] = (WorkItemStatus.COMPLETED, WorkItemStatus.FAILED)
+    # Any finished item can run again: a failed or cancelled one, or a completed one to redo.
+    REQUEUEABLE: ClassVar[tuple[str, ...]] = TERMINAL
 
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
     repo = models.CharField(max_length=200, db_index=True)
@@ -130,7 +142,7 @@ class WorkItem(models.Model):
                 models.F("priority_rank").desc(),
                 "created_at",
                 name="workitem_queue_scan",
-                condition=Q(status="queued"),
+                condition=Q(status=WorkItemStatus.QUEUED),
             ),
             models.Index(fields=["status", "created_at"], name="workitem_status_created"),
             # The GitHub webhook finds the item a pull request belongs to.
@@ -169,7 +181,7 @@ QUEUE_STATUS_NAMES: tuple[str, ...] = (*QUEUE_STATUS_FILTERS, "all")
 class Worker(models.Model):
     """One attempt at a work item, with its own secret token (fencing: DESIGN.md §3)."""
 
-    ACTIVE: ClassVar[tuple[str, ...]] = (WorkerStatus.STARTING, WorkerStatus.RUNNING)
+    ACTIVE: ClassVar[tuple[str, ...]] = WORKER_ACTIVE
     TERMINAL: ClassVar[tuple[str, ...]] = (
         WorkerStatus.COMPLETED,
         WorkerStatus.FAILED,
@@ -209,14 +221,14 @@ class Worker(models.Model):
             models.Index(
                 fields=["last_heartbeat"],
                 name="worker_stale_scan",
-                condition=Q(status__in=["starting", "running"]),
+                condition=Q(status__in=list(WORKER_ACTIVE)),
             ),
         ]
         constraints: ClassVar[list[models.BaseConstraint]] = [
             # Never two live attempts for one item.
             models.UniqueConstraint(
                 fields=["work_item"],
-                condition=Q(status__in=["starting", "running"]),
+                condition=Q(status__in=list(WORKER_ACTIVE)),
                 name="worker_one_active_per_item",
             ),
         ]

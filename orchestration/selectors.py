@@ -65,7 +65,7 @@ def queue_filter(*, status: str = "", type: str = "", repo: str = "") -> QuerySe
     if status and status != "all":
         items = items.filter(status__in=QUEUE_STATUS_FILTERS[status])
     elif not status:
-        items = items.filter(status__in=(*WorkItem.PENDING, *WorkItem.ACTIVE))
+        items = items.filter(status__in=WorkItem.UNFINISHED)
     return items
 
 

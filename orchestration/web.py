@@ -34,7 +34,7 @@ from orchestration.nudge import broker_reachable
 from orchestration.registry import runtime
 from orchestration.selectors import queue_filter, queue_list
 from orchestration.services.bulk import WorkItemAction, work_item_act, work_items_bulk
-from orchestration.services.work_items import REQUEUEABLE, work_item_cancel, work_item_submit
+from orchestration.services.work_items import work_item_cancel, work_item_submit
 from orchestration.services.workers import worker_kill
 
 # A bulk action acts on at most this many items per confirmation (bounded everything).
@@ -184,11 +184,7 @@ def _bulk_targets(
     (read from the column itself, so no second clock is involved): an item submitted after
     the operator saw the count is not swept in.
     """
-    eligible = (
-        (*WorkItem.PENDING, *WorkItem.ACTIVE)
-        if action == WorkItemAction.CANCEL
-        else tuple(REQUEUEABLE)
-    )
+    eligible = WorkItem.UNFINISHED if action == WorkItemAction.CANCEL else WorkItem.REQUEUEABLE
     if scope == "matching":
         filters = _queue_filters(request.POST)
         form = QueueQueryForm(data=filters)

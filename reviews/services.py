@@ -9,6 +9,7 @@ from typing import Any
 
 from django.db import IntegrityError, transaction
 
+from orchestration.choices import EventKind
 from orchestration.models import WorkItem, WorkItemType
 from orchestration.services.events import event_record
 from reviews.models import PRReview, WebhookDelivery
@@ -95,7 +96,7 @@ def _review_store(delivery: WebhookDelivery, review: dict[str, Any]) -> None:
     )
     event_record(
         work_item=item,
-        kind="github_review",
+        kind=EventKind.GITHUB_REVIEW,
         actor=f"github:{review['reviewer']}",
         message=f"pull request review: {review['state'].lower()}",
         data={"delivery": delivery.delivery_id},

@@ -12,6 +12,7 @@ from django.utils import timezone
 from django_celery_beat.models import IntervalSchedule, PeriodicTask
 
 from orchestration.admin.base import COUNT_CAP, CappedCountPaginator
+from orchestration.choices import ErrorCategory, EventKind
 from orchestration.clock import db_now
 from orchestration.models import (
     PRIORITY_RANK,
@@ -355,3 +356,18 @@ def test_requeue_reset_in_the_admin_leaves_an_item_waiting_for_its_retry_alone(
     item.refresh_from_db()
     assert (item.status, item.retry_count, item.next_retry_at) == ("queued", 2, later)
     assert not WorkItemEvent.objects.filter(work_item=item, kind="requeued").exists()
+
+
+def test_the_event_kind_filter_offers_every_named_kind(superuser_client: Client) -> None:
+    page = superuser_client.get("/admin/orchestration/workitemevent/").content.decode()
+    for kind in EventKind.values:  # github_review and container_cleanup_failed included
+        assert f"?kind={kind}" in page, kind
+
+
+def test_the_error_category_filter_offers_named_and_recently_reported_categories(
+    superuser_client: Client,
+) -> None:
+    WorkerFactory.create(error_category="TEST_FAILURE")
+    page = superuser_client.get("/admin/orchestration/worker/").content.decode()
+    for category in (*ErrorCategory.values, "TEST_FAILURE"):
+        assert f"?error_category={category}" in page, category

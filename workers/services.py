@@ -8,6 +8,7 @@ import logging
 
 from django.conf import settings
 
+from orchestration.choices import ErrorCategory, EventKind
 from orchestration.clock import db_now
 from orchestration.errors import Fenced
 from orchestration.models import Worker, WorkerStatus, WorkItemEvent
@@ -26,7 +27,9 @@ def container_keep_logs(*, runtime: ContainerRuntime, worker: Worker) -> None:
         Worker.objects.filter(pk=worker.pk).update(log_tail=text)
 
 
-def classify_exit(*, state: ContainerState, worker: Worker, now: dt.datetime) -> tuple[str, str]:
+def classify_exit(
+    *, state: ContainerState, worker: Worker, now: dt.datetime
+) -> tuple[ErrorCategory, str]:
     """Why an active worker's container ended, as ``(category, message)``.
 
     OOM → RESOURCE_ERROR (retried). A non-zero exit (not by a signal) before the harness ever
@@ -36,7 +39,10 @@ def classify_exit(*, state: ContainerState, worker: Worker, now: dt.datetime) ->
     """
     code = state.exit_code
     if state.oom_killed:
-        return "RESOURCE_ERROR", f"container killed for running out of memory (exit {code})"
+        return (
+            ErrorCategory.RESOURCE_ERROR,
+            f"container killed for running out of memory (exit {code})",
+        )
     # How long it ran, by the daemon's record when there is one: a pass that looks late (a
     # slow sweep, a restarted Celery worker) must not turn a broken image into a "crash".
     ran = state.ran_seconds
@@ -46,11 +52,14 @@ def classify_exit(*, state: ContainerState, worker: Worker, now: dt.datetime) ->
     # Exit codes above 128 mean a signal killed it (dockerd stopping, `docker kill`): not a
     # broken image, so those are retried below like any crash.
     if code is not None and 0 < code < 128 and worker.registered_at is None and fast:
-        return "CONTAINER_ERROR", f"container exited with {code} before the harness started"
+        return (
+            ErrorCategory.CONTAINER_ERROR,
+            f"container exited with {code} before the harness started",
+        )
     if code == 0:
-        return "NO_RESULT", "container exited 0 without reporting complete"
+        return ErrorCategory.NO_RESULT, "container exited 0 without reporting complete"
     how = f"exited with {code}" if code is not None else f"is {state.status}"
-    return "CRASHED", f"container {how} while the attempt was active"
+    return ErrorCategory.CRASHED, f"container {how} while the attempt was active"
 
 
 def containers_observe(*, runtime: ContainerRuntime | None = None) -> dict[str, int]:
@@ -100,7 +109,7 @@ def _observe_one(
     state = runtime.inspect(container_id=worker.container_id)
     if state is None:
         if worker.status == WorkerStatus.RUNNING:
-            _fail(worker, "container vanished", "CONTAINER_LOST")
+            _fail(worker, "container vanished", ErrorCategory.CONTAINER_LOST)
             counts["lost"] += 1
         return
     if state.finished:
@@ -119,7 +128,7 @@ def _observe_one(
         _fail(
             worker,
             f"attempt ran longer than WORKER_TIMEOUT ({settings.WORKER_TIMEOUT}s)",
-            "TIMEOUT",
+            ErrorCategory.TIMEOUT,
         )
         runtime.kill(container_id=worker.container_id)
         counts["timed_out"] += 1
@@ -137,14 +146,14 @@ def _record_cleanup_failure(owner: Worker | None, container_id: str, exc: Except
         return
     recent = WorkItemEvent.objects.filter(
         worker=owner,
-        kind="container_cleanup_failed",
+        kind=EventKind.CONTAINER_CLEANUP_FAILED,
         created_at__gte=db_now() - CLEANUP_EVENT_EVERY,
     )
     if not recent.exists():
         event_record(
             work_item=owner.work_item_id,
             worker=owner,
-            kind="container_cleanup_failed",
+            kind=EventKind.CONTAINER_CLEANUP_FAILED,
             actor="supervisor",
             message=message[:2000],
         )

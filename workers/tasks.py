@@ -16,6 +16,7 @@ from django.db import InterfaceError, OperationalError, transaction
 from django.db.models import Value
 from django.db.models.functions import Concat, Right
 
+from orchestration.choices import ErrorCategory
 from orchestration.errors import Fenced, NotFound
 from orchestration.forms.fields import bounded_seconds
 from orchestration.models import Worker, WorkerStatus
@@ -69,7 +70,7 @@ def start_worker(worker_id: str) -> None:
             worker_fail(
                 worker_id=worker_id,
                 error=f"container start failed: {exc}",
-                category="START_ERROR",
+                category=ErrorCategory.START_ERROR,
                 actor="system",
             )
         return
@@ -135,7 +136,9 @@ def fake_run(worker_id: str) -> None:
     try:
         if mode == "fail":
             worker_fail(
-                worker_id=worker_id, error="mock agent failed on purpose", category="AGENT_ERROR"
+                worker_id=worker_id,
+                error="mock agent failed on purpose",
+                category=ErrorCategory.AGENT_ERROR,
             )
         elif mode == "stuck":
             worker_stuck(

@@ -11,6 +11,7 @@ from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse
 
 from orchestration.admin.base import FastListAdmin, admin_actor, apply_each, with_reason
+from orchestration.choices import EventKind
 from orchestration.models import (
     ApiKey,
     DailyUsage,
@@ -52,34 +53,13 @@ class FileLockAdmin(FastListAdmin):
 
 # --- events ----------------------------------------------------------------------------------
 
-EVENT_KINDS = (
-    "submitted",
-    "spec_generated",
-    "claimed",
-    "started",
-    "locks_acquired",
-    "lock_blocked",
-    "lock_released",
-    "completed",
-    "retry_scheduled",
-    "failed",
-    "cancelled",
-    "requeued",
-    "recovered",
-    "priority_changed",
-    "attempt_killed",
-    "attempt_failed",
-    "attempt_stuck",
-    "attempt_lost",
-)
-
 
 class EventKindFilter(admin.SimpleListFilter):
     title = "kind"
     parameter_name = "kind"
 
     def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
-        return [(k, k) for k in EVENT_KINDS]
+        return list(EventKind.choices)
 
     def queryset(self, request: HttpRequest, queryset: QuerySet[Any]) -> QuerySet[Any]:
         value = self.value()

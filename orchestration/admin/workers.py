@@ -3,6 +3,8 @@ calls ``worker_kill``) and show the logs of the selected workers."""
 
 from __future__ import annotations
 
+from typing import Any
+
 from django.contrib import admin
 from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse
@@ -17,15 +19,25 @@ from orchestration.admin.base import (
     apply_each,
     with_reason,
 )
+from orchestration.choices import ErrorCategory
 from orchestration.models import Worker
 from orchestration.registry import runtime
 from orchestration.services import workers
 
 
 class ErrorCategoryFilter(RecentValuesFilter):
+    """Every named category, plus any other a worker reported lately (the fail callback
+    accepts any UPPER_SNAKE_CASE name, e.g. a repo's own TEST_FAILURE)."""
+
     title = "error category"
     parameter_name = "error_category"
     field = "error_category"
+
+    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
+        named = list(ErrorCategory.choices)
+        known = {value for value, _ in named}
+        others = [(v, v) for v, _ in super().lookups(request, model_admin) if v not in known]
+        return named + others
 
 
 @admin.register(Worker)

@@ -18,6 +18,7 @@ from django.views.decorators.csrf import csrf_exempt
 from orchestration.api.base import bearer_token, json_answer, method_refused, parse_json_body
 from orchestration.api.responses import error_response
 from orchestration.api.serializers import work_item_json
+from orchestration.choices import ErrorCategory
 from orchestration.forms.callbacks import (
     CompleteForm,
     FailForm,
@@ -130,7 +131,7 @@ def fail(request: HttpRequest, worker: Worker, body: dict[str, Any]) -> dict[str
     if data.get("stack"):
         error = f"{error}\n\n{data['stack']}"
     workers.worker_fail(
-        worker_id=worker.pk, error=error, category=data.get("category") or "AGENT_ERROR"
+        worker_id=worker.pk, error=error, category=data.get("category") or ErrorCategory.AGENT_ERROR
     )
     return {"success": True}
 

@@ -20,6 +20,7 @@ from django.db import transaction
 from django.db.models import F, Q, QuerySet
 
 from orchestration import nudge
+from orchestration.choices import EventKind
 from orchestration.clock import budget_date, db_now, next_budget_day_start
 from orchestration.models import (
     DailyUsage,
@@ -140,7 +141,7 @@ def dispatch_claim_one(*, use_gate: bool = True) -> UUID | None:
         event_record(
             work_item=item,
             worker=worker,
-            kind="claimed",
+            kind=EventKind.CLAIMED,
             from_status=WorkItemStatus.QUEUED,
             to_status=WorkItemStatus.ASSIGNED,
             data={"attempt": worker.attempt},

@@ -16,6 +16,7 @@ from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.db.models import Q
 
+from orchestration.choices import EventKind
 from orchestration.clock import db_now
 from orchestration.errors import Fenced, ValidationFailed
 from orchestration.models import FileLock, Worker
@@ -62,7 +63,7 @@ def locks_acquire(*, worker_id: UUID | str, repo: str, files: list[str]) -> Lock
         blocked = sorted(lock.path for lock in held if lock.worker_id != worker.pk)
         if blocked:
             holder = next(lock.worker_id for lock in held if lock.worker_id != worker.pk)
-            _record(worker, "lock_blocked", blocked, holder)
+            _record(worker, EventKind.LOCK_BLOCKED, blocked, holder)
             return LockResult(False, holder, tuple(blocked))
         mine = {lock.path for lock in held}
         FileLock.objects.filter(worker=worker, repo=repo, path__in=mine).update(
@@ -81,13 +82,13 @@ def locks_acquire(*, worker_id: UUID | str, repo: str, files: list[str]) -> Lock
             taken = FileLock.objects.filter(repo=repo, path__in=files).exclude(worker=worker)
             first = taken.first()
             paths = sorted(taken.values_list("path", flat=True))
-            _record(worker, "lock_blocked", paths, first.worker_id if first else None)
+            _record(worker, EventKind.LOCK_BLOCKED, paths, first.worker_id if first else None)
             return LockResult(False, first.worker_id if first else None, tuple(paths))
-        _record(worker, "locks_acquired", files, None)
+        _record(worker, EventKind.LOCKS_ACQUIRED, files, None)
     return LockResult(True)
 
 
-def _record(worker: Worker, kind: str, paths: list[str], holder: UUID | None) -> None:
+def _record(worker: Worker, kind: EventKind, paths: list[str], holder: UUID | None) -> None:
     """An event on the item's timeline (why it waits, and for whom)."""
     event_record(
         work_item=worker.work_item_id,
@@ -137,7 +138,7 @@ def lock_release(*, lock_id: int, actor: str, reason: str = "") -> bool:
         event_record(
             work_item=lock.worker.work_item_id,
             worker=lock.worker_id,
-            kind="lock_released",
+            kind=EventKind.LOCK_RELEASED,
             actor=actor,
             message=f"{lock.repo}:{lock.path}" + (f" ({reason})" if reason else ""),
             data={"files": [lock.path], "repo": lock.repo, "reason": reason},

@@ -17,6 +17,7 @@ from django.conf import settings
 from django.db import transaction
 from django.db.models import Exists, OuterRef, Q
 
+from orchestration.choices import ErrorCategory, EventKind
 from orchestration.clock import advisory_try_lock, db_now
 from orchestration.models import (
     DailyUsage,
@@ -55,7 +56,7 @@ def sweep_heartbeats() -> dict[str, int]:
         ended += worker_expire(
             worker_id=worker_id,
             to=WorkerStatus.LOST,
-            category="HEARTBEAT_TIMEOUT",
+            category=ErrorCategory.HEARTBEAT_TIMEOUT,
             error=f"no heartbeat for more than {settings.STALE_THRESHOLD}s",
             unless=fresh,
         )
@@ -88,7 +89,7 @@ def sweep_stuck() -> dict[str, int]:
         counts["start_timeout"] += worker_expire(
             worker_id=worker_id,
             to=WorkerStatus.LOST,
-            category="START_TIMEOUT",
+            category=ErrorCategory.START_TIMEOUT,
             error=f"no container started within {settings.ASSIGNED_TIMEOUT}s",
             unless=started,
         )
@@ -108,7 +109,7 @@ def sweep_stuck() -> dict[str, int]:
         counts["no_progress"] += worker_expire(
             worker_id=worker_id,
             to=WorkerStatus.STUCK,
-            category="NO_PROGRESS",
+            category=ErrorCategory.NO_PROGRESS,
             error=f"alive but no progress for {settings.PROGRESS_TIMEOUT}s",
             unless=progressing,
         )
@@ -138,7 +139,7 @@ def work_item_recover(*, work_item_id: UUID, cutoff: dt.datetime) -> bool:
         )
         event_record(
             work_item=item,
-            kind="recovered",
+            kind=EventKind.RECOVERED,
             from_status=item.status,
             to_status=WorkItemStatus.QUEUED,
             actor="supervisor",

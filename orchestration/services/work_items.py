@@ -10,6 +10,7 @@ from django.conf import settings
 from django.db import transaction
 from django.db.models import Q
 
+from orchestration.choices import ErrorCategory, EventKind
 from orchestration.clock import advisory_xact_lock, db_now
 from orchestration.errors import InvalidState, NotFound, QueueFull
 from orchestration.forms.branches import derive_branch
@@ -77,7 +78,7 @@ def work_item_submit(
             idempotency_key=idempotency_key,
             status=status,
         )
-        event_record(work_item=item, kind="submitted", to_status=status, actor=actor)
+        event_record(work_item=item, kind=EventKind.SUBMITTED, to_status=status, actor=actor)
         _nudge_after_commit(item)
     logger.info("work item %s submitted to %s by %s", item.pk, repo, actor)
     return item, True
@@ -134,7 +135,7 @@ def work_item_generate_spec(*, work_item_id: UUID | str) -> bool:
         )
         event_record(
             work_item=item,
-            kind="spec_generated",
+            kind=EventKind.SPEC_GENERATED,
             from_status=WorkItemStatus.GENERATING,
             to_status=WorkItemStatus.QUEUED,
         )
@@ -166,7 +167,7 @@ def work_item_cancel(*, work_item_id: UUID | str, actor: str = "system", reason:
                 status=WorkerStatus.KILLED,
                 completed_at=now,
                 error="cancelled",
-                error_category="CANCELLED",
+                error_category=ErrorCategory.CANCELLED,
             )
             locks_release_all(worker_id=worker.pk)
             if worker.container_id:
@@ -176,12 +177,12 @@ def work_item_cancel(*, work_item_id: UUID | str, actor: str = "system", reason:
             completed_at=now,
             updated_at=now,
             error=reason[:10_000] or "cancelled",
-            error_category="CANCELLED",
+            error_category=ErrorCategory.CANCELLED,
             next_retry_at=None,
         )
         event_record(
             work_item=item,
-            kind="cancelled",
+            kind=EventKind.CANCELLED,
             from_status=item.status,
             to_status=WorkItemStatus.CANCELLED,
             actor=actor,
@@ -189,9 +190,6 @@ def work_item_cancel(*, work_item_id: UUID | str, actor: str = "system", reason:
         )
     logger.info("work item %s cancelled by %s", work_item_id, actor)
     return True
-
-
-REQUEUEABLE = (WorkItemStatus.FAILED, WorkItemStatus.CANCELLED, WorkItemStatus.COMPLETED)
 
 
 def work_item_requeue(
@@ -217,7 +215,7 @@ def work_item_requeue(
             leave_queued or not (reset_retries and item.retry_count)
         ):
             return False  # already waiting (and nothing to reset): a repeat, no second event
-        if item.status not in (*REQUEUEABLE, WorkItemStatus.QUEUED):
+        if item.status not in (*WorkItem.REQUEUEABLE, WorkItemStatus.QUEUED):
             raise InvalidState(
                 f"Work item is {item.status}; only failed, cancelled or completed items "
                 "can be requeued"
@@ -238,7 +236,7 @@ def work_item_requeue(
         WorkItem.objects.filter(Q(pk=item.pk), Q(status=item.status)).update(**fields)
         event_record(
             work_item=item,
-            kind="requeued",
+            kind=EventKind.REQUEUED,
             from_status=item.status,
             to_status=WorkItemStatus.QUEUED,
             actor=actor,
@@ -270,7 +268,7 @@ def work_item_set_priority(
         )
         event_record(
             work_item=item,
-            kind="priority_changed",
+            kind=EventKind.PRIORITY_CHANGED,
             from_status=item.status,
             to_status=item.status,
             actor=actor,

@@ -11,6 +11,7 @@ from uuid import UUID
 
 from django.db import transaction
 
+from orchestration.choices import EventKind
 from orchestration.clock import db_now
 from orchestration.errors import Fenced
 from orchestration.models import (
@@ -95,7 +96,7 @@ def worker_complete(*, worker_id: UUID | str, result: Completion) -> bool:
         event_record(
             work_item=item,
             worker=worker,
-            kind="completed",
+            kind=EventKind.COMPLETED,
             from_status=item.status,
             to_status=WorkItemStatus.COMPLETED if moved else item.status,
             actor=f"worker:{worker.pk}",
@@ -126,7 +127,7 @@ def _after_completion(*, item: WorkItem, result: Completion) -> None:
         )
         event_record(
             work_item=child,
-            kind="submitted",
+            kind=EventKind.SUBMITTED,
             to_status=child.status,
             actor=f"verification-of:{item.pk}",
         )

@@ -15,6 +15,12 @@ from django.conf import settings
 from django.db import transaction
 from django.db.models import F
 
+from orchestration.choices import (
+    INFRASTRUCTURE_CATEGORIES,
+    PERMANENT_CATEGORIES,
+    ErrorCategory,
+    EventKind,
+)
 from orchestration.clock import db_now
 from orchestration.errors import Fenced, InvalidState
 from orchestration.models import Worker, WorkerStatus, WorkItem, WorkItemEvent, WorkItemStatus
@@ -25,23 +31,13 @@ from orchestration.services.locks import locks_release_all
 
 logger = logging.getLogger(__name__)
 
-# Failures of the machinery rather than the agent; QUARANTINE_AFTER of them fail the item.
-INFRA_CATEGORIES = frozenset(
-    {
-        "RESOURCE_ERROR",
-        "CONTAINER_LOST",
-        "CRASHED",
-        "HEARTBEAT_TIMEOUT",
-        "START_TIMEOUT",
-        "START_ERROR",
-        "TERMINATED",
-    }
-)
-
-# Failure categories that no retry can fix.
-PERMANENT_CATEGORIES = frozenset(
-    {"VALIDATION_ERROR", "CONFIG_ERROR", "CONTAINER_ERROR", "PERMANENT", "KILLED"}
-)
+# The event a superseded attempt's ending leaves on its item's timeline.
+ATTEMPT_ENDED: dict[str, EventKind] = {
+    WorkerStatus.FAILED: EventKind.ATTEMPT_FAILED,
+    WorkerStatus.STUCK: EventKind.ATTEMPT_STUCK,
+    WorkerStatus.LOST: EventKind.ATTEMPT_LOST,
+    WorkerStatus.KILLED: EventKind.ATTEMPT_KILLED,
+}
 
 
 def _end_attempt(
@@ -92,7 +88,7 @@ def _end_attempt(
             event_record(
                 work_item=item,
                 worker=worker,
-                kind=f"attempt_{to}",
+                kind=ATTEMPT_ENDED[to],
                 from_status=item.status,
                 to_status=item.status,
                 actor=actor,
@@ -114,15 +110,17 @@ def _retry_or_fail(
     now: dt.datetime,
 ) -> None:
     retryable = retry and category not in PERMANENT_CATEGORIES
-    if category in INFRA_CATEGORIES:
+    if category in INFRASTRUCTURE_CATEGORIES:
         # Counted since the item was last requeued by hand: an operator's requeue clears it.
         since = (
-            WorkItemEvent.objects.filter(work_item_id=item.pk, kind="requeued")
+            WorkItemEvent.objects.filter(work_item_id=item.pk, kind=EventKind.REQUEUED)
             .order_by("-created_at")
             .values_list("created_at", flat=True)
             .first()
         )
-        attempts = Worker.objects.filter(work_item_id=item.pk, error_category__in=INFRA_CATEGORIES)
+        attempts = Worker.objects.filter(
+            work_item_id=item.pk, error_category__in=INFRASTRUCTURE_CATEGORIES
+        )
         if since is not None:
             attempts = attempts.filter(created_at__gt=since)
         crashes = attempts.count()
@@ -131,7 +129,7 @@ def _retry_or_fail(
             error = (
                 f"quarantined after {crashes} infrastructure failures (last: {category}): {error}"
             )
-            category, retryable = "QUARANTINED", False
+            category, retryable = ErrorCategory.QUARANTINED, False
     if retryable and item.retry_count < settings.MAX_RETRIES:
         delays = settings.RETRY_DELAYS or [60]
         delay = delays[min(item.retry_count, len(delays) - 1)]
@@ -148,7 +146,7 @@ def _retry_or_fail(
         event_record(
             work_item=item,
             worker=worker,
-            kind="retry_scheduled",
+            kind=EventKind.RETRY_SCHEDULED,
             from_status=item.status,
             to_status=WorkItemStatus.QUEUED,
             actor=actor,
@@ -172,7 +170,7 @@ def _retry_or_fail(
     event_record(
         work_item=item,
         worker=worker,
-        kind="failed",
+        kind=EventKind.FAILED,
         from_status=item.status,
         to_status=WorkItemStatus.FAILED,
         actor=actor,
@@ -182,14 +180,14 @@ def _retry_or_fail(
 
 
 def worker_fail(
-    *, worker_id: UUID | str, error: str, category: str = "AGENT_ERROR", actor: str = ""
+    *, worker_id: UUID | str, error: str, category: str = ErrorCategory.AGENT_ERROR, actor: str = ""
 ) -> bool:
     """The attempt failed: retry the item with backoff, or fail it after MAX_RETRIES."""
     return _end_attempt(
         worker_id=worker_id,
         to=WorkerStatus.FAILED,
         error=error or "failed",
-        category=category or "AGENT_ERROR",
+        category=category or ErrorCategory.AGENT_ERROR,
         actor=actor or f"worker:{worker_id}",
         retry=True,
         repeat_ok=(WorkerStatus.FAILED,),
@@ -202,7 +200,7 @@ def worker_stuck(*, worker_id: UUID | str, reason: str, attempts: int = 0) -> bo
         worker_id=worker_id,
         to=WorkerStatus.STUCK,
         error=f"stuck: {reason}" + (f" (after {attempts} attempts)" if attempts else ""),
-        category="STUCK",
+        category=ErrorCategory.STUCK,
         actor=f"worker:{worker_id}",
         retry=True,
         repeat_ok=(WorkerStatus.STUCK,),
@@ -249,7 +247,7 @@ def worker_kill(*, worker_id: UUID | str, reason: str = "", actor: str = "system
             worker_id=worker_id,
             to=WorkerStatus.KILLED,
             error=f"killed: {reason}" if reason else "killed",
-            category="KILLED",
+            category=ErrorCategory.KILLED,
             actor=actor,
             retry=False,
             repeat_ok=(WorkerStatus.KILLED,),

@@ -14,6 +14,7 @@ from django.db import transaction
 from django.db.models import Value
 from django.db.models.functions import Coalesce
 
+from orchestration.choices import EventKind
 from orchestration.clock import db_now
 from orchestration.errors import Fenced, ValidationFailed
 from orchestration.models import Worker, WorkerStatus, WorkItem, WorkItemStatus
@@ -45,7 +46,7 @@ def worker_mark_started(*, worker_id: UUID | str, container_id: str) -> bool:
         event_record(
             work_item=item,
             worker=worker,
-            kind="started",
+            kind=EventKind.STARTED,
             from_status=item.status,
             to_status=WorkItemStatus.IN_PROGRESS,
             data={"containerId": container_id},

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 
 class Category:
-    """Failure categories sent as ``category`` in the fail callback."""
+    """Failure categories sent as ``category`` in the fail callback (a subset of the
+    orchestrator's ``orchestration.choices.ErrorCategory``, which decides their retry)."""
 
     CONFIG_ERROR = "CONFIG_ERROR"  # bad or missing environment, unknown agent, missing binary
     CALLBACK_ERROR = "CALLBACK_ERROR"  # the orchestrator refused or could not be reached
@@ -21,6 +22,14 @@ class Category:
     PR_ERROR = "PR_ERROR"  # the branch is pushed but the pull request could not be opened
     TERMINATED = "TERMINATED"  # SIGTERM / SIGINT before the attempt finished
     INTERNAL_ERROR = "INTERNAL_ERROR"  # a bug in the harness: the stack is sent too
+
+
+# The harness's own copy of the names it reports: it runs inside the container on the
+# standard library alone, so it cannot import the orchestrator's ``ErrorCategory``. Every
+# name must be a member of that (tests/test_vocabularies.py fails when the two drift).
+CATEGORIES: tuple[str, ...] = tuple(
+    value for name, value in vars(Category).items() if name.isupper()
+)
 
 
 class HarnessError(Exception):

@@ -1,0 +1,148 @@
+"""Whim's vocabularies: the kinds of event on an item's timeline and the failure categories
+an attempt ends with, each named once, with the sets the retry decision reads.
+
+Bottom of the dependency graph (Django only): models, services, the admin and the runtime
+all read it. Statuses stay on their models (``WorkItemStatus``, ``WorkerStatus``).
+
+Every member equals the string stored in the database, so rows written before these names
+existed, and tests comparing with plain strings, still match.
+"""
+
+from __future__ import annotations
+
+from enum import property as enum_property
+
+from django.db import models
+
+
+class Spelled(models.TextChoices):
+    """Choices labelled with their stored value: the admin shows ``attempt_failed`` and
+    ``RESOURCE_ERROR`` as they are written on the rows, not a title-cased paraphrase."""
+
+    @enum_property
+    def label(self) -> str:
+        return str(self.value)
+
+
+class EventKind(Spelled):
+    """What a ``WorkItemEvent`` records (its ``kind``)."""
+
+    # The item's own life.
+    SUBMITTED = "submitted"  # created by a client, or a verification item by a completion
+    SPEC_GENERATED = "spec_generated"  # generating → queued: the spec was written
+    CLAIMED = "claimed"  # queued → assigned: the claim created an attempt
+    STARTED = "started"  # assigned → in_progress: the attempt's container is up
+    COMPLETED = "completed"  # the attempt completed the item
+    RETRY_SCHEDULED = "retry_scheduled"  # an attempt ended; the item waits for its backoff
+    FAILED = "failed"  # an attempt ended and no retry is left (or allowed)
+    CANCELLED = "cancelled"  # an operator or client cancelled the item
+    REQUEUED = "requeued"  # a finished item put back in the queue (resets the quarantine count)
+    RECOVERED = "recovered"  # active without a live attempt: back to the queue by the sweep
+    PRIORITY_CHANGED = "priority_changed"  # an operator changed the priority
+
+    # File locks taken, refused or freed by hand.
+    LOCKS_ACQUIRED = "locks_acquired"
+    LOCK_BLOCKED = "lock_blocked"  # another worker holds a path: why the attempt waits
+    LOCK_RELEASED = "lock_released"  # an operator freed a lock
+
+    # A superseded attempt ended (the item is no longer its to move): one per worker ending.
+    ATTEMPT_FAILED = "attempt_failed"
+    ATTEMPT_STUCK = "attempt_stuck"
+    ATTEMPT_LOST = "attempt_lost"
+    ATTEMPT_KILLED = "attempt_killed"
+
+    # The runtime could not stop or remove a container (at most one per ten minutes).
+    CONTAINER_CLEANUP_FAILED = "container_cleanup_failed"
+    # Someone reviewed the item's pull request on GitHub (reviews' webhook).
+    GITHUB_REVIEW = "github_review"
+
+
+class ErrorCategory(Spelled):
+    """Why an attempt ended other than by completing (``error_category`` on the worker and
+    its item). Grouped by the set each belongs to; the line beside each says what it means
+    and why it is there.
+
+    A worker may also report a category of its own (the fail callback accepts any
+    UPPER_SNAKE_CASE name, as the original Whim's workers send them): one not named here is
+    retryable and not counted for quarantine, like the last group below.
+    """
+
+    # --- infrastructure: retried, and counted for quarantine. The machinery under the
+    # attempt failed, not the agent; an item that keeps killing its attempts this way is a
+    # crash loop that no retry fixes, so QUARANTINE_AFTER of them fail it.
+    RESOURCE_ERROR = "RESOURCE_ERROR"  # container OOM-killed: the item may be too big to run
+    CONTAINER_LOST = "CONTAINER_LOST"  # a running worker's container vanished
+    CRASHED = "CRASHED"  # the container died (non-zero exit or a signal) mid-attempt
+    HEARTBEAT_TIMEOUT = "HEARTBEAT_TIMEOUT"  # silent past STALE_THRESHOLD + HEARTBEAT_GRACE
+    START_TIMEOUT = "START_TIMEOUT"  # no container came up within ASSIGNED_TIMEOUT
+    START_ERROR = "START_ERROR"  # the runtime refused to start the container
+    TERMINATED = "TERMINATED"  # the harness got SIGTERM/SIGINT (a host or container stop)
+
+    # --- permanent: never retried. The same input would fail the same way again.
+    VALIDATION_ERROR = "VALIDATION_ERROR"  # a worker reports the work item itself is invalid
+    CONFIG_ERROR = "CONFIG_ERROR"  # bad environment, unknown agent, missing binary
+    CONTAINER_ERROR = "CONTAINER_ERROR"  # image/entrypoint broken: exited before registering
+    PERMANENT = "PERMANENT"  # a worker says outright that no retry can help
+    KILLED = "KILLED"  # an operator killed the attempt: retrying would undo them (requeue it)
+
+    # --- retryable, not infrastructure: the attempt's own failure. Retried up to MAX_RETRIES
+    # (that bound, not quarantine, stops a hopeless item); quarantine stays for crash loops.
+    AGENT_ERROR = "AGENT_ERROR"  # the agent failed (the default): a fresh run may not
+    STUCK = "STUCK"  # the agent reported it cannot progress: a fresh start may
+    # The stuck sweep: alive and heartbeating but no iteration or tokens for PROGRESS_TIMEOUT.
+    # Kept out of infrastructure: the machinery works (heartbeats arrive); the agent stalls.
+    NO_PROGRESS = "NO_PROGRESS"
+    # The container exited 0 without reporting complete. Kept out of infrastructure: the
+    # container ran to a clean exit; what is missing is the harness's report, an attempt
+    # failure that a retry can repair and that says nothing about the host.
+    NO_RESULT = "NO_RESULT"
+    # Ran past WORKER_TIMEOUT and was killed. Kept out of infrastructure: the container was
+    # healthy, only slow; quarantine is for attempts that die, not ones that run long.
+    TIMEOUT = "TIMEOUT"
+    # The agent finished without changing any file. Retryable: agents are not deterministic
+    # and another run may do the work; not infrastructure: nothing under it failed.
+    NO_CHANGES = "NO_CHANGES"
+    # The branch is pushed but GitHub would not open the pull request. Retryable: GitHub's
+    # refusals and outages pass, and the pushed branch is a checkpoint the retry resumes
+    # from; not infrastructure: it is GitHub's answer, not Whim's machinery dying.
+    PR_ERROR = "PR_ERROR"
+    CALLBACK_ERROR = "CALLBACK_ERROR"  # the orchestrator refused or was unreachable: passes
+    CLONE_ERROR = "CLONE_ERROR"  # clone or checkout failed: a network or remote blip passes
+    LOCK_ERROR = "LOCK_ERROR"  # the lock answer made no sense to the harness
+    COMMIT_ERROR = "COMMIT_ERROR"  # git add / commit failed in the workspace
+    PUSH_ERROR = "PUSH_ERROR"  # push rejected or failed: a fresh clone may push
+    INTERNAL_ERROR = "INTERNAL_ERROR"  # a harness bug (stack attached): retried, bounded
+
+    # --- outcomes written by Whim itself, never passed to the retry decision (a worker that
+    # reported one would get the default: retryable, not counted).
+    QUARANTINED = "QUARANTINED"  # the verdict on a crash loop: the item is failed
+    CANCELLED = "CANCELLED"  # the item was cancelled; its running attempt killed with it
+
+
+# Counted for quarantine (see the infrastructure group above).
+INFRASTRUCTURE_CATEGORIES: frozenset[str] = frozenset(
+    {
+        ErrorCategory.RESOURCE_ERROR,
+        ErrorCategory.CONTAINER_LOST,
+        ErrorCategory.CRASHED,
+        ErrorCategory.HEARTBEAT_TIMEOUT,
+        ErrorCategory.START_TIMEOUT,
+        ErrorCategory.START_ERROR,
+        ErrorCategory.TERMINATED,
+    }
+)
+
+# Never retried (see the permanent group above).
+PERMANENT_CATEGORIES: frozenset[str] = frozenset(
+    {
+        ErrorCategory.VALIDATION_ERROR,
+        ErrorCategory.CONFIG_ERROR,
+        ErrorCategory.CONTAINER_ERROR,
+        ErrorCategory.PERMANENT,
+        ErrorCategory.KILLED,
+    }
+)
+
+# Everything not permanent is retried (infrastructure included, until quarantine); the retry
+# decision tests ``not in PERMANENT_CATEGORIES`` so a worker's own category is retried too.
+RETRYABLE_CATEGORIES: frozenset[str] = frozenset(ErrorCategory) - PERMANENT_CATEGORIES
