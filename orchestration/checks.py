@@ -77,6 +77,21 @@ def check_limits(app_configs: Any, **kwargs: Any) -> list[CheckMessage]:
                 id="orchestration.E024",
             )
         )
+    if settings.WHIM_CALLBACK_PORT == settings.PORT or not 0 < settings.WHIM_CALLBACK_PORT < 65536:
+        errors.append(
+            Error(
+                f"WHIM_CALLBACK_PORT ({settings.WHIM_CALLBACK_PORT}) must be a port other than "
+                f"PORT ({settings.PORT}): it serves worker callbacks only, to containers.",
+                id="orchestration.E030",
+            )
+        )
+    if settings.WORKER_EGRESS not in ("none", "allowlist", "open"):
+        errors.append(
+            Error(
+                f"WORKER_EGRESS {settings.WORKER_EGRESS!r} is not one of none, allowlist, open.",
+                id="orchestration.E031",
+            )
+        )
     if not settings.RETRY_DELAYS or any(d < 0 for d in settings.RETRY_DELAYS):
         errors.append(
             Error(

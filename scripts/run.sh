@@ -11,7 +11,8 @@
 # backoff, up to RESTART_LIMIT (5) times; if the web process dies, or a Celery one dies once
 # more, the others are stopped and this exits non-zero.
 #
-# Environment: PORT (8000), FLOWER_PORT (5555), FLOWER_BASIC_AUTH (user:password),
+# Environment: PORT (8000), WHIM_CALLBACK_PORT (PORT + 1), FLOWER_PORT (5555),
+# FLOWER_BASIC_AUTH (user:password),
 # WORKER_CONCURRENCY (2), STOP_TIMEOUT (30).
 set -euo pipefail
 
@@ -30,6 +31,8 @@ fi
 command -v setsid >/dev/null 2>&1 || die "setsid (util-linux) is required"
 
 PORT="${PORT:-8000}"
+# The callback listener: the one port worker containers reach (it serves /w/… only).
+export WHIM_CALLBACK_PORT="${WHIM_CALLBACK_PORT:-$((PORT + 1))}"
 FLOWER_PORT="${FLOWER_PORT:-5555}"
 WORKER_CONCURRENCY="${WORKER_CONCURRENCY:-2}"
 STOP_TIMEOUT="${STOP_TIMEOUT:-30}"
@@ -176,10 +179,11 @@ if [[ "$runtime" == "auto" || "$runtime" == "docker" ]]; then
     if bash "$ROOT/scripts/docker.sh" >&2 && bash "$ROOT/workers/image/build.sh" >&2; then
         export WHIM_RUNTIME=docker
         gateway="$("$PY" manage.py whim_runtime --gateway)"
-        # Containers call back through the worker network's gateway.
-        web_binds+=(-b "$gateway:$PORT")
+        # Containers call back through the worker network's gateway, on a listener of its
+        # own that serves worker callbacks only (the firewall lets them reach nothing else).
+        web_binds+=(-b "$gateway:$WHIM_CALLBACK_PORT")
         export ALLOWED_HOSTS="${ALLOWED_HOSTS:-localhost,127.0.0.1,[::1]},$gateway"
-        export WHIM_CALLBACK_URL="${WHIM_CALLBACK_URL:-http://$gateway:$PORT}"
+        export WHIM_CALLBACK_URL="${WHIM_CALLBACK_URL:-http://$gateway:$WHIM_CALLBACK_PORT}"
         log "runtime: docker (worker image ${WORKER_IMAGE:-whim-worker:latest}, callbacks via $gateway)"
     elif [[ "$runtime" == "docker" ]]; then
         die "WHIM_RUNTIME=docker, but no Docker engine or worker image could be had (see above)"

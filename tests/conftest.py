@@ -50,6 +50,8 @@ def _test_limits(settings: Any) -> None:
     settings.MAX_WORKERS = 50
     settings.DAILY_BUDGET = 10_000
     settings.WHIM_RUNTIME = "fake"
+    # No egress allowlist: resolving its host names would send DNS queries off this machine.
+    settings.WORKER_EGRESS = "none"
 
 
 @pytest.fixture

@@ -87,22 +87,28 @@ def docker_stack(celery_workers: Any, settings: Any) -> Iterator[Any]:
         client.images.get(os.environ.get("WORKER_IMAGE", "whim-worker:latest"))
     except Exception as exc:
         pytest.fail(f"these tests need dockerd and the worker image (`make worker-image`): {exc}")
-    from workers.docker_runtime import DockerRuntime
+    from workers import firewall
+    from workers.docker_runtime import DockerRuntime, bridge_name
 
-    gateway = DockerRuntime().ensure_network()
     instance = f"test-{uuid.uuid4().hex[:8]}"
+    network = f"whim-{instance}"  # the instance's own worker network, as in production
+    settings.WHIM_INSTANCE, settings.WHIM_DOCKER_NETWORK = instance, network
     repos = REPOS_ROOT / instance
     repos.mkdir(parents=True)
     procs: list[subprocess.Popen[bytes]] = []
     made: list[DockerStack] = []
 
     def make(**env: str) -> DockerStack:
-        port = free_port()
+        port, callback_port = free_port(), free_port()
+        settings.WHIM_CALLBACK_PORT = callback_port
+        gateway = DockerRuntime().ensure_network()
         overrides = {
             "WHIM_RUNTIME": "docker",
             "WHIM_INSTANCE": instance,
+            "WHIM_DOCKER_NETWORK": network,
             "PORT": str(port),
-            "WHIM_CALLBACK_URL": f"http://{gateway}:{port}",
+            "WHIM_CALLBACK_PORT": str(callback_port),
+            "WHIM_CALLBACK_URL": f"http://{gateway}:{callback_port}",
             "ALLOWED_HOSTS": "*",
             "WHIM_GIT_BASE_URL": f"file://{repos}/",
             "WHIM_LOCAL_REPOS_DIR": str(repos),
@@ -110,6 +116,8 @@ def docker_stack(celery_workers: Any, settings: Any) -> Iterator[Any]:
             "HEARTBEAT_INTERVAL": "1",
             "RETRY_DELAYS": "1,1,1",
             "WORKER_MEMORY": "512m",
+            # Local repos only: nothing to allow (and no DNS queries off this machine).
+            "WORKER_EGRESS": "none",
             "FAST_EXIT_SECONDS": "10",
             **env,
         }
@@ -119,7 +127,7 @@ def docker_stack(celery_workers: Any, settings: Any) -> Iterator[Any]:
         procs.append(
             start_web(
                 env={**workers.env, **overrides},
-                binds=[f"127.0.0.1:{port}", f"{gateway}:{port}"],
+                binds=[f"127.0.0.1:{port}", f"{gateway}:{callback_port}"],
                 log=ROOT / "test-artifacts" / f"{instance}-web.log",
             )
         )
@@ -140,4 +148,8 @@ def docker_stack(celery_workers: Any, settings: Any) -> Iterator[Any]:
     ):
         with contextlib.suppress(docker.errors.NotFound):  # the observer got there first
             container.remove(force=True, v=True)
+    with contextlib.suppress(docker.errors.NotFound, docker.errors.APIError):
+        client.networks.get(network).remove()
+    if firewall.usable():
+        firewall.remove(bridge_name(network))
     shutil.rmtree(repos, ignore_errors=True)

@@ -91,8 +91,14 @@ def test_gateway_prints_the_worker_networks_gateway(settings: Any) -> None:
     settings.WHIM_RUNTIME = "docker"
     settings.WHIM_DOCKER_NETWORK = "whim-workers-test"
     client = mock.Mock()
-    client.networks.get.return_value.attrs = {"IPAM": {"Config": [{"Gateway": "172.30.0.1"}]}}
-    with mock.patch("workers.docker_runtime.docker.from_env", return_value=client):
+    client.networks.get.return_value.attrs = {
+        "IPAM": {"Config": [{"Gateway": "172.30.0.1"}]},
+        "Options": {"com.docker.network.bridge.name": "whimtest"},
+    }
+    with (
+        mock.patch("workers.docker_runtime.docker.from_env", return_value=client),
+        mock.patch("workers.firewall.usable", return_value=False),  # no rules for a fake bridge
+    ):
         out = whim_runtime("--gateway")
 
     assert out == "172.30.0.1\n"

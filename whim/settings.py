@@ -58,6 +58,7 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    "orchestration.api.middleware.CallbackListenerMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "orchestration.api.middleware.ApiErrorMiddleware",
@@ -205,7 +206,8 @@ WHIM_INSTANCE = env.str("WHIM_INSTANCE", default="default")
 
 # --- Workers: the container each attempt runs in -------------------------------
 WORKER_IMAGE = env.str("WORKER_IMAGE", default="whim-worker:latest")
-WHIM_DOCKER_NETWORK = env.str("WHIM_DOCKER_NETWORK", default="whim-workers")
+# Each instance has its own worker network (inter-container traffic off; network policy).
+WHIM_DOCKER_NETWORK = env.str("WHIM_DOCKER_NETWORK", default=f"whim-{WHIM_INSTANCE}")
 WHIM_DOCKER_RUNTIME = env.str("WHIM_DOCKER_RUNTIME", default="")  # e.g. runsc (gVisor)
 DOCKER_TIMEOUT = env.int("DOCKER_TIMEOUT", default=30)
 WORKER_MEMORY = env.str("WORKER_MEMORY", default="4g")
@@ -214,6 +216,26 @@ WORKER_PIDS = env.int("WORKER_PIDS", default=256)
 WORKER_TMPFS_SIZE = env.str("WORKER_TMPFS_SIZE", default="512m")
 WORKER_TIMEOUT = env.int("WORKER_TIMEOUT", default=3600)
 WHIM_CALLBACK_URL = env.str("WHIM_CALLBACK_URL", default="")
+
+# --- Workers: network policy (workers/firewall.py; README "Security model") -----
+# The callback listener: the only port containers reach on this host; it serves /w/… only.
+WHIM_CALLBACK_PORT = env.int("WHIM_CALLBACK_PORT", default=PORT + 1)
+# What a container may reach beyond the callback listener: none | allowlist | open.
+WORKER_EGRESS = env.str("WORKER_EGRESS", default="allowlist")
+# allowlist mode: host names (resolved when the network is set up) or IP addresses/networks.
+WORKER_EGRESS_ALLOW = env.list(
+    "WORKER_EGRESS_ALLOW",
+    default=[
+        "github.com",
+        "api.github.com",
+        "codeload.github.com",
+        "api.anthropic.com",
+        "api.openai.com",
+        "pypi.org",
+        "files.pythonhosted.org",
+        "registry.npmjs.org",
+    ],
+)
 WHIM_AGENT = env.str("WHIM_AGENT", default="mock")
 WHIM_AGENT_COMMAND = env.str("WHIM_AGENT_COMMAND", default="")
 # Names of variables passed through to containers (agent and GitHub credentials).

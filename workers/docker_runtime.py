@@ -3,7 +3,9 @@
 Hardening (all configurable sizes): non-root user, every capability dropped,
 no-new-privileges, read-only root filesystem with tmpfs /tmp and a writable /workspace
 volume, memory with no swap, CPU and PID limits, no privileged mode, no host network or PID
-namespace, no Docker socket, a dedicated bridge network. The environment holds only what the
+namespace, no Docker socket, the instance's own bridge network with inter-container traffic
+off and a firewall (``workers/firewall.py``): a container reaches the callback listener and
+what ``WORKER_EGRESS`` allows, nothing else. The environment holds only what the
 job needs (see ``worker_environment``): never SECRET_KEY, database or broker URLs.
 """
 
@@ -12,9 +14,12 @@ from __future__ import annotations
 import collections
 import contextlib
 import datetime as dt
+import functools
+import hashlib
 import logging
 import time
 from typing import Any
+from urllib.parse import urlsplit
 
 import docker
 from django.conf import settings
@@ -23,6 +28,7 @@ from docker.models.containers import Container
 from docker.types import Mount
 
 from orchestration.models import Worker, WorkItem
+from workers import firewall
 from workers.runtime import ContainerRuntime, ContainerState, register, worker_environment
 
 logger = logging.getLogger(__name__)
@@ -62,6 +68,35 @@ def _docker_time(value: object) -> dt.datetime | None:
     return None if parsed.year == 1 or parsed.tzinfo is None else parsed
 
 
+ICC_OPTION = "com.docker.network.bridge.enable_icc"
+BRIDGE_NAME_OPTION = "com.docker.network.bridge.name"
+
+
+def bridge_name(network: str) -> str:
+    """A stable interface name for the network's bridge (at most 15 characters), so the
+    firewall can name it."""
+    return "whim" + hashlib.sha256(network.encode()).hexdigest()[:10]
+
+
+@functools.cache
+def _firewall_once(bridge: str, callback_port: int, egress: str, gateway: str) -> None:
+    """Apply the network policy once per process and policy (a start calls this each time)."""
+    if not firewall.usable():
+        logger.warning(
+            "not root or no iptables: the worker network %s has no firewall (containers can "
+            "reach this host's services and any address; README, Security model)",
+            bridge,
+        )
+        return
+    allow = firewall.resolve(settings.WORKER_EGRESS_ALLOW) if egress == "allowlist" else ()
+    callback_host = urlsplit(settings.WHIM_CALLBACK_URL).hostname or gateway
+    if callback_host != gateway:  # callbacks to another host go out through the FORWARD path
+        allow = (*allow, *firewall.resolve([callback_host]))
+    firewall.apply(
+        firewall.Policy(bridge=bridge, callback_port=callback_port, egress=egress, allow=allow)
+    )
+
+
 @register("docker")
 class DockerRuntime(ContainerRuntime):
     name = "docker"
@@ -75,27 +110,44 @@ class DockerRuntime(ContainerRuntime):
 
     # -- network ---------------------------------------------------------------------------
     def ensure_network(self) -> str:
-        """The dedicated bridge network's gateway address (created on first use)."""
+        """The instance's worker network's gateway address; the network is created on first
+        use (inter-container traffic off, a bridge name of our own) and its firewall
+        (``workers/firewall.py``) applied once per process."""
         name = settings.WHIM_DOCKER_NETWORK
         try:
             network = self.client.networks.get(name)
         except NotFound:
             try:
                 network = self.client.networks.create(
-                    name, driver="bridge", labels={LABEL_INSTANCE: settings.WHIM_INSTANCE}
+                    name,
+                    driver="bridge",
+                    labels={LABEL_INSTANCE: settings.WHIM_INSTANCE},
+                    options={
+                        ICC_OPTION: "false",
+                        BRIDGE_NAME_OPTION: bridge_name(name),
+                    },
                 )
             except APIError:  # created concurrently
                 network = self.client.networks.get(name)
             network.reload()
         configs = network.attrs.get("IPAM", {}).get("Config") or [{}]
         gateway: str = configs[0].get("Gateway", "")
+        options = network.attrs.get("Options") or {}
+        if options.get(ICC_OPTION) != "false":
+            logger.warning(
+                "worker network %s lets containers reach each other (made before Whim turned "
+                "inter-container traffic off): remove it so the next start makes it anew",
+                name,
+            )
+        bridge = options.get(BRIDGE_NAME_OPTION) or f"br-{(network.id or '')[:12]}"
+        _firewall_once(bridge, settings.WHIM_CALLBACK_PORT, settings.WORKER_EGRESS, gateway)
         return gateway
 
     def callback_base(self) -> str:
         """The orchestrator URL as seen from a container (WHIM_CALLBACK_URL wins)."""
         if settings.WHIM_CALLBACK_URL:
             return str(settings.WHIM_CALLBACK_URL).rstrip("/")
-        return f"http://{self.ensure_network()}:{settings.PORT}"
+        return f"http://{self.ensure_network()}:{settings.WHIM_CALLBACK_PORT}"
 
     # -- lifecycle -------------------------------------------------------------------------
     def _find(self, container_id: str) -> Container | None:

@@ -1,4 +1,5 @@
-"""Edge guards for the JSON routes: body size (413), database down (503), no stack traces."""
+"""Edge guards: the JSON routes' body size (413), database down (503) and no stack traces;
+the callback listener serving worker callbacks only."""
 
 from __future__ import annotations
 
@@ -66,3 +67,22 @@ def _too_large() -> HttpResponse:
         f"Request body is larger than {limit} bytes",
         {"limit": limit},
     )
+
+
+class CallbackListenerMiddleware:
+    """The callback listener (``WHIM_CALLBACK_PORT``, the one port on this host a worker
+    container may reach) serves the worker callback routes (``/w/<token>/…``) and nothing
+    else: the console, the admin, the client API and ``/metrics`` answer 404 there.
+
+    The listener is told apart by the port the request arrived on (the WSGI server's
+    ``SERVER_PORT``), not by anything the client sends.
+    """
+
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        on_callback_listener = request.META.get("SERVER_PORT") == str(settings.WHIM_CALLBACK_PORT)
+        if on_callback_listener and not request.path.startswith("/w/"):
+            return error_response(404, "NOT_FOUND", "Not found")
+        return self.get_response(request)
