@@ -10,7 +10,6 @@ import dataclasses
 import datetime as dt
 import logging
 from typing import Any
-from uuid import UUID
 
 from django.conf import settings
 from django.db.models import Count, Q
@@ -333,13 +332,3 @@ def locks_list(*, limit: int = 500) -> dict[str, Any]:
 def item_attempts(item: WorkItem) -> list[Worker]:
     return list(item.workers.order_by("created_at").select_related("metrics"))
 
-
-def parse_uuid_list(values: list[str], *, limit: int) -> list[UUID]:
-    """The well-formed UUIDs among ``values`` (at most ``limit``), malformed ones dropped."""
-    out: list[UUID] = []
-    for value in values[:limit]:
-        try:
-            out.append(UUID(value))
-        except ValueError:
-            continue
-    return out

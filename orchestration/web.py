@@ -28,7 +28,7 @@ from django_htmx.middleware import HtmxDetails
 from orchestration import dashboard
 from orchestration.errors import QueueFull, ValidationFailed, WhimError
 from orchestration.forms.branches import derive_branch, validate_branch
-from orchestration.forms.clients import QueueQueryForm, WorkItemSubmitForm
+from orchestration.forms.clients import QueueQueryForm, WorkItemSubmitForm, parse_uuid_list
 from orchestration.models import QUEUE_STATUS_NAMES, Worker, WorkItem
 from orchestration.nudge import broker_reachable
 from orchestration.registry import runtime
@@ -198,7 +198,7 @@ def _bulk_targets(
         if asof is not None:
             qs = qs.filter(created_at__lte=asof)
     else:
-        ids = dashboard.parse_uuid_list(request.POST.getlist("ids"), limit=BULK_MAX)
+        ids = parse_uuid_list(request.POST.getlist("ids"), limit=BULK_MAX)
         qs = WorkItem.objects.filter(pk__in=ids)
     qs = qs.filter(status__in=eligible)
     counted = qs.aggregate(total=Count("pk"), newest=Max("created_at"))
