@@ -1,13 +1,14 @@
 """The operator's console: server-rendered pages (login required, CSRF) with htmx for live parts.
 
 Views parse input and call the same services as the API (STYLE.md §1); read-side queries live
-in ``selectors`` and ``dashboard``. An htmx request (``HX-Request``) gets only the fragment it
+in ``selectors`` and ``pages``. An htmx request (``HX-Request``) gets only the fragment it
 polls, so the live parts are the same template code as the full page.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Mapping
 from typing import Any
 from urllib.parse import urlencode
 from uuid import UUID
@@ -25,12 +26,12 @@ from django.utils.dateparse import parse_datetime
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 from django_htmx.middleware import HtmxDetails
 
-from orchestration import dashboard
 from orchestration.errors import QueueFull, ValidationFailed, WhimError
 from orchestration.forms.branches import derive_branch, validate_branch
-from orchestration.forms.clients import QueueQueryForm, WorkItemSubmitForm
+from orchestration.forms.clients import QueueQueryForm, WorkItemSubmitForm, parse_uuid_list
 from orchestration.models import QUEUE_STATUS_NAMES, Worker, WorkItem
 from orchestration.nudge import broker_reachable
+from orchestration.pages import console, explain
 from orchestration.registry import runtime
 from orchestration.selectors import queue_filter, queue_list
 from orchestration.services.bulk import WorkItemAction, work_item_act, work_items_bulk
@@ -52,7 +53,7 @@ def _is_htmx(request: HttpRequest) -> bool:
 
 
 def _page_or_fragment(
-    request: HttpRequest, page: str, fragment: str, context: dict[str, Any]
+    request: HttpRequest, page: str, fragment: str, context: Mapping[str, Any]
 ) -> HttpResponse:
     """The whole page, or only the part htmx polls; caches keep the two apart."""
     response = render(request, fragment if _is_htmx(request) else page, context)
@@ -67,7 +68,7 @@ def _page_or_fragment(
 @require_GET
 def dashboard_page(request: HttpRequest) -> HttpResponse:
     """Workers, queue, budget, today's results, cost and 24-hour charts; polled every 10 s."""
-    context = dashboard.dashboard_summary(broker_ok=broker_reachable())
+    context = console.dashboard_summary(broker_ok=broker_reachable())
     return _page_or_fragment(
         request, "orchestration/dashboard.html", "orchestration/_dashboard_panel.html", context
     )
@@ -194,7 +195,7 @@ def _bulk_targets(
         if asof is not None:
             qs = qs.filter(created_at__lte=asof)
     else:
-        ids = dashboard.parse_uuid_list(request.POST.getlist("ids"), limit=BULK_MAX)
+        ids = parse_uuid_list(request.POST.getlist("ids"), limit=BULK_MAX)
         qs = WorkItem.objects.filter(pk__in=ids)
     qs = qs.filter(status__in=eligible)
     counted = qs.aggregate(total=Count("pk"), newest=Max("created_at"))
@@ -275,8 +276,8 @@ def _work_live_context(request: HttpRequest, item: WorkItem) -> dict[str, Any]:
     events = list(reversed(events[:TIMELINE_MAX]))
     return {
         "item": item,
-        "why": dashboard.why_not_running(item),
-        "attempts": dashboard.item_attempts(item),
+        "why": explain.why_not_running(item),
+        "attempts": console.item_attempts(item),
         "events": events,
         "events_more": more,
         "reviews": list(item.reviews.order_by("created_at")) if hasattr(item, "reviews") else [],
@@ -359,7 +360,7 @@ def work_requeue(request: HttpRequest, pk: UUID) -> HttpResponse:
 def workers_page(request: HttpRequest) -> HttpResponse:
     """Active workers (heartbeat age, iteration, progress) and recent ones; polled every 3 s."""
     context = {
-        **dashboard.workers_live(),
+        **console.workers_live(),
         "stale_threshold": settings.STALE_THRESHOLD,
     }
     return _page_or_fragment(
@@ -384,4 +385,4 @@ def worker_kill_view(request: HttpRequest, pk: UUID) -> HttpResponse:
 @require_GET
 def locks_page(request: HttpRequest) -> HttpResponse:
     """Who holds which files, since when, until when."""
-    return render(request, "orchestration/locks.html", dashboard.locks_list())
+    return render(request, "orchestration/locks.html", console.locks_list())

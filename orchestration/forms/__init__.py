@@ -8,7 +8,8 @@ A package of small modules, one per kind of caller:
 - ``fields``: the strict fields, their shared wording, ``ErrorFirstForm`` and the small value
   checks (``contains_nul``, ``bounded_seconds``) that the fields and other edges share;
 - ``branches``: the branch-name rules (``validate_branch``, ``derive_branch``);
-- ``clients``: what people and programs send (submit, requeue, kill, the queue query);
+- ``clients``: what people and programs send (submit, requeue, kill, the queue query, the
+  ids a bulk action selects);
 - ``callbacks``: what a worker's harness reports (register, heartbeat, lock, complete, fail,
   stuck) and the normalisation of the paths it locks.
 

@@ -1,12 +1,14 @@
 """Forms for clients: what people and programs send (API.md "Work items", "Queue").
 
 POST /api/work, the web form and ``whim submit`` (``WorkItemSubmitForm``); requeue and kill;
-the GET /api/queue query (``QueueQueryForm``) and its status filters.
+the GET /api/queue query (``QueueQueryForm``) and its status filters; the ids the queue page's
+bulk actions send (``parse_uuid_list``).
 """
 
 from __future__ import annotations
 
 from typing import Any
+from uuid import UUID
 
 from django import forms
 from django.core.exceptions import ValidationError
@@ -119,3 +121,18 @@ class QueueQueryForm(ErrorFirstForm):
     repo = StrictCharField(required=False, max_length=200)
     cursor = StrictCharField(required=False, max_length=200)
     limit = StrictIntegerField(required=False, min_value=1, max_value=200)
+
+
+def parse_uuid_list(values: list[str], *, limit: int) -> list[UUID]:
+    """The well-formed UUIDs among ``values`` (at most ``limit``), malformed ones dropped.
+
+    The queue page's checkboxes send these; a tampered value selects nothing rather than
+    failing the whole bulk action.
+    """
+    out: list[UUID] = []
+    for value in values[:limit]:
+        try:
+            out.append(UUID(value))
+        except ValueError:
+            continue
+    return out

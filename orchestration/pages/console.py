@@ -1,0 +1,170 @@
+"""The console pages' selectors: the dashboard's summary, live workers, locks, an item's attempts.
+
+Each returns typed rows (frozen dataclasses, in TypedDict page contexts) with what a page computes
+per row — a worker's heartbeat age, a lock's expiry — next to the model instance, instead of
+attributes added to it. Reads only; the dashboard reads the same selectors as /api/status and
+/api/metrics.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+from typing import Any, TypedDict
+
+from django.conf import settings
+
+from orchestration.clock import db_now
+from orchestration.models import FileLock, Worker, WorkItem
+from orchestration.pages.charts import Chart, Throughput, queue_depth_chart, throughput_chart
+from orchestration.pages.explain import gate_sentence
+from orchestration.selectors import metrics_summary, status_summary
+from orchestration.services.dispatch import GateDecision, gate_status
+
+# --- dashboard -------------------------------------------------------------------------------
+
+
+class DashboardSummary(TypedDict):
+    """Everything the dashboard shows (the template's context)."""
+
+    now: dt.datetime
+    status: dict[str, Any]
+    metrics: dict[str, Any]
+    gate: GateDecision
+    gate_sentence: str
+    budget_percent: int
+    oldest: dt.datetime | None
+    avg_duration: dt.timedelta
+    success_percent: float
+    throughput: Throughput
+    queue_depth: Chart
+    flower_url: str
+
+
+def dashboard_summary(*, broker_ok: bool = True) -> DashboardSummary:
+    """Everything the dashboard shows, from the same selectors as /api/status and /api/metrics."""
+    now = db_now()
+    status = status_summary(broker_ok=broker_ok)
+    metrics = metrics_summary()
+    gate = gate_status()
+    budget_used = status["rateLimits"]["iterationsToday"]
+    budget = status["rateLimits"]["dailyBudget"] or 0
+    oldest = status["queue"]["oldest"]
+    return {
+        "now": now,
+        "status": status,
+        "metrics": metrics,
+        "gate": gate,
+        "gate_sentence": gate_sentence(gate, now=now),
+        "budget_percent": min(100, round(100 * budget_used / budget)) if budget else 100,
+        "oldest": dt.datetime.fromisoformat(oldest) if oldest else None,
+        "avg_duration": dt.timedelta(milliseconds=metrics["avgCompletionTime"]),
+        "success_percent": round(metrics["successRate"] * 100, 1),
+        "throughput": throughput_chart(now),
+        "queue_depth": queue_depth_chart(now),
+        "flower_url": flower_url(),
+    }
+
+
+def flower_url() -> str:
+    """Where Flower answers (FLOWER_URL; by default localhost on FLOWER_PORT)."""
+    return str(settings.FLOWER_URL)
+
+
+# --- workers -----------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class WorkerRow:
+    """An active worker as the workers page shows it."""
+
+    worker: Worker
+    # Seconds since the last heartbeat; None before the first one.
+    heartbeat_age: float | None
+    # Active, and its last heartbeat is older than STALE_THRESHOLD.
+    stale: bool
+    # Iterations done out of the item's maximum, 0..100.
+    progress_percent: int
+
+
+class WorkersPage(TypedDict):
+    """Active workers (all, oldest first) and the most recent finished ones (newest first)."""
+
+    active: list[WorkerRow]
+    recent: list[Worker]
+    now: dt.datetime
+
+
+def _worker_row(worker: Worker, now: dt.datetime) -> WorkerRow:
+    beat = worker.last_heartbeat
+    maxi = worker.work_item.max_iterations or 1
+    return WorkerRow(
+        worker=worker,
+        heartbeat_age=(now - beat).total_seconds() if beat else None,
+        stale=bool(
+            worker.is_active
+            and beat is not None
+            and (now - beat).total_seconds() > settings.STALE_THRESHOLD
+        ),
+        progress_percent=min(100, round(100 * worker.iteration / maxi)),
+    )
+
+
+def workers_live(*, limit: int = 100) -> WorkersPage:
+    """Active workers (all) with heartbeat ages, and the most recent finished ones."""
+    now = db_now()
+    active = (
+        Worker.objects.filter(status__in=Worker.ACTIVE)
+        .select_related("work_item")
+        .order_by("created_at")
+    )
+    recent = list(
+        Worker.objects.filter(status__in=Worker.TERMINAL)
+        .select_related("work_item")
+        .order_by("-created_at")[:limit]
+    )
+    return {"active": [_worker_row(w, now) for w in active], "recent": recent, "now": now}
+
+
+# --- locks -------------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class LockRow:
+    """A file lock as the locks page shows it."""
+
+    lock: FileLock
+    # Past its lease: it no longer holds, though the row stays until something clears it.
+    expired: bool
+    held_for: dt.timedelta
+
+
+class LocksPage(TypedDict):
+    """The first ``limit`` locks by repo and path; ``more`` when there are others."""
+
+    locks: list[LockRow]
+    more: bool
+    now: dt.datetime
+
+
+def locks_list(*, limit: int = 500) -> LocksPage:
+    """File locks with their holders, by repo and path; expired ones flagged."""
+    now = db_now()
+    locks = list(
+        FileLock.objects.select_related("worker", "worker__work_item").order_by("repo", "path")[
+            : limit + 1
+        ]
+    )
+    rows = [
+        LockRow(lock=lock, expired=lock.expires_at <= now, held_for=now - lock.acquired_at)
+        for lock in locks[:limit]
+    ]
+    return {"locks": rows, "more": len(locks) > limit, "now": now}
+
+
+# --- one work item -----------------------------------------------------------------------------
+
+
+def item_attempts(item: WorkItem) -> list[Worker]:
+    """The item's attempts, oldest first, with their metrics."""
+    return list(item.workers.order_by("created_at").select_related("metrics"))

@@ -1,0 +1,105 @@
+"""The "why is this not running?" explainer: a work item's wait, in plain language.
+
+``why_not_running`` reads the item's status, its retry schedule, the dispatch gate, its place in
+the claim order and its attempt's latest lock event; ``gate_sentence`` says why the gate is closed
+(the dashboard shows it too). Reads only.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from django.conf import settings
+from django.utils import timezone
+
+from orchestration.choices import EventKind
+from orchestration.clock import db_now
+from orchestration.models import WorkItem, WorkItemEvent, WorkItemStatus
+from orchestration.services.dispatch import GateDecision, gate_status
+
+
+def _when(value: dt.datetime) -> str:
+    return f"{timezone.localtime(value):%Y-%m-%d %H:%M:%S %Z}"
+
+
+def gate_sentence(gate: GateDecision, *, now: dt.datetime) -> str:
+    """The gate's state in plain language ("" when it is open)."""
+    if gate.open:
+        return ""
+    if gate.reason == "capacity":
+        return (
+            f"Waiting for capacity: {gate.active_workers} of {settings.MAX_WORKERS} workers "
+            "are busy."
+        )
+    if gate.reason == "cooldown" and gate.until is not None:
+        return f"Cooling down: the next attempt may start at {_when(gate.until)}."
+    if gate.reason == "budget":
+        until = f" until {_when(gate.until)}" if gate.until else ""
+        return (
+            f"Daily budget exhausted ({gate.spawns_today} of {settings.DAILY_BUDGET} "
+            f"attempts today){until}."
+        )
+    return f"The dispatch gate is closed ({gate.reason})."
+
+
+def _lock_block(item: WorkItem) -> WorkItemEvent | None:
+    """The current attempt's latest lock event, when it is a refusal (it still waits)."""
+    if item.worker_id is None:
+        return None
+    latest = (
+        WorkItemEvent.objects.filter(
+            work_item=item,
+            worker_id=item.worker_id,
+            kind__in=(EventKind.LOCK_BLOCKED, EventKind.LOCKS_ACQUIRED),
+        )
+        .order_by("-created_at", "-id")
+        .first()
+    )
+    return latest if latest is not None and latest.kind == EventKind.LOCK_BLOCKED else None
+
+
+def _ahead_in_queue(item: WorkItem, now: dt.datetime) -> int:
+    """Claimable items the claim would take before this one (its claim order)."""
+    return WorkItem.objects.claimable(now).claimed_before(item).count()
+
+
+def why_not_running(item: WorkItem) -> list[str]:
+    """Plain-language reasons the item is not (or not yet) making progress; [] if it is."""
+    now = db_now()
+    if item.status == WorkItemStatus.GENERATING:
+        return ["Its spec is being generated from the description; then it joins the queue."]
+    if item.status == WorkItemStatus.QUEUED:
+        if item.next_retry_at and item.next_retry_at > now:
+            return [
+                f"Retry {item.retry_count} of {settings.MAX_RETRIES} is scheduled at "
+                f"{_when(item.next_retry_at)}; until then it waits."
+            ]
+        reasons = []
+        sentence = gate_sentence(gate_status(), now=now)
+        if sentence:
+            reasons.append(sentence)
+        ahead = _ahead_in_queue(item, now)
+        if ahead:
+            reasons.append(
+                f"{ahead} item{'s' if ahead != 1 else ''} ahead of it in the queue "
+                "(by type, priority, then age)."
+            )
+        if not reasons:
+            reasons.append(
+                "It is next in line; the dispatcher should start it within "
+                f"{settings.LOOP_INTERVAL:g} seconds. If it does not, check that Celery "
+                "worker and beat are running (Flower, /health/ready)."
+            )
+        return reasons
+    if item.status == WorkItemStatus.ASSIGNED:
+        return [f"Worker {item.worker_id} was assigned; its container is starting."]
+    if item.status == WorkItemStatus.IN_PROGRESS:
+        blocked = _lock_block(item)
+        if blocked is not None:
+            holder = (blocked.data or {}).get("holder") or "another worker"
+            files = blocked.message or ", ".join((blocked.data or {}).get("files") or [])
+            return [
+                f"Blocked by a lock held by worker {holder} on {files} "
+                f"(since {_when(blocked.created_at)}); it waits for the lock to be released."
+            ]
+    return []
