@@ -492,6 +492,23 @@ def test_it_continues_a_branch_that_already_exists_on_the_remote(
     assert len(remote.show(BRANCH, "WHIM_MOCK.md").splitlines()) == 2
 
 
+@pytest.mark.parametrize("hook", ["pre-receive", "update", "post-receive", "post-update"])
+def test_its_push_never_runs_the_remote_repositorys_hooks(
+    harness_env: dict[str, str], remote: Remote, tmp_path: Path, hook: str
+) -> None:
+    # git drops GIT_CONFIG_* (the harness's core.hooksPath) for a local push's receive-pack.
+    marker = tmp_path / "hook-ran"
+    script = remote.bare / "hooks" / hook
+    script.write_text(f"#!/bin/sh\ntouch '{marker}'\n")
+    script.chmod(0o755)
+
+    result = run_harness(harness_env)
+
+    assert result.returncode == 0, explain(result)
+    assert remote.head(BRANCH) is not None, "the branch was not pushed"
+    assert not marker.exists(), f"the repository's {hook} hook ran"
+
+
 def test_a_failing_command_agent_is_an_agent_error_with_masked_output(
     harness_env: dict[str, str], orchestrator: FakeOrchestrator
 ) -> None:

@@ -5,8 +5,10 @@ no-new-privileges, read-only root filesystem with tmpfs /tmp and a writable /wor
 volume, memory with no swap, CPU and PID limits, no privileged mode, no host network or PID
 namespace, no Docker socket, the instance's own bridge network with inter-container traffic
 off and a firewall (``workers/firewall.py``): a container reaches the callback listener and
-what ``WORKER_EGRESS`` allows, nothing else. The environment holds only what the
-job needs (see ``worker_environment``): never SECRET_KEY, database or broker URLs.
+what ``WORKER_EGRESS`` allows, nothing else. Of WHIM_LOCAL_REPOS_DIR, only the item's own
+bare repository, its hooks hidden and its top level read-only (``repo_mounts.py``). The
+environment holds only what the job needs (see ``worker_environment``): never SECRET_KEY,
+database or broker URLs.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from docker.types import Mount
 
 from orchestration.models import Worker, WorkItem
 from workers import firewall
+from workers.repo_mounts import repository_mounts
 from workers.runtime import ContainerRuntime, ContainerState, register, worker_environment
 
 logger = logging.getLogger(__name__)
@@ -171,12 +174,6 @@ class DockerRuntime(ContainerRuntime):
         env = worker_environment(
             worker=worker, work_item=work_item, token=token, callback_base=self.callback_base()
         )
-        volumes: dict[str, dict[str, str]] = {}
-        if settings.WHIM_LOCAL_REPOS_DIR:
-            volumes[settings.WHIM_LOCAL_REPOS_DIR] = {
-                "bind": settings.WHIM_LOCAL_REPOS_DIR,
-                "mode": "rw",
-            }
         options: dict[str, Any] = {
             "image": settings.WORKER_IMAGE,
             "name": name,
@@ -196,7 +193,6 @@ class DockerRuntime(ContainerRuntime):
                 "/home/whim": "rw,nosuid,nodev,size=64m,uid=1000,gid=1000,mode=0700",
             },
             "mounts": [Mount(target="/workspace", source=None, type="volume")],
-            "volumes": volumes,
             "mem_limit": settings.WORKER_MEMORY,
             "memswap_limit": settings.WORKER_MEMORY,
             "nano_cpus": int(settings.WORKER_CPUS * 1_000_000_000),
@@ -205,6 +201,8 @@ class DockerRuntime(ContainerRuntime):
             "network": settings.WHIM_DOCKER_NETWORK,
             "init": True,
         }
+        # Its own repository only, and none of it that can run code (repo_mounts.py).
+        options["mounts"] += repository_mounts(settings.WHIM_LOCAL_REPOS_DIR, work_item.repo)
         if settings.WHIM_DOCKER_RUNTIME:
             options["runtime"] = settings.WHIM_DOCKER_RUNTIME
         try:

@@ -3,7 +3,10 @@
 NOT isolated — the agent runs as this user, on this machine, with this filesystem. It gets
 its own process group (so stop/kill reach every child), resource limits (address space,
 CPU time, open files, core dumps) and its own workspace under WHIM_RUN_DIR/local-workers/.
-The startup banner and `/api/status` say plainly that it is not isolated.
+The startup banner and `/api/status` say plainly that it is not isolated. Nor are
+repositories: the agent can read and write every repository this user can (the docker runtime
+mounts only the item's, ``repo_mounts.py``). The harness's own pushes into a local bare
+repository still run no hook of it (``LOCAL_RECEIVE_PACK`` in ``harness/gitops.py``).
 """
 
 from __future__ import annotations

@@ -4,6 +4,12 @@ Credentials for https never appear on a command line, in a URL, in ``.git/config
 line: the GitHub token travels as an ``http.<base>.extraHeader`` set through git's
 ``GIT_CONFIG_COUNT`` environment variables, scoped to the clone's host, and every error text is
 masked before it leaves this module.
+
+A push into a local bare repository (``file://`` or a path) runs ``git receive-pack`` in that
+repository, and git drops every ``GIT_CONFIG_*`` variable for it: the ``core.hooksPath`` set
+here never reaches it, so the repository's hooks and its config would decide what runs. The
+harness names the receive-pack itself (``LOCAL_RECEIVE_PACK``), with hooks off and no
+auto-gc; see ``workers/repo_mounts.py`` for what else keeps a bare repository inert.
 """
 
 from __future__ import annotations
@@ -16,6 +22,10 @@ from pathlib import Path
 
 from .errors import Category, HarnessError
 from .logs import add_secret, mask
+
+# `-c` on the command itself reaches receive-pack where GIT_CONFIG_* does not. Auto-gc would
+# lock gc.pid at the repository's top level, read-only in a container (repo_mounts.py).
+LOCAL_RECEIVE_PACK = "git -c core.hooksPath=/dev/null -c receive.autogc=false receive-pack"
 
 
 class GitError(HarnessError):
@@ -58,9 +68,11 @@ def git_env(
 class Git:
     """One checkout and the commands the harness runs in it."""
 
-    def __init__(self, *, workdir: Path, env: dict[str, str]) -> None:
+    def __init__(self, *, workdir: Path, env: dict[str, str], local_remote: bool = False) -> None:
         self.workdir = workdir
         self.env = env
+        # Decided by the harness's own WHIM_GIT_BASE_URL, never by the checkout's config.
+        self.local_remote = local_remote
 
     def run(
         self,
@@ -180,10 +192,12 @@ class Git:
         return True
 
     def push(self, branch: str) -> None:
+        receive_pack = [f"--receive-pack={LOCAL_RECEIVE_PACK}"] if self.local_remote else []
         self.run(
             "push",
             "--no-verify",
             "--porcelain",
+            *receive_pack,
             "origin",
             f"HEAD:refs/heads/{branch}",
             category=Category.PUSH_ERROR,

@@ -131,6 +131,7 @@ class Attempt:
                 author_name=config.author_name,
                 author_email=config.author_email,
             ),
+            local_remote=config.git_is_local,
         )
         if config.checkout.exists():
             shutil.rmtree(config.checkout)
