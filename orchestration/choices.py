@@ -80,10 +80,17 @@ class ErrorCategory(Spelled):
 
     # --- permanent: never retried. The same input would fail the same way again.
     VALIDATION_ERROR = "VALIDATION_ERROR"  # a worker reports the work item itself is invalid
-    CONFIG_ERROR = "CONFIG_ERROR"  # bad environment, unknown agent, missing binary
+    # Bad environment, unknown agent, missing binary; also a work item whose repo or branch
+    # breaks the name rules (one stored before they existed): the harness reads the item as
+    # part of its environment, and no retry changes a stored name.
+    CONFIG_ERROR = "CONFIG_ERROR"
     CONTAINER_ERROR = "CONTAINER_ERROR"  # image/entrypoint broken: exited before registering
     PERMANENT = "PERMANENT"  # a worker says outright that no retry can help
     KILLED = "KILLED"  # an operator killed the attempt: retrying would undo them (requeue it)
+    # The harness refused to push to a protected branch (WHIM_PROTECTED_BRANCHES) or to the
+    # repository's default branch. Permanent: the branch is part of the item, so every retry
+    # would be refused the same way; the item needs another branch (a new submit).
+    POLICY_ERROR = "POLICY_ERROR"
 
     # --- retryable, not infrastructure: the attempt's own failure. Retried up to MAX_RETRIES
     # (that bound, not quarantine, stops a hopeless item); quarantine stays for crash loops.
@@ -140,6 +147,7 @@ PERMANENT_CATEGORIES: frozenset[str] = frozenset(
         ErrorCategory.CONTAINER_ERROR,
         ErrorCategory.PERMANENT,
         ErrorCategory.KILLED,
+        ErrorCategory.POLICY_ERROR,
     }
 )
 

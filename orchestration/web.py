@@ -27,7 +27,7 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 from django_htmx.middleware import HtmxDetails
 
 from orchestration.errors import QueueFull, ValidationFailed, WhimError
-from orchestration.forms.branches import derive_branch, validate_branch
+from orchestration.forms.branches import derive_branch, validate_branch, validate_unprotected
 from orchestration.forms.clients import QueueQueryForm, WorkItemSubmitForm, parse_uuid_list
 from orchestration.models import QUEUE_STATUS_NAMES, Worker, WorkItem
 from orchestration.nudge import broker_reachable
@@ -114,6 +114,7 @@ def branch_preview(request: HttpRequest) -> HttpResponse:
             if len(branch) > 250:
                 raise ValidationFailed("must be at most 250 characters")
             validate_branch(branch)
+            validate_unprotected(branch)
         except Exception as exc:
             message = getattr(exc, "messages", None) or [str(exc)]
             context["error"] = f"branch {message[0]}"

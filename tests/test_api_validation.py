@@ -447,7 +447,8 @@ def test_it_refuses_a_big_body_before_checking_anything_else(
 @pytest.mark.parametrize(
     "patch",
     [
-        pytest.param({"repo": "acme/" + "w" * 195}, id="repo_of_200_chars"),
+        # GitHub's bounds: a 39-character owner, a 100-character name (140 in all).
+        pytest.param({"repo": "a" * 39 + "/" + "w" * 100}, id="repo_at_github_limits"),
         pytest.param({"repo": "a-c-m-e/my_repo.js"}, id="repo_with_dash_dot_underscore"),
         pytest.param({"repo": "9acme/.dotfiles"}, id="repo_owner_starting_with_digit"),
         pytest.param({"branch": "b" * 250}, id="branch_of_250_chars"),

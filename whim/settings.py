@@ -188,6 +188,11 @@ MAX_RETRIES = env.int("MAX_RETRIES", default=3)
 RETRY_DELAYS = env.list("RETRY_DELAYS", cast=int, default=[60, 300, 1800])
 MAX_QUEUED = env.int("MAX_QUEUED", default=1000)
 MAX_QUEUED_PER_REPO = env.int("MAX_QUEUED_PER_REPO", default=100)
+# Branches no submit may name and no harness pushes to (fnmatch globs, matched regardless of
+# case); the harness also refuses the repository's own default branch, whatever this says.
+WHIM_PROTECTED_BRANCHES = env.list(
+    "WHIM_PROTECTED_BRANCHES", default=["main", "master", "develop", "trunk", "release/*", "HEAD"]
+)
 WHIM_TIMEZONE = env.str("WHIM_TIMEZONE", default="UTC")
 ASSIGNED_TIMEOUT = env.int("ASSIGNED_TIMEOUT", default=300)
 HEARTBEAT_GRACE = env.int("HEARTBEAT_GRACE", default=30)

@@ -20,6 +20,7 @@ from typing import ClassVar, TypeVar
 from django.conf import settings
 
 from orchestration.api.serializers import work_item_json
+from orchestration.forms.branches import protected_globs
 from orchestration.models import Worker, WorkItem
 from orchestration.registry import RuntimeInfo
 
@@ -166,6 +167,8 @@ def worker_environment(
         value = os.environ.get(name)
         if value and name not in FORBIDDEN_ENV:
             env[name] = value
+    # After the pass-through, so WHIM_AGENT_ENV cannot hand the harness a laxer policy.
+    env["WHIM_PROTECTED_BRANCHES"] = ",".join(protected_globs())
     return env
 
 

@@ -21,6 +21,7 @@ from orchestration.forms.fields import (
     INT4_MAX,
     INT8_MAX,
     MESSAGES,
+    REPO_VALIDATOR,
     ErrorFirstForm,
     JSONObjectField,
     StrictBooleanField,
@@ -88,7 +89,7 @@ class HeartbeatForm(ErrorFirstForm):
 
 
 class LockForm(ErrorFirstForm):
-    repo = StrictCharField(max_length=200)
+    repo = StrictCharField(max_length=200, validators=[REPO_VALIDATOR])
     # The metaclass moves declared fields off the class, so BaseForm.files is not shadowed.
     files = PathListField()  # type: ignore[assignment]
 

@@ -13,7 +13,13 @@ from uuid import UUID
 from django import forms
 from django.core.exceptions import ValidationError
 
-from orchestration.forms.branches import validate_branch
+from orchestration.forms.branches import (
+    derive_branch,
+    protected_message,
+    protected_rule,
+    validate_branch,
+    validate_unprotected,
+)
 from orchestration.forms.fields import (
     REPO_VALIDATOR,
     ErrorFirstForm,
@@ -33,7 +39,7 @@ DESCRIPTION_MAX = 50_000
 class WorkItemSubmitForm(ErrorFirstForm):
     """POST /api/work, the web form and ``whim submit``."""
 
-    repo = StrictCharField(max_length=200, validators=[REPO_VALIDATOR], help_text="owner/name")
+    repo = StrictCharField(max_length=200, help_text="owner/name")
     spec = StrictCharField(required=False, max_length=SPEC_MAX, strip=False, widget=forms.Textarea)
     description = StrictCharField(
         required=False, max_length=DESCRIPTION_MAX, strip=False, widget=forms.Textarea
@@ -41,7 +47,7 @@ class WorkItemSubmitForm(ErrorFirstForm):
     branch = StrictCharField(
         required=False,
         max_length=250,
-        validators=[validate_branch],
+        validators=[validate_branch, validate_unprotected],
         help_text="Leave empty to derive it from the spec's first heading.",
     )
     priority = StrictChoiceField(required=False, choices=Priority.choices, initial=Priority.MEDIUM)
@@ -50,6 +56,13 @@ class WorkItemSubmitForm(ErrorFirstForm):
     sourceRef = StrictCharField(required=False, max_length=200)
     metadata = JSONObjectField(required=False, widget=forms.Textarea)
     idempotencyKey = StrictCharField(required=False, max_length=200)
+
+    def clean_repo(self) -> str:
+        """GitHub's rules, once the length bound has passed (so an over-long repo is told
+        that, and not which of owner or name is too long)."""
+        repo: str = self.cleaned_data["repo"]
+        REPO_VALIDATOR(repo)
+        return repo
 
     def clean_priority(self) -> str:
         return self.cleaned_data.get("priority") or Priority.MEDIUM
@@ -82,6 +95,13 @@ class WorkItemSubmitForm(ErrorFirstForm):
             return data
         if bool(spec.strip()) == bool(description.strip()):
             self.add_error("spec", "give exactly one of spec or description")
+        elif spec.strip() and not data.get("branch") and "branch" not in self.errors:
+            # The branch derived from the spec avoids protected names; only a glob covering
+            # every fallback (``*``) is left, and then the submitter must name a branch.
+            derived = derive_branch(spec)
+            rule = protected_rule(derived)
+            if rule is not None:
+                self.add_error("branch", protected_message(derived, rule))
         return data
 
     def submission(self) -> dict[str, Any]:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import math
-import re
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, Self
 
@@ -19,11 +18,11 @@ from django.core.exceptions import ValidationError
 from django.core.validators import RegexValidator
 
 from orchestration.errors import ValidationFailed
+from orchestration.forms.repos import validate_repo
 
 if TYPE_CHECKING:
     from django_stubs_ext import StrPromise
 
-REPO_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9-]*/[A-Za-z0-9._-]+$")
 METADATA_MAX_BYTES = 64 * 1024
 INT4_MAX = 2**31 - 1
 INT8_MAX = 2**63 - 1
@@ -180,10 +179,6 @@ class ErrorFirstForm(forms.Form):
         }
 
 
-REPO_VALIDATOR = RegexValidator(
-    REPO_RE,
-    "must be owner/name (owner starts with a letter or digit and may hold '-'; "
-    "name holds letters, digits, '.', '_', '-')",
-    code="pattern",
-)
+# GitHub's owner/name rules (``orchestration.forms.repos``), under the name the forms use.
+REPO_VALIDATOR = validate_repo
 HTTP_URL_VALIDATOR = RegexValidator(r"^https?://", "must be an http(s) URL", code="pattern")

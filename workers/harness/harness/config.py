@@ -21,13 +21,10 @@ from urllib.parse import urlsplit
 
 from .errors import ConfigError
 from .logs import add_secret
+from .refs import DEFAULT_PROTECTED, branch_error, parse_globs, repo_error
 
 AGENTS = ("claude", "codex", "command", "mock")
 
-# The API's validation (API.md "Validation"), repeated here because the values end up in git
-# arguments and URLs: a repo or branch starting with "-" must never reach a command line.
-REPO_RE = re.compile(r"^(?P<owner>[A-Za-z0-9][A-Za-z0-9-]*)/(?P<name>[A-Za-z0-9._-]+)$")
-BRANCH_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9/_.-]*$")
 SECRET_SUFFIXES = ("_TOKEN", "_API_KEY", "_SECRET", "_PASSWORD")
 
 
@@ -61,16 +58,16 @@ class WorkItem:
         metadata = data.get("metadata") or {}
         if not item_id:
             raise ConfigError("WORK_ITEM has no id")
-        match = REPO_RE.match(repo)
-        if not match or len(repo) > 200 or match["name"] in {".", ".."}:
-            raise ConfigError(f"WORK_ITEM repo {repo!r} is not owner/name")
-        if (
-            not BRANCH_RE.match(branch)
-            or len(branch) > 250
-            or ".." in branch
-            or branch.endswith(("/", ".lock"))
-        ):
-            raise ConfigError(f"WORK_ITEM branch {branch!r} is not a valid branch name")
+        # The API's rules (refs.py), checked again because the values end up in git arguments
+        # and URLs, and an item stored before the rules existed may still arrive. A bad name
+        # is a CONFIG_ERROR, permanent: the item is part of this environment and a retry
+        # would read the same stored name (not a CLONE_ERROR retried three times).
+        problem = repo_error(repo)
+        if problem:
+            raise ConfigError(f"WORK_ITEM repo {repo!r}: {problem}")
+        problem = branch_error(branch)
+        if problem:
+            raise ConfigError(f"WORK_ITEM branch {branch!r} is not a valid branch name: {problem}")
         if not isinstance(metadata, dict):
             raise ConfigError("WORK_ITEM metadata is not an object")
         try:
@@ -108,6 +105,7 @@ class Config:
     author_name: str = "Whim"
     author_email: str = "whim@localhost"
     workspace: Path = Path("/workspace")
+    protected_branches: tuple[str, ...] = DEFAULT_PROTECTED
 
     @property
     def checkout(self) -> Path:
@@ -187,6 +185,7 @@ class Config:
             author_name=env.get("WHIM_GIT_AUTHOR_NAME") or "Whim",
             author_email=env.get("WHIM_GIT_AUTHOR_EMAIL") or "whim@localhost",
             workspace=Path(env.get("WORKSPACE") or "/workspace"),
+            protected_branches=parse_globs(env.get("WHIM_PROTECTED_BRANCHES")),
         )
 
 

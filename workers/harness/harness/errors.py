@@ -20,6 +20,8 @@ class Category:
     COMMIT_ERROR = "COMMIT_ERROR"  # git add / commit failed
     PUSH_ERROR = "PUSH_ERROR"  # push rejected or failed
     PR_ERROR = "PR_ERROR"  # the branch is pushed but the pull request could not be opened
+    # Refused to push to a protected branch or the repository's default branch: permanent.
+    POLICY_ERROR = "POLICY_ERROR"
     TERMINATED = "TERMINATED"  # SIGTERM / SIGINT before the attempt finished
     INTERNAL_ERROR = "INTERNAL_ERROR"  # a bug in the harness: the stack is sent too
 
@@ -45,6 +47,12 @@ class HarnessError(Exception):
 
 class ConfigError(HarnessError):
     category = Category.CONFIG_ERROR
+
+
+class PolicyError(HarnessError):
+    """The item's branch is one the harness never pushes to (protected, or the default)."""
+
+    category = Category.POLICY_ERROR
 
 
 class AgentError(HarnessError):

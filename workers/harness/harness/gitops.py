@@ -129,15 +129,28 @@ class Git:
         )
 
     def default_branch(self) -> str:
-        """The remote's default branch, from ``origin/HEAD`` as set by the clone."""
+        """The remote's default branch: ``origin/HEAD`` as the clone set it, else the remote's
+        own answer (``ls-remote --symref origin HEAD``). The harness never pushes to it."""
+        prefix = "refs/remotes/origin/"
         try:
-            ref = self.run("symbolic-ref", "--short", "refs/remotes/origin/HEAD").strip()
+            ref = self.run("symbolic-ref", f"{prefix}HEAD").strip()
+            if ref.startswith(prefix):
+                return ref.removeprefix(prefix)
         except GitError:
-            raise GitError(
-                "the repository has no default branch (is it empty?)",
-                category=Category.CLONE_ERROR,
-            ) from None
-        return ref.removeprefix("origin/")
+            pass
+        try:
+            answer = self.run("ls-remote", "--symref", "origin", "HEAD", timeout=120.0)
+        except GitError:
+            answer = ""
+        for line in answer.splitlines():
+            # "ref: refs/heads/main<TAB>HEAD"
+            target, _, name = line.removeprefix("ref: ").partition("\t")
+            if line.startswith("ref: ") and name == "HEAD" and target.startswith("refs/heads/"):
+                return target.removeprefix("refs/heads/")
+        raise GitError(
+            "the repository has no default branch (is it empty?)",
+            category=Category.CLONE_ERROR,
+        )
 
     def check_out(self, branch: str, *, default: str) -> bool:
         """Check out ``branch``: track the remote one if it exists, else start it from

@@ -18,9 +18,10 @@ import sys
 from pathlib import Path
 
 from .client import OrchestratorClient
-from .config import REPO_RE, Config
+from .config import Config
 from .errors import CallbackError, ConfigError, Fenced
 from .logs import Logger
+from .refs import repo_error
 
 USAGE = "usage: python3 -m harness.lockcli lock|unlock FILE...  (whim-lock / whim-unlock FILE...)"
 
@@ -50,7 +51,7 @@ def main(argv: list[str] | None = None) -> int:
         err(str(exc))
         return 2
     repo = os.environ.get("WHIM_REPO") or _repo_from_work_item(config)
-    if not repo or not REPO_RE.match(repo):
+    if not repo or repo_error(repo):
         err("WHIM_REPO is not set (owner/name)")
         return 2
     repo_dir = Path(os.environ.get("WHIM_REPO_DIR") or config.checkout)

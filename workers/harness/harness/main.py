@@ -5,6 +5,8 @@
    a slow clone is not mistaken for a dead worker.
 2. Clone ``<WHIM_GIT_BASE_URL><owner>/<name>.git`` into ``$WORKSPACE/repo`` and check out the
    branch: track the remote branch when it exists, else start it from the default branch.
+   A protected branch (``WHIM_PROTECTED_BRANCHES``) or the repository's default branch is
+   refused before anything is pushed: ``fail`` with category ``POLICY_ERROR`` (permanent).
 3. Heartbeats keep running until the final callback; a 409 on one stops the harness at once
    (exit 3, the agent killed, no further callbacks).
 4. Run the agent (``WHIM_AGENT``: mock, command, claude, codex) in the checkout.
@@ -48,11 +50,13 @@ from .errors import (
     ConfigError,
     Fenced,
     HarnessError,
+    PolicyError,
     Terminated,
 )
 from .gitops import Git, git_env
 from .heartbeat import Heartbeat
 from .logs import Logger, log, mask
+from .refs import protected_rule
 from .state import Progress, children
 
 EXIT_OK = 0
@@ -113,6 +117,7 @@ class Attempt:
             if config.work_item_json is not None
             else _field(answer, "workItem")
         )
+        self._check_policy(item.branch, default=None)  # before a clone that would be wasted
         self.heartbeat = Heartbeat(
             client=self.client,
             progress=self.progress,
@@ -137,7 +142,8 @@ class Attempt:
             shutil.rmtree(config.checkout)
         self.log(f"cloning {item.repo} from {_host(config.git_base_url)}")
         git.clone(config.clone_url(item.repo))
-        default = git.default_branch()
+        default = git.default_branch()  # read before the agent runs: it cannot forge it
+        self._check_policy(item.branch, default=default)
         existed = git.check_out(item.branch, default=default)
         start = git.head()
         self.log(
@@ -180,6 +186,7 @@ class Attempt:
         title = github.pr_title(item.spec, fallback=f"Whim: {item.branch}")
         if git.commit_all(f"{title}\n\nWhim work item {item.id}"):
             self.log("committed the changes")
+        self._check_policy(item.branch, default=default)  # the last word before the push
         git.push(item.branch)
         sha = git.head()
         self.log(f"pushed {sha[:12]} to {item.branch}")
@@ -203,6 +210,22 @@ class Attempt:
 
         # 8./9. Report and exit.
         return self._complete(files=files, sha=sha, branch=item.branch, pull=pull)
+
+    def _check_policy(self, branch: str, *, default: str | None) -> None:
+        """Refuse (POLICY_ERROR, permanent) a protected branch or the repository's default
+        branch (compared regardless of case, like the globs): Whim's work reaches those
+        only through a pull request that a person merges."""
+        rule = protected_rule(branch, self.config.protected_branches)
+        if rule is not None:
+            raise PolicyError(
+                f"branch {branch!r} is protected (WHIM_PROTECTED_BRANCHES rule {rule!r}); "
+                "refusing to push to it"
+            )
+        if default is not None and branch.casefold() == default.casefold():
+            raise PolicyError(
+                f"branch {branch!r} is the repository's default branch; "
+                "refusing to push to it (Whim's work reaches it only through a pull request)"
+            )
 
     def _agent_env(self, item: WorkItem) -> dict[str, str]:
         """The agent's environment: git identity and what whim-lock needs, without
