@@ -30,7 +30,8 @@ from typing import ClassVar
 from .config import Config, WorkItem
 from .errors import AgentError, AgentStuck, ConfigError
 from .logs import Logger, mask
-from .state import Children, Progress
+from .spawner import Spawner, SpawnError
+from .state import AgentProcess, Children, Progress
 
 
 @dataclass
@@ -43,6 +44,8 @@ class AgentContext:
     progress: Progress
     children: Children
     log: Logger
+    # Starts agent processes as the agent user (supervisor.py); None: as the harness itself.
+    spawner: Spawner | None = None
 
 
 class Agent(abc.ABC):
@@ -171,15 +174,22 @@ class CommandAgent(Agent):
             raise ConfigError(f"agent {self.name}: {argv[0]!r} is not installed in this image")
         ctx.progress.update(iteration=1)
         ctx.log(f"agent {self.name}: starting {argv[0]}")
-        proc = subprocess.Popen(
-            argv,
-            cwd=ctx.workdir,
-            env=ctx.env,
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,  # its own process group, so it can be killed whole
-        )
+        proc: AgentProcess
+        if ctx.spawner is not None:  # as the agent user, through the supervisor
+            try:
+                proc = ctx.spawner.spawn(argv, cwd=ctx.workdir, env=ctx.env)
+            except SpawnError as exc:
+                raise AgentError(f"agent {self.name} could not be started: {exc}") from None
+        else:
+            proc = subprocess.Popen(
+                argv,
+                cwd=ctx.workdir,
+                env=ctx.env,
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,  # its own process group, so it can be killed whole
+            )
         ctx.children.add(proc)
         tail: collections.deque[str] = collections.deque(maxlen=self.TAIL_LINES)
         threads = [
@@ -210,7 +220,7 @@ class CommandAgent(Agent):
         ctx.log(f"agent {self.name}: finished")
 
 
-def _feed(proc: subprocess.Popen[bytes], spec: str) -> None:
+def _feed(proc: AgentProcess, spec: str) -> None:
     assert proc.stdin is not None
     try:
         proc.stdin.write(spec.encode("utf-8"))
@@ -219,7 +229,7 @@ def _feed(proc: subprocess.Popen[bytes], spec: str) -> None:
         pass  # the agent does not read its stdin: fine
 
 
-def _pump(proc: subprocess.Popen[bytes], log: Logger, tail: collections.deque[str]) -> None:
+def _pump(proc: AgentProcess, log: Logger, tail: collections.deque[str]) -> None:
     assert proc.stdout is not None
     for raw in proc.stdout:
         line = raw.decode("utf-8", errors="replace").rstrip("\r\n")

@@ -32,6 +32,7 @@ import os
 import shutil
 import signal
 import sys
+import tempfile
 import time
 import traceback
 from pathlib import Path
@@ -52,8 +53,11 @@ from .errors import (
 )
 from .gitops import Git, git_env
 from .heartbeat import Heartbeat
+from .lockserver import LockServer
 from .logs import Logger, log, mask
+from .spawner import Spawner
 from .state import Progress, children
+from .supervisor import WORK_GID
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -63,6 +67,13 @@ EXIT_FENCED = 3
 ERROR_CHARS = 4000
 STACK_CHARS = 8000
 BIN_DIR = Path(__file__).resolve().parent.parent / "bin"
+# What the harness holds and the agent must not: the callback credentials and the GitHub token.
+AGENT_ENV_WITHHELD = (
+    "WORKER_TOKEN",
+    "ORCHESTRATOR_URL",
+    "GITHUB_TOKEN",
+    "GITHUB_TOKEN_FILE",
+)
 
 
 class Attempt:
@@ -82,6 +93,9 @@ class Attempt:
         )
         self.heartbeat: Heartbeat | None = None
         self.finishing = False
+        self.lock_server: LockServer | None = None
+        # In the worker image, the supervisor starts agents as another user (supervisor.py).
+        self.spawner = Spawner.from_env()
 
     # -- the outcome ------------------------------------------------------------------------
 
@@ -102,6 +116,8 @@ class Attempt:
             return self._fail(Category.INTERNAL_ERROR, f"{type(exc).__name__}: {exc}", stack)
         finally:
             children.kill_all(grace=2)
+            if self.lock_server is not None:
+                self.lock_server.close()
 
     def _run(self) -> int:
         config = self.config
@@ -121,6 +137,14 @@ class Attempt:
             log=self.log,
         )
         self.heartbeat.start()
+        # The agent's way to lock files (whim-lock) without the worker token.
+        self.lock_server = LockServer(
+            path=Path(tempfile.gettempdir()) / f"whim-lock-{config.worker_id}" / "lock.sock",
+            client=self.client,
+            repo=item.repo,
+            log=self.log,
+            group=WORK_GID if self.spawner else None,
+        )
 
         # 2. Clone and check out the branch.
         git = Git(
@@ -131,6 +155,7 @@ class Attempt:
                 author_name=config.author_name,
                 author_email=config.author_email,
             ),
+            git_dir=config.workspace / ".whim-git",
         )
         if config.checkout.exists():
             shutil.rmtree(config.checkout)
@@ -155,6 +180,7 @@ class Attempt:
                 progress=self.progress,
                 children=children,
                 log=self.log,
+                spawner=self.spawner,
             )
         )
 
@@ -204,17 +230,17 @@ class Attempt:
         return self._complete(files=files, sha=sha, branch=item.branch, pull=pull)
 
     def _agent_env(self, item: WorkItem) -> dict[str, str]:
-        """The agent's environment: git identity and what whim-lock needs, without
-        GITHUB_TOKEN. That keeps the token out of what the agent passes on to its own tools;
-        it is not a security boundary — the agent runs as the same user in the same
-        container and could read it from /proc (run it as another uid for that)."""
+        """The agent's environment: git identity and the lock socket — never the worker
+        token, the orchestrator's URL or the GitHub token. Run as another user (the worker
+        image), the agent cannot read them from /proc either; run as the harness's own user
+        (the local runtime), it could."""
         env = git_env(
             base_url=self.config.git_base_url,
             token=None,
             author_name=self.config.author_name,
             author_email=self.config.author_email,
         )
-        for name in ("GITHUB_TOKEN", "GITHUB_TOKEN_FILE"):
+        for name in AGENT_ENV_WITHHELD:
             env.pop(name, None)
         env.update(
             WHIM_REPO=item.repo,
@@ -222,6 +248,8 @@ class Attempt:
             WHIM_WORK_ITEM_ID=item.id,
             WHIM_REPO_DIR=str(self.config.checkout),
         )
+        if self.lock_server is not None:
+            env["WHIM_LOCK_SOCKET"] = str(self.lock_server.path)
         if BIN_DIR.is_dir():
             env["PATH"] = f"{BIN_DIR}{os.pathsep}{env.get('PATH', os.defpath)}"
         return env
