@@ -51,7 +51,9 @@ def test_start_hardens_labels_and_names_the_container(settings: Any) -> None:
 
     options = client.containers.run.call_args.kwargs
     assert options["name"] == container_name(worker.pk)
-    assert options["user"] == "1000:1000" and options["cap_drop"] == ["ALL"]
+    # Root only to start the harness and the agent as two users: three capabilities, no more.
+    assert options["user"] == "0:0" and options["cap_drop"] == ["ALL"]
+    assert sorted(options["cap_add"]) == ["KILL", "SETGID", "SETUID"]
     assert options["security_opt"] == ["no-new-privileges:true"] and options["read_only"]
     assert options["privileged"] is False and options["runtime"] == "runsc"
     assert options["mem_limit"] == options["memswap_limit"]

@@ -515,7 +515,8 @@ def test_a_failing_command_agent_is_an_agent_error_with_masked_output(
     env = {
         **harness_env,
         "WHIM_AGENT": "command",
-        "WHIM_AGENT_COMMAND": 'echo "oops $WORKER_TOKEN"; exit 4',
+        # The agent never has the token (env: empty); one it prints anyway is masked.
+        "WHIM_AGENT_COMMAND": f'echo "env:$WORKER_TOKEN:"; echo "oops {WORKER_TOKEN}"; exit 4',
     }
 
     result = run_harness(env)
@@ -524,6 +525,7 @@ def test_a_failing_command_agent_is_an_agent_error_with_masked_output(
     [fail] = orchestrator.of("fail")
     assert fail.body["category"] == "AGENT_ERROR"
     assert "exited with code 4" in fail.body["error"]
+    assert "env::" in fail.body["error"]
     assert "oops ***" in fail.body["error"]
     assert WORKER_TOKEN not in json.dumps(fail.body)
     assert WORKER_TOKEN not in result.stdout
@@ -674,7 +676,8 @@ def test_https_git_authenticates_with_a_header_never_a_url(
     assert {r.method for r in server.requests} == {"GET", "POST"}  # fetched and pushed
     assert all(r.authorized for r in server.requests)
     assert not any(GITHUB_TOKEN in r.path for r in server.requests)
-    checkout_config = (tmp_path / "workspace" / "repo" / ".git" / "config").read_text()
+    # The git directory lives apart from the checkout (the harness's alone).
+    checkout_config = (tmp_path / "workspace" / ".whim-git" / "config").read_text()
     assert GITHUB_TOKEN not in checkout_config
     assert "x-access-token" not in checkout_config
     assert GITHUB_TOKEN not in result.stdout + result.stderr
@@ -704,3 +707,27 @@ def test_backoff_grows_with_jitter_up_to_a_cap() -> None:
         delays = [backoff_delay(attempt) for _ in range(50)]
         assert all(ceiling / 2 <= d <= ceiling for d in delays)
         assert len(set(delays)) > 1
+
+
+def test_the_git_directory_is_the_harness_s_alone_and_a_planted_config_never_runs(
+    harness_env: dict[str, str], orchestrator: FakeOrchestrator, tmp_path: Path
+) -> None:
+    marker = tmp_path / "fsmonitor-ran"
+    # The agent rewrites what a checkout's .git would hold: a config whose fsmonitor runs a
+    # command on `git status`, and a pre-commit hook.
+    plant = (
+        "rm -f .git; mkdir -p .git/hooks; "
+        f"printf '[core]\\n\\tfsmonitor = touch {marker}\\n' > .git/config; "
+        f"printf '#!/bin/sh\\ntouch {marker}\\n' > .git/hooks/pre-commit; "
+        "chmod +x .git/hooks/pre-commit; echo change > CHANGED.md"
+    )
+    env = {**harness_env, "WHIM_AGENT": "command", "WHIM_AGENT_COMMAND": plant}
+
+    result = run_harness(env)
+
+    assert result.returncode == 0, explain(result)
+    assert not marker.exists()
+    git_dir = tmp_path / "workspace" / ".whim-git"
+    assert git_dir.is_dir() and git_dir.stat().st_mode & 0o777 == 0o700
+    [complete] = orchestrator.of("complete")
+    assert complete.body["commitSha"]

@@ -184,13 +184,17 @@ class DockerRuntime(ContainerRuntime):
                 LABEL_WORK_ITEM: str(work_item.pk),
                 LABEL_INSTANCE: settings.WHIM_INSTANCE,
             },
-            "user": "1000:1000",
+            # The supervisor starts as root to run the harness and the agent as two users
+            # (uid 1000 and 1001): those three capabilities are all it keeps.
+            "user": "0:0",
             "cap_drop": ["ALL"],
+            "cap_add": ["SETUID", "SETGID", "KILL"],
             "security_opt": ["no-new-privileges:true"],
             "read_only": True,
             "tmpfs": {
                 "/tmp": f"rw,nosuid,nodev,size={settings.WORKER_TMPFS_SIZE},mode=1777",  # noqa: S108
                 "/home/whim": "rw,nosuid,nodev,size=64m,uid=1000,gid=1000,mode=0700",
+                "/home/agent": "rw,nosuid,nodev,size=256m,uid=1001,gid=1001,mode=0700",
             },
             "mounts": [Mount(target="/workspace", source=None, type="volume")],
             "mem_limit": settings.WORKER_MEMORY,

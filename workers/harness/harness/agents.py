@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import abc
 import collections
+import os
 import shutil
 import subprocess
 import threading
@@ -29,8 +30,10 @@ from typing import ClassVar
 
 from .config import Config, WorkItem
 from .errors import AgentError, AgentStuck, ConfigError
+from .gitops import git_env
 from .logs import Logger, mask
-from .state import Children, Progress
+from .spawner import Spawner, SpawnError
+from .state import AgentProcess, Children, Progress
 
 
 @dataclass
@@ -43,6 +46,8 @@ class AgentContext:
     progress: Progress
     children: Children
     log: Logger
+    # Starts agent processes as the agent user (supervisor.py); None: as the harness itself.
+    spawner: Spawner | None = None
 
 
 class Agent(abc.ABC):
@@ -150,6 +155,39 @@ class MockAgent(Agent):
             delay = min(delay * 2, 10.0)
 
 
+# What the harness holds and the agent must not: the callback credentials and the GitHub token.
+AGENT_ENV_WITHHELD = ("WORKER_TOKEN", "ORCHESTRATOR_URL", "GITHUB_TOKEN", "GITHUB_TOKEN_FILE")
+BIN_DIR = Path(__file__).resolve().parent.parent / "bin"  # whim-lock, whim-unlock
+
+
+def agent_environment(
+    config: Config, item: WorkItem, *, lock_socket: Path | None
+) -> dict[str, str]:
+    """The agent's environment: git identity and the lock socket — never the worker token,
+    the orchestrator's URL or the GitHub token. Run as another user (the worker image), the
+    agent cannot read them from /proc either; run as the harness's own user (the local
+    runtime), it could."""
+    env = git_env(
+        base_url=config.git_base_url,
+        token=None,
+        author_name=config.author_name,
+        author_email=config.author_email,
+    )
+    for name in AGENT_ENV_WITHHELD:
+        env.pop(name, None)
+    env.update(
+        WHIM_REPO=item.repo,
+        WHIM_BRANCH=item.branch,
+        WHIM_WORK_ITEM_ID=item.id,
+        WHIM_REPO_DIR=str(config.checkout),
+    )
+    if lock_socket is not None:
+        env["WHIM_LOCK_SOCKET"] = str(lock_socket)
+    if BIN_DIR.is_dir():
+        env["PATH"] = f"{BIN_DIR}{os.pathsep}{env.get('PATH', os.defpath)}"
+    return env
+
+
 def _mock_file(value: object) -> PurePosixPath:
     path = PurePosixPath(str(value or "WHIM_MOCK.md"))
     if path.is_absolute() or ".." in path.parts or (path.parts and path.parts[0] == ".git"):
@@ -171,15 +209,22 @@ class CommandAgent(Agent):
             raise ConfigError(f"agent {self.name}: {argv[0]!r} is not installed in this image")
         ctx.progress.update(iteration=1)
         ctx.log(f"agent {self.name}: starting {argv[0]}")
-        proc = subprocess.Popen(
-            argv,
-            cwd=ctx.workdir,
-            env=ctx.env,
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,  # its own process group, so it can be killed whole
-        )
+        proc: AgentProcess
+        if ctx.spawner is not None:  # as the agent user, through the supervisor
+            try:
+                proc = ctx.spawner.spawn(argv, cwd=ctx.workdir, env=ctx.env)
+            except SpawnError as exc:
+                raise AgentError(f"agent {self.name} could not be started: {exc}") from None
+        else:
+            proc = subprocess.Popen(
+                argv,
+                cwd=ctx.workdir,
+                env=ctx.env,
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,  # its own process group, so it can be killed whole
+            )
         ctx.children.add(proc)
         tail: collections.deque[str] = collections.deque(maxlen=self.TAIL_LINES)
         threads = [
@@ -210,7 +255,7 @@ class CommandAgent(Agent):
         ctx.log(f"agent {self.name}: finished")
 
 
-def _feed(proc: subprocess.Popen[bytes], spec: str) -> None:
+def _feed(proc: AgentProcess, spec: str) -> None:
     assert proc.stdin is not None
     try:
         proc.stdin.write(spec.encode("utf-8"))
@@ -219,7 +264,7 @@ def _feed(proc: subprocess.Popen[bytes], spec: str) -> None:
         pass  # the agent does not read its stdin: fine
 
 
-def _pump(proc: subprocess.Popen[bytes], log: Logger, tail: collections.deque[str]) -> None:
+def _pump(proc: AgentProcess, log: Logger, tail: collections.deque[str]) -> None:
     assert proc.stdout is not None
     for raw in proc.stdout:
         line = raw.decode("utf-8", errors="replace").rstrip("\r\n")

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import base64
 import os
+import shutil
 import subprocess
 from collections.abc import Mapping
 from pathlib import Path
@@ -66,13 +67,28 @@ def git_env(
 
 
 class Git:
-    """One checkout and the commands the harness runs in it."""
+    """One checkout and the commands the harness runs in it.
 
-    def __init__(self, *, workdir: Path, env: dict[str, str], local_remote: bool = False) -> None:
+    With ``git_dir``, the repository's git directory lives apart from the checkout (``clone
+    --separate-git-dir``), private to the harness (mode 0700), and every command names it
+    (``GIT_DIR``/``GIT_WORK_TREE``): the agent, who writes the checkout, can neither plant a
+    hook or a config (``core.fsmonitor``, a filter driver …) that the harness's own git
+    commands would run, nor point the checkout's ``.git`` elsewhere.
+    """
+
+    def __init__(
+        self,
+        *,
+        workdir: Path,
+        env: dict[str, str],
+        local_remote: bool = False,
+        git_dir: Path | None = None,
+    ) -> None:
         self.workdir = workdir
         self.env = env
         # Decided by the harness's own WHIM_GIT_BASE_URL, never by the checkout's config.
         self.local_remote = local_remote
+        self.git_dir = git_dir
 
     def run(
         self,
@@ -118,15 +134,27 @@ class Git:
 
     def clone(self, url: str) -> None:
         self.workdir.parent.mkdir(parents=True, exist_ok=True)
+        separate: list[str] = []
+        if self.git_dir is not None:
+            shutil.rmtree(self.git_dir, ignore_errors=True)
+            separate = [f"--separate-git-dir={self.git_dir}"]
         self.run(
             "clone",
             "--no-tags",
+            *separate,
             "--",
             url,
             str(self.workdir),
             category=Category.CLONE_ERROR,
             cwd=self.workdir.parent,
         )
+        if self.git_dir is not None:
+            os.chmod(self.git_dir, 0o700)
+            self.env = {
+                **self.env,
+                "GIT_DIR": str(self.git_dir),
+                "GIT_WORK_TREE": str(self.workdir),
+            }
 
     def default_branch(self) -> str:
         """The remote's default branch: ``origin/HEAD`` as the clone set it, else the remote's

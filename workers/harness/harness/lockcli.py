@@ -1,10 +1,13 @@
 """``whim-lock FILE…`` / ``whim-unlock FILE…``: file locks for the agent inside the container.
 
-``python3 -m harness.lockcli lock FILE…`` asks the orchestrator for all the files at once and
-prints its JSON answer (``{acquired, conflictingWorker?, blockedFiles?}``); ``unlock`` releases
-them. Paths may be relative to the current directory or absolute inside the checkout; they are
-sent repo-relative. Reads ``ORCHESTRATOR_URL``, ``WORKER_ID``, ``WORKER_TOKEN`` and
-``WHIM_REPO`` / ``WHIM_REPO_DIR`` (the harness sets the last two for the agent).
+``python3 -m harness.lockcli lock FILE…`` asks for all the files at once and prints the
+orchestrator's JSON answer (``{acquired, conflictingWorker?, blockedFiles?}``); ``unlock``
+releases them. Paths may be relative to the current directory or absolute inside the checkout;
+they are sent repo-relative. The agent holds no worker token: it asks the harness through the
+socket in ``WHIM_LOCK_SOCKET`` (``lockserver``), which checks the paths and asks the
+orchestrator itself. Without that variable (a harness-side tool, tests) it calls the
+orchestrator directly with ``ORCHESTRATOR_URL``, ``WORKER_ID`` and ``WORKER_TOKEN``.
+``WHIM_REPO_DIR`` (set by the harness) is the checkout.
 
 Exit codes: 0 locked (or unlocked), 1 blocked by another worker, 2 usage or callback error,
 3 this worker has been fenced off.
@@ -17,6 +20,7 @@ import os
 import sys
 from pathlib import Path
 
+from . import lockserver
 from .client import OrchestratorClient
 from .config import Config
 from .errors import CallbackError, ConfigError, Fenced
@@ -43,6 +47,9 @@ def main(argv: list[str] | None = None) -> int:
         err(USAGE)
         return 2
     action, paths = args[0], args[1:]
+    socket_path = os.environ.get("WHIM_LOCK_SOCKET")
+    if socket_path:
+        return _through_harness(socket_path, action, paths, err)
     try:
         config = Config.from_env(
             {**os.environ, "WORK_ITEM_ID": os.environ.get("WORK_ITEM_ID") or "-"}
@@ -82,6 +89,26 @@ def main(argv: list[str] | None = None) -> int:
     if action == "lock":
         return 0 if isinstance(answer, dict) and answer.get("acquired") is True else 1
     return 0
+
+
+def _through_harness(socket_path: str, action: str, paths: list[str], err: Logger) -> int:
+    repo_dir = Path(os.environ.get("WHIM_REPO_DIR") or "/workspace/repo")
+    try:
+        files = [repo_relative(p, repo_dir=repo_dir, cwd=Path.cwd()) for p in paths]
+    except ValueError as exc:
+        err(f"not a file inside the checkout {repo_dir}: {exc}")
+        return 2
+    try:
+        reply = lockserver.request(socket_path, action, files)
+    except (OSError, ValueError) as exc:
+        err(f"the harness did not answer on {socket_path}: {exc}")
+        return 2
+    code = reply.get("code")
+    if "answer" in reply:
+        print(json.dumps(reply["answer"]), flush=True)
+    else:
+        err(str(reply.get("error") or "refused"))
+    return code if code in (0, 1, 2, 3) else 2
 
 
 def _repo_from_work_item(config: Config) -> str | None:

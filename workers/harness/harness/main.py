@@ -34,6 +34,7 @@ import os
 import shutil
 import signal
 import sys
+import tempfile
 import time
 import traceback
 from pathlib import Path
@@ -55,9 +56,12 @@ from .errors import (
 )
 from .gitops import Git, git_env
 from .heartbeat import Heartbeat
+from .lockserver import LockServer
 from .logs import Logger, log, mask
 from .refs import protected_rule
+from .spawner import Spawner
 from .state import Progress, children
+from .supervisor import WORK_GID
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -66,7 +70,6 @@ EXIT_FENCED = 3
 
 ERROR_CHARS = 4000
 STACK_CHARS = 8000
-BIN_DIR = Path(__file__).resolve().parent.parent / "bin"
 
 
 class Attempt:
@@ -86,6 +89,9 @@ class Attempt:
         )
         self.heartbeat: Heartbeat | None = None
         self.finishing = False
+        self.lock_server: LockServer | None = None
+        # In the worker image, the supervisor starts agents as another user (supervisor.py).
+        self.spawner = Spawner.from_env()
 
     # -- the outcome ------------------------------------------------------------------------
 
@@ -106,6 +112,8 @@ class Attempt:
             return self._fail(Category.INTERNAL_ERROR, f"{type(exc).__name__}: {exc}", stack)
         finally:
             children.kill_all(grace=2)
+            if self.lock_server is not None:
+                self.lock_server.close()
 
     def _run(self) -> int:
         config = self.config
@@ -126,6 +134,14 @@ class Attempt:
             log=self.log,
         )
         self.heartbeat.start()
+        # The agent's way to lock files (whim-lock) without the worker token.
+        self.lock_server = LockServer(
+            path=Path(tempfile.gettempdir()) / f"whim-lock-{config.worker_id}" / "lock.sock",
+            client=self.client,
+            repo=item.repo,
+            log=self.log,
+            group=WORK_GID if self.spawner else None,
+        )
 
         # 2. Clone and check out the branch.
         git = Git(
@@ -137,6 +153,7 @@ class Attempt:
                 author_email=config.author_email,
             ),
             local_remote=config.git_is_local,
+            git_dir=config.workspace / ".whim-git",
         )
         if config.checkout.exists():
             shutil.rmtree(config.checkout)
@@ -158,10 +175,15 @@ class Attempt:
             agents.AgentContext(
                 work_item=item,
                 workdir=config.checkout,
-                env=self._agent_env(item),
+                env=agents.agent_environment(
+                    self.config,
+                    item,
+                    lock_socket=self.lock_server.path if self.lock_server else None,
+                ),
                 progress=self.progress,
                 children=children,
                 log=self.log,
+                spawner=self.spawner,
             )
         )
 
@@ -226,29 +248,6 @@ class Attempt:
                 f"branch {branch!r} is the repository's default branch; "
                 "refusing to push to it (Whim's work reaches it only through a pull request)"
             )
-
-    def _agent_env(self, item: WorkItem) -> dict[str, str]:
-        """The agent's environment: git identity and what whim-lock needs, without
-        GITHUB_TOKEN. That keeps the token out of what the agent passes on to its own tools;
-        it is not a security boundary — the agent runs as the same user in the same
-        container and could read it from /proc (run it as another uid for that)."""
-        env = git_env(
-            base_url=self.config.git_base_url,
-            token=None,
-            author_name=self.config.author_name,
-            author_email=self.config.author_email,
-        )
-        for name in ("GITHUB_TOKEN", "GITHUB_TOKEN_FILE"):
-            env.pop(name, None)
-        env.update(
-            WHIM_REPO=item.repo,
-            WHIM_BRANCH=item.branch,
-            WHIM_WORK_ITEM_ID=item.id,
-            WHIM_REPO_DIR=str(self.config.checkout),
-        )
-        if BIN_DIR.is_dir():
-            env["PATH"] = f"{BIN_DIR}{os.pathsep}{env.get('PATH', os.defpath)}"
-        return env
 
     # -- final callbacks --------------------------------------------------------------------
 

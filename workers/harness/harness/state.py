@@ -12,6 +12,7 @@ import signal
 import subprocess
 import threading
 from dataclasses import dataclass
+from typing import IO, Protocol
 
 
 @dataclass(frozen=True)
@@ -45,18 +46,35 @@ class Progress:
             return Snapshot(self._iteration, self._tokens_in, self._tokens_out)
 
 
+class AgentProcess(Protocol):
+    """What the harness uses of an agent process: ``subprocess.Popen`` or, when the
+    supervisor starts it as another user, ``spawner.RemoteProcess``."""
+
+    pid: int
+
+    @property
+    def stdin(self) -> IO[bytes] | None: ...
+
+    @property
+    def stdout(self) -> IO[bytes] | None: ...
+
+    def poll(self) -> int | None: ...
+
+    def wait(self, timeout: float | None = None) -> int: ...
+
+
 class Children:
     """Agent processes, each started in its own session (= process group)."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._procs: set[subprocess.Popen[bytes]] = set()
+        self._procs: set[AgentProcess] = set()
 
-    def add(self, proc: subprocess.Popen[bytes]) -> None:
+    def add(self, proc: AgentProcess) -> None:
         with self._lock:
             self._procs.add(proc)
 
-    def discard(self, proc: subprocess.Popen[bytes]) -> None:
+    def discard(self, proc: AgentProcess) -> None:
         with self._lock:
             self._procs.discard(proc)
 
@@ -78,9 +96,15 @@ class Children:
             _signal_group(proc, signal.SIGKILL)
 
 
-def _signal_group(proc: subprocess.Popen[bytes], sig: signal.Signals) -> None:
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(proc.pid, sig)
+def _signal_group(proc: AgentProcess, sig: signal.Signals) -> None:
+    """The whole process group: through the supervisor for another user's process (the
+    harness may not signal it itself), directly for its own."""
+    with contextlib.suppress(ProcessLookupError, PermissionError, OSError):
+        signal_group = getattr(proc, "signal_group", None)
+        if signal_group is not None:
+            signal_group(sig)
+        else:
+            os.killpg(proc.pid, sig)
 
 
 children = Children()

@@ -1,0 +1,161 @@
+"""The container's first process: start the harness and, on its request, agents — each as
+its own user — and nothing else.
+
+The worker image starts this as root holding only CAP_SETUID, CAP_SETGID and CAP_KILL (every
+other capability dropped, no-new-privileges). It
+
+1. starts the harness as ``whim`` (uid 1000) with one end of a socket pair, and keeps the
+   other: the only way to ask anything of it;
+2. on the harness's request starts an agent process as ``agent`` (uid 1001) in a session of
+   its own, on the stdin/stdout the harness passed (SCM_RIGHTS), and answers its pid;
+3. signals those processes (and only those) when asked, and reports each one's exit;
+4. forwards SIGTERM/SIGINT to the harness and exits with the harness's exit code.
+
+The agent therefore never shares a uid with the harness: ``/proc/<harness>/environ`` (the
+worker token, the orchestrator URL) and the harness's private files are out of its reach.
+Both users share the ``whimwork`` group (gid 1002), which owns the checkout. Started
+unprivileged (the local runtime, tests), this simply becomes the harness.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import socket
+import sys
+from typing import Any
+
+HARNESS_UID = HARNESS_GID = 1000
+AGENT_UID = AGENT_GID = 1001
+WORK_GID = 1002
+AGENT_HOME = "/home/agent"
+SPAWNER_FD = "WHIM_SPAWNER_FD"
+MAX_MESSAGE = 1024 * 1024
+
+
+def main(harness: list[str] | None = None) -> int:
+    argv = harness or [sys.executable, "-m", "harness"]
+    if os.geteuid() != 0:
+        os.execvp(argv[0], argv)  # unprivileged: no second user to run agents as
+    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    pid = os.fork()
+    if pid == 0:  # the harness
+        ours.close()
+        _become(HARNESS_UID, HARNESS_GID)
+        os.set_inheritable(theirs.fileno(), True)
+        env = {**os.environ, SPAWNER_FD: str(theirs.fileno()), "HOME": "/home/whim"}
+        os.execvpe(argv[0], argv, env)
+    theirs.close()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda signum, frame: _forward(pid, signum))
+    return Supervisor(ours, pid).serve()
+
+
+def _become(uid: int, gid: int) -> None:
+    os.setgroups([WORK_GID])
+    os.setgid(gid)
+    os.setuid(uid)
+    os.umask(0o002)  # what either writes in the checkout stays editable by the other
+
+
+def _forward(pid: int, signum: int) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signum)
+
+
+class Supervisor:
+    def __init__(self, sock: socket.socket, harness: int) -> None:
+        self.sock, self.harness = sock, harness
+        self.agents: set[int] = set()
+        sock.settimeout(0.2)
+
+    def serve(self) -> int:
+        while True:
+            code = self._reap()
+            if code is not None:
+                return code
+            try:
+                data, fds, _, _ = socket.recv_fds(self.sock, MAX_MESSAGE, 4)
+            except TimeoutError:
+                continue
+            except OSError:
+                data, fds = b"", []
+            if not data:  # the harness closed its end: wait for it to exit
+                self.sock.settimeout(None)
+                _, status = os.waitpid(self.harness, 0)
+                self._kill_agents()
+                return os.waitstatus_to_exitcode(status)
+            self._handle(data, fds)
+
+    def _handle(self, data: bytes, fds: list[int]) -> None:
+        try:
+            request: Any = json.loads(data)
+            if request.get("spawn") and len(fds) == 2:
+                self._send({"spawned": self._spawn(request["spawn"], fds)})
+            elif "signal" in request and request.get("pid") in self.agents:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(int(request["pid"]), int(request["signal"]))
+            else:
+                self._send({"error": "bad request"})
+        except (ValueError, TypeError, KeyError, OSError) as exc:
+            self._send({"error": f"{type(exc).__name__}: {exc}"[:500]})
+        finally:
+            for fd in fds:
+                with contextlib.suppress(OSError):
+                    os.close(fd)
+
+    def _spawn(self, spec: dict[str, Any], fds: list[int]) -> int:
+        argv = [str(a) for a in spec["argv"]]
+        env = {str(k): str(v) for k, v in dict(spec["env"]).items()}
+        cwd = str(spec["cwd"])
+        stdin, stdout = fds
+        pid = os.fork()
+        if pid == 0:  # the agent
+            try:
+                os.setsid()
+                _become(AGENT_UID, AGENT_GID)
+                os.dup2(stdin, 0)
+                os.dup2(stdout, 1)
+                os.dup2(stdout, 2)
+                os.closerange(3, 65536)
+                os.chdir(cwd)
+                os.execvpe(argv[0], argv, {**env, "HOME": AGENT_HOME})
+            except BaseException as exc:
+                with contextlib.suppress(OSError):
+                    os.write(2, f"could not start {argv[0]}: {exc}\n".encode())
+            os._exit(127)
+        self.agents.add(pid)
+        return pid
+
+    def _reap(self) -> int | None:
+        """Collect exited children: report agents' exits; the harness's exit code, if it
+        has exited (then every agent left is killed)."""
+        while True:
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                return 1
+            if pid == 0:
+                return None
+            code = os.waitstatus_to_exitcode(status)
+            if pid == self.harness:
+                self._kill_agents()
+                return code
+            if pid in self.agents:
+                self.agents.discard(pid)
+                self._send({"exited": pid, "code": code})
+
+    def _kill_agents(self) -> None:
+        for pid in list(self.agents):
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(pid, signal.SIGKILL)
+
+    def _send(self, message: dict[str, Any]) -> None:
+        with contextlib.suppress(OSError):
+            self.sock.send(json.dumps(message).encode())
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
