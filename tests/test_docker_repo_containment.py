@@ -20,12 +20,16 @@ from tests.test_docker_e2e import finished, submit
 pytestmark = [pytest.mark.docker, pytest.mark.celery, pytest.mark.django_db(transaction=True)]
 
 # Run by the `command` agent in the checkout of acme/widgets. Each attempt is recorded in
-# ATTACK.txt as DONE or blocked; the file is the agent's change, so the harness pushes it.
+# ATTACK.txt as DONE or blocked; the file is the agent's change, so the harness pushes it. The
+# checkout's git directory is the harness's alone, so the agent pushes from a repository of
+# its own making in /tmp.
 HOSTILE = r"""
-if [ "$(git rev-parse --abbrev-ref HEAD)" != attack ]; then echo next > NEXT.txt; exit 0; fi
+if [ "$WHIM_BRANCH" != attack ]; then echo next > NEXT.txt; exit 0; fi
 R="${WHIM_GIT_BASE_URL#file://}"; R="${R%/}"
 OWN="$R/acme/widgets.git"; VIC="$R/victim/other.git"; SEC="$R/acme/secret.git"
 OUT="$PWD/ATTACK.txt"; : > "$OUT"
+git init -q /tmp/mine && cd /tmp/mine
+git -c user.name=a -c user.email=a@a commit -q --allow-empty -m mine
 HOOK='#!/bin/sh
 touch "'"$R"'/PWNED-hook" "$PWD/objects/PWNED-hook" 2>/dev/null
 exit 0
@@ -60,9 +64,10 @@ try own_attributes 'mkdir -p "$OWN/info" && echo "* filter=evil" >> "$OWN/info/a
 try write_repos_root 'touch "$R/PWNED-file"'
 try write_owner_dir 'touch "$R/acme/PWNED-file"'
 try write_own_top 'touch "$OWN/PWNED-file"'
+# Only the harness pushes, even to the agent's own repository (it runs as another user).
+try own_push 'git push -q "file://$OWN" HEAD:refs/heads/agent-side'
 # Controls: what the agent may do.
 try own_read 'cat "$OWN/HEAD"'
-try own_push 'git push -q "file://$OWN" HEAD:refs/heads/agent-side'
 try tmp_write 'touch /tmp/ok'
 exit 0
 """
@@ -93,8 +98,9 @@ ATTACKS = {
     "write_repos_root",
     "write_owner_dir",
     "write_own_top",
+    "own_push",
 }
-CONTROLS = {"own_read", "own_push", "tmp_write"}
+CONTROLS = {"own_read", "tmp_write"}
 REPOS = ("acme/widgets", "victim/other")
 
 
