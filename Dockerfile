@@ -39,5 +39,6 @@ RUN pip install --no-deps -e . \
 USER whim
 EXPOSE 8000 5555
 
-# No access log: worker callbacks may carry their token in the path (/w/<token>/…).
+# No access log by default (one line per console poll). Turned on (GUNICORN_CMD_ARGS="--access-logfile -"),
+# it shows worker tokens in callback paths (/w/<token>/…) as *** (orchestration/logfilters.py).
 CMD ["gunicorn", "whim.wsgi", "--bind", "0.0.0.0:8000", "--workers", "2", "--graceful-timeout", "20"]

@@ -42,6 +42,8 @@ ARGS = [
     "--disable-sync",
 ]
 PASSWORD = "browser-pw-1234"
+# How Chromium words every Content-Security-Policy refusal in the page's console.
+CSP_REFUSAL = "Content Security Policy"
 
 
 @pytest.fixture(scope="module")
@@ -59,13 +61,27 @@ def browser() -> Iterator[Any]:
 
 
 @pytest.fixture
-def page(browser: Any, live_server: Any, transactional_db: None, django_user_model: Any) -> Any:
+def csp_violations() -> list[str]:
+    """Every Content-Security-Policy refusal the ``page`` logs (the page fails the test with any
+    left at its end)."""
+    return []
+
+
+@pytest.fixture
+def page(
+    browser: Any,
+    live_server: Any,
+    transactional_db: None,
+    django_user_model: Any,
+    csp_violations: list[str],
+) -> Any:
     django_user_model.objects.create_superuser("ops", "ops@example.com", PASSWORD)
     context = browser.new_context(viewport={"width": 1360, "height": 900}, base_url=live_server.url)
     context.set_default_timeout(15_000)
     # expect() keeps its own 5 s default; a loaded CI machine needs the same patience.
     playwright_api.expect.set_options(timeout=15_000)
     tab = context.new_page()
+    tab.on("console", lambda msg: _note_csp_refusal(csp_violations, msg, tab))
     tab.goto("/")
     # Anonymous: the login page, which sends us back where we were going.
     assert "/accounts/login/" in tab.url
@@ -75,6 +91,14 @@ def page(browser: Any, live_server: Any, transactional_db: None, django_user_mod
     tab.wait_for_url(f"{live_server.url}/")
     yield tab
     context.close()
+    assert not csp_violations, "the console broke its Content-Security-Policy:\n" + "\n".join(
+        csp_violations
+    )
+
+
+def _note_csp_refusal(violations: list[str], msg: Any, tab: Any) -> None:
+    if CSP_REFUSAL in msg.text:
+        violations.append(f"{tab.url}: {msg.text}")
 
 
 def shot(page: Any, name: str) -> None:
@@ -247,3 +271,79 @@ def test_a_running_item_page_follows_a_real_worker_to_completion(
     expect(page.locator("#status")).to_have_text("completed", timeout=60_000)
     assert page.evaluate("window.__notReloaded") is True
     shot(page, "11-work-item-live-completed")
+
+
+def test_every_console_page_works_under_the_content_security_policy(
+    page: Any, csp_violations: list[str]
+) -> None:
+    """Each page (the admin's too) is served with the policy, runs htmx and the console's own
+    script under it, and logs no refusal; the ``page`` fixture fails the test on any."""
+    expect = playwright_api.expect
+    item = WorkItemFactory.create(repo="acme/csp", status=WorkItemStatus.IN_PROGRESS)
+    worker = WorkerFactory.create(
+        work_item=item,
+        status=WorkerStatus.RUNNING,
+        container_id="fake-csp",
+        last_heartbeat=timezone.now(),
+        started_at=timezone.now(),
+        log_tail="working\n",
+    )
+    WorkItem.objects.filter(pk=item.pk).update(worker=worker)
+    FileLock.objects.create(
+        repo="acme/csp",
+        path="a/very/long/path/" * 8 + "file.py",
+        worker=worker,
+        expires_at=timezone.now() + dt.timedelta(minutes=10),
+    )
+    seed_history()
+    pages = [
+        "/",
+        "/queue/",
+        "/workers/",
+        "/locks/",
+        "/admin/",
+        "/admin/orchestration/workitem/",
+        f"/admin/orchestration/workitem/{item.pk}/change/",
+        "/admin/orchestration/worker/",
+    ]
+    for path in pages:
+        resp = page.goto(path)
+        policy = resp.headers.get("content-security-policy", "")
+        assert "default-src 'self'" in policy and "unsafe-inline" not in policy, (path, policy)
+        assert resp.headers.get("x-content-type-options") == "nosniff"
+        assert resp.headers.get("referrer-policy") == "same-origin"
+        page.wait_for_load_state("networkidle")
+
+    # The dashboard's bars are <progress> elements, drawn without an inline style.
+    page.goto("/dashboard/")
+    expect(page.locator("progress.bar").first).to_be_visible()
+    shot(page, "13-dashboard-under-csp")
+
+    # htmx under the policy: the branch preview posts and swaps in its answer.
+    page.goto("/work/new/")
+    page.fill("#id_spec", "# Strict policies\n")
+    expect(page.locator("#branch-preview-value")).to_have_text("strict-policies")
+
+    # console.js instead of an onclick: "select all" ticks every row.
+    page.goto("/queue/")
+    page.check("input[data-select-all=ids]")
+    assert page.locator("input[name=ids]").count() > 1
+    assert page.locator("input[name=ids]:not(:checked)").count() == 0
+
+    # console.js instead of an hx-trigger filter (eval): a reason being typed survives polls;
+    # the page still polls (the status follows the row).
+    page.goto(f"/work/{item.pk}/")
+    page.fill("input[name=reason]", "typing slowly")
+    page.wait_for_timeout(5_000)
+    expect(page.locator("input[name=reason]")).to_have_value("typing slowly")
+    page.locator("h1").click()  # focus leaves the form: polling resumes
+    WorkItem.objects.filter(pk=item.pk).update(status=WorkItemStatus.FAILED, error="boom")
+    expect(page.locator("#status")).to_have_text("failed", timeout=10_000)
+    shot(page, "14-work-item-under-csp")
+
+    # The detector itself: an inline style set from script is refused and reported.
+    assert not csp_violations
+    page.evaluate("document.body.setAttribute('style', 'color: red')")
+    page.wait_for_timeout(500)
+    assert any("style" in v for v in csp_violations), csp_violations
+    csp_violations.clear()

@@ -60,8 +60,10 @@ INSTALLED_APPS = [
 MIDDLEWARE = [
     "orchestration.api.middleware.CallbackListenerMiddleware",
     "django.middleware.security.SecurityMiddleware",
+    "whim.csp.ContentSecurityPolicyMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "orchestration.api.middleware.ApiErrorMiddleware",
+    "orchestration.api.middleware.UndecodableInputMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -301,6 +303,45 @@ CELERY_BEAT_SCHEDULE: dict[str, dict[str, Any]] = {
         for name, period in SWEEP_PERIODS.items()
     },
 }
+
+# --- HTTPS, cookies and security headers (issue 9) -----------------------------------
+# Off by default, so `make run` on plain http://127.0.0.1 works; behind TLS set them all and
+# `manage.py check --deploy` is clean (README "Security model").
+SECURE_SSL_REDIRECT = env.bool("SECURE_SSL_REDIRECT", default=False)
+# Worker callbacks come over the plain-HTTP worker network and health probes from inside the
+# host: a redirect to https:// would break both.
+SECURE_REDIRECT_EXEMPT = env.list(
+    "SECURE_REDIRECT_EXEMPT", default=[r"^w/", r"^api/worker/", r"^health(/ready)?$"]
+)
+SECURE_HSTS_SECONDS = env.int("SECURE_HSTS_SECONDS", default=0)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = env.bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", default=False)
+SECURE_HSTS_PRELOAD = env.bool("SECURE_HSTS_PRELOAD", default=False)
+SESSION_COOKIE_SECURE = env.bool("SESSION_COOKIE_SECURE", default=False)
+CSRF_COOKIE_SECURE = env.bool("CSRF_COOKIE_SECURE", default=False)
+
+
+def _proxy_ssl_header(value: str) -> tuple[str, str] | None:
+    """``X-Forwarded-Proto`` (or ``X-Forwarded-Proto: https``) as Django's (META key, value):
+    the header a TLS-terminating proxy sets, trusted only when set, never by default."""
+    name, _, expected = value.partition(":")
+    if not name.strip():
+        return None
+    return "HTTP_" + name.strip().upper().replace("-", "_"), expected.strip() or "https"
+
+
+SECURE_PROXY_SSL_HEADER = _proxy_ssl_header(env.str("SECURE_PROXY_SSL_HEADER", default=""))
+SECURE_CONTENT_TYPE_NOSNIFF = True
+SECURE_REFERRER_POLICY = env.str("SECURE_REFERRER_POLICY", default="same-origin")
+# The console runs on its own static files and htmx: nothing inline, nothing from elsewhere
+# (whim.csp). Empty: no header (a proxy in front sets its own).
+CONTENT_SECURITY_POLICY = env.str(
+    "CONTENT_SECURITY_POLICY",
+    default=(
+        "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+        "connect-src 'self'; font-src 'self'; object-src 'none'; base-uri 'none'; "
+        "form-action 'self'; frame-ancestors 'none'"
+    ),
+)
 
 # --- Logging: structured enough to grep, never a secret ------------------------
 LOG_LEVEL = env.str("LOG_LEVEL", default="INFO")

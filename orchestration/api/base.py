@@ -15,7 +15,7 @@ from django.views.decorators.csrf import csrf_exempt
 
 from orchestration.api.responses import error_response, whim_error_response
 from orchestration.errors import WhimError
-from orchestration.forms.fields import contains_nul
+from orchestration.forms.fields import NOT_UNICODE, contains_nul, contains_surrogate
 from orchestration.services.apikeys import apikey_authenticate, apikeys_configured
 
 logger = logging.getLogger("whim.api")
@@ -73,6 +73,8 @@ def request_body(request: HttpRequest) -> bytes:
 def json_object(raw: bytes | str, *, refuse_nul: bool = True) -> dict[str, Any]:
     """``raw`` parsed as a JSON object ({} when blank); raises BadBody otherwise.
 
+    A lone surrogate (``"\\ud800"``, or UTF-8-encoded, which ``json`` lets through) is refused
+    everywhere: it is not text, and no database, log or response could write it out.
     ``refuse_nul=False`` is for bodies Whim only picks a few fields from (GitHub's): those
     fields are validated by their form, the rest is never stored.
     """
@@ -86,23 +88,30 @@ def json_object(raw: bytes | str, *, refuse_nul: bool = True) -> dict[str, Any]:
         raise BadBody(400, "VALIDATION_ERROR", "Request body is nested too deeply") from None
     if not isinstance(data, dict):
         raise BadBody(400, "VALIDATION_ERROR", "Request body must be a JSON object")
+    if contains_surrogate(data):
+        raise BadBody(
+            400,
+            "VALIDATION_ERROR",
+            "Request body must be valid Unicode text (it holds a lone surrogate)",
+            {_bad_field(data, contains_surrogate): NOT_UNICODE},
+        )
     if refuse_nul and contains_nul(data):
         raise BadBody(
             400,
             "VALIDATION_ERROR",
             "Request body must not contain NUL characters",
             # API.md: details name the bad field, with the forms' message for a NUL.
-            {_nul_field(data): "Null characters are not allowed."},
+            {_bad_field(data, contains_nul): "Null characters are not allowed."},
         )
     return data
 
 
-def _nul_field(data: dict[str, Any]) -> str:
-    """The top-level field a NUL hides in ("request" when it is in a key's name)."""
+def _bad_field(data: dict[str, Any], bad: Callable[[Any], bool]) -> str:
+    """The top-level field the bad text hides in ("request" when it is in a key's name)."""
     for key, value in data.items():
-        if contains_nul(key):
+        if bad(key):
             return "request"
-        if contains_nul(value):
+        if bad(value):
             return key
     return "request"
 

@@ -1,15 +1,17 @@
-"""Edge guards: the JSON routes' body size (413), database down (503) and no stack traces;
-the callback listener serving worker callbacks only."""
+"""Edge guards: body size (413), database down (503), no stack traces on the JSON routes;
+text that is not Unicode refused (400) on every route; the callback listener serving worker
+callbacks only."""
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from urllib.parse import unquote_to_bytes
 
 from django.conf import settings
 from django.core.exceptions import BadRequest, RequestDataTooBig, SuspiciousOperation
 from django.db import DatabaseError, OperationalError
-from django.http import HttpRequest, HttpResponse
+from django.http import HttpRequest, HttpResponse, HttpResponseBadRequest
 
 from orchestration.api.responses import error_response, is_api_path
 
@@ -57,6 +59,48 @@ class ApiErrorMiddleware:
         else:
             logger.exception("unhandled error on %s %s", request.method, request.path)
         return error_response(500, "INTERNAL_ERROR", "Internal error")
+
+
+class UndecodableInputMiddleware:
+    """400 for a query string or form body whose text is not valid in its charset (UTF-8
+    unless the request names another): Django would quietly turn those bytes into U+FFFD.
+
+    API paths answer in API.md's shape (``VALIDATION_ERROR``), the console with a plain 400.
+    JSON bodies are checked where they are parsed (``orchestration.api.base.json_object``).
+    """
+
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        encoding = request.encoding or settings.DEFAULT_CHARSET
+        where = None
+        if not _decodes(request.META.get("QUERY_STRING", ""), encoding):
+            where = "query"
+        elif request.content_type == "application/x-www-form-urlencoded":
+            try:
+                body = request.body
+            except RequestDataTooBig:
+                body = b""  # refused later, where the body is read, as before
+            if not _decodes(body, encoding):
+                where = "body"
+        if where is None:
+            return self.get_response(request)
+        part = "query string" if where == "query" else "body"
+        message = f"The request's {part} is not valid {encoding} text"
+        if is_api_path(request.path):
+            return error_response(400, "VALIDATION_ERROR", message, {where: "is not valid text"})
+        return HttpResponseBadRequest(message, content_type="text/plain; charset=utf-8")
+
+
+def _decodes(encoded: str | bytes, encoding: str) -> bool:
+    """Whether URL-encoded text (WSGI hands the query string over as latin-1) decodes strictly."""
+    raw = encoded.encode("latin-1", "replace") if isinstance(encoded, str) else encoded
+    try:
+        unquote_to_bytes(raw.replace(b"+", b" ")).decode(encoding)
+    except (UnicodeDecodeError, LookupError):
+        return False
+    return True
 
 
 def _too_large() -> HttpResponse:

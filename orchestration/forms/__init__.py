@@ -6,7 +6,8 @@ edge gives the same messages for the same mistake. Field names are API.md's came
 A package of small modules, one per kind of caller:
 
 - ``fields``: the strict fields, their shared wording, ``ErrorFirstForm`` and the small value
-  checks (``contains_nul``, ``bounded_seconds``) that the fields and other edges share;
+  checks (``contains_nul``, ``contains_surrogate``, ``bounded_seconds``) that the fields and
+  other edges share;
 - ``branches``: the branch-name rules (``validate_branch``, ``derive_branch``);
 - ``clients``: what people and programs send (submit, requeue, kill, the queue query, the
   ids a bulk action selects);

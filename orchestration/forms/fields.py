@@ -2,15 +2,16 @@
 
 Shared by every form in ``orchestration.forms`` and by ``reviews.forms``. Fields are strict about
 JSON types: a list where a string belongs is an error, not ``str()``. Also the small checks on
-plain JSON-like values that edges use outside a form (``contains_nul`` on request bodies,
-``bounded_seconds`` on timings read from metadata).
+plain JSON-like values that edges use outside a form (``contains_nul`` and
+``contains_surrogate`` on request bodies, ``bounded_seconds`` on timings read from metadata).
 """
 
 from __future__ import annotations
 
 import json
 import math
-from collections.abc import Mapping
+import re
+from collections.abc import Iterator, Mapping
 from typing import TYPE_CHECKING, Any, Self
 
 from django import forms
@@ -26,10 +27,28 @@ if TYPE_CHECKING:
 METADATA_MAX_BYTES = 64 * 1024
 INT4_MAX = 2**31 - 1
 INT8_MAX = 2**63 - 1
+_SURROGATE = re.compile("[\ud800-\udfff]")
+# The one wording for text that is not Unicode (a lone surrogate, bytes that are not UTF-8).
+NOT_UNICODE = "must be valid Unicode text"
 
 
 def contains_nul(value: Any) -> bool:
-    """True when a NUL byte hides anywhere in a JSON-like value (keys included).
+    """True when a NUL byte hides anywhere in a JSON-like value (keys included)."""
+    return any("\x00" in text for text in _strings(value))
+
+
+def contains_surrogate(value: Any) -> bool:
+    """True when a lone UTF-16 surrogate hides anywhere in a JSON-like value (keys included).
+
+    JSON's ``"\\ud800"`` escape, UTF-8-encoded surrogates in a JSON body (``json`` decodes
+    them with ``surrogatepass``) and undecodable command-line bytes (``surrogateescape``) all
+    arrive as one; no database, log or response can encode it.
+    """
+    return any(_SURROGATE.search(text) for text in _strings(value))
+
+
+def _strings(value: Any) -> Iterator[str]:
+    """Every string in a JSON-like value, keys included.
 
     Walks with its own stack: however deep the nesting, no RecursionError.
     """
@@ -37,14 +56,12 @@ def contains_nul(value: Any) -> bool:
     while pending:
         current = pending.pop()
         if isinstance(current, str):
-            if "\x00" in current:
-                return True
+            yield current
         elif isinstance(current, Mapping):
             pending.extend(current.keys())
             pending.extend(current.values())
         elif isinstance(current, list | tuple):
             pending.extend(current)
-    return False
 
 
 def bounded_seconds(value: Any, *, default: float = 0.0, cap: float) -> float:
@@ -72,6 +89,8 @@ class StrictCharField(forms.CharField):
     def to_python(self, value: Any) -> str:
         if value is not None and not isinstance(value, str):
             raise ValidationError("must be a string", code="type")
+        if value is not None and contains_surrogate(value):
+            raise ValidationError(NOT_UNICODE, code="surrogate")
         return str(super().to_python(value))
 
 
@@ -149,6 +168,8 @@ class JSONObjectField(forms.Field):
         check_json_size(value)
         if contains_nul(value):
             raise ValidationError("Null characters are not allowed.", code="null_characters")
+        if contains_surrogate(value):
+            raise ValidationError(NOT_UNICODE, code="surrogate")
         return value
 
 
