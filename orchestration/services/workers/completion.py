@@ -26,6 +26,7 @@ from orchestration.nudge import TaskName, send_on_commit
 from orchestration.rows import locked_item_and_worker
 from orchestration.services.events import event_record
 from orchestration.services.locks import locks_release_all
+from orchestration.services.workers.lifecycle import tokens_rise_check
 from reviews.services import review_record_self
 
 logger = logging.getLogger(__name__)
@@ -54,6 +55,11 @@ def worker_complete(*, worker_id: UUID | str, result: Completion) -> bool:
             return False
         if not worker.is_active:
             raise Fenced(f"Worker is {worker.status}; it can no longer complete")
+        tokens_rise_check(
+            worker=worker,
+            tokens={k: result.metrics.get(k) for k in ("tokensIn", "tokensOut")},
+            field="metrics",
+        )
         now = db_now()
         Worker.objects.filter(pk=worker.pk, status__in=Worker.ACTIVE).update(
             status=WorkerStatus.COMPLETED, completed_at=now
