@@ -108,6 +108,8 @@ class Config:
     author_name: str = "Whim"
     author_email: str = "whim@localhost"
     workspace: Path = Path("/workspace")
+    # Where the container's cgroup filesystem is (its OOM counter: resources.py).
+    cgroup_dir: Path = Path("/sys/fs/cgroup")
 
     @property
     def checkout(self) -> Path:
@@ -187,6 +189,7 @@ class Config:
             author_name=env.get("WHIM_GIT_AUTHOR_NAME") or "Whim",
             author_email=env.get("WHIM_GIT_AUTHOR_EMAIL") or "whim@localhost",
             workspace=Path(env.get("WORKSPACE") or "/workspace"),
+            cgroup_dir=Path(env.get("WHIM_CGROUP_DIR") or "/sys/fs/cgroup"),
         )
 
 

@@ -21,6 +21,7 @@ class Category:
     PUSH_ERROR = "PUSH_ERROR"  # push rejected or failed
     PR_ERROR = "PR_ERROR"  # the branch is pushed but the pull request could not be opened
     TERMINATED = "TERMINATED"  # SIGTERM / SIGINT before the attempt finished
+    RESOURCE_ERROR = "RESOURCE_ERROR"  # the agent was OOM-killed (exit 137 and oom_kill rose)
     INTERNAL_ERROR = "INTERNAL_ERROR"  # a bug in the harness: the stack is sent too
 
 
