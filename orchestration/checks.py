@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -82,14 +83,14 @@ def check_limits(app_configs: Any, **kwargs: Any) -> list[CheckMessage]:
             Error(
                 f"WHIM_CALLBACK_PORT ({settings.WHIM_CALLBACK_PORT}) must be a port other than "
                 f"PORT ({settings.PORT}): it serves worker callbacks only, to containers.",
-                id="orchestration.E030",
+                id="orchestration.E040",
             )
         )
     if settings.WORKER_EGRESS not in ("none", "allowlist", "open"):
         errors.append(
             Error(
                 f"WORKER_EGRESS {settings.WORKER_EGRESS!r} is not one of none, allowlist, open.",
-                id="orchestration.E031",
+                id="orchestration.E041",
             )
         )
     if not settings.RETRY_DELAYS or any(d < 0 for d in settings.RETRY_DELAYS):
@@ -136,6 +137,56 @@ def check_limits(app_configs: Any, **kwargs: Any) -> list[CheckMessage]:
             )
         )
     return errors
+
+
+SIZE_RE = re.compile(r"^\s*(\d+)\s*([bkmg]?)b?\s*$", re.IGNORECASE)
+SIZE_UNITS = {"": 1, "b": 1, "k": 1024, "m": 1024**2, "g": 1024**3}
+
+
+def size_bytes(value: object) -> int | None:
+    """``"2g"``, ``"512m"``, ``"1048576"`` as bytes (Docker's and tmpfs's spelling, binary
+    units); None for anything else (a percentage, a typo)."""
+    match = SIZE_RE.match(str(value))
+    if match is None:
+        return None
+    return int(match[1]) * SIZE_UNITS[match[2].lower()]
+
+
+@register()
+def check_worker_resources(app_configs: Any, **kwargs: Any) -> list[CheckMessage]:
+    """Sizes of a worker container parse, and its tmpfs mounts leave the agent memory: tmpfs
+    pages are charged to the container's memory (WORKER_MEMORY, no swap), so a workspace as
+    big as the memory lets a full disk OOM-kill the attempt instead of failing a write."""
+    messages: list[CheckMessage] = []
+    sizes = {
+        name: size_bytes(getattr(settings, name))
+        for name in ("WORKER_MEMORY", "WORKER_WORKSPACE_SIZE", "WORKER_TMPFS_SIZE")
+    }
+    for name, size in sizes.items():
+        if not size:
+            messages.append(
+                Error(
+                    f"{name} {getattr(settings, name)!r} is not a size such as 512m or 2g.",
+                    id="orchestration.E030",
+                )
+            )
+    memory, workspace = sizes["WORKER_MEMORY"], sizes["WORKER_WORKSPACE_SIZE"]
+    if memory and workspace and workspace + (sizes["WORKER_TMPFS_SIZE"] or 0) >= memory:
+        messages.append(
+            Warning(
+                f"WORKER_WORKSPACE_SIZE ({settings.WORKER_WORKSPACE_SIZE}) plus /tmp "
+                f"({settings.WORKER_TMPFS_SIZE}) is not smaller than WORKER_MEMORY "
+                f"({settings.WORKER_MEMORY}): both tmpfs mounts count against the container's "
+                "memory, so a full workspace leaves the agent none.",
+                id="orchestration.W010",
+                hint="Raise WORKER_MEMORY or lower WORKER_WORKSPACE_SIZE.",
+            )
+        )
+    for name in ("MAX_TOKENS_PER_HEARTBEAT", "MAX_TOKENS_PER_ATTEMPT", "MAX_METRIC_COUNT"):
+        messages += _at_least(name, 1, "orchestration.E031")
+    messages += _at_least("MAX_ATTEMPT_DURATION_MS", 1000, "orchestration.E031")
+    messages += _at_least("COMMIT_CHECK_TIMEOUT", 1, "orchestration.E031")
+    return messages
 
 
 @register()

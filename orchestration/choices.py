@@ -55,6 +55,8 @@ class EventKind(Spelled):
     CONTAINER_CLEANUP_FAILED = "container_cleanup_failed"
     # Someone reviewed the item's pull request on GitHub (reviews' webhook).
     GITHUB_REVIEW = "github_review"
+    # A worker's complete was refused: its commit is not on the pushed branch (or missing).
+    COMMIT_REFUSED = "commit_refused"
 
 
 class ErrorCategory(Spelled):

@@ -43,3 +43,10 @@ class Fenced(InvalidState):
 class QueueFull(WhimError):
     code = "QUEUE_FULL"
     status = 429
+
+
+class Unavailable(WhimError):
+    """Something Whim must ask (a repository, GitHub) cannot answer now: try again."""
+
+    code = "SERVICE_UNAVAILABLE"
+    status = 503

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 from django.core.checks import Error, run_checks
 
-from orchestration.checks import check_limits
+from orchestration.checks import check_limits, check_worker_resources, size_bytes
 
 
 def ids(messages: list[Any]) -> set[str]:
@@ -44,8 +44,8 @@ def test_the_defaults_pass_every_check() -> None:
         ("HEARTBEAT_GRACE", -1, "orchestration.E020"),
         ("LOCK_TTL", 5, "orchestration.E021"),
         ("WHIM_AGENT", "gpt", "orchestration.E023"),
-        ("WORKER_EGRESS", "closed", "orchestration.E031"),
-        ("WHIM_CALLBACK_PORT", 0, "orchestration.E030"),
+        ("WORKER_EGRESS", "closed", "orchestration.E041"),
+        ("WHIM_CALLBACK_PORT", 0, "orchestration.E040"),
     ],
 )
 def test_a_bad_setting_is_an_error_that_names_it(
@@ -75,7 +75,7 @@ def test_the_command_agent_needs_its_command(settings: Any) -> None:
 def test_the_callback_listener_must_not_share_the_web_port(settings: Any) -> None:
     settings.WHIM_CALLBACK_PORT = settings.PORT
 
-    assert "orchestration.E030" in ids(check_limits(None))
+    assert "orchestration.E040" in ids(check_limits(None))
 
 
 def test_a_renudge_no_sooner_than_the_start_timeout_is_a_warning(settings: Any) -> None:
@@ -85,3 +85,62 @@ def test_a_renudge_no_sooner_than_the_start_timeout_is_a_warning(settings: Any) 
 
     assert not isinstance(warning, Error)
     assert "START_RENUDGE_SECONDS" in warning.msg and "ASSIGNED_TIMEOUT" in warning.msg
+
+
+# --- worker resources (issue 9: bounded disk, bounded claims) -------------------------------
+
+
+def test_the_default_sizes_leave_the_agent_memory_beside_its_workspace() -> None:
+    assert not ids(check_worker_resources(None)) & {"orchestration.W010", "orchestration.E030"}
+
+
+@pytest.mark.parametrize(
+    ("memory", "workspace", "tmp"),
+    [("2g", "2g", "64m"), ("1g", "2g", "64m"), ("2560m", "2g", "512m")],
+)
+def test_a_workspace_that_fills_the_memory_is_a_warning(
+    settings: Any, memory: str, workspace: str, tmp: str
+) -> None:
+    settings.WORKER_MEMORY, settings.WORKER_WORKSPACE_SIZE = memory, workspace
+    settings.WORKER_TMPFS_SIZE = tmp
+
+    [warning] = [m for m in check_worker_resources(None) if m.id == "orchestration.W010"]
+
+    assert not isinstance(warning, Error)
+    assert "WORKER_WORKSPACE_SIZE" in warning.msg and "WORKER_MEMORY" in warning.msg
+
+
+@pytest.mark.parametrize("name", ["WORKER_MEMORY", "WORKER_WORKSPACE_SIZE", "WORKER_TMPFS_SIZE"])
+@pytest.mark.parametrize("value", ["50%", "2 gigs", "", "0"])
+def test_a_size_that_does_not_parse_is_an_error(settings: Any, name: str, value: str) -> None:
+    setattr(settings, name, value)
+
+    errors = [m for m in check_worker_resources(None) if m.id == "orchestration.E030"]
+
+    assert errors and name in errors[0].msg
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "MAX_TOKENS_PER_HEARTBEAT",
+        "MAX_TOKENS_PER_ATTEMPT",
+        "MAX_METRIC_COUNT",
+        "MAX_ATTEMPT_DURATION_MS",
+        "COMMIT_CHECK_TIMEOUT",
+    ],
+)
+def test_a_bound_below_one_is_an_error(settings: Any, name: str) -> None:
+    setattr(settings, name, 0)
+
+    errors = [m for m in check_worker_resources(None) if m.id == "orchestration.E031"]
+
+    assert errors and name in errors[0].msg
+
+
+def test_sizes_read_as_docker_and_tmpfs_read_them() -> None:
+    assert size_bytes("2g") == 2 * 1024**3
+    assert size_bytes("512m") == 512 * 1024**2
+    assert size_bytes("64M") == 64 * 1024**2
+    assert size_bytes("1048576") == 1048576
+    assert size_bytes("10%") is None

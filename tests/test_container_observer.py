@@ -414,7 +414,14 @@ def test_an_active_workers_container_is_never_touched(runtime: DictRuntime) -> N
     counts = containers_observe(runtime=runtime)
 
     assert runtime.calls == []
-    assert counts == {"exited": 0, "timed_out": 0, "lost": 0, "removed": 0, "cleanup_failed": 0}
+    assert counts == {
+        "exited": 0,
+        "timed_out": 0,
+        "disk_full": 0,
+        "lost": 0,
+        "removed": 0,
+        "cleanup_failed": 0,
+    }
     assert snapshot() == before
     assert set(runtime.states) == {running_worker.container_id, "being-started"}
 
@@ -457,12 +464,26 @@ def test_a_second_run_changes_nothing(runtime: DictRuntime, settings: Any) -> No
     runtime.add(busy.container_id, "running", worker=busy.pk)
 
     first = containers_observe(runtime=runtime)
-    assert first == {"exited": 1, "timed_out": 1, "lost": 1, "removed": 3, "cleanup_failed": 0}
+    assert first == {
+        "exited": 1,
+        "timed_out": 1,
+        "disk_full": 0,
+        "lost": 1,
+        "removed": 3,
+        "cleanup_failed": 0,
+    }
     state, calls = snapshot(), list(runtime.calls)
 
     second = containers_observe(runtime=runtime)
 
-    assert second == {"exited": 0, "timed_out": 0, "lost": 0, "removed": 0, "cleanup_failed": 0}
+    assert second == {
+        "exited": 0,
+        "timed_out": 0,
+        "disk_full": 0,
+        "lost": 0,
+        "removed": 0,
+        "cleanup_failed": 0,
+    }
     assert snapshot() == state
     assert runtime.calls == calls
     assert set(runtime.states) == {busy.container_id}
@@ -477,7 +498,14 @@ def test_a_runtime_that_cannot_observe_is_left_alone(settings: Any) -> None:
 
     counts = containers_observe(runtime=blind)
 
-    assert counts == {"exited": 0, "timed_out": 0, "lost": 0, "removed": 0, "cleanup_failed": 0}
+    assert counts == {
+        "exited": 0,
+        "timed_out": 0,
+        "disk_full": 0,
+        "lost": 0,
+        "removed": 0,
+        "cleanup_failed": 0,
+    }
     assert blind.calls == []
     assert snapshot() == before
 

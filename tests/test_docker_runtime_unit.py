@@ -142,3 +142,73 @@ def test_a_retried_start_adopts_the_container_the_first_try_created() -> None:
     assert container_id == "made-before"
     existing.start.assert_called_once()
     client.containers.run.assert_not_called()
+
+
+# --- bounded disk (issue 9) -------------------------------------------------------------------
+
+
+def test_the_workspace_is_a_size_limited_tmpfs_not_a_volume_on_the_hosts_disk(
+    settings: Any,
+) -> None:
+    settings.WORKER_WORKSPACE_SIZE = "3g"
+    settings.WHIM_CALLBACK_URL = "http://10.9.8.7:8000"
+    worker = WorkerFactory.create()
+    client = mock.Mock()
+    client.containers.get.side_effect = docker.errors.NotFound("no")
+    client.containers.run.return_value.id = "abc"
+
+    runtime_with(client).start(worker=worker, work_item=worker.work_item, token="t0k")
+
+    options = client.containers.run.call_args.kwargs
+    workspace = options["tmpfs"]["/workspace"].split(",")
+    assert "size=3g" in workspace
+    # The harness's (uid 1000) and the agent's (group whimwork) shared, setgid and sticky.
+    assert {"uid=1000", "gid=1002", "mode=3770", "nosuid", "nodev"} <= set(workspace)
+    assert not options.get("mounts"), "no anonymous volume: it would live on the host's disk"
+    assert "volumes" not in options
+
+
+def test_workspace_usage_asks_stat_inside_a_running_container() -> None:
+    container = mock.Mock(status="running")
+    container.exec_run.return_value = mock.Mock(exit_code=0, output=b"4096 16384 0\n")
+    client = mock.Mock()
+    client.containers.get.return_value = container
+
+    usage = runtime_with(client).workspace_usage(container_id="abc")
+
+    assert usage is not None and usage.full
+    assert (usage.size_bytes, usage.used_bytes) == (64 * 1024 * 1024, 64 * 1024 * 1024)
+    argv = container.exec_run.call_args.args[0]
+    assert argv[:2] == ["stat", "-f"] and argv[-1] == "/workspace"
+    assert container.exec_run.call_args.kwargs["user"] == "1000:1000"
+
+
+@pytest.mark.parametrize(
+    ("status", "exit_code", "output"),
+    [
+        ("exited", 0, b"4096 16384 0\n"),  # not running: never exec'd
+        ("running", 1, b""),  # stat failed
+        ("running", 0, b"garbage"),
+        ("running", 0, b""),
+    ],
+)
+def test_workspace_usage_is_none_when_it_cannot_tell(
+    status: str, exit_code: int, output: bytes
+) -> None:
+    container = mock.Mock(status=status)
+    container.exec_run.return_value = mock.Mock(exit_code=exit_code, output=output)
+    client = mock.Mock()
+    client.containers.get.return_value = container
+
+    assert runtime_with(client).workspace_usage(container_id="abc") is None
+    if status != "running":
+        container.exec_run.assert_not_called()
+
+
+def test_workspace_usage_survives_an_exec_the_daemon_refuses() -> None:
+    container = mock.Mock(status="running")
+    container.exec_run.side_effect = docker.errors.APIError("pids limit reached")
+    client = mock.Mock()
+    client.containers.get.return_value = container
+
+    assert runtime_with(client).workspace_usage(container_id="abc") is None

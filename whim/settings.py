@@ -217,7 +217,9 @@ WORKER_IMAGE = env.str("WORKER_IMAGE", default="whim-worker:latest")
 WHIM_DOCKER_NETWORK = env.str("WHIM_DOCKER_NETWORK", default=f"whim-{WHIM_INSTANCE}")
 WHIM_DOCKER_RUNTIME = env.str("WHIM_DOCKER_RUNTIME", default="")  # e.g. runsc (gVisor)
 DOCKER_TIMEOUT = env.int("DOCKER_TIMEOUT", default=30)
-WORKER_MEMORY = env.str("WORKER_MEMORY", default="4g")
+# The container's memory holds the agent (about 3.5g) and its tmpfs mounts: /workspace
+# (WORKER_WORKSPACE_SIZE, 2g) and /tmp (WORKER_TMPFS_SIZE, 512m) are counted against it.
+WORKER_MEMORY = env.str("WORKER_MEMORY", default="6g")
 WORKER_CPUS = env.float("WORKER_CPUS", default=2.0)
 WORKER_PIDS = env.int("WORKER_PIDS", default=256)
 WORKER_TMPFS_SIZE = env.str("WORKER_TMPFS_SIZE", default="512m")
@@ -266,6 +268,22 @@ GITHUB_WEBHOOK_SECRET = env.str("GITHUB_WEBHOOK_SECRET", default="").strip()
 # Price per million tokens, for the estimated cost in /api/metrics.
 TOKEN_PRICE_IN_PER_MILLION = env.float("TOKEN_PRICE_IN_PER_MILLION", default=3.0)
 TOKEN_PRICE_OUT_PER_MILLION = env.float("TOKEN_PRICE_OUT_PER_MILLION", default=15.0)
+
+# --- Containment bounds (issue 9): what an attempt may claim and consume ----------
+# /workspace is a tmpfs of this size (counted against WORKER_MEMORY; check W010 warns when it
+# leaves the agent no memory). The container sweep ends an attempt whose workspace is full.
+WORKER_WORKSPACE_SIZE = env.str("WORKER_WORKSPACE_SIZE", default="2g")
+# Token counts a worker may report: the rise between two reports, and the attempt's total.
+MAX_TOKENS_PER_HEARTBEAT = env.int("MAX_TOKENS_PER_HEARTBEAT", default=10_000_000)
+MAX_TOKENS_PER_ATTEMPT = env.int("MAX_TOKENS_PER_ATTEMPT", default=50_000_000)
+# The other counts in `complete`'s metrics (duration in ms; files and tests).
+MAX_ATTEMPT_DURATION_MS = env.int("MAX_ATTEMPT_DURATION_MS", default=7 * 24 * 3600 * 1000)
+MAX_METRIC_COUNT = env.int("MAX_METRIC_COUNT", default=1_000_000)
+# `complete` is checked against the repository: local bare repos with git on this host, or
+# GitHub's API with this token (GITHUB_API_URL, default GitHub's). Seconds per check.
+GITHUB_TOKEN = env.str("GITHUB_TOKEN", default="").strip()
+COMMIT_CHECK_TIMEOUT = env.float("COMMIT_CHECK_TIMEOUT", default=10.0)
+# --- end of containment bounds ---------------------------------------------------
 
 EMBEDDED_MODE = EMBEDDED_DATABASE or EMBEDDED_BROKER
 

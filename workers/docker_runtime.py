@@ -1,12 +1,13 @@
 """The Docker runtime: one hardened, labelled container per attempt (docker-py).
 
 Hardening (all configurable sizes): non-root user, every capability dropped,
-no-new-privileges, read-only root filesystem with tmpfs /tmp and a writable /workspace
-volume, memory with no swap, CPU and PID limits, no privileged mode, no host network or PID
-namespace, no Docker socket, the instance's own bridge network with inter-container traffic
-off and a firewall (``workers/firewall.py``): a container reaches the callback listener and
-what ``WORKER_EGRESS`` allows, nothing else. Of WHIM_LOCAL_REPOS_DIR, only the item's own
-bare repository, its hooks hidden and its top level read-only (``repo_mounts.py``). The
+no-new-privileges, read-only root filesystem with tmpfs /tmp and a size-limited tmpfs
+/workspace (WORKER_WORKSPACE_SIZE), memory with no swap, CPU and PID limits, no privileged
+mode, no host network or PID namespace, no Docker socket, the instance's own bridge network
+with inter-container traffic off and a firewall (``workers/firewall.py``): a container
+reaches the callback listener and what ``WORKER_EGRESS`` allows, nothing else. Of
+WHIM_LOCAL_REPOS_DIR, only the item's own bare repository, its hooks hidden and its top level
+read-only (``repo_mounts.py``). The
 environment holds only what the job needs (see ``worker_environment``): never SECRET_KEY,
 database or broker URLs.
 """
@@ -27,18 +28,24 @@ import docker
 from django.conf import settings
 from docker.errors import APIError, DockerException, NotFound
 from docker.models.containers import Container
-from docker.types import Mount
 
 from orchestration.models import Worker, WorkItem
 from workers import firewall
 from workers.repo_mounts import repository_mounts
-from workers.runtime import ContainerRuntime, ContainerState, register, worker_environment
+from workers.runtime import (
+    ContainerRuntime,
+    ContainerState,
+    DiskUsage,
+    register,
+    worker_environment,
+)
 
 logger = logging.getLogger(__name__)
 
 LABEL_WORKER = "whim.worker"
 LABEL_WORK_ITEM = "whim.work_item"
 LABEL_INSTANCE = "whim.instance"
+WORKSPACE = "/workspace"
 
 
 def container_name(worker_id: object) -> str:
@@ -191,12 +198,23 @@ class DockerRuntime(ContainerRuntime):
             "cap_add": ["SETUID", "SETGID", "KILL"],
             "security_opt": ["no-new-privileges:true"],
             "read_only": True,
+            # /workspace is a tmpfs of WORKER_WORKSPACE_SIZE, not a volume: an anonymous volume
+            # lives on the host's disk (beside PostgreSQL and Docker) with no limit, and a
+            # size-limited volume needs a storage driver that supports quotas (overlay2 on
+            # xfs with pquota, or a loop device), which most hosts lack. A tmpfs has a hard size
+            # everywhere and never touches the host's disk; its pages count against the
+            # container's memory, which is why WORKER_MEMORY includes it (check W010). ``exec``:
+            # the repository's own scripts and tests run from the checkout.
             "tmpfs": {
                 "/tmp": f"rw,nosuid,nodev,size={settings.WORKER_TMPFS_SIZE},mode=1777",  # noqa: S108
                 "/home/whim": "rw,nosuid,nodev,size=64m,uid=1000,gid=1000,mode=0700",
                 "/home/agent": "rw,nosuid,nodev,size=256m,uid=1001,gid=1001,mode=0700",
+                # The harness's and the agent's shared checkout: group whimwork, setgid and
+                # sticky (neither can rename what the other made; the image's /workspace too).
+                WORKSPACE: f"rw,exec,nosuid,nodev,size={settings.WORKER_WORKSPACE_SIZE},"
+                "uid=1000,gid=1002,mode=3770",
             },
-            "mounts": [Mount(target="/workspace", source=None, type="volume")],
+            "mounts": [],
             "mem_limit": settings.WORKER_MEMORY,
             "memswap_limit": settings.WORKER_MEMORY,
             "nano_cpus": int(settings.WORKER_CPUS * 1_000_000_000),
@@ -294,6 +312,34 @@ class DockerRuntime(ContainerRuntime):
             return None
         text = b"".join(chunks).decode("utf-8", errors="replace")
         return text.splitlines()[-lines:]
+
+    def workspace_usage(self, *, container_id: str) -> DiskUsage | None:
+        """``stat -f`` on /workspace inside a running container (one short exec, as the
+        container's user; bounded by DOCKER_TIMEOUT). None when it is not running or the exec
+        fails (a container at its PID limit, say)."""
+        container = self._find(container_id)
+        if container is None or container.status != "running":
+            return None
+        try:
+            result = container.exec_run(
+                ["stat", "-f", "-c", "%S %b %a", WORKSPACE], user="1000:1000", stderr=False
+            )
+        except (APIError, DockerException, OSError) as exc:
+            logger.info("workspace of %s: %s", container_id[:12], type(exc).__name__)
+            return None
+        output = result.output if isinstance(result.output, bytes) else None  # not streamed
+        return parse_statfs(result.exit_code, output)
+
+
+def parse_statfs(exit_code: int | None, output: bytes | None) -> DiskUsage | None:
+    """``stat -f -c '%S %b %a'`` (block size, blocks, blocks available) as a DiskUsage."""
+    if exit_code != 0 or not output:
+        return None
+    try:
+        block, blocks, available = (int(field) for field in output.split()[:3])
+    except ValueError:
+        return None
+    return DiskUsage(size_bytes=block * blocks, free_bytes=block * available)
 
 
 def docker_available() -> bool:

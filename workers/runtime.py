@@ -42,6 +42,26 @@ class ContainerState:
         return self.status in ("exited", "dead")
 
 
+# A workspace with less than this left is full: the agent is writing against its limit.
+WORKSPACE_FULL_SLACK_BYTES = 1024 * 1024
+
+
+@dataclasses.dataclass(frozen=True)
+class DiskUsage:
+    """A running container's /workspace: its size and what is still free, in bytes."""
+
+    size_bytes: int
+    free_bytes: int
+
+    @property
+    def used_bytes(self) -> int:
+        return max(self.size_bytes - self.free_bytes, 0)
+
+    @property
+    def full(self) -> bool:
+        return self.free_bytes < WORKSPACE_FULL_SLACK_BYTES
+
+
 class ContainerRuntime(abc.ABC):
     """Starts, stops, inspects and reads the logs of attempts' containers.
 
@@ -77,6 +97,10 @@ class ContainerRuntime(abc.ABC):
 
     def logs(self, *, container_id: str, lines: int) -> list[str] | None:
         """The last ``lines`` of output (bounded in bytes), or None when it cannot tell."""
+        return None
+
+    def workspace_usage(self, *, container_id: str) -> DiskUsage | None:
+        """How full a running container's /workspace is, or None when it cannot tell."""
         return None
 
     @classmethod

@@ -67,13 +67,21 @@ def containers_observe(*, runtime: ContainerRuntime | None = None) -> dict[str, 
 
     1. Every active worker with a container: gone → CONTAINER_LOST; finished → its last
        lines kept, the exit classified and the attempt failed (retry or fail), the container
-       removed; running past WORKER_TIMEOUT → killed and failed with TIMEOUT.
+       removed; running past WORKER_TIMEOUT → killed and failed with TIMEOUT; running with
+       a full /workspace (the runtime's ``workspace_usage``) → killed, RESOURCE_ERROR.
     2. Every container labelled for this instance whose worker is no longer active (or
        unknown): last lines kept, stopped (10 s grace) and removed.
     Transitions are conditional, so a callback that lands first simply wins (Fenced here).
     """
     runtime = runtime or get_runtime()
-    counts = {"exited": 0, "timed_out": 0, "lost": 0, "removed": 0, "cleanup_failed": 0}
+    counts = {
+        "exited": 0,
+        "timed_out": 0,
+        "disk_full": 0,
+        "lost": 0,
+        "removed": 0,
+        "cleanup_failed": 0,
+    }
     if not runtime.observable:
         return counts
     now = db_now()
@@ -132,6 +140,25 @@ def _observe_one(
         )
         runtime.kill(container_id=worker.container_id)
         counts["timed_out"] += 1
+    elif state.status == "running":
+        _observe_disk(runtime=runtime, worker=worker, counts=counts)
+
+
+def _observe_disk(*, runtime: ContainerRuntime, worker: Worker, counts: dict[str, int]) -> None:
+    """A running attempt whose /workspace is full is ended with RESOURCE_ERROR: failed first,
+    then killed (as for a timeout), its last lines kept."""
+    usage = runtime.workspace_usage(container_id=worker.container_id)
+    if usage is None or not usage.full:
+        return
+    container_keep_logs(runtime=runtime, worker=worker)
+    _fail(
+        worker,
+        f"the workspace is full: {usage.used_bytes} of {usage.size_bytes} bytes used "
+        f"(WORKER_WORKSPACE_SIZE {settings.WORKER_WORKSPACE_SIZE})",
+        ErrorCategory.RESOURCE_ERROR,
+    )
+    runtime.kill(container_id=worker.container_id)
+    counts["disk_full"] += 1
 
 
 CLEANUP_EVENT_EVERY = dt.timedelta(minutes=10)

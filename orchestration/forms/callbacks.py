@@ -12,6 +12,7 @@ import re
 from typing import Any
 
 from django import forms
+from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.core.validators import RegexValidator
 
@@ -81,11 +82,35 @@ class RegisterForm(ErrorFirstForm):
     workItemId = forms.UUIDField(error_messages={**MESSAGES, "invalid": "must be a UUID"})
 
 
+def metric_cap(key: str) -> tuple[int, str]:
+    """The most a worker may report for one metric, and the setting that says so (read at
+    call time, so a changed setting applies at once)."""
+    if key in ("tokensIn", "tokensOut"):
+        return settings.MAX_TOKENS_PER_ATTEMPT, "MAX_TOKENS_PER_ATTEMPT"
+    if key == "duration":
+        return settings.MAX_ATTEMPT_DURATION_MS, "MAX_ATTEMPT_DURATION_MS"
+    return settings.MAX_METRIC_COUNT, "MAX_METRIC_COUNT"
+
+
+def check_tokens(value: int | None, key: str) -> int | None:
+    """A token count within the attempt's bound (the form's range check came first)."""
+    cap, name = metric_cap(key)
+    if value is not None and value > cap:
+        raise ValidationError(f"must be at most {cap} ({name})", code="max_value")
+    return value
+
+
 class HeartbeatForm(ErrorFirstForm):
     iteration = StrictIntegerField(min_value=0, max_value=1_000_000)
     status = StrictCharField(required=False, max_length=100)
     tokensIn = StrictIntegerField(required=False, min_value=0, max_value=INT8_MAX)
     tokensOut = StrictIntegerField(required=False, min_value=0, max_value=INT8_MAX)
+
+    def clean_tokensIn(self) -> int | None:
+        return check_tokens(self.cleaned_data.get("tokensIn"), "tokensIn")
+
+    def clean_tokensOut(self) -> int | None:
+        return check_tokens(self.cleaned_data.get("tokensOut"), "tokensOut")
 
 
 class LockForm(ErrorFirstForm):
@@ -131,6 +156,9 @@ class CompleteForm(ErrorFirstForm):
                 or not 0 <= value <= (INT8_MAX if key in self.BIG_METRICS else INT4_MAX)
             ):
                 raise ValidationError(f"{key} must be a finite number, not negative, in range")
+            cap, name = metric_cap(key)
+            if value is not None and value > cap:
+                raise ValidationError(f"{key} must be at most {cap} ({name})")
         status = metrics.get("testStatus")
         if status is not None and not isinstance(status, str):
             raise ValidationError("testStatus must be a string")

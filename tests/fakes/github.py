@@ -2,6 +2,13 @@
 
 With ``existing`` set, the POST answers 422 ("A pull request already exists") and
 ``GET /repos/{o}/{n}/pulls?head=o:branch`` returns that pull request.
+
+Commits, in GitHub's shapes (docs.github.com/rest/commits): ``repos["o/n"]`` maps each branch
+to its history, oldest first. ``GET /repos/{o}/{n}/commits/{sha}`` answers the commit or 422
+"No commit found for SHA"; ``GET /repos/{o}/{n}/compare/{base}...{head}`` answers ``status``
+``identical`` / ``ahead`` / ``behind`` / ``diverged`` with ``ahead_by``, ``behind_by``,
+``total_commits``, ``commits`` and ``merge_base_commit``; an unknown ref or repo is 404.
+``fail_with`` makes every commits/compare request answer that status (an outage).
 """
 
 from __future__ import annotations
@@ -12,11 +19,18 @@ import threading
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs, unquote, urlsplit
 
 from tests.fakes.server import FakeServer
 
 PULLS = re.compile(r"^/repos/(?P<owner>[^/]+)/(?P<name>[^/]+)/pulls$")
+COMMIT = re.compile(r"^/repos/(?P<repo>[^/]+/[^/]+)/commits/(?P<ref>[^/]+)$")
+COMPARE = re.compile(r"^/repos/(?P<repo>[^/]+/[^/]+)/compare/(?P<base>.+)\.\.\.(?P<head>[^/.]+)$")
+NOT_FOUND = {
+    "message": "Not Found",
+    "documentation_url": "https://docs.github.com/rest",
+    "status": "404",
+}
 
 
 @dataclass
@@ -33,6 +47,8 @@ class FakeGitHub(FakeServer):
         self.requests: list[Request] = []
         self.next_number = first_number
         self.existing: dict[str, Any] | None = None
+        self.repos: dict[str, dict[str, list[str]]] = {}
+        self.fail_with: int | None = None
         self._lock = threading.Lock()
         super().__init__()
 
@@ -47,6 +63,14 @@ class FakeGitHub(FakeServer):
     def _handle(self, request: Request) -> tuple[int, Any]:
         with self._lock:
             self.requests.append(request)
+            if request.method == "GET" and (
+                COMMIT.match(request.path) or COMPARE.match(request.path)
+            ):
+                if not (request.authorization or "").startswith("Bearer "):
+                    return 401, {"message": "Requires authentication"}
+                if self.fail_with:
+                    return self.fail_with, {"message": "Server Error"}
+                return self._commits(request.path)
             match = PULLS.match(request.path)
             if not match:
                 return 404, {"message": "Not Found"}
@@ -66,6 +90,62 @@ class FakeGitHub(FakeServer):
                 "html_url": f"https://github.example/{owner}/{name}/pull/{number}",
                 "number": number,
             }
+
+    # -- commits ----------------------------------------------------------------------------
+
+    def _history(self, repo: str, ref: str) -> list[str] | None:
+        """The commits reachable from ``ref`` (a branch or a sha), oldest first."""
+        branches = self.repos.get(repo, {})
+        if ref in branches:
+            return branches[ref]
+        for history in branches.values():
+            if ref in history:
+                return history[: history.index(ref) + 1]
+        return None
+
+    def _commits(self, path: str) -> tuple[int, Any]:
+        if match := COMMIT.match(path):
+            repo, ref = match["repo"], match["ref"]
+            if repo not in self.repos:
+                return 404, NOT_FOUND
+            history = self._history(repo, ref)
+            if history is None:
+                return 422, {
+                    "message": f"No commit found for SHA: {ref}",
+                    "documentation_url": "https://docs.github.com/rest/commits/commits#get-a-commit",
+                    "status": "422",
+                }
+            return 200, _commit(repo, history[-1], history[-2] if len(history) > 1 else None)
+        match = COMPARE.match(path)
+        assert match is not None
+        repo = match["repo"]
+        base = self._history(repo, unquote(match["base"]))
+        head = self._history(repo, match["head"])
+        if base is None or head is None:
+            return 404, NOT_FOUND
+        ahead = [c for c in head if c not in base]
+        behind = [c for c in base if c not in head]
+        shared = [c for c in head if c in base]
+        status = (
+            "identical"
+            if not ahead and not behind
+            else "ahead"
+            if not behind
+            else "behind"
+            if not ahead
+            else "diverged"
+        )
+        return 200, {
+            "url": f"{self.base}/repos/{repo}/compare/{match['base']}...{match['head']}",
+            "status": status,
+            "ahead_by": len(ahead),
+            "behind_by": len(behind),
+            "total_commits": len(ahead),
+            "base_commit": _commit(repo, base[-1], None),
+            "merge_base_commit": _commit(repo, shared[-1], None) if shared else None,
+            "commits": [_commit(repo, c, None) for c in ahead],
+            "files": [],
+        }
 
     def _handler_class(self) -> type[BaseHTTPRequestHandler]:
         fake = self
@@ -102,3 +182,20 @@ class FakeGitHub(FakeServer):
                 self._serve("POST")
 
         return Handler
+
+
+def _commit(repo: str, sha: str, parent: str | None) -> dict[str, Any]:
+    """A commit as GitHub's REST API shows one (the fields Whim could read, and a few more)."""
+    return {
+        "sha": sha,
+        "node_id": f"C_{sha[:12]}",
+        "url": f"https://api.github.example/repos/{repo}/commits/{sha}",
+        "html_url": f"https://github.example/{repo}/commit/{sha}",
+        "commit": {
+            "message": f"commit {sha[:7]}",
+            "tree": {"sha": sha[::-1]},
+            "author": {"name": "t", "email": "t@t", "date": "2024-01-01T00:00:00Z"},
+            "committer": {"name": "t", "email": "t@t", "date": "2024-01-01T00:00:00Z"},
+        },
+        "parents": [{"sha": parent}] if parent else [],
+    }

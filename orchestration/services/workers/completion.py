@@ -13,19 +13,22 @@ from django.db import transaction
 
 from orchestration.choices import EventKind
 from orchestration.clock import db_now
-from orchestration.errors import Fenced
+from orchestration.errors import Fenced, ValidationFailed
 from orchestration.models import (
     Worker,
     WorkerMetrics,
     WorkerStatus,
     WorkItem,
+    WorkItemEvent,
     WorkItemStatus,
     WorkItemType,
 )
 from orchestration.nudge import TaskName, send_on_commit
-from orchestration.rows import locked_item_and_worker
+from orchestration.rows import locked_item_and_worker, row_get
+from orchestration.services.commits import CommitVerdict, commit_verify
 from orchestration.services.events import event_record
 from orchestration.services.locks import locks_release_all
+from orchestration.services.workers.lifecycle import tokens_rise_check
 from reviews.services import review_record_self
 
 logger = logging.getLogger(__name__)
@@ -47,13 +50,24 @@ def worker_complete(*, worker_id: UUID | str, result: Completion) -> bool:
     """The attempt finished: item ``completed`` with its result, locks freed.
 
     Returns False for a repeat (already completed). Raises Fenced if the worker ended otherwise.
+    The reported commit must be on the item's branch (``commit_verify``, asked before any row
+    is locked: it may run git or call GitHub); refused, the refusal is an event on the item
+    and ValidationFailed is raised with nothing else written.
     """
+    verdict = _commit_verdict(worker_id=worker_id, result=result)
+    if verdict is None:
+        return False
     with transaction.atomic():
         item, worker = locked_item_and_worker(worker_id)
         if worker.status == WorkerStatus.COMPLETED:
             return False
         if not worker.is_active:
             raise Fenced(f"Worker is {worker.status}; it can no longer complete")
+        tokens_rise_check(
+            worker=worker,
+            tokens={k: result.metrics.get(k) for k in ("tokensIn", "tokensOut")},
+            field="metrics",
+        )
         now = db_now()
         Worker.objects.filter(pk=worker.pk, status__in=Worker.ACTIVE).update(
             status=WorkerStatus.COMPLETED, completed_at=now
@@ -100,10 +114,54 @@ def worker_complete(*, worker_id: UUID | str, result: Completion) -> bool:
             from_status=item.status,
             to_status=WorkItemStatus.COMPLETED if moved else item.status,
             actor=f"worker:{worker.pk}",
-            data={"prUrl": result.pr_url},
+            message=verdict.note,
+            data={
+                "prUrl": result.pr_url,
+                "commitSha": result.commit_sha,
+                "commitCheckedBy": verdict.checked_by,
+            },
         )
     logger.info("worker %s completed work item %s", worker_id, item.pk)
     return True
+
+
+# Refusals recorded per attempt at most: a worker that keeps sending forged completions must
+# not grow the item's timeline without bound (each is still refused).
+REFUSALS_RECORDED_MAX = 10
+
+
+def _commit_verdict(*, worker_id: UUID | str, result: Completion) -> CommitVerdict | None:
+    """The verdict on the reported commit, outside any transaction; None for a repeat of a
+    completion that already happened. Raises Fenced, NotFound, ValidationFailed (refused) or
+    Unavailable (the check cannot answer now)."""
+    worker = row_get(Worker, worker_id, "Worker")
+    if worker.status == WorkerStatus.COMPLETED:
+        return None
+    if not worker.is_active:
+        raise Fenced(f"Worker is {worker.status}; it can no longer complete")
+    item = worker.work_item
+    verdict = commit_verify(repo=item.repo, branch=item.branch, sha=result.commit_sha)
+    if verdict.ok:
+        return verdict
+    refused = WorkItemEvent.objects.filter(worker=worker, kind=EventKind.COMMIT_REFUSED)
+    if refused.count() < REFUSALS_RECORDED_MAX:
+        event_record(
+            work_item=item,
+            worker=worker,
+            kind=EventKind.COMMIT_REFUSED,
+            actor=f"worker:{worker.pk}",
+            message=verdict.note,
+            data={
+                "commitSha": result.commit_sha,
+                "branch": item.branch,
+                "checkedBy": verdict.checked_by,
+            },
+        )
+    logger.warning("worker %s: completion refused: %s", worker.pk, verdict.note)
+    raise ValidationFailed(
+        "The reported commit is not on the pushed branch; the item was not completed",
+        details={"commitSha": verdict.note},
+    )
 
 
 def _after_completion(*, item: WorkItem, result: Completion) -> None:

@@ -10,6 +10,7 @@ import logging
 from typing import Any
 from uuid import UUID
 
+from django.conf import settings
 from django.db import transaction
 from django.db.models import Value
 from django.db.models.functions import Coalesce
@@ -61,11 +62,16 @@ def worker_heartbeat(
     tokens_in: int | None = None,
     tokens_out: int | None = None,
 ) -> None:
-    """Record liveness (and progress when the iteration or token counts rise)."""
+    """Record liveness (and progress when the iteration or token counts rise).
+
+    Token counts are the attempt's totals so far; one that rose by more than
+    MAX_TOKENS_PER_HEARTBEAT since the last report is refused (the form bounds the total by
+    MAX_TOKENS_PER_ATTEMPT)."""
     with transaction.atomic():
         item, worker = locked_item_and_worker(worker_id)
         if not worker.is_active:
             raise Fenced(f"Worker is {worker.status}; it is no longer the active attempt")
+        tokens_rise_check(worker=worker, tokens={"tokensIn": tokens_in, "tokensOut": tokens_out})
         now = db_now()
         fields: dict[str, Any] = {"last_heartbeat": now}
         progressed = (
@@ -85,6 +91,27 @@ def worker_heartbeat(
         if iteration > worker.iteration:
             WorkItem.objects.filter(pk=item.pk, worker_id=worker.pk).update(iteration=iteration)
             usage_add(now=now, iterations=iteration - worker.iteration)
+
+
+def tokens_rise_check(
+    *, worker: Worker, tokens: dict[str, int | None], field: str | None = None
+) -> None:
+    """Refuse (ValidationFailed, nothing written) a token count that rose by more than
+    MAX_TOKENS_PER_HEARTBEAT since the worker's last report: an agent cannot claim in one
+    report what a real run spends over many. ``field`` names the request field in the
+    details (``metrics`` for complete); by default each count's own name."""
+    cap = settings.MAX_TOKENS_PER_HEARTBEAT
+    known = {"tokensIn": worker.tokens_in, "tokensOut": worker.tokens_out}
+    for key, value in tokens.items():
+        rise = (value or 0) - known[key]
+        if rise > cap:
+            raise ValidationFailed(
+                "Invalid request",
+                details={
+                    field or key: f"{key} rose by {rise} since the last report; at most "
+                    f"{cap} per report (MAX_TOKENS_PER_HEARTBEAT)"
+                },
+            )
 
 
 def worker_register(*, worker_id: UUID | str, work_item_id: UUID) -> WorkItem:

@@ -11,7 +11,9 @@
 - ``codex``: ``codex exec -``, spec on stdin.
 
 A command agent succeeds by exiting 0; any other exit code is an ``AGENT_ERROR`` whose message
-holds the last lines of its output. A missing binary is a ``CONFIG_ERROR``.
+holds the last lines of its output — or ``RESOURCE_ERROR`` when the OOM killer ended it (exit
+137 or -9 while the cgroup's ``oom_kill`` counter rose: ``resources.py``). A missing binary is a
+``CONFIG_ERROR``.
 """
 
 from __future__ import annotations
@@ -28,8 +30,9 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import ClassVar
 
+from . import resources
 from .config import Config, WorkItem
-from .errors import AgentError, AgentStuck, ConfigError
+from .errors import AgentError, AgentStuck, Category, ConfigError, HarnessError
 from .gitops import git_env
 from .logs import Logger, mask
 from .spawner import Spawner, SpawnError
@@ -209,6 +212,7 @@ class CommandAgent(Agent):
             raise ConfigError(f"agent {self.name}: {argv[0]!r} is not installed in this image")
         ctx.progress.update(iteration=1)
         ctx.log(f"agent {self.name}: starting {argv[0]}")
+        ooms_before = resources.oom_kills(self.config.cgroup_dir)
         proc: AgentProcess
         if ctx.spawner is not None:  # as the agent user, through the supervisor
             try:
@@ -251,6 +255,13 @@ class CommandAgent(Agent):
             thread.join(timeout=5)
         if code != 0:
             last = mask("\n".join(tail))
+            ooms_after = resources.oom_kills(self.config.cgroup_dir)
+            if resources.killed_by_oom(code, before=ooms_before, after=ooms_after):
+                raise HarnessError(
+                    f"agent {self.name} was killed for running out of memory (exit {code}, "
+                    f"the container's WORKER_MEMORY); last output:\n{last}",
+                    category=Category.RESOURCE_ERROR,
+                )
             raise AgentError(f"agent {self.name} exited with code {code}; last output:\n{last}")
         ctx.log(f"agent {self.name}: finished")
 

@@ -106,6 +106,8 @@ class Config:
     author_email: str = "whim@localhost"
     workspace: Path = Path("/workspace")
     protected_branches: tuple[str, ...] = DEFAULT_PROTECTED
+    # Where the container's cgroup filesystem is (its OOM counter: resources.py).
+    cgroup_dir: Path = Path("/sys/fs/cgroup")
 
     @property
     def checkout(self) -> Path:
@@ -186,6 +188,7 @@ class Config:
             author_email=env.get("WHIM_GIT_AUTHOR_EMAIL") or "whim@localhost",
             workspace=Path(env.get("WORKSPACE") or "/workspace"),
             protected_branches=parse_globs(env.get("WHIM_PROTECTED_BRANCHES")),
+            cgroup_dir=Path(env.get("WHIM_CGROUP_DIR") or "/sys/fs/cgroup"),
         )
 
 

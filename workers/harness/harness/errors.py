@@ -23,6 +23,7 @@ class Category:
     # Refused to push to a protected branch or the repository's default branch: permanent.
     POLICY_ERROR = "POLICY_ERROR"
     TERMINATED = "TERMINATED"  # SIGTERM / SIGINT before the attempt finished
+    RESOURCE_ERROR = "RESOURCE_ERROR"  # the agent was OOM-killed (exit 137 and oom_kill rose)
     INTERNAL_ERROR = "INTERNAL_ERROR"  # a bug in the harness: the stack is sent too
 
 

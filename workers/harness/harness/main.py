@@ -19,7 +19,8 @@
 7. With ``GITHUB_TOKEN`` and GitHub at hand (github.com clone URL or ``GITHUB_API_URL`` set),
    open the pull request, or find the one already open for the branch.
 8. POST ``complete {prUrl?, prNumber?, metrics{tokensIn, tokensOut, duration, filesModified},
-   commitSha, branch}``.
+   commitSha, branch}``. Refused with 400 (the orchestrator does not see the commit on the
+   branch, or a metric is out of bounds): POST ``fail`` with category ``PUSH_ERROR``.
 9. Exit 0.
 
 Any failure on the way: POST ``fail {error, iteration, category, stack?}`` (the stack only for
@@ -276,7 +277,19 @@ class Attempt:
         }
         if pull is not None:
             body.update(prUrl=pull.url, prNumber=pull.number)
-        return self._final("complete", lambda: self.client.complete(body), EXIT_OK)
+        try:
+            self.client.complete(body)
+        except Fenced as exc:
+            return self._fenced(str(exc))
+        except CallbackError as exc:
+            if exc.status != 400:
+                self.log(f"could not report complete: {exc}")
+                return EXIT_FAILED
+            # Refused (the orchestrator did not find the commit on the pushed branch, or a
+            # metric out of bounds): the attempt failed; say so rather than exit silently.
+            return self._fail(Category.PUSH_ERROR, f"the orchestrator refused complete: {exc}")
+        self.log("reported complete")
+        return EXIT_OK
 
     def _fail(self, category: str, error: str, stack: str | None = None) -> int:
         self._stop_heartbeat()
