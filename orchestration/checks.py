@@ -83,14 +83,14 @@ def check_limits(app_configs: Any, **kwargs: Any) -> list[CheckMessage]:
             Error(
                 f"WHIM_CALLBACK_PORT ({settings.WHIM_CALLBACK_PORT}) must be a port other than "
                 f"PORT ({settings.PORT}): it serves worker callbacks only, to containers.",
-                id="orchestration.E040",
+                id="orchestration.E050",
             )
         )
     if settings.WORKER_EGRESS not in ("none", "allowlist", "open"):
         errors.append(
             Error(
                 f"WORKER_EGRESS {settings.WORKER_EGRESS!r} is not one of none, allowlist, open.",
-                id="orchestration.E041",
+                id="orchestration.E051",
             )
         )
     if not settings.RETRY_DELAYS or any(d < 0 for d in settings.RETRY_DELAYS):

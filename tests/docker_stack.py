@@ -16,7 +16,7 @@ import docker
 import pytest
 
 from orchestration.services.apikeys import apikey_create
-from tests.conftest import ROOT, CeleryWorkers, free_port, start_web, stop_processes
+from tests.conftest import ROOT, CeleryWorkers, free_ports, start_web, stop_processes
 
 REPOS_ROOT = ROOT / ".run" / "test-repos"
 
@@ -99,7 +99,7 @@ def docker_stack(celery_workers: Any, settings: Any) -> Iterator[Any]:
     made: list[DockerStack] = []
 
     def make(**env: str) -> DockerStack:
-        port, callback_port = free_port(), free_port()
+        port, callback_port = free_ports(2)
         settings.WHIM_CALLBACK_PORT = callback_port
         gateway = DockerRuntime().ensure_network()
         overrides = {

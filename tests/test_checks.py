@@ -44,8 +44,8 @@ def test_the_defaults_pass_every_check() -> None:
         ("HEARTBEAT_GRACE", -1, "orchestration.E020"),
         ("LOCK_TTL", 5, "orchestration.E021"),
         ("WHIM_AGENT", "gpt", "orchestration.E023"),
-        ("WORKER_EGRESS", "closed", "orchestration.E041"),
-        ("WHIM_CALLBACK_PORT", 0, "orchestration.E040"),
+        ("WORKER_EGRESS", "closed", "orchestration.E051"),
+        ("WHIM_CALLBACK_PORT", 0, "orchestration.E050"),
     ],
 )
 def test_a_bad_setting_is_an_error_that_names_it(
@@ -75,7 +75,7 @@ def test_the_command_agent_needs_its_command(settings: Any) -> None:
 def test_the_callback_listener_must_not_share_the_web_port(settings: Any) -> None:
     settings.WHIM_CALLBACK_PORT = settings.PORT
 
-    assert "orchestration.E040" in ids(check_limits(None))
+    assert "orchestration.E050" in ids(check_limits(None))
 
 
 def test_a_renudge_no_sooner_than_the_start_timeout_is_a_warning(settings: Any) -> None:

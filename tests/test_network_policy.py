@@ -21,7 +21,7 @@ import docker
 import pytest
 from django.test import Client
 
-from tests.conftest import ROOT, free_port, start_web, stop_processes
+from tests.conftest import ROOT, free_ports, start_web, stop_processes
 from tests.helpers import wait_for
 from workers import firewall
 from workers.docker_runtime import DockerRuntime, bridge_name
@@ -117,7 +117,7 @@ def worker_network(settings: Any) -> Iterator[dict[str, Any]]:
         pytest.fail("these tests install iptables rules: they need root and iptables")
     instance = f"net-{uuid.uuid4().hex[:8]}"
     network = f"whim-{instance}"
-    callback_port = free_port()
+    callback_port, web_port, spare_port = free_ports(3)
     settings.WHIM_INSTANCE, settings.WHIM_DOCKER_NETWORK = instance, network
     settings.WHIM_CALLBACK_PORT, settings.WORKER_EGRESS = callback_port, "none"
     client = docker.from_env()
@@ -129,6 +129,8 @@ def worker_network(settings: Any) -> Iterator[dict[str, Any]]:
         "bridge": bridge_name(network),
         "gateway": gateway,
         "callback_port": callback_port,
+        "web_port": web_port,
+        "spare_port": spare_port,
         "instance": instance,
         "made": made,
     }
@@ -236,7 +238,7 @@ def test_a_container_reaches_the_callback_port_but_no_other_host_listener(
     worker_network: dict[str, Any],
 ) -> None:
     net = worker_network
-    other_port = free_port()
+    other_port = net["spare_port"]
     everywhere = "0.0.0.0"  # noqa: S104  (a host service bound to every address: the attack)
     with tcp_listener(everywhere, other_port), tcp_listener(net["gateway"], net["callback_port"]):
         assert can_connect(net, net["gateway"], net["callback_port"])  # the control
@@ -286,7 +288,7 @@ def test_from_a_container_the_callback_listener_hides_the_admin_and_metrics(
         "WHIM_CALLBACK_PORT": str(net["callback_port"]),
         "ALLOWED_HOSTS": "*",
     }
-    web_port = free_port()
+    web_port = net["web_port"]
     web = start_web(
         env={**env, "PORT": str(web_port)},
         binds=[f"127.0.0.1:{web_port}", f"{net['gateway']}:{net['callback_port']}"],
