@@ -39,6 +39,10 @@ def check_limits(app_configs: Any, **kwargs: Any) -> list[CheckMessage]:
     errors += _at_least("LOG_RETENTION_DAYS", 1, "orchestration.E018")
     errors += _at_least("QUARANTINE_AFTER", 1, "orchestration.E019")
     errors += _at_least("HEARTBEAT_GRACE", 0, "orchestration.E020")
+    errors += _at_least("LOGIN_FAILURES_PER_USER", 0, "orchestration.E040")
+    errors += _at_least("LOGIN_FAILURES_PER_ADDRESS", 0, "orchestration.E041")
+    errors += _at_least("LOGIN_FAILURE_WINDOW_SECONDS", 1, "orchestration.E042")
+    errors += _at_least("LOGIN_LOCKOUT_SECONDS", 1, "orchestration.E043")
     if settings.LOCK_TTL <= settings.HEARTBEAT_INTERVAL:
         errors.append(
             Error(

@@ -152,6 +152,11 @@ class WorkItem(models.Model):
                 condition=Q(pr_number__isnull=False),
             ),
         ]
+        # The console's roles (orchestration.roles): who may act on work, not just read it.
+        permissions = (
+            ("submit_work_items", "Can submit work items"),
+            ("operate_work_items", "Can cancel, requeue, reprioritise and kill; release locks"),
+        )
 
     def __str__(self) -> str:
         return f"{self.repo}@{self.branch} ({self.status})"
@@ -341,3 +346,29 @@ class ApiKey(models.Model):
     @property
     def is_active(self) -> bool:
         return self.revoked_at is None
+
+
+class LoginThrottle(models.Model):
+    """Failed logins counted per submitted username or per client address (services.logins).
+
+    One row per (scope, key), updated under a row lock, so every web process sees the same
+    count. The key is the name as typed (case-folded), whether or not such a user exists.
+    """
+
+    class Scope(models.TextChoices):
+        USER = "user"
+        ADDRESS = "address"
+
+    scope = models.CharField(max_length=10, choices=Scope.choices)
+    key = models.CharField(max_length=150)
+    failures = models.PositiveIntegerField(default=0)
+    window_started_at = models.DateTimeField(db_index=True)
+    locked_until = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        constraints: ClassVar[list[models.BaseConstraint]] = [
+            models.UniqueConstraint(fields=["scope", "key"], name="loginthrottle_scope_key"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.scope} {self.key}"

@@ -1,5 +1,8 @@
 """The operator's console: server-rendered pages (login required, CSRF) with htmx for live parts.
 
+Every logged-in user reads every page; submitting and acting (cancel, requeue, kill, bulk)
+need the operator's permissions (``roles.requires``: anyone else gets a 403 page).
+
 Views parse input and call the same services as the API (STYLE.md §1); read-side queries live
 in ``selectors`` and ``pages``. An htmx request (``HX-Request``) gets only the fragment it
 polls, so the live parts are the same template code as the full page.
@@ -33,6 +36,7 @@ from orchestration.models import QUEUE_STATUS_NAMES, Worker, WorkItem
 from orchestration.nudge import broker_reachable
 from orchestration.pages import console, explain
 from orchestration.registry import runtime
+from orchestration.roles import OPERATE, SUBMIT, requires
 from orchestration.selectors import queue_filter, queue_list
 from orchestration.services.bulk import WorkItemAction, work_item_act, work_items_bulk
 from orchestration.services.work_items import work_item_cancel, work_item_submit
@@ -77,7 +81,7 @@ def dashboard_page(request: HttpRequest) -> HttpResponse:
 # --- submit ----------------------------------------------------------------------------------
 
 
-@login_required
+@requires(SUBMIT)
 @require_http_methods(["GET", "POST"])
 def work_new(request: HttpRequest) -> HttpResponse:
     """The submit form: the same validation and service as POST /api/work."""
@@ -101,7 +105,7 @@ def work_new(request: HttpRequest) -> HttpResponse:
     return render(request, "orchestration/work_new.html", {"form": form}, status=status)
 
 
-@login_required
+@requires(SUBMIT)
 @require_POST
 def branch_preview(request: HttpRequest) -> HttpResponse:
     """htmx: the branch the item will get, as the operator types (spec or branch field)."""
@@ -212,7 +216,7 @@ def _aware_datetime(value: str) -> dt.datetime | None:
     return parsed if parsed is not None and not timezone.is_naive(parsed) else None
 
 
-@login_required
+@requires(OPERATE)
 @require_POST
 def queue_bulk(request: HttpRequest) -> HttpResponse:
     """Bulk cancel / requeue: first a confirmation with the count, then the services, one by
@@ -323,7 +327,7 @@ def work_log(request: HttpRequest, pk: UUID) -> HttpResponse:
     )
 
 
-@login_required
+@requires(OPERATE)
 @require_POST
 def work_cancel(request: HttpRequest, pk: UUID) -> HttpResponse:
     reason = request.POST.get("reason", "").strip()[:1000]
@@ -336,7 +340,7 @@ def work_cancel(request: HttpRequest, pk: UUID) -> HttpResponse:
     return redirect("work-detail", pk=pk)
 
 
-@login_required
+@requires(OPERATE)
 @require_POST
 def work_requeue(request: HttpRequest, pk: UUID) -> HttpResponse:
     reset = request.POST.get("reset_retries") in ("1", "on", "true")
@@ -369,7 +373,7 @@ def workers_page(request: HttpRequest) -> HttpResponse:
     )
 
 
-@login_required
+@requires(OPERATE)
 @require_POST
 def worker_kill_view(request: HttpRequest, pk: UUID) -> HttpResponse:
     reason = request.POST.get("reason", "").strip()[:1000] or "killed from the console"

@@ -19,12 +19,16 @@ from django.db import connection
 from django.test import Client
 
 from orchestration.nudge import TaskName
+from orchestration.roles import OPERATOR
 from orchestration.services.apikeys import apikey_create
 from tests.helpers import (
     STAFF_NAME,
     STAFF_PASSWORD,
     USER_NAME,
     USER_PASSWORD,
+    VIEWER_NAME,
+    VIEWER_PASSWORD,
+    give_role,
     logged_in_client,
     set_retry_policy,
     task_mocks,
@@ -73,14 +77,25 @@ def stop_delay() -> Iterator[mock.MagicMock]:
 
 @pytest.fixture
 def user(django_user_model: Any) -> Any:
-    """Someone with a login who is not staff: the web form, not the admin."""
-    return django_user_model.objects.create_user(USER_NAME, password=USER_PASSWORD)
+    """Someone with a login who is not staff, in the operator role: submits work and acts on
+    it from the web form and the console, not the admin."""
+    created = django_user_model.objects.create_user(USER_NAME, password=USER_PASSWORD)
+    return give_role(created, OPERATOR)
 
 
 @pytest.fixture
 def staff(django_user_model: Any) -> Any:
-    """An operator: staff, not superuser."""
-    return django_user_model.objects.create_user(STAFF_NAME, password=STAFF_PASSWORD, is_staff=True)
+    """An operator: staff (so the admin too, for what the role allows), not superuser."""
+    created = django_user_model.objects.create_user(
+        STAFF_NAME, password=STAFF_PASSWORD, is_staff=True
+    )
+    return give_role(created, OPERATOR)
+
+
+@pytest.fixture
+def viewer(django_user_model: Any) -> Any:
+    """A logged-in user in no group: the viewer role (reads everything, acts on nothing)."""
+    return django_user_model.objects.create_user(VIEWER_NAME, password=VIEWER_PASSWORD)
 
 
 @pytest.fixture
@@ -102,6 +117,11 @@ def user_client(user: Any) -> Client:
 @pytest.fixture
 def staff_client(staff: Any) -> Client:
     return logged_in_client(staff)
+
+
+@pytest.fixture
+def viewer_client(viewer: Any) -> Client:
+    return logged_in_client(viewer)
 
 
 @pytest.fixture

@@ -22,9 +22,10 @@ from django.test import Client
 MAX_RETRIES = 3
 RETRY_DELAYS = (60, 300, 1800)
 
-# The people the console and the web form meet (fixtures ``user``, ``staff``).
+# The people the console and the web form meet (fixtures ``user``, ``staff``, ``viewer``).
 USER_NAME, USER_PASSWORD = "ada", "correct horse"
 STAFF_NAME, STAFF_PASSWORD = "grace", "pw-123456"
+VIEWER_NAME, VIEWER_PASSWORD = "edsger", "pw-viewer-1"
 
 ERROR_KEYS = {"error", "code", "details"}
 
@@ -79,6 +80,15 @@ def set_retry_policy(settings: Any) -> None:
     """Apply the tests' retry policy (``MAX_RETRIES``, ``RETRY_DELAYS``) to ``settings``."""
     settings.MAX_RETRIES = MAX_RETRIES
     settings.RETRY_DELAYS = list(RETRY_DELAYS)
+
+
+def give_role(user: Any, role: str) -> Any:
+    """Put ``user`` in the group of ``role`` (viewer, operator, admin: orchestration.roles),
+    which the data migration made; returns the user, reloaded so its permissions are fresh."""
+    from django.contrib.auth.models import Group  # needs the app registry, ready by now
+
+    user.groups.add(Group.objects.get(name=role))
+    return type(user).objects.get(pk=user.pk)
 
 
 def logged_in_client(user: Any = None, *, enforce_csrf_checks: bool = False) -> Client:

@@ -86,6 +86,7 @@ TEMPLATES = [
                 "django.contrib.auth.context_processors.auth",
                 "django.contrib.messages.context_processors.messages",
                 "orchestration.context_processors.runtime",
+                "orchestration.context_processors.role",
             ],
         },
     },
@@ -139,6 +140,16 @@ STORAGES = {
 LOGIN_URL = "/accounts/login/"
 LOGIN_REDIRECT_URL = "/"
 LOGOUT_REDIRECT_URL = "/accounts/login/"
+# Login throttling (console and admin logins; orchestration.services.logins): this many
+# failures for one username, or from one address, within the window lock that name or address
+# out for LOGIN_LOCKOUT_SECONDS. 0 switches a limit off.
+LOGIN_FAILURES_PER_USER = env.int("LOGIN_FAILURES_PER_USER", default=5)
+LOGIN_FAILURES_PER_ADDRESS = env.int("LOGIN_FAILURES_PER_ADDRESS", default=20)
+LOGIN_FAILURE_WINDOW_SECONDS = env.int("LOGIN_FAILURE_WINDOW_SECONDS", default=900)
+LOGIN_LOCKOUT_SECONDS = env.int("LOGIN_LOCKOUT_SECONDS", default=900)
+# Behind a reverse proxy every login comes from the proxy's address: name the header in which
+# the proxy puts the client's (e.g. X-Real-IP or X-Forwarded-For, whose last entry is used).
+LOGIN_ADDRESS_HEADER = env.str("LOGIN_ADDRESS_HEADER", default="")
 
 # Request bodies over 1 MB are refused with 413 (API.md).
 MAX_REQUEST_BYTES = 1024 * 1024

@@ -4,10 +4,13 @@ from django.contrib import admin
 from django.contrib.auth import views as auth_views
 from django.urls import include, path, re_path
 
-from orchestration import web
+from orchestration import accounts, web
 from orchestration.api import views as api_views
 from orchestration.prometheus import metrics_view
 from reviews import views as reviews_views
+
+# Both login pages are throttled (orchestration.accounts).
+admin.site.login_form = accounts.AdminLoginForm
 
 urlpatterns = [
     path("api/worker/", include("orchestration.api.worker_urls")),
@@ -21,7 +24,7 @@ urlpatterns = [
     path("health/ready", api_views.health_ready),
     path("metrics", metrics_view),
     path("admin/", admin.site.urls),
-    path("accounts/login/", auth_views.LoginView.as_view(), name="login"),
+    path("accounts/login/", accounts.ConsoleLoginView.as_view(), name="login"),
     path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
     # The operator's console (orchestration/web.py): login required, CSRF on every POST.
     path("", web.dashboard_page, name="home"),

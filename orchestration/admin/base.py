@@ -5,7 +5,9 @@
   row estimate instead). Filters list fixed choices or recent values, never a DISTINCT scan.
 - Every action calls the same service as the API, with the actor ``admin:<user>``, so each
   leaves an audit event; services are idempotent, so a double click (or two admins at once)
-  has exactly one effect. ``with_reason`` asks why on an intermediate page, and
+  has exactly one effect. Actions that change something need a permission (``operate`` for
+  the work, ``change`` for API keys and schedules): Django neither offers nor runs them for
+  anyone without it. ``with_reason`` asks why on an intermediate page, and
   ``apply_each`` runs the service per row and says what changed.
 
 The per-model admins live beside this module (``work_items``, ``workers``, ``ledger``,
@@ -26,6 +28,7 @@ from django.http import HttpRequest
 from django.template.response import TemplateResponse
 from django.utils.functional import cached_property
 
+from orchestration.roles import OPERATE
 from orchestration.services.bulk import bulk_apply
 
 # --- fast list pages -------------------------------------------------------------------------
@@ -74,6 +77,11 @@ class FastListAdmin(admin.ModelAdmin):
 
     def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False
+
+    def has_operate_permission(self, request: HttpRequest) -> bool:
+        """Actions declared with ``permissions=["operate"]`` (cancel, requeue, priority,
+        kill, release) are offered, and run, only for the operator's permission."""
+        return request.user.has_perm(OPERATE)
 
 
 class RecentValuesFilter(admin.SimpleListFilter):

@@ -1,6 +1,7 @@
 """The admin of the ledger-like rows: file locks (release, asking why), the event log
-(read-only), daily usage (read-only: the budget's ledger), the dispatch state, worker metrics
-and API keys (created once with the key shown once; revoked asking why)."""
+(read-only), daily usage (read-only: the budget's ledger), the dispatch state, worker metrics,
+API keys (created once with the key shown once; revoked asking why) and login lockouts
+(read-only; unlocked by an admin)."""
 
 from __future__ import annotations
 
@@ -9,18 +10,26 @@ from typing import Any
 from django.contrib import admin, messages
 from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse
+from django.utils import timezone
 
-from orchestration.admin.base import FastListAdmin, admin_actor, apply_each, with_reason
+from orchestration.admin.base import (
+    ACTION_MAX,
+    FastListAdmin,
+    admin_actor,
+    apply_each,
+    with_reason,
+)
 from orchestration.choices import EventKind
 from orchestration.models import (
     ApiKey,
     DailyUsage,
     DispatchState,
     FileLock,
+    LoginThrottle,
     WorkerMetrics,
     WorkItemEvent,
 )
-from orchestration.services import apikeys, locks
+from orchestration.services import apikeys, locks, logins
 
 # --- locks -----------------------------------------------------------------------------------
 
@@ -34,7 +43,7 @@ class FileLockAdmin(FastListAdmin):
     ordering = ("repo", "path")
     actions = ("release",)
 
-    @admin.action(description="Release selected locks (asks for a reason)")
+    @admin.action(description="Release selected locks (asks for a reason)", permissions=["operate"])
     def release(self, request: HttpRequest, queryset: QuerySet[FileLock]) -> HttpResponse | None:
         actor = admin_actor(request)
 
@@ -153,7 +162,7 @@ class ApiKeyAdmin(admin.ModelAdmin):
         obj.pk = row.pk
         messages.warning(request, f"API key created. Copy it now, it is not shown again: {key}")
 
-    @admin.action(description="Revoke selected keys (asks for a reason)")
+    @admin.action(description="Revoke selected keys (asks for a reason)", permissions=["change"])
     def revoke(self, request: HttpRequest, queryset: QuerySet[ApiKey]) -> HttpResponse | None:
         def one(pk: int, reason: str) -> bool:
             revoked = apikeys.apikey_revoke(key_id=pk)
@@ -172,3 +181,38 @@ class ApiKeyAdmin(admin.ModelAdmin):
                 request, queryset, "Revoke", lambda pk: one(pk, reason)
             ),
         )
+
+
+# --- login lockouts --------------------------------------------------------------------------
+
+
+@admin.register(LoginThrottle)
+class LoginThrottleAdmin(FastListAdmin):
+    """Failed logins per name and per address; "Unlock" lifts a lockout (admins only)."""
+
+    list_display = ("scope", "key", "failures", "window_started_at", "locked_until", "locked")
+    list_filter = ("scope",)
+    search_fields = ("key",)
+    ordering = ("-window_started_at",)
+    actions = ("unlock",)
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    @admin.display(boolean=True, description="locked now")
+    def locked(self, obj: LoginThrottle) -> bool:
+        return bool(obj.locked_until and obj.locked_until > timezone.now())
+
+    @admin.action(description="Unlock selected (forget their failures)", permissions=["delete"])
+    def unlock(self, request: HttpRequest, queryset: QuerySet[LoginThrottle]) -> None:
+        unlocked = 0
+        for row in queryset[:ACTION_MAX]:
+            by_user = row.scope == LoginThrottle.Scope.USER
+            unlocked += logins.login_unlock(
+                username=row.key if by_user else "", address="" if by_user else row.key
+            )
+        messages.info(request, f"Unlocked {unlocked}; their failed logins are forgotten.")
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        # Not FastListAdmin's "never": forgetting failures is what unlocking is.
+        return admin.ModelAdmin.has_delete_permission(self, request, obj)

@@ -35,19 +35,19 @@ class AuditedPeriodicTaskAdmin(PeriodicTaskAdmin):
 
         return with_reason(self, request, queryset, action=action, title=title, apply=apply)
 
-    @admin.action(description="Enable selected tasks")
+    @admin.action(description="Enable selected tasks", permissions=["change"])
     def enable_tasks(self, request: HttpRequest, queryset: QuerySet[Any]) -> HttpResponse | None:
         return self._audited(request, queryset, "enable_tasks", super().enable_tasks)
 
-    @admin.action(description="Disable selected tasks")
+    @admin.action(description="Disable selected tasks", permissions=["change"])
     def disable_tasks(self, request: HttpRequest, queryset: QuerySet[Any]) -> HttpResponse | None:
         return self._audited(request, queryset, "disable_tasks", super().disable_tasks)
 
-    @admin.action(description="Toggle activity of selected tasks")
+    @admin.action(description="Toggle activity of selected tasks", permissions=["change"])
     def toggle_tasks(self, request: HttpRequest, queryset: QuerySet[Any]) -> HttpResponse | None:
         return self._audited(request, queryset, "toggle_tasks", super().toggle_tasks)
 
-    @admin.action(description="Run selected tasks now")
+    @admin.action(description="Run selected tasks now", permissions=["change"])
     def run_tasks(self, request: HttpRequest, queryset: QuerySet[Any]) -> HttpResponse | None:
         self.celery_app.loader.import_default_modules()
         unknown = sorted({s.task for s in queryset if self.celery_app.tasks.get(s.task) is None})

@@ -169,7 +169,9 @@ class WorkItemAdmin(FastListAdmin):
             return "—"
         return str(obj.completed_at - obj.created_at).split(".")[0]
 
-    @admin.action(description="Cancel selected work items (asks for a reason)")
+    @admin.action(
+        description="Cancel selected work items (asks for a reason)", permissions=["operate"]
+    )
     def cancel(self, request: HttpRequest, queryset: QuerySet[WorkItem]) -> HttpResponse | None:
         actor = admin_actor(request)
 
@@ -215,11 +217,16 @@ class WorkItemAdmin(FastListAdmin):
             apply=apply,
         )
 
-    @admin.action(description="Requeue selected work items (asks for a reason)")
+    @admin.action(
+        description="Requeue selected work items (asks for a reason)", permissions=["operate"]
+    )
     def requeue(self, request: HttpRequest, queryset: QuerySet[WorkItem]) -> HttpResponse | None:
         return self._requeue(request, queryset, reset=False)
 
-    @admin.action(description="Requeue selected work items, resetting retries (asks for a reason)")
+    @admin.action(
+        description="Requeue selected work items, resetting retries (asks for a reason)",
+        permissions=["operate"],
+    )
     def requeue_reset(
         self, request: HttpRequest, queryset: QuerySet[WorkItem]
     ) -> HttpResponse | None:
@@ -249,25 +256,25 @@ class WorkItemAdmin(FastListAdmin):
             apply=apply,
         )
 
-    @admin.action(description="Set priority: critical")
+    @admin.action(description="Set priority: critical", permissions=["operate"])
     def priority_critical(
         self, request: HttpRequest, queryset: QuerySet[WorkItem]
     ) -> HttpResponse | None:
         return self._priority(request, queryset, Priority.CRITICAL)
 
-    @admin.action(description="Set priority: high")
+    @admin.action(description="Set priority: high", permissions=["operate"])
     def priority_high(
         self, request: HttpRequest, queryset: QuerySet[WorkItem]
     ) -> HttpResponse | None:
         return self._priority(request, queryset, Priority.HIGH)
 
-    @admin.action(description="Set priority: medium")
+    @admin.action(description="Set priority: medium", permissions=["operate"])
     def priority_medium(
         self, request: HttpRequest, queryset: QuerySet[WorkItem]
     ) -> HttpResponse | None:
         return self._priority(request, queryset, Priority.MEDIUM)
 
-    @admin.action(description="Set priority: low")
+    @admin.action(description="Set priority: low", permissions=["operate"])
     def priority_low(
         self, request: HttpRequest, queryset: QuerySet[WorkItem]
     ) -> HttpResponse | None:

@@ -90,7 +90,7 @@ class WorkerAdmin(FastListAdmin):
         url = reverse("work-detail", args=[obj.work_item_id])
         return format_html('<a href="{}">open its work item page</a> (live log)', url)
 
-    @admin.action(description="Kill selected workers (asks for a reason)")
+    @admin.action(description="Kill selected workers (asks for a reason)", permissions=["operate"])
     def kill(self, request: HttpRequest, queryset: QuerySet[Worker]) -> HttpResponse | None:
         actor = admin_actor(request)
 
