@@ -250,6 +250,10 @@ WHIM_AGENT_ENV = env.list(
 WHIM_GIT_BASE_URL = env.str("WHIM_GIT_BASE_URL", default="https://github.com/")
 WHIM_LOCAL_REPOS_DIR = env.str("WHIM_LOCAL_REPOS_DIR", default="")
 GITHUB_API_URL = env.str("GITHUB_API_URL", default="")
+# A GitHub App (recommended over a shared GITHUB_TOKEN): each attempt gets a token minted for
+# its repository alone (workers/github_app.py). The key as PEM text, or GITHUB_APP_PRIVATE_KEY_FILE.
+GITHUB_APP_ID = env.str("GITHUB_APP_ID", default="").strip()
+GITHUB_APP_PRIVATE_KEY = env.str("GITHUB_APP_PRIVATE_KEY", default="", multiline=True).strip()
 HEARTBEAT_INTERVAL = env.float("HEARTBEAT_INTERVAL", default=10.0)
 LOCK_WAIT_SECONDS = env.int("LOCK_WAIT_SECONDS", default=300)
 LOG_TAIL_LINES = env.int("LOG_TAIL_LINES", default=1000)

@@ -114,6 +114,11 @@ class Attempt:
             children.kill_all(grace=2)
             if self.lock_server is not None:
                 self.lock_server.close()
+            if self.config.github_token and os.environ.get("WHIM_GITHUB_TOKEN_REVOCABLE") == "1":
+                # A per-attempt App token (workers/github_app.py): it ends with the attempt.
+                github.token_revoke(
+                    api_url=self.config.github_api_url, token=self.config.github_token, log=self.log
+                )
 
     def _run(self) -> int:
         config = self.config
