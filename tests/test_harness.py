@@ -219,6 +219,28 @@ def test_heartbeats_show_the_mock_agents_progress(
     assert beats[-1]["tokensIn"] >= beats[0]["tokensIn"]
 
 
+def test_a_per_attempt_app_token_is_revoked_when_the_attempt_ends(
+    harness_env: dict[str, str], orchestrator: FakeOrchestrator, github: FakeGitHub
+) -> None:
+    token = "ghs_fake" + "1".zfill(36)
+    github.minted[token] = {"repositories": ["widget"]}
+    env = {
+        **harness_env,
+        "GITHUB_TOKEN": token,
+        "GITHUB_API_URL": github.url,
+        "WHIM_GITHUB_TOKEN_REVOCABLE": "1",
+    }
+
+    result = run_harness(env)
+
+    assert result.returncode == 0, explain(result)
+    assert github.revoked == [token]
+    [pull] = github.pulls_created()  # used for the pull request first, revoked after
+    assert pull.authorization == f"Bearer {token}"
+    assert orchestrator.of("complete")
+    assert token not in result.stdout + result.stderr
+
+
 def test_it_opens_a_pull_request_and_never_prints_the_tokens(
     harness_env: dict[str, str],
     remote: Remote,

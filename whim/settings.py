@@ -243,19 +243,11 @@ WHIM_CALLBACK_PORT = env.int("WHIM_CALLBACK_PORT", default=PORT + 1)
 # What a container may reach beyond the callback listener: none | allowlist | open.
 WORKER_EGRESS = env.str("WORKER_EGRESS", default="allowlist")
 # allowlist mode: host names (resolved when the network is set up) or IP addresses/networks.
-WORKER_EGRESS_ALLOW = env.list(
-    "WORKER_EGRESS_ALLOW",
-    default=[
-        "github.com",
-        "api.github.com",
-        "codeload.github.com",
-        "api.anthropic.com",
-        "api.openai.com",
-        "pypi.org",
-        "files.pythonhosted.org",
-        "registry.npmjs.org",
-    ],
+_EGRESS_ALLOW = (
+    "github.com,api.github.com,codeload.github.com,api.anthropic.com,api.openai.com,"
+    "pypi.org,files.pythonhosted.org,registry.npmjs.org"
 )
+WORKER_EGRESS_ALLOW = env.list("WORKER_EGRESS_ALLOW", default=_EGRESS_ALLOW.split(","))
 WHIM_AGENT = env.str("WHIM_AGENT", default="mock")
 WHIM_AGENT_COMMAND = env.str("WHIM_AGENT_COMMAND", default="")
 # Names of variables passed through to containers (agent and GitHub credentials).
@@ -265,6 +257,10 @@ WHIM_AGENT_ENV = env.list(
 WHIM_GIT_BASE_URL = env.str("WHIM_GIT_BASE_URL", default="https://github.com/")
 WHIM_LOCAL_REPOS_DIR = env.str("WHIM_LOCAL_REPOS_DIR", default="")
 GITHUB_API_URL = env.str("GITHUB_API_URL", default="")
+# A GitHub App (recommended over a shared GITHUB_TOKEN): each attempt gets a token minted for
+# its repository alone (workers/github_app.py). The key as PEM text, or GITHUB_APP_PRIVATE_KEY_FILE.
+GITHUB_APP_ID = env.str("GITHUB_APP_ID", default="").strip()
+GITHUB_APP_PRIVATE_KEY = env.str("GITHUB_APP_PRIVATE_KEY", default="", multiline=True).strip()
 HEARTBEAT_INTERVAL = env.float("HEARTBEAT_INTERVAL", default=10.0)
 LOCK_WAIT_SECONDS = env.int("LOCK_WAIT_SECONDS", default=300)
 LOG_TAIL_LINES = env.int("LOG_TAIL_LINES", default=1000)
@@ -294,7 +290,6 @@ MAX_METRIC_COUNT = env.int("MAX_METRIC_COUNT", default=1_000_000)
 # GitHub's API with this token (GITHUB_API_URL, default GitHub's). Seconds per check.
 GITHUB_TOKEN = env.str("GITHUB_TOKEN", default="").strip()
 COMMIT_CHECK_TIMEOUT = env.float("COMMIT_CHECK_TIMEOUT", default=10.0)
-# --- end of containment bounds ---------------------------------------------------
 
 EMBEDDED_MODE = EMBEDDED_DATABASE or EMBEDDED_BROKER
 

@@ -23,6 +23,7 @@ from orchestration.api.serializers import work_item_json
 from orchestration.forms.branches import protected_globs
 from orchestration.models import Worker, WorkItem
 from orchestration.registry import RuntimeInfo
+from workers import github_app
 
 
 @dataclasses.dataclass(frozen=True)
@@ -193,6 +194,11 @@ def worker_environment(
             env[name] = value
     # After the pass-through, so WHIM_AGENT_ENV cannot hand the harness a laxer policy.
     env["WHIM_PROTECTED_BRANCHES"] = ",".join(protected_globs())
+    if github_app.app_configured() and not settings.WHIM_GIT_BASE_URL.startswith("file://"):
+        # A token for this repository and this attempt, not the shared GITHUB_TOKEN; the
+        # harness revokes it when the attempt ends.
+        env["GITHUB_TOKEN"] = github_app.installation_token(work_item.repo)
+        env["WHIM_GITHUB_TOKEN_REVOCABLE"] = "1"  # noqa: S105  (a flag, not a secret)
     return env
 
 
@@ -205,5 +211,7 @@ FORBIDDEN_ENV = frozenset(
         "API_KEY",
         "CELERY_BROKER_URL",
         "GITHUB_WEBHOOK_SECRET",
+        "GITHUB_APP_PRIVATE_KEY",
+        "GITHUB_APP_PRIVATE_KEY_FILE",
     }
 )

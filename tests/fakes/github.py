@@ -9,6 +9,11 @@ to its history, oldest first. ``GET /repos/{o}/{n}/commits/{sha}`` answers the c
 ``identical`` / ``ahead`` / ``behind`` / ``diverged`` with ``ahead_by``, ``behind_by``,
 ``total_commits``, ``commits`` and ``merge_base_commit``; an unknown ref or repo is 404.
 ``fail_with`` makes every commits/compare request answer that status (an outage).
+
+With ``app_public_key`` (PEM) set it is also a GitHub App's API, in GitHub's shapes: ``GET
+/repos/{o}/{n}/installation`` and ``POST /app/installations/{id}/access_tokens`` take the
+app's RS256 JWT (checked against the key, ``iss`` = ``app_id``) and mint ``ghs_…`` tokens;
+``DELETE /installation/token`` revokes the token it is called with (204).
 """
 
 from __future__ import annotations
@@ -31,6 +36,9 @@ NOT_FOUND = {
     "documentation_url": "https://docs.github.com/rest",
     "status": "404",
 }
+INSTALLATION = re.compile(r"^/repos/(?P<owner>[^/]+)/(?P<name>[^/]+)/installation$")
+ACCESS_TOKENS = re.compile(r"^/app/installations/(?P<id>\d+)/access_tokens$")
+INSTALLATION_ID = 4242
 
 
 @dataclass
@@ -49,6 +57,10 @@ class FakeGitHub(FakeServer):
         self.existing: dict[str, Any] | None = None
         self.repos: dict[str, dict[str, list[str]]] = {}
         self.fail_with: int | None = None
+        self.app_id = "12345"
+        self.app_public_key: str | None = None
+        self.minted: dict[str, dict[str, Any]] = {}  # token -> the POST body it was minted for
+        self.revoked: list[str] = []
         self._lock = threading.Lock()
         super().__init__()
 
@@ -60,9 +72,59 @@ class FakeGitHub(FakeServer):
         with self._lock:
             return [r for r in self.requests if r.method == "POST" and PULLS.match(r.path)]
 
+    def _app_jwt_valid(self, authorization: str | None) -> bool:
+        import jwt  # PyJWT: only the App routes need it
+
+        if not self.app_public_key or not (authorization or "").startswith("Bearer "):
+            return False
+        try:
+            claims = jwt.decode(
+                (authorization or "")[7:],
+                self.app_public_key,
+                algorithms=["RS256"],
+                options={"require": ["iat", "exp", "iss"]},
+            )
+        except jwt.PyJWTError:
+            return False
+        return str(claims["iss"]) == self.app_id and claims["exp"] - claims["iat"] <= 660
+
+    def _handle_app(self, request: Request) -> tuple[int, Any] | None:
+        """The App routes (``None``: not one of them)."""
+        if request.method == "DELETE" and request.path == "/installation/token":
+            token = (request.authorization or "")[7:]
+            if token not in self.minted or token in self.revoked:
+                return 401, {"message": "Bad credentials"}
+            self.revoked.append(token)
+            return 204, None
+        installation, tokens = INSTALLATION.match(request.path), ACCESS_TOKENS.match(request.path)
+        if not (installation or tokens):
+            return None
+        if not self._app_jwt_valid(request.authorization):
+            return 401, {"message": "A JSON web token could not be decoded"}
+        if installation and request.method == "GET":
+            return 200, {
+                "id": INSTALLATION_ID,
+                "app_id": int(self.app_id),
+                "account": {"login": installation["owner"]},
+                "repository_selection": "all",
+            }
+        if tokens and request.method == "POST" and int(tokens["id"]) == INSTALLATION_ID:
+            token = f"ghs_fake{len(self.minted) + 1:036d}"
+            self.minted[token] = request.body or {}
+            return 201, {
+                "token": token,
+                "expires_at": "2099-01-01T00:00:00Z",
+                "permissions": (request.body or {}).get("permissions") or {},
+                "repository_selection": "selected",
+            }
+        return 404, {"message": "Not Found"}
+
     def _handle(self, request: Request) -> tuple[int, Any]:
         with self._lock:
             self.requests.append(request)
+            app = self._handle_app(request)
+            if app is not None:
+                return app
             if request.method == "GET" and (
                 COMMIT.match(request.path) or COMPARE.match(request.path)
             ):
@@ -168,7 +230,7 @@ class FakeGitHub(FakeServer):
                         self.headers.get("Authorization"),
                     )
                 )
-                data = json.dumps(answer).encode()
+                data = b"" if status == 204 else json.dumps(answer).encode()
                 self.send_response(status)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(data)))
@@ -180,6 +242,9 @@ class FakeGitHub(FakeServer):
 
             def do_POST(self) -> None:
                 self._serve("POST")
+
+            def do_DELETE(self) -> None:
+                self._serve("DELETE")
 
         return Handler
 

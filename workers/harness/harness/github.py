@@ -6,10 +6,12 @@ POST ``{api}/repos/{owner}/{name}/pulls``; a 422 usually means the PR already ex
 
 from __future__ import annotations
 
+import os
 import re
 import urllib.parse
 from dataclasses import dataclass
 
+from .config import Config
 from .errors import Category, HarnessError
 from .logs import Logger, mask
 from .transport import Response, RetriesExhausted, request_json
@@ -110,3 +112,38 @@ def _describe(response: Response) -> str:
     errors = response.field("errors")
     text = f"HTTP {response.status} {message or ''} {errors or ''}".strip()
     return mask(text)[:500]
+
+
+def attempt_token_revoke(config: Config, *, log: Logger) -> None:
+    """End this attempt's GitHub token if it is a per-attempt App token
+    (``WHIM_GITHUB_TOKEN_REVOCABLE``, set by the orchestrator's workers/github_app.py)."""
+    if config.github_token and os.environ.get("WHIM_GITHUB_TOKEN_REVOCABLE") == "1":
+        token_revoke(api_url=config.github_api_url, token=config.github_token, log=log)
+
+
+def token_revoke(*, api_url: str, token: str, log: Logger) -> bool:
+    """End a per-attempt App installation token now (``DELETE /installation/token``, 204).
+
+    Best effort and bounded: a token left behind expires within the hour anyway.
+    """
+    try:
+        answer = request_json(
+            "DELETE",
+            f"{api_url.rstrip('/')}/installation/token",
+            headers={
+                "Authorization": f"Bearer {token}",
+                "Accept": "application/vnd.github+json",
+                "X-GitHub-Api-Version": "2022-11-28",
+            },
+            retry_for=20.0,
+            label="DELETE /installation/token",
+            log=log,
+        )
+    except RetriesExhausted as exc:
+        log(mask(f"could not revoke the GitHub token (it expires within the hour): {exc}"))
+        return False
+    if answer.status != 204:
+        log(f"GitHub did not revoke the token ({answer.status}); it expires within the hour")
+        return False
+    log("revoked this attempt's GitHub token")
+    return True

@@ -115,6 +115,7 @@ class Attempt:
             children.kill_all(grace=2)
             if self.lock_server is not None:
                 self.lock_server.close()
+            github.attempt_token_revoke(self.config, log=self.log)
 
     def _run(self) -> int:
         config = self.config
