@@ -9,6 +9,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from django.conf import settings
 from django.core.checks import CheckMessage, Error, Warning, register
 
+from orchestration.choices import WorkerEgress
 from orchestration.nudge import broker_reachable
 from orchestration.registry import runtime, sweeps
 
@@ -90,7 +91,7 @@ def check_limits(app_configs: Any, **kwargs: Any) -> list[CheckMessage]:
                 id="orchestration.E050",
             )
         )
-    if settings.WORKER_EGRESS not in ("none", "allowlist", "open"):
+    if settings.WORKER_EGRESS not in WorkerEgress.values:
         errors.append(
             Error(
                 f"WORKER_EGRESS {settings.WORKER_EGRESS!r} is not one of none, allowlist, open.",

@@ -156,3 +156,12 @@ PERMANENT_CATEGORIES: frozenset[str] = frozenset(
 # Everything not permanent is retried (infrastructure included, until quarantine); the retry
 # decision tests ``not in PERMANENT_CATEGORIES`` so a worker's own category is retried too.
 RETRYABLE_CATEGORIES: frozenset[str] = frozenset(ErrorCategory) - PERMANENT_CATEGORIES
+
+
+class WorkerEgress(models.TextChoices):
+    """What a worker container may reach beyond the callback listener (``WORKER_EGRESS``;
+    workers/firewall.py). Link-local addresses are blocked in every mode."""
+
+    NONE = "none", "none"  # nothing (Docker's embedded DNS still answers lookups)
+    ALLOWLIST = "allowlist", "allowlist"  # the addresses of WORKER_EGRESS_ALLOW only
+    OPEN = "open", "open"  # anything Docker routes: the explicit opt-out

@@ -11,6 +11,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Protocol, TypedDict
 
+from django.conf import settings
+
 from orchestration.models import Worker
 from orchestration.text import strip_ansi
 
@@ -55,7 +57,16 @@ class _NoRuntime:
         return [strip_ansi(ln) for ln in worker.log_tail.splitlines()[-lines:]], KEPT_ON_ROW
 
 
+class GitHubCredentials(Protocol):
+    """A token that reads one repository on GitHub (the runtime's GitHub App, when set up)."""
+
+    def available(self) -> bool: ...
+
+    def token(self, repo: str) -> str: ...
+
+
 _sweeps: dict[str, SweepFn] = {}
+_github: list[GitHubCredentials] = []
 _runtime: list[RuntimeProvider] = [_NoRuntime()]
 
 
@@ -75,3 +86,21 @@ def runtime_register(provider: RuntimeProvider) -> None:
 
 def runtime() -> RuntimeProvider:
     return _runtime[0]
+
+
+def github_credentials_register(credentials: GitHubCredentials) -> None:
+    _github[:] = [credentials]
+
+
+def github_token(repo: str) -> str:
+    """A token to read ``repo`` on GitHub: one the runtime mints for it (a GitHub App), else
+    ``GITHUB_TOKEN``; "" when there is neither."""
+    for credentials in _github:
+        if credentials.available():
+            return credentials.token(repo)
+    return str(settings.GITHUB_TOKEN)
+
+
+def github_readable() -> bool:
+    """Whether ``github_token`` can give a token at all."""
+    return any(c.available() for c in _github) or bool(settings.GITHUB_TOKEN)

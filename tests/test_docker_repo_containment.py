@@ -66,6 +66,7 @@ try write_owner_dir 'touch "$R/acme/PWNED-file"'
 try write_own_top 'touch "$OWN/PWNED-file"'
 # Only the harness pushes, even to the agent's own repository (it runs as another user).
 try own_push 'git push -q "file://$OWN" HEAD:refs/heads/agent-side'
+try own_main_ref 'git rev-parse HEAD > "$OWN/refs/heads/main"'
 # Controls: what the agent may do.
 try own_read 'cat "$OWN/HEAD"'
 try tmp_write 'touch /tmp/ok'
@@ -99,6 +100,7 @@ ATTACKS = {
     "write_owner_dir",
     "write_own_top",
     "own_push",
+    "own_main_ref",
 }
 CONTROLS = {"own_read", "tmp_write"}
 REPOS = ("acme/widgets", "victim/other")
@@ -174,6 +176,7 @@ def test_a_hostile_agent_reaches_only_its_own_repository_and_plants_nothing(
     pushed_into = {own / "objects", own / "refs", own / "logs"}
     before = snapshot(stack.repos, skip=pushed_into)
     victim_main = stack.branch_head("victim/other", "main")
+    own_main = stack.branch_head("acme/widgets", "main")
 
     item_id = submit(stack, repo="acme/widgets", spec="# Attack", branch="attack")
 
@@ -189,6 +192,7 @@ def test_a_hostile_agent_reaches_only_its_own_repository_and_plants_nothing(
     after = snapshot(stack.repos, skip=pushed_into)
     changed = sorted(k for k in before.keys() | after.keys() if before.get(k) != after.get(k))
     assert changed == [], "written outside the agent's checkout and /tmp"
+    assert stack.branch_head("acme/widgets", "main") == own_main  # its default branch too
     assert markers(stack.repos) == []
 
     # The next agents' harnesses push into both repositories: nothing planted runs there.

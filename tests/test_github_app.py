@@ -12,6 +12,7 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
+from orchestration.services.commits import commit_verify
 from tests.factories import WorkerFactory
 from tests.fakes.github import FakeGitHub
 from workers import github_app
@@ -109,3 +110,19 @@ def test_without_an_app_the_shared_token_passes_as_before(
     )
 
     assert env["GITHUB_TOKEN"] == "ghp_shared" and "WHIM_GITHUB_TOKEN_REVOCABLE" not in env
+
+
+def test_with_only_an_app_a_reported_commit_is_checked_with_a_minted_read_token(
+    github: FakeGitHub, settings: Any
+) -> None:
+    settings.GITHUB_TOKEN = ""  # the App alone: the recommended setup
+    settings.WHIM_GIT_BASE_URL = "https://github.com/"
+    base, pushed = "b" * 40, "c" * 40
+    github.repos["acme/widgets"] = {"main": [base], "feature": [base, pushed]}
+
+    on_branch = commit_verify(repo="acme/widgets", branch="feature", sha=pushed)
+    forged = commit_verify(repo="acme/widgets", branch="feature", sha="d" * 40)
+
+    assert (on_branch.ok, on_branch.checked_by) == (True, "GitHub")
+    assert (forged.ok, forged.checked_by) == (False, "GitHub")
+    assert [body["permissions"] for body in github.minted.values()] == [{"contents": "read"}] * 2

@@ -20,6 +20,7 @@ import pytest
 from tests.fakes.git_http import FakeGitHttp
 from tests.fakes.github import FakeGitHub
 from tests.fakes.orchestrator import FakeOrchestrator
+from tests.helpers import wait_for
 from workers.harness.harness.github import pr_title
 from workers.harness.harness.transport import backoff_delay
 
@@ -158,17 +159,6 @@ def with_metadata(env: dict[str, str], **metadata: Any) -> dict[str, str]:
 
 def explain(result: subprocess.CompletedProcess[str]) -> str:
     return f"exit {result.returncode}\n--- stdout\n{result.stdout}\n--- stderr\n{result.stderr}"
-
-
-def wait_for(predicate: Any, *, timeout: float = 15, what: str = "condition") -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(0.05)
 
 
 def test_it_pushes_the_mock_change_and_reports_complete(

@@ -21,6 +21,7 @@ import docker
 import pytest
 from django.test import Client
 
+from orchestration.choices import WorkerEgress
 from tests.conftest import ROOT, free_ports, start_web, stop_processes
 from tests.helpers import wait_for
 from workers import firewall
@@ -246,8 +247,17 @@ def test_a_container_reaches_the_callback_port_but_no_other_host_listener(
 
 
 @pytest.mark.docker
-def test_a_container_cannot_reach_its_neighbour(worker_network: dict[str, Any]) -> None:
+def test_a_container_cannot_reach_its_neighbour_even_with_egress_open(
+    worker_network: dict[str, Any],
+) -> None:
     net = worker_network
+    # With egress open the firewall lets forwarded traffic through: only the network's
+    # inter-container switch (off) keeps neighbours apart.
+    firewall.apply(
+        firewall.Policy(
+            bridge=net["bridge"], callback_port=net["callback_port"], egress=WorkerEgress.OPEN
+        )
+    )
     _, neighbour = listener(net)
     assert not can_connect(net, neighbour, 8080)
 

@@ -3,7 +3,8 @@
 Dependency direction (DESIGN.md §10): ``workers`` uses ``orchestration``'s services, models
 and bottom modules; ``orchestration`` never imports ``workers``. It reaches the runtime only
 through ``orchestration.registry``, which ``ready()`` fills: the runtime implementations,
-the runtime provider (status, checks, logs) and the ``containers`` supervision sweep.
+the runtime provider (status, checks, logs), the ``containers`` supervision sweep and the
+GitHub App's credentials (read tokens for checking a reported commit).
 """
 
 from django.apps import AppConfig
@@ -16,10 +17,15 @@ class WorkersConfig(AppConfig):
     def ready(self) -> None:
         # Imported here, not at module level: they use models, which exist only once the app
         # registry is ready. Importing the runtimes registers them (``@register``).
-        from orchestration.registry import runtime_register, sweep_register
-        from workers import docker_runtime, fake_runtime, local_runtime  # noqa: F401
+        from orchestration.registry import (
+            github_credentials_register,
+            runtime_register,
+            sweep_register,
+        )
+        from workers import docker_runtime, fake_runtime, github_app, local_runtime  # noqa: F401
         from workers.provider import WorkersRuntimeProvider
         from workers.services import containers_observe
 
         runtime_register(WorkersRuntimeProvider())
+        github_credentials_register(github_app.AppCredentials())
         sweep_register("containers", containers_observe)

@@ -29,6 +29,7 @@ from django.conf import settings
 from docker.errors import APIError, DockerException, NotFound
 from docker.models.containers import Container
 
+from orchestration.choices import WorkerEgress
 from orchestration.models import Worker, WorkItem
 from workers import firewall
 from workers.repo_mounts import repository_mounts
@@ -98,7 +99,9 @@ def _firewall_once(bridge: str, callback_port: int, egress: str, gateway: str) -
             bridge,
         )
         return
-    allow = firewall.resolve(settings.WORKER_EGRESS_ALLOW) if egress == "allowlist" else ()
+    allow = (
+        firewall.resolve(settings.WORKER_EGRESS_ALLOW) if egress == WorkerEgress.ALLOWLIST else ()
+    )
     callback_host = urlsplit(settings.WHIM_CALLBACK_URL).hostname or gateway
     if callback_host != gateway:  # callbacks to another host go out through the FORWARD path
         allow = (*allow, *firewall.resolve([callback_host]))

@@ -32,9 +32,11 @@ import socket
 import subprocess
 from collections.abc import Iterable
 
+from orchestration.choices import WorkerEgress
+
 logger = logging.getLogger(__name__)
 
-EGRESS_MODES = ("none", "allowlist", "open")
+EGRESS_MODES: tuple[str, ...] = tuple(WorkerEgress.values)
 LINK_LOCAL = "169.254.0.0/16"
 DOCKER_USER = "DOCKER-USER"
 ESTABLISHED = ("-m", "conntrack", "--ctstate", "ESTABLISHED,RELATED")
@@ -64,10 +66,10 @@ def rules(policy: Policy) -> dict[str, list[list[str]]]:
         ["-j", "DROP"],
     ]
     outbound = [["-d", LINK_LOCAL, "-j", "DROP"]]
-    if policy.egress == "open":
+    if policy.egress == WorkerEgress.OPEN:
         outbound.append(["-j", "RETURN"])
     else:
-        if policy.egress == "allowlist":
+        if policy.egress == WorkerEgress.ALLOWLIST:
             outbound += [["-d", address, "-j", "ACCEPT"] for address in policy.allow]
         outbound.append(["-j", "DROP"])
     return {into: inbound, out: outbound}
@@ -108,8 +110,8 @@ def resolve(hosts: Iterable[str]) -> tuple[str, ...]:
 
 
 def usable() -> bool:
-    """Whether this process can install rules (root and an iptables binary)."""
-    return os.geteuid() == 0 and shutil.which("iptables") is not None
+    """Whether this process can install rules (root, iptables and iptables-restore)."""
+    return os.geteuid() == 0 and all(shutil.which(t) for t in ("iptables", "iptables-restore"))
 
 
 def _iptables(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
@@ -125,12 +127,22 @@ def apply(policy: Policy) -> None:
     if _iptables("-n", "-L", DOCKER_USER, check=False).returncode != 0:
         _iptables("-N", DOCKER_USER)  # dockerd makes it; an engine started without it did not
         _iptables("-A", DOCKER_USER, "-j", "RETURN")
+    # Our chains are emptied and refilled in one atomic commit (iptables-restore declares
+    # each, which empties it, and --noflush leaves every other chain alone): a running
+    # container never sees them half-written, with the jumps into them already in place.
+    lines = ["*filter"]
+    lines += [f":{chain} - [0:0]" for chain in rules(policy)]
     for chain, chain_rules in rules(policy).items():
-        if _iptables("-n", "-L", chain, check=False).returncode != 0:
-            _iptables("-N", chain)
-        _iptables("-F", chain)
-        for rule in chain_rules:
-            _iptables("-A", chain, *rule)
+        lines += [" ".join(["-A", chain, *rule]) for rule in chain_rules]
+    lines.append("COMMIT")
+    subprocess.run(
+        ["iptables-restore", "--noflush"],
+        input="\n".join(lines) + "\n",
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=True,
+    )
     for parent, rule in reversed(jumps(policy)):
         if _iptables("-C", parent, *rule, check=False).returncode != 0:
             _iptables("-I", parent, "1", *rule)
@@ -138,7 +150,7 @@ def apply(policy: Policy) -> None:
 
 def remove(bridge: str, *, callback_port: int = 0) -> None:
     """Take the rules for ``bridge`` out again (its network is gone). Tolerates absence."""
-    policy = Policy(bridge=bridge, callback_port=callback_port, egress="none")
+    policy = Policy(bridge=bridge, callback_port=callback_port, egress=WorkerEgress.NONE)
     for parent, rule in jumps(policy):
         while _iptables("-C", parent, *rule, check=False).returncode == 0:
             _iptables("-D", parent, *rule, check=False)

@@ -27,6 +27,17 @@ API_VERSION = "2022-11-28"
 PERMISSIONS = {"contents": "write", "pull_requests": "write"}
 
 
+class AppCredentials:
+    """The App as ``orchestration.registry``'s GitHub credentials: read-only tokens for the
+    check that a reported commit is on its branch (``services/commits.py``)."""
+
+    def available(self) -> bool:
+        return app_configured()
+
+    def token(self, repo: str) -> str:
+        return installation_token(repo, permissions={"contents": "read"})
+
+
 class GitHubAppError(RuntimeError):
     """The App could not mint a token for the repository (the message says why)."""
 
@@ -42,12 +53,12 @@ def app_jwt(*, now: float | None = None) -> str:
     return jwt.encode(claims, settings.GITHUB_APP_PRIVATE_KEY, algorithm="RS256")
 
 
-def installation_token(repo: str) -> str:
-    """A token for ``repo`` (``owner/name``) alone, minted now."""
+def installation_token(repo: str, *, permissions: dict[str, str] | None = None) -> str:
+    """A token for ``repo`` (``owner/name``) alone, minted now (``PERMISSIONS`` by default)."""
     owner, name = repo.split("/", 1)
     bearer = app_jwt()
     installation = _call("GET", f"/repos/{owner}/{name}/installation", bearer)
-    body = {"repositories": [name], "permissions": PERMISSIONS}
+    body = {"repositories": [name], "permissions": permissions or PERMISSIONS}
     minted = _call("POST", f"/app/installations/{installation['id']}/access_tokens", bearer, body)
     token = minted.get("token")
     if not isinstance(token, str) or not token:

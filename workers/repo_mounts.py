@@ -36,9 +36,10 @@ Where a bare repository can make git run code, and what covers it:
 - ``info/attributes``: picks which configured filter, diff or merge driver runs on a path;
   read-only (1).
 - ``objects/info/alternates``, refs and reflogs: data, never executed; they stay writable
-  because a push must write there. What stays possible (see README "Security model"): the
-  agent can move its own repository's refs directly, and leave junk or symlinks in these three
-  directories that git on the host follows when a person later writes to this repository.
+  because the harness's push must write there. The agent runs as another user (uid 1001)
+  and cannot write them unless the host made the repository writable by others; were it so,
+  it could move its own refs and leave junk or symlinks there that git on the host follows
+  when a person later writes to this repository (see README "Security model").
   A repository whose ``objects``, ``refs``, ``logs`` or ``hooks`` is itself a symlink or leaves
   the repository is refused. Serving repositories over git's protocol instead of a mount would
   close the rest.
@@ -51,13 +52,12 @@ from __future__ import annotations
 
 import contextlib
 import os
-import re
 from pathlib import Path
 
 from docker.types import Mount
 
-# The harness's REPO_RE (and the API's rule): no path separator or leading dot in either part.
-REPO_RE = re.compile(r"^(?P<owner>[A-Za-z0-9][A-Za-z0-9-]*)/(?P<name>[A-Za-z0-9._-]+)$")
+from orchestration.forms.repos import repo_error
+
 WRITABLE = ("objects", "refs", "logs")
 
 
@@ -67,10 +67,10 @@ class RepositoryRefused(RuntimeError):
 
 def bare_repository(repos_dir: str, repo: str) -> Path | None:
     """``<repos_dir>/<owner>/<name>.git`` when ``repo`` is a well-formed name, else None."""
-    match = REPO_RE.match(repo)
-    if not repos_dir or not match or match["name"] in {".", ".."}:
+    if not repos_dir or repo_error(repo) is not None:  # the API's own rule (forms/repos.py)
         return None
-    return Path(repos_dir) / match["owner"] / f"{match['name']}.git"
+    owner, name = repo.split("/", 1)
+    return Path(repos_dir) / owner / f"{name}.git"
 
 
 def repository_mounts(repos_dir: str, repo: str) -> list[Mount]:

@@ -34,6 +34,7 @@ from urllib.parse import quote
 
 from django.conf import settings
 
+from orchestration import registry
 from orchestration.errors import Unavailable
 
 logger = logging.getLogger(__name__)
@@ -178,22 +179,27 @@ class LocalRepoCheck(CommitCheck):
 
 @commit_check_register
 class GitHubCheck(CommitCheck):
-    """GitHub's REST API (GITHUB_API_URL, default GitHub's), with GITHUB_TOKEN."""
+    """GitHub's REST API (GITHUB_API_URL, default GitHub's), with a token that reads the
+    repository: a GitHub App's minted for it (``registry.github_token``), or GITHUB_TOKEN."""
 
     name = "GitHub"
 
     @classmethod
     def applies(cls) -> bool:
-        return not _local_base() and bool(settings.GITHUB_TOKEN)
+        return not _local_base() and registry.github_readable()
 
     def verify(self, *, repo: str, branch: str, sha: str) -> CommitVerdict:
         base = f"{(settings.GITHUB_API_URL or GITHUB_API).rstrip('/')}/repos/{repo}"
-        status, body = self._get(f"{base}/commits/{sha}")
+        try:
+            token = registry.github_token(repo)
+        except Exception as exc:  # the App could not mint one now: ask again later
+            raise Unavailable(f"no GitHub token for {repo}: {type(exc).__name__}") from None
+        status, body = self._get(f"{base}/commits/{sha}", token)
         if status in (404, 422):  # 422: "No commit found for SHA"; 404: no such repository
             return self.refuse(f"commit {sha} does not exist in {repo}")
         if status != 200 or body.get("sha") != sha:
             raise Unavailable(f"GitHub answered {status} for the commit")
-        status, body = self._get(f"{base}/compare/{quote(branch, safe='/')}...{sha}")
+        status, body = self._get(f"{base}/compare/{quote(branch, safe='/')}...{sha}", token)
         if status == 404:
             return self.refuse(f"branch {branch} does not exist in {repo}: nothing was pushed")
         if status != 200:
@@ -206,12 +212,12 @@ class GitHubCheck(CommitCheck):
         return self.refuse(f"commit {sha} is not on branch {branch} of {repo}")
 
     @staticmethod
-    def _get(url: str) -> tuple[int, dict[str, Any]]:
+    def _get(url: str, token: str) -> tuple[int, dict[str, Any]]:
         request = urllib.request.Request(  # noqa: S310 - the configured API's https/http URL
             url,
             headers={
                 "Accept": "application/vnd.github+json",
-                "Authorization": f"Bearer {settings.GITHUB_TOKEN}",
+                "Authorization": f"Bearer {token}",
                 "X-GitHub-Api-Version": "2022-11-28",
                 "User-Agent": "whim",
             },

@@ -248,8 +248,9 @@ class CommandAgent(Agent):
                 except subprocess.TimeoutExpired:
                     continue
         finally:
-            if proc.poll() is None:
-                ctx.children.kill_all()
+            # Also after a clean exit: whatever it left running in the background must not
+            # change the checkout while the harness locks, commits and pushes it.
+            ctx.children.kill_all()
             ctx.children.discard(proc)
         for thread in threads:
             thread.join(timeout=5)

@@ -44,16 +44,20 @@ class Spawner:
         stdin_r, stdin_w = os.pipe()
         stdout_r, stdout_w = os.pipe()
         request = {"spawn": {"argv": argv, "cwd": str(cwd), "env": dict(env)}}
+        reply: dict[str, Any] = {}
         try:
             with self._lock:
                 socket.send_fds(self.sock, [json.dumps(request).encode()], [stdin_r, stdout_w])
                 reply = self._next_reply()
+        except OSError as exc:
+            reply = {"error": f"the supervisor is gone: {exc}"}
         finally:
             os.close(stdin_r)
             os.close(stdout_w)
+            if "spawned" not in reply:  # our ends too: nothing will use them
+                os.close(stdin_w)
+                os.close(stdout_r)
         if "spawned" not in reply:
-            os.close(stdin_w)
-            os.close(stdout_r)
             raise SpawnError(str(reply.get("error") or "the supervisor did not start it"))
         return RemoteProcess(
             int(reply["spawned"]), os.fdopen(stdin_w, "wb"), os.fdopen(stdout_r, "rb"), self

@@ -36,7 +36,9 @@ MAX_MESSAGE = 1024 * 1024
 
 
 def main(harness: list[str] | None = None) -> int:
-    argv = harness or [sys.executable, "-m", "harness"]
+    # -P: the working directory (/workspace, which the agent writes) is not on sys.path, so the
+    # agent cannot plant a module the harness would import.
+    argv = harness or [sys.executable, "-P", "-m", "harness"]
     if os.geteuid() != 0:
         os.execvp(argv[0], argv)  # unprivileged: no second user to run agents as
     ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
@@ -60,6 +62,12 @@ def _become(uid: int, gid: int) -> None:
     os.umask(0o002)  # what either writes in the checkout stays editable by the other
 
 
+def _exit_code(status: int) -> int:
+    """A wait status as a shell would report it: a signal N is 128 + N (137 for SIGKILL)."""
+    code = os.waitstatus_to_exitcode(status)
+    return 128 - code if code < 0 else code
+
+
 def _forward(pid: int, signum: int) -> None:
     with contextlib.suppress(ProcessLookupError):
         os.kill(pid, signum)
@@ -68,7 +76,8 @@ def _forward(pid: int, signum: int) -> None:
 class Supervisor:
     def __init__(self, sock: socket.socket, harness: int) -> None:
         self.sock, self.harness = sock, harness
-        self.agents: set[int] = set()
+        self.agents: set[int] = set()  # running agent processes (their exits are reported)
+        self.groups: set[int] = set()  # every agent's process group: leftovers die with it
         sock.settimeout(0.2)
 
     def serve(self) -> int:
@@ -86,17 +95,18 @@ class Supervisor:
                 self.sock.settimeout(None)
                 _, status = os.waitpid(self.harness, 0)
                 self._kill_agents()
-                return os.waitstatus_to_exitcode(status)
+                return _exit_code(status)
             self._handle(data, fds)
 
     def _handle(self, data: bytes, fds: list[int]) -> None:
         try:
             request: Any = json.loads(data)
-            if request.get("spawn") and len(fds) == 2:
+            if "signal" in request:  # no reply: only spawn requests are answered
+                if request.get("pid") in self.groups:
+                    with contextlib.suppress(ProcessLookupError, PermissionError):
+                        os.killpg(int(request["pid"]), int(request["signal"]))
+            elif request.get("spawn") and len(fds) == 2:
                 self._send({"spawned": self._spawn(request["spawn"], fds)})
-            elif "signal" in request and request.get("pid") in self.agents:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(int(request["pid"]), int(request["signal"]))
             else:
                 self._send({"error": "bad request"})
         except (ValueError, TypeError, KeyError, OSError) as exc:
@@ -127,6 +137,7 @@ class Supervisor:
                     os.write(2, f"could not start {argv[0]}: {exc}\n".encode())
             os._exit(127)
         self.agents.add(pid)
+        self.groups.add(pid)  # setsid: its pid is its process group's id
         return pid
 
     def _reap(self) -> int | None:
@@ -139,7 +150,7 @@ class Supervisor:
                 return 1
             if pid == 0:
                 return None
-            code = os.waitstatus_to_exitcode(status)
+            code = _exit_code(status)
             if pid == self.harness:
                 self._kill_agents()
                 return code
@@ -148,7 +159,7 @@ class Supervisor:
                 self._send({"exited": pid, "code": code})
 
     def _kill_agents(self) -> None:
-        for pid in list(self.agents):
+        for pid in list(self.groups):
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(pid, signal.SIGKILL)
 
