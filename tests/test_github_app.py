@@ -7,7 +7,9 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from typing import Any
+from unittest import mock
 
+import docker
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
@@ -16,6 +18,7 @@ from orchestration.services.commits import commit_verify
 from tests.factories import WorkerFactory
 from tests.fakes.github import FakeGitHub
 from workers import github_app
+from workers.docker_runtime import DockerRuntime
 from workers.runtime import FORBIDDEN_ENV, worker_environment
 
 
@@ -126,3 +129,32 @@ def test_with_only_an_app_a_reported_commit_is_checked_with_a_minted_read_token(
     assert (on_branch.ok, on_branch.checked_by) == (True, "GitHub")
     assert (forged.ok, forged.checked_by) == (False, "GitHub")
     assert [body["permissions"] for body in github.minted.values()] == [{"contents": "read"}] * 2
+
+
+def test_an_app_not_installed_on_the_repository_is_a_permanent_refusal(
+    github: FakeGitHub,
+) -> None:
+    github.app_id = "999"  # GitHub knows the key, but not as this App: every call is 401
+    with pytest.raises(github_app.GitHubAppError) as refused:
+        github_app.installation_token("acme/widgets")
+    assert refused.value.permanent
+
+
+@pytest.mark.django_db
+def test_a_start_that_fails_revokes_the_token_it_minted(github: FakeGitHub, settings: Any) -> None:
+    settings.WHIM_GIT_BASE_URL = "https://github.com/"
+    settings.WHIM_CALLBACK_URL = "http://127.0.0.1:9"
+    worker = WorkerFactory.create(work_item__repo="acme/widgets")
+    client = mock.Mock()
+    client.containers.get.side_effect = docker.errors.NotFound("no")
+    client.containers.run.side_effect = docker.errors.APIError(
+        "no such image", mock.Mock(status_code=500)
+    )
+    runtime = DockerRuntime.__new__(DockerRuntime)
+    runtime.client = client
+
+    with pytest.raises(docker.errors.APIError):
+        runtime.start(worker=worker, work_item=worker.work_item, token="t")
+
+    [minted] = github.minted
+    assert github.revoked == [minted]

@@ -31,7 +31,7 @@ from docker.models.containers import Container
 
 from orchestration.choices import WorkerEgress
 from orchestration.models import Worker, WorkItem
-from workers import firewall
+from workers import firewall, github_app
 from workers.repo_mounts import repository_mounts
 from workers.runtime import (
     ContainerRuntime,
@@ -87,6 +87,11 @@ def bridge_name(network: str) -> str:
     """A stable interface name for the network's bridge (at most 15 characters), so the
     firewall can name it."""
     return "whim" + hashlib.sha256(network.encode()).hexdigest()[:10]
+
+
+def _revoke_unused_token(env: dict[str, str]) -> None:
+    if env.get("WHIM_GITHUB_TOKEN_REVOCABLE") == "1":
+        github_app.token_revoke(env["GITHUB_TOKEN"])
 
 
 @functools.cache
@@ -233,6 +238,7 @@ class DockerRuntime(ContainerRuntime):
         try:
             container = self.client.containers.run(**options)
         except APIError as exc:
+            _revoke_unused_token(env)  # no container of ours will use it
             if exc.status_code != 409:
                 raise
             container = self._adopt(name)  # a concurrent start is making it

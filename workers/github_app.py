@@ -14,6 +14,7 @@ for a token.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 import urllib.error
@@ -39,7 +40,15 @@ class AppCredentials:
 
 
 class GitHubAppError(RuntimeError):
-    """The App could not mint a token for the repository (the message says why)."""
+    """The App could not mint a token for the repository (the message says why).
+
+    ``permanent``: GitHub refused (the App is not installed on the repository, or lacks the
+    access): retrying will not help. Otherwise (no answer, a 5xx) it may pass.
+    """
+
+    def __init__(self, message: str, *, permanent: bool = False) -> None:
+        super().__init__(message)
+        self.permanent = permanent
 
 
 def app_configured() -> bool:
@@ -66,6 +75,13 @@ def installation_token(repo: str, *, permissions: dict[str, str] | None = None) 
     return token
 
 
+def token_revoke(token: str) -> None:
+    """End a minted token that no container will use (its start failed). Best effort: an
+    unrevoked one expires within the hour."""
+    with contextlib.suppress(GitHubAppError):
+        _call("DELETE", "/installation/token", token)
+
+
 def _call(method: str, path: str, bearer: str, body: dict[str, Any] | None = None) -> Any:
     base = (settings.GITHUB_API_URL or "https://api.github.com").rstrip("/")
     if not base.startswith(("https://", "http://")):
@@ -87,7 +103,8 @@ def _call(method: str, path: str, bearer: str, body: dict[str, Any] | None = Non
     except urllib.error.HTTPError as exc:
         raise GitHubAppError(
             f"GitHub App: {method} {path} answered {exc.code} (is the App installed on the "
-            "repository, with contents and pull requests write access?)"
+            "repository, with contents and pull requests write access?)",
+            permanent=exc.code < 500,
         ) from None
     except (urllib.error.URLError, TimeoutError, ValueError) as exc:
         raise GitHubAppError(f"GitHub App: {method} {path} failed: {exc}") from None

@@ -31,6 +31,7 @@ from orchestration.services.workers import (
     worker_mark_started,
     worker_stuck,
 )
+from workers.github_app import GitHubAppError
 from workers.repo_mounts import RepositoryRefused
 from workers.runtime import get_runtime
 from workers.services import container_keep_logs
@@ -66,13 +67,13 @@ def start_worker(worker_id: str) -> None:
         logger.warning(
             "starting worker %s failed: %s: %s", worker_id, type(exc).__name__, str(exc)[:300]
         )
-        # A repository whose layout reaches outside it will not change by retrying:
-        # permanent. Anything else may be passing (the daemon, the network): retried.
-        category = (
-            ErrorCategory.CONFIG_ERROR
-            if isinstance(exc, RepositoryRefused)
-            else ErrorCategory.START_ERROR
+        # A repository whose layout reaches outside it, or that the GitHub App may not
+        # reach, will not change by retrying: permanent. Anything else may be passing (the
+        # daemon, the network): retried.
+        permanent = isinstance(exc, RepositoryRefused) or (
+            isinstance(exc, GitHubAppError) and exc.permanent  # the App is not installed there
         )
+        category = ErrorCategory.CONFIG_ERROR if permanent else ErrorCategory.START_ERROR
         # Killed or cancelled meanwhile (Fenced): nothing is left to roll back.
         with contextlib.suppress(Fenced):
             worker_fail(
