@@ -61,11 +61,8 @@ def main(argv: list[str] | None = None) -> int:
     if not repo or repo_error(repo):
         err("WHIM_REPO is not set (owner/name)")
         return 2
-    repo_dir = Path(os.environ.get("WHIM_REPO_DIR") or config.checkout)
-    try:
-        files = [repo_relative(p, repo_dir=repo_dir, cwd=Path.cwd()) for p in paths]
-    except ValueError as exc:
-        err(f"not a file inside the checkout {repo_dir}: {exc}")
+    files = _checkout_paths(paths, Path(os.environ.get("WHIM_REPO_DIR") or config.checkout), err)
+    if files is None:
         return 2
     client = OrchestratorClient(
         base_url=config.orchestrator_url,
@@ -91,12 +88,18 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def _through_harness(socket_path: str, action: str, paths: list[str], err: Logger) -> int:
-    repo_dir = Path(os.environ.get("WHIM_REPO_DIR") or "/workspace/repo")
+def _checkout_paths(paths: list[str], repo_dir: Path, err: Logger) -> list[str] | None:
+    """``paths`` relative to the checkout's root; None (said on stderr) if one is outside."""
     try:
-        files = [repo_relative(p, repo_dir=repo_dir, cwd=Path.cwd()) for p in paths]
+        return [repo_relative(p, repo_dir=repo_dir, cwd=Path.cwd()) for p in paths]
     except ValueError as exc:
         err(f"not a file inside the checkout {repo_dir}: {exc}")
+        return None
+
+
+def _through_harness(socket_path: str, action: str, paths: list[str], err: Logger) -> int:
+    files = _checkout_paths(paths, Path(os.environ.get("WHIM_REPO_DIR") or "/workspace/repo"), err)
+    if files is None:
         return 2
     try:
         reply = lockserver.request(socket_path, action, files)
