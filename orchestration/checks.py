@@ -30,6 +30,7 @@ def check_limits(app_configs: Any, **kwargs: Any) -> list[CheckMessage]:
     errors += _at_least("STALE_THRESHOLD", 1, "orchestration.E005")
     errors += _at_least("LOOP_INTERVAL", 0.1, "orchestration.E006")
     errors += _at_least("MAX_RETRIES", 0, "orchestration.E007")
+    errors += _at_least("VERIFICATION_MAX_RETRIES", 0, "orchestration.E060")
     errors += _at_least("MAX_QUEUED", 1, "orchestration.E008")
     errors += _at_least("MAX_QUEUED_PER_REPO", 1, "orchestration.E009")
     errors += _at_least("ASSIGNED_TIMEOUT", 1, "orchestration.E010")

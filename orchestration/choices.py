@@ -39,6 +39,10 @@ class EventKind(Spelled):
     REQUEUED = "requeued"  # a finished item put back in the queue (resets the quarantine count)
     RECOVERED = "recovered"  # active without a live attempt: back to the queue by the sweep
     PRIORITY_CHANGED = "priority_changed"  # an operator changed the priority
+    # An attempt checked out the branch an earlier attempt pushed (its first heartbeat said so).
+    RESUMED = "resumed"
+    # A verification item reported its verdict: recorded on the item it verifies.
+    VERIFIED = "verified"
 
     # File locks taken, refused or freed by hand.
     LOCKS_ACQUIRED = "locks_acquired"

@@ -320,7 +320,6 @@ class WorkerMetrics(models.Model):
     tests_passed = models.PositiveIntegerField(default=0)
     tests_failed = models.PositiveIntegerField(default=0)
     test_status = models.CharField(max_length=40, blank=True, default="")
-    learnings = models.JSONField(default=list, blank=True)
     created_at = models.DateTimeField(auto_now_add=True, db_index=True)
 
     class Meta:
@@ -328,6 +327,22 @@ class WorkerMetrics(models.Model):
 
     def __str__(self) -> str:
         return f"metrics of {self.worker_id}"
+
+
+class Learning(models.Model):
+    """Something an attempt learned about its repo, handed to later attempts there
+    (``GET /api/learnings``). Outlives its item (SET_NULL); retention goes by its own age."""
+
+    repo = models.CharField(max_length=200, db_index=True)
+    spec = models.TextField(blank=True, default="")  # the spec of the item it came from
+    content = models.TextField()
+    work_item = models.ForeignKey(
+        WorkItem, null=True, blank=True, on_delete=models.SET_NULL, related_name="learnings"
+    )
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+
+    def __str__(self) -> str:
+        return f"learning for {self.repo}"
 
 
 class ApiKey(models.Model):

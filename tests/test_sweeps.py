@@ -261,10 +261,16 @@ def test_retention_purges_old_history_in_batches_and_keeps_the_rest(settings: An
 
     counts = sweep_retention()
 
-    assert counts == {"items": 3, "logs": 1, "usage": 1, "deliveries": 0}
+    assert counts == {"items": 3, "logs": 1, "usage": 1, "deliveries": 0, "learnings": 0}
     assert set(WorkItem.objects.values_list("pk", flat=True)) >= {recent.pk, queued_old.pk}
     assert not WorkItem.objects.filter(pk__in=[i.pk for i in old]).exists()
-    assert sweep_retention() == {"items": 0, "logs": 0, "usage": 0, "deliveries": 0}
+    assert sweep_retention() == {
+        "items": 0,
+        "logs": 0,
+        "usage": 0,
+        "deliveries": 0,
+        "learnings": 0,
+    }
 
 
 def test_retention_takes_old_items_events_attempts_and_metrics_in_batches(

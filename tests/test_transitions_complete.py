@@ -10,7 +10,14 @@ from __future__ import annotations
 import pytest
 
 from orchestration.errors import Fenced
-from orchestration.models import FileLock, WorkerMetrics, WorkerStatus, WorkItem, WorkItemStatus
+from orchestration.models import (
+    FileLock,
+    Learning,
+    WorkerMetrics,
+    WorkerStatus,
+    WorkItem,
+    WorkItemStatus,
+)
 from orchestration.services.workers import (
     Completion,
     worker_complete,
@@ -47,7 +54,7 @@ def test_complete_records_the_pull_request_and_the_metrics() -> None:
             pr_number=7,
             verification_passed=True,
             metrics=metrics,
-            learnings=["run make lint first"],
+            learnings=[{"content": "run make lint first", "spec": item.spec}],
         ),
     )
 
@@ -65,7 +72,9 @@ def test_complete_records_the_pull_request_and_the_metrics() -> None:
     assert (row.tokens_in, row.tokens_out, row.duration_ms) == (1200, 340, 65_000)
     assert (row.files_modified, row.tests_run, row.tests_passed, row.tests_failed) == (4, 10, 9, 1)
     assert row.test_status == "failed"
-    assert row.learnings == ["run make lint first"]
+    assert [(x.repo, x.content, x.spec, x.work_item_id) for x in Learning.objects.all()] == [
+        (item.repo, "run make lint first", item.spec, item.pk)
+    ]
     assert events_of(item)[-1] == ("completed", "in_progress", "completed")
     assert len(events_of(item)) == 3
 

@@ -12,7 +12,14 @@ from typing import Any
 import pytest
 from django.test import Client
 
-from orchestration.models import FileLock, WorkerMetrics, WorkerStatus, WorkItem, WorkItemStatus
+from orchestration.models import (
+    FileLock,
+    Learning,
+    WorkerMetrics,
+    WorkerStatus,
+    WorkItem,
+    WorkItemStatus,
+)
 from reviews.models import PRReview
 from tests.callbacks_support import SHA, call, hold, kill, snapshot
 from tests.factories import running_attempt
@@ -37,8 +44,19 @@ FULL_COMPLETION: dict[str, Any] = {
         "testsFailed": 1,
         "testStatus": "failed",
     },
-    "review": {"modelUsed": "claude", "findings": [{"file": "a.py", "note": "ok"}]},
-    "learnings": ["run the linter first"],
+    "review": {
+        "modelUsed": "claude",
+        "findings": {
+            "specAlignment": {"score": "aligned", "summary": "does it", "gaps": [], "extras": []},
+            "codeQuality": {
+                "score": "good",
+                "summary": "clean",
+                "concerns": [{"file": "a.py", "line": 3, "issue": "ok", "suggestion": "none"}],
+            },
+            "overallSummary": "ship it",
+        },
+    },
+    "learnings": [{"content": "run the linter first", "spec": "# Do the thing"}],
 }
 
 
@@ -65,10 +83,12 @@ def test_complete_records_the_result_and_frees_the_locks(client: Client, api: Cl
     assert (metrics.tokens_in, metrics.tokens_out, metrics.duration_ms) == (1000, 250, 90_000)
     assert (metrics.files_modified, metrics.tests_run, metrics.tests_passed) == (3, 12, 11)
     assert (metrics.tests_failed, metrics.test_status) == (1, "failed")
-    assert metrics.learnings == ["run the linter first"]
+    assert list(Learning.objects.values_list("repo", "content", "spec", "work_item_id")) == [
+        (item.repo, "run the linter first", "# Do the thing", item.pk)
+    ]
     review = PRReview.objects.get(work_item=item)
     assert (review.model_used, review.pr_number, review.repo) == ("claude", 42, item.repo)
-    assert review.findings == [{"file": "a.py", "note": "ok"}]
+    assert review.findings == FULL_COMPLETION["review"]["findings"]
     assert not FileLock.objects.filter(worker=worker).exists()
     shown = api.get(f"/api/work/{item.pk}").json()
     assert shown["status"] == "completed"
@@ -127,6 +147,64 @@ def test_complete_of_a_killed_worker_is_fenced(client: Client) -> None:
         pytest.param({"verificationEnabled": "maybe"}, "verificationEnabled", id="verif_flag"),
         pytest.param({"review": "great"}, "review", id="review_string"),
         pytest.param({"learnings": "one"}, "learnings", id="learnings_string"),
+        pytest.param({"learnings": ["one"]}, "learnings", id="learnings_of_strings"),
+        pytest.param({"learnings": [{"content": 3}]}, "learnings", id="learning_number"),
+        pytest.param({"learnings": [{"content": " "}]}, "learnings", id="learning_blank"),
+        pytest.param(
+            {"learnings": [{"content": "x" * 10_001}]}, "learnings", id="learning_too_long"
+        ),
+        pytest.param({"learnings": [{"content": "x"}] * 51}, "learnings", id="learnings_too_many"),
+        pytest.param(
+            {"learnings": [{"content": "x", "spec": ["s"]}]}, "learnings", id="learning_spec"
+        ),
+        pytest.param(
+            {"review": {"modelUsed": "m", "findings": [{"file": "a.py"}]}},
+            "review",
+            id="findings_list",
+        ),
+        pytest.param(
+            {"review": {**FULL_COMPLETION["review"], "modelUsed": 7}}, "review", id="model_used"
+        ),
+        pytest.param(
+            {
+                "review": {
+                    "modelUsed": "m",
+                    "findings": {
+                        **FULL_COMPLETION["review"]["findings"],
+                        "specAlignment": {"score": "great", "summary": "s"},
+                    },
+                }
+            },
+            "review",
+            id="findings_score",
+        ),
+        pytest.param(
+            {
+                "review": {
+                    "modelUsed": "m",
+                    "findings": {
+                        **FULL_COMPLETION["review"]["findings"],
+                        "codeQuality": {
+                            "score": "good",
+                            "summary": "s",
+                            "concerns": [{"file": "a.py", "line": "3", "issue": "i"}],
+                        },
+                    },
+                }
+            },
+            "review",
+            id="concern_line_text",
+        ),
+        pytest.param(
+            {
+                "review": {
+                    "modelUsed": "m",
+                    "findings": {**FULL_COMPLETION["review"]["findings"], "overallSummary": None},
+                }
+            },
+            "review",
+            id="overall_summary_missing",
+        ),
     ],
 )
 def test_complete_with_a_bad_body_changes_nothing(

@@ -199,6 +199,8 @@ STALE_THRESHOLD = env.int("STALE_THRESHOLD", default=300)
 LOOP_INTERVAL = env.float("LOOP_INTERVAL", default=5.0)
 MAX_RETRIES = env.int("MAX_RETRIES", default=3)
 RETRY_DELAYS = env.list("RETRY_DELAYS", cast=int, default=[60, 300, 1800])
+# A verification item that fails is retried at once (no backoff), this many times.
+VERIFICATION_MAX_RETRIES = env.int("VERIFICATION_MAX_RETRIES", default=3)
 MAX_QUEUED = env.int("MAX_QUEUED", default=1000)
 MAX_QUEUED_PER_REPO = env.int("MAX_QUEUED_PER_REPO", default=100)
 # Branches no submit may name and no harness pushes to (fnmatch globs, matched regardless of

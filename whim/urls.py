@@ -5,6 +5,7 @@ from django.contrib.auth import views as auth_views
 from django.urls import include, path, re_path
 
 from orchestration import accounts, web
+from orchestration.api import learnings as api_learnings
 from orchestration.api import views as api_views
 from orchestration.prometheus import metrics_view
 from reviews import views as reviews_views
@@ -15,6 +16,8 @@ admin.site.login_form = accounts.AdminLoginForm
 urlpatterns = [
     path("api/worker/", include("orchestration.api.worker_urls")),
     path("w/<str:token>/api/worker/", include("orchestration.api.worker_urls")),
+    # The one read a worker makes through its callback base (API.md "Learnings").
+    path("w/<str:token>/api/learnings", api_learnings.learnings),
     path("api/", include("orchestration.api.urls")),
     # Non-capturing groups: a capture would reach not_found() as extra positional arguments.
     re_path(r"^(?:w/[^/]+/)?api(?:/.*)?$", api_views.not_found),

@@ -21,7 +21,7 @@ from django.conf import settings
 
 from orchestration.api.serializers import work_item_json
 from orchestration.forms.branches import protected_globs
-from orchestration.models import Worker, WorkItem
+from orchestration.models import Worker, WorkItem, WorkItemType
 from orchestration.registry import RuntimeInfo
 from workers import github_app
 
@@ -194,6 +194,10 @@ def worker_environment(
             env[name] = value
     # After the pass-through, so WHIM_AGENT_ENV cannot hand the harness a laxer policy.
     env["WHIM_PROTECTED_BRANCHES"] = ",".join(protected_globs())
+    # The harness's mode follows the item, never a passed-through variable.
+    env.pop("WORKER_MODE", None)
+    if work_item.type == WorkItemType.VERIFICATION:
+        env["WORKER_MODE"] = "verification"
     if github_app.app_configured() and not settings.WHIM_GIT_BASE_URL.startswith("file://"):
         # A token for this repository and this attempt, not the shared GITHUB_TOKEN; the
         # harness revokes it when the attempt ends.

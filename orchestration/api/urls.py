@@ -2,7 +2,7 @@
 
 from django.urls import path
 
-from orchestration.api import views
+from orchestration.api import learnings, views
 
 urlpatterns = [
     path("work", views.work_submit),
@@ -16,6 +16,7 @@ urlpatterns = [
     path("workers/<str:pk>/kill", views.worker_kill),
     path("workers/<str:pk>/logs", views.worker_logs),
     path("metrics", views.metrics),
+    path("learnings", learnings.learnings),
     path("reviews", views.reviews_list),
     path("reviews/work-item/<str:pk>", views.reviews_for_item),
     path("reviews/pr/<int:number>", views.reviews_for_pr),

@@ -38,7 +38,8 @@ def _presented_token(request: HttpRequest, path_token: str | None) -> str:
     return path_token or bearer_token(request)
 
 
-def _authenticate(token: str) -> Worker | None:
+def worker_authenticate(token: str) -> Worker | None:
+    """The worker a token belongs to (constant-time check of its digest), or None."""
     if not token or len(token) > 200:
         return None
     digest = token_digest(token)
@@ -58,7 +59,7 @@ def worker_view(view: WorkerView) -> Callable[..., HttpResponse]:
     ) -> HttpResponse:
         if refused := method_refused(request, ("POST",)):
             return refused
-        worker = _authenticate(_presented_token(request, token))
+        worker = worker_authenticate(_presented_token(request, token))
         if worker is None:
             return error_response(401, "UNAUTHORIZED", "A valid worker token is required")
         if pk is not None and str(worker.pk) != pk:
@@ -83,6 +84,7 @@ def heartbeat(request: HttpRequest, worker: Worker, body: dict[str, Any]) -> dic
         iteration=data["iteration"],
         tokens_in=data.get("tokensIn"),
         tokens_out=data.get("tokensOut"),
+        resumed_from=data.get("resumedFrom") or "",
     )
     return {"success": True}
 

@@ -28,8 +28,9 @@ from orchestration.forms.fields import (
     StrictBooleanField,
     StrictCharField,
     StrictIntegerField,
-    check_json_size,
 )
+from orchestration.forms.findings import ReviewField
+from orchestration.forms.learnings import LearningsField
 
 LOCK_PATH_MAX = 1024
 LOCK_FILES_MAX = 1000
@@ -66,18 +67,6 @@ class PathListField(forms.Field):
         return sorted({normalise_lock_path(v) for v in value})
 
 
-class JSONListField(forms.Field):
-    default_error_messages = MESSAGES
-
-    def to_python(self, value: Any) -> list[Any]:
-        if value in (None, ""):
-            return []
-        if not isinstance(value, list):
-            raise ValidationError("must be a list", code="type")
-        check_json_size(value)
-        return value
-
-
 class RegisterForm(ErrorFirstForm):
     workItemId = forms.UUIDField(error_messages={**MESSAGES, "invalid": "must be a UUID"})
 
@@ -100,9 +89,17 @@ def check_tokens(value: int | None, key: str) -> int | None:
     return value
 
 
+# A full commit id (SHA-1, or SHA-256 for repositories that use it).
+FULL_COMMIT_VALIDATOR = RegexValidator(
+    r"^(?:[0-9a-f]{40}|[0-9a-f]{64})$", "must be a full hex commit id", code="pattern"
+)
+
+
 class HeartbeatForm(ErrorFirstForm):
     iteration = StrictIntegerField(min_value=0, max_value=1_000_000)
     status = StrictCharField(required=False, max_length=100)
+    # The pushed commit this attempt checked out and continues from (a retry resuming).
+    resumedFrom = StrictCharField(required=False, max_length=64, validators=[FULL_COMMIT_VALIDATOR])
     tokensIn = StrictIntegerField(required=False, min_value=0, max_value=INT8_MAX)
     tokensOut = StrictIntegerField(required=False, min_value=0, max_value=INT8_MAX)
 
@@ -124,9 +121,9 @@ class CompleteForm(ErrorFirstForm):
     prNumber = StrictIntegerField(required=False, min_value=1, max_value=INT4_MAX)
     verificationEnabled = StrictBooleanField(required=False)
     verificationPassed = StrictBooleanField(required=False)
-    review = JSONObjectField(required=False)
+    review = ReviewField(required=False)
     metrics = JSONObjectField(required=False)
-    learnings = JSONListField(required=False)
+    learnings = LearningsField(required=False)
     commitSha = StrictCharField(
         required=False,
         max_length=64,

@@ -22,6 +22,7 @@ from orchestration.clock import advisory_try_lock, db_now
 from orchestration.models import (
     DailyUsage,
     FileLock,
+    Learning,
     Worker,
     WorkerStatus,
     WorkItem,
@@ -168,10 +169,12 @@ def sweep_retention() -> dict[str, int]:
     Terminal items older than RETENTION_DAYS go with their attempts, events and metrics;
     finished attempts' log tails older than LOG_RETENTION_DAYS are emptied; usage rows older
     than a year and a half are dropped; webhook deliveries older than RETENTION_DAYS too (a
-    redelivery that old is GitHub's own retention window many times over).
+    redelivery that old is GitHub's own retention window many times over). Learnings go by
+    their own age (RETENTION_DAYS), not with their item: they are the repo's knowledge, and
+    an item's purge only unlinks them.
     """
     now = db_now()
-    counts = {"items": 0, "logs": 0, "usage": 0, "deliveries": 0}
+    counts = {"items": 0, "logs": 0, "usage": 0, "deliveries": 0, "learnings": 0}
     item_cutoff = now - dt.timedelta(days=settings.RETENTION_DAYS)
     old_items = WorkItem.objects.filter(status__in=WorkItem.TERMINAL, updated_at__lt=item_cutoff)
     for _ in range(100):
@@ -199,6 +202,12 @@ def sweep_retention() -> dict[str, int]:
         if not delivery_ids:
             break
         counts["deliveries"] += WebhookDelivery.objects.filter(pk__in=delivery_ids).delete()[0]
+    old_learnings = Learning.objects.filter(created_at__lt=item_cutoff)
+    for _ in range(100):
+        learning_ids = list(old_learnings.values_list("pk", flat=True)[:BATCH])
+        if not learning_ids:
+            break
+        counts["learnings"] += Learning.objects.filter(pk__in=learning_ids).delete()[0]
     usage_cutoff = (now - dt.timedelta(days=550)).date()
     counts["usage"], _ = DailyUsage.objects.filter(date__lt=usage_cutoff).delete()
     return counts

@@ -5,6 +5,7 @@ verification item. A repeat is a no-op; a fenced worker is refused.
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
 import logging
 from typing import Any
 from uuid import UUID
@@ -23,11 +24,12 @@ from orchestration.models import (
     WorkItemStatus,
     WorkItemType,
 )
-from orchestration.nudge import TaskName, send_on_commit
 from orchestration.rows import locked_item_and_worker, row_get
 from orchestration.services.commits import CommitVerdict, commit_verify
 from orchestration.services.events import event_record
+from orchestration.services.learnings import learnings_record
 from orchestration.services.locks import locks_release_all
+from orchestration.services.verification import verification_item_create, verification_report
 from orchestration.services.workers.lifecycle import tokens_rise_check
 from reviews.services import review_record_self
 
@@ -40,7 +42,7 @@ class Completion:
     pr_number: int | None = None
     verification_passed: bool | None = None
     metrics: dict[str, Any] = dataclasses.field(default_factory=dict)
-    learnings: list[Any] = dataclasses.field(default_factory=list)
+    learnings: list[dict[str, str]] = dataclasses.field(default_factory=list)
     review: dict[str, Any] | None = None
     verification_enabled: bool = False
     commit_sha: str = ""
@@ -72,23 +74,30 @@ def worker_complete(*, worker_id: UUID | str, result: Completion) -> bool:
         Worker.objects.filter(pk=worker.pk, status__in=Worker.ACTIVE).update(
             status=WorkerStatus.COMPLETED, completed_at=now
         )
+        fields: dict[str, Any] = {
+            "pr_url": result.pr_url,
+            "pr_number": result.pr_number,
+            "commit_sha": result.commit_sha,
+        }
+        if item.type == WorkItemType.VERIFICATION:
+            # A verification reviews its parent's pull request: it keeps that PR (and the
+            # commit it was created for) unless it reports its own.
+            fields = {k: v for k, v in fields.items() if v}
         moved = WorkItem.objects.filter(
             pk=item.pk, status__in=WorkItem.ACTIVE, worker_id=worker.pk
         ).update(
             status=WorkItemStatus.COMPLETED,
             completed_at=now,
             updated_at=now,
-            pr_url=result.pr_url,
-            pr_number=result.pr_number,
             verification_passed=result.verification_passed,
-            commit_sha=result.commit_sha,
             error="",
             error_category="",
             next_retry_at=None,
+            **fields,
         )
         locks_release_all(worker_id=worker.pk)
         if moved:
-            _after_completion(item=item, result=result)
+            _after_completion(item=item, result=result, now=now)
         m = result.metrics
         WorkerMetrics.objects.update_or_create(
             worker=worker,
@@ -102,9 +111,9 @@ def worker_complete(*, worker_id: UUID | str, result: Completion) -> bool:
                 "tests_passed": int(m.get("testsPassed") or 0),
                 "tests_failed": int(m.get("testsFailed") or 0),
                 "test_status": str(m.get("testStatus") or "")[:40],
-                "learnings": result.learnings,
             },
         )
+        learnings_record(work_item=item, learnings=result.learnings)
         if result.review:
             review_record_self(work_item=item, pr_number=result.pr_number, review=result.review)
         event_record(
@@ -140,6 +149,9 @@ def _commit_verdict(*, worker_id: UUID | str, result: Completion) -> CommitVerdi
     if not worker.is_active:
         raise Fenced(f"Worker is {worker.status}; it can no longer complete")
     item = worker.work_item
+    if item.type == WorkItemType.VERIFICATION and not result.commit_sha:
+        # A verifier checks out the branch and reports a verdict; it pushes nothing.
+        return CommitVerdict(ok=True, note="verification: no commit to check")
     verdict = commit_verify(repo=item.repo, branch=item.branch, sha=result.commit_sha)
     if verdict.ok:
         return verdict
@@ -164,33 +176,15 @@ def _commit_verdict(*, worker_id: UUID | str, result: Completion) -> CommitVerdi
     )
 
 
-def _after_completion(*, item: WorkItem, result: Completion) -> None:
-    """A verified change gets a verification item; a verification reports to its parent."""
+def _after_completion(*, item: WorkItem, result: Completion, now: dt.datetime) -> None:
+    """A change asked to be verified gets a verification item; a verification reports its
+    verdict to the item it verifies."""
     if item.type == WorkItemType.EXECUTION and result.verification_enabled:
-        child = WorkItem.objects.create(
-            repo=item.repo,
-            branch=item.branch,
-            type=WorkItemType.VERIFICATION,
-            priority=item.priority,
-            priority_rank=item.priority_rank,
-            parent_work_item=item,
-            max_iterations=item.max_iterations,
-            metadata=item.metadata,
-            spec=(
-                f"# Verify {item.branch}\n\nCheck that branch `{item.branch}`"
-                + (f" (pull request {result.pr_url})" if result.pr_url else "")
-                + " implements the spec below and that its tests pass.\n\n"
-                + item.spec[:90_000]
-            ),
+        verification_item_create(
+            parent=item,
+            pr_number=result.pr_number,
+            pr_url=result.pr_url,
+            commit_sha=result.commit_sha,
         )
-        event_record(
-            work_item=child,
-            kind=EventKind.SUBMITTED,
-            to_status=child.status,
-            actor=f"verification-of:{item.pk}",
-        )
-        send_on_commit(TaskName.DISPATCH)
     elif item.type == WorkItemType.VERIFICATION and item.parent_work_item_id:
-        WorkItem.objects.filter(pk=item.parent_work_item_id).update(
-            verification_passed=result.verification_passed
-        )
+        verification_report(item=item, passed=result.verification_passed, now=now)

@@ -23,7 +23,14 @@ from orchestration.choices import (
 )
 from orchestration.clock import db_now
 from orchestration.errors import Fenced, InvalidState
-from orchestration.models import Worker, WorkerStatus, WorkItem, WorkItemEvent, WorkItemStatus
+from orchestration.models import (
+    Worker,
+    WorkerStatus,
+    WorkItem,
+    WorkItemEvent,
+    WorkItemStatus,
+    WorkItemType,
+)
 from orchestration.nudge import TaskName, send_on_commit
 from orchestration.rows import locked_item_and_worker
 from orchestration.services.events import event_record
@@ -130,10 +137,14 @@ def _retry_or_fail(
                 f"quarantined after {crashes} infrastructure failures (last: {category}): {error}"
             )
             category, retryable = ErrorCategory.QUARANTINED, False
-    if retryable and item.retry_count < settings.MAX_RETRIES:
-        delays = settings.RETRY_DELAYS or [60]
+    # A verification only reads the pushed branch: a failed one is retried at once (as the
+    # original Whim does), up to its own bound; a change waits out its backoff.
+    verification = item.type == WorkItemType.VERIFICATION
+    max_retries = settings.VERIFICATION_MAX_RETRIES if verification else settings.MAX_RETRIES
+    if retryable and item.retry_count < max_retries:
+        delays = [0] if verification else (settings.RETRY_DELAYS or [60])
         delay = delays[min(item.retry_count, len(delays) - 1)]
-        next_at = now + dt.timedelta(seconds=delay)
+        next_at = now + dt.timedelta(seconds=delay) if delay else None
         WorkItem.objects.filter(pk=item.pk, status__in=WorkItem.ACTIVE, worker_id=worker.pk).update(
             status=WorkItemStatus.QUEUED,
             retry_count=F("retry_count") + 1,
@@ -155,9 +166,11 @@ def _retry_or_fail(
                 "category": category,
                 "retry": item.retry_count + 1,
                 "delaySeconds": delay,
-                "nextRetryAt": next_at.isoformat(),
+                "nextRetryAt": next_at.isoformat() if next_at else None,
             },
         )
+        if next_at is None:
+            send_on_commit(TaskName.DISPATCH)
         return
     WorkItem.objects.filter(pk=item.pk, status__in=WorkItem.ACTIVE, worker_id=worker.pk).update(
         status=WorkItemStatus.FAILED,

@@ -18,7 +18,7 @@ from django.db.models.functions import Coalesce
 from orchestration.choices import EventKind
 from orchestration.clock import db_now
 from orchestration.errors import Fenced, ValidationFailed
-from orchestration.models import Worker, WorkerStatus, WorkItem, WorkItemStatus
+from orchestration.models import Worker, WorkerStatus, WorkItem, WorkItemEvent, WorkItemStatus
 from orchestration.rows import locked_item_and_worker
 from orchestration.services.dispatch import usage_add
 from orchestration.services.events import event_record
@@ -61,12 +61,14 @@ def worker_heartbeat(
     iteration: int,
     tokens_in: int | None = None,
     tokens_out: int | None = None,
+    resumed_from: str = "",
 ) -> None:
     """Record liveness (and progress when the iteration or token counts rise).
 
     Token counts are the attempt's totals so far; one that rose by more than
     MAX_TOKENS_PER_HEARTBEAT since the last report is refused (the form bounds the total by
-    MAX_TOKENS_PER_ATTEMPT)."""
+    MAX_TOKENS_PER_ATTEMPT). ``resumed_from``: the pushed commit the attempt continues from;
+    the first heartbeat that carries it records one ``resumed`` event for the attempt."""
     with transaction.atomic():
         item, worker = locked_item_and_worker(worker_id)
         if not worker.is_active:
@@ -91,6 +93,24 @@ def worker_heartbeat(
         if iteration > worker.iteration:
             WorkItem.objects.filter(pk=item.pk, worker_id=worker.pk).update(iteration=iteration)
             usage_add(now=now, iterations=iteration - worker.iteration)
+        if resumed_from:
+            _resumed_record(item=item, worker=worker, commit=resumed_from)
+
+
+def _resumed_record(*, item: WorkItem, worker: Worker, commit: str) -> None:
+    """One ``resumed`` event per attempt (under the worker's row lock: no duplicate)."""
+    if WorkItemEvent.objects.filter(worker=worker, kind=EventKind.RESUMED).exists():
+        return
+    event_record(
+        work_item=item,
+        worker=worker,
+        kind=EventKind.RESUMED,
+        from_status=item.status,
+        to_status=item.status,
+        actor=f"worker:{worker.pk}",
+        message=f"resumed from commit {commit[:7]}",
+        data={"commitSha": commit},
+    )
 
 
 def tokens_rise_check(
