@@ -285,7 +285,7 @@ def _work_live_context(request: HttpRequest, item: WorkItem) -> dict[str, Any]:
         "attempts": console.item_attempts(item),
         "events": events,
         "events_more": more,
-        "reviews": list(item.reviews.order_by("created_at")) if hasattr(item, "reviews") else [],
+        **console.item_outcome(item),
         "full": request.GET.get("full", ""),
         "live": not item.is_terminal,
     }

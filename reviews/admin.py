@@ -4,6 +4,8 @@ from typing import Any
 
 from django.contrib import admin
 from django.http import HttpRequest
+from django.template.loader import render_to_string
+from django.utils.safestring import SafeString
 
 from orchestration.admin.base import FastListAdmin, RecentValuesFilter
 from reviews.models import PRReview, WebhookDelivery
@@ -18,6 +20,17 @@ class PRReviewAdmin(FastListAdmin):
     search_fields = ("repo", "=work_item__id", "=pr_number")
     date_hierarchy = "created_at"
     list_select_related = ("work_item",)
+    exclude = ("findings",)  # shown rendered instead (``findings_shown``)
+
+    @admin.display(description="findings")
+    def findings_shown(self, obj: PRReview) -> SafeString:
+        """The findings as the console shows them (either shape), every string escaped."""
+        return SafeString(render_to_string("reviews/_findings.html", {"findings": obj.findings}))
+
+    def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> Any:
+        return [f for f in super().get_readonly_fields(request, obj) if f != "findings"] + [
+            "findings_shown"
+        ]
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False

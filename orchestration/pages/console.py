@@ -15,7 +15,7 @@ from typing import Any, TypedDict
 from django.conf import settings
 
 from orchestration.clock import db_now
-from orchestration.models import FileLock, Worker, WorkItem
+from orchestration.models import FileLock, Learning, Worker, WorkerMetrics, WorkItem, WorkItemType
 from orchestration.pages.charts import Chart, Throughput, queue_depth_chart, throughput_chart
 from orchestration.pages.explain import gate_sentence
 from orchestration.selectors import metrics_summary, status_summary
@@ -168,3 +168,35 @@ def locks_list(*, limit: int = 500) -> LocksPage:
 def item_attempts(item: WorkItem) -> list[Worker]:
     """The item's attempts, oldest first, with their metrics."""
     return list(item.workers.order_by("created_at").select_related("metrics"))
+
+
+# Learnings listed on an item's page at most (the admin has the rest).
+ITEM_LEARNINGS_MAX = 50
+
+
+class ItemOutcome(TypedDict):
+    """What an item's page shows of its result beyond the row: the verification items that
+    check it, its latest attempt's test results, its reviews and its learnings."""
+
+    verifications: list[WorkItem]
+    latest_metrics: WorkerMetrics | None
+    reviews: list[Any]
+    learnings: list[Learning]
+    learnings_more: bool
+
+
+def item_outcome(item: WorkItem) -> ItemOutcome:
+    """The verification children (newest first), the latest attempt's metrics (tests), the
+    reviews (oldest first) and the learnings (newest first) of ``item``."""
+    learnings = list(item.learnings.order_by("-created_at", "-id")[: ITEM_LEARNINGS_MAX + 1])
+    return {
+        "verifications": list(
+            item.children.filter(type=WorkItemType.VERIFICATION).order_by("-created_at")
+        ),
+        "latest_metrics": WorkerMetrics.objects.filter(work_item=item)
+        .order_by("-created_at", "-id")
+        .first(),
+        "reviews": list(item.reviews.order_by("created_at")),
+        "learnings": learnings[:ITEM_LEARNINGS_MAX],
+        "learnings_more": len(learnings) > ITEM_LEARNINGS_MAX,
+    }

@@ -62,3 +62,15 @@ def finding_text(value: Any) -> str:
                 return str(value[key])
         return ", ".join(f"{k}: {v}" for k, v in value.items())
     return str(value)
+
+
+@register.filter
+def findings_shape(value: Any) -> str:
+    """How a review's findings are shaped: ``whim`` (the original Whim's ReviewFindings
+    object, what attempts report), ``list`` (a list of findings, what the GitHub webhook and
+    older rows hold) or ``other`` (anything else, shown as it is)."""
+    if isinstance(value, dict) and isinstance(value.get("specAlignment"), dict):
+        return "whim"
+    if isinstance(value, list):
+        return "list"
+    return "other"
