@@ -1,10 +1,13 @@
 """The state machine, services called directly on PostgreSQL: heartbeats.
 
 A heartbeat records liveness, iteration and tokens (never lowering a count), charges the day's
-iterations, writes no event, and is fenced once the worker is no longer active.
+iterations, writes no event (but the ``resumed`` one a resuming attempt's first heartbeat
+leaves: tests/test_review_display.py), and is fenced once the worker is no longer active.
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 import pytest
 
@@ -60,7 +63,7 @@ def test_a_heartbeat_without_progress_moves_only_the_liveness_time() -> None:
     "beat",
     [{"iteration": 3}, {"iteration": 2, "tokens_in": 301}, {"iteration": 2, "tokens_out": 41}],
 )
-def test_any_rising_count_is_progress(beat: dict[str, int]) -> None:
+def test_any_rising_count_is_progress(beat: dict[str, Any]) -> None:
     _, worker = running_attempt()
     worker_heartbeat(worker_id=worker.pk, iteration=2, tokens_in=300, tokens_out=40)
     worker.refresh_from_db()

@@ -1,8 +1,7 @@
 """Whim settings: one module, read through django-environ.
 
-Every variable is listed with its default in README.md's configuration table.
-Limits and timings are validated at startup by the system checks in ``orchestration.checks``.
-``*_FILE`` variants are honoured for secrets (``SECRET_KEY_FILE``, ``API_KEY_FILE`` …).
+Every variable is in README.md's configuration table with its default; limits and timings are
+checked at startup (``orchestration.checks``); secrets may come from ``NAME_FILE`` instead.
 """
 
 from __future__ import annotations
@@ -199,8 +198,7 @@ STALE_THRESHOLD = env.int("STALE_THRESHOLD", default=300)
 LOOP_INTERVAL = env.float("LOOP_INTERVAL", default=5.0)
 MAX_RETRIES = env.int("MAX_RETRIES", default=3)
 RETRY_DELAYS = env.list("RETRY_DELAYS", cast=int, default=[60, 300, 1800])
-# A verification item that fails is retried at once (no backoff), this many times.
-VERIFICATION_MAX_RETRIES = env.int("VERIFICATION_MAX_RETRIES", default=3)
+VERIFICATION_MAX_RETRIES = env.int("VERIFICATION_MAX_RETRIES", default=3)  # no backoff
 MAX_QUEUED = env.int("MAX_QUEUED", default=1000)
 MAX_QUEUED_PER_REPO = env.int("MAX_QUEUED_PER_REPO", default=100)
 # Branches no submit may name and no harness pushes to (fnmatch globs, matched regardless of

@@ -68,6 +68,8 @@ def verification_report(*, item: WorkItem, passed: bool | None, now: dt.datetime
         "completedAt": now.isoformat(),
     }
     parent_id = item.parent_work_item_id
+    if parent_id is None:
+        return
     WorkItem.objects.filter(pk=parent_id).update(
         verification_passed=passed,
         metadata=JSONSetKey("metadata", VERIFICATION_STATUS_KEY, status),
