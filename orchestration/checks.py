@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -192,6 +193,49 @@ def check_worker_resources(app_configs: Any, **kwargs: Any) -> list[CheckMessage
     messages += _at_least("MAX_ATTEMPT_DURATION_MS", 1000, "orchestration.E031")
     messages += _at_least("COMMIT_CHECK_TIMEOUT", 1, "orchestration.E031")
     return messages
+
+
+@register()
+def check_pipeline(app_configs: Any, **kwargs: Any) -> list[CheckMessage]:
+    """Money limits and the harness's knobs (whim/settings_pipeline.py)."""
+    errors: list[CheckMessage] = []
+    for name, check_id in (
+        ("DAILY_COST_BUDGET", "orchestration.E060"),
+        ("ITEM_COST_CAP", "orchestration.E061"),
+        ("TOKEN_PRICE_IN_PER_MILLION", "orchestration.E062"),
+        ("TOKEN_PRICE_OUT_PER_MILLION", "orchestration.E062"),
+    ):
+        value = getattr(settings, name)
+        if not math.isfinite(value) or value < 0:
+            errors.append(
+                Error(f"{name} must be a finite number of dollars, at least 0.", id=check_id)
+            )
+    if not (
+        math.isfinite(settings.MAX_COST_PER_ATTEMPT_USD) and settings.MAX_COST_PER_ATTEMPT_USD > 0
+    ):
+        errors.append(
+            Error(
+                "MAX_COST_PER_ATTEMPT_USD must be a finite number of dollars above 0.",
+                id="orchestration.E063",
+            )
+        )
+    errors += _at_least("AGENT_IDLE_TIMEOUT", 1, "orchestration.E064")
+    errors += _at_least("TEST_TIMEOUT", 1, "orchestration.E065")
+    errors += _at_least("FIX_ITERATIONS", 0, "orchestration.E066")
+    if settings.WHIM_REVIEWER not in REVIEWERS:
+        errors.append(
+            Error(
+                f"WHIM_REVIEWER {settings.WHIM_REVIEWER!r} is not one of {', '.join(REVIEWERS)}.",
+                id="orchestration.E067",
+            )
+        )
+    if settings.ANTHROPIC_BASE_URL and not re.match(r"^https?://", settings.ANTHROPIC_BASE_URL):
+        errors.append(Error("ANTHROPIC_BASE_URL must be an http(s) URL.", id="orchestration.E068"))
+    return errors
+
+
+# The harness's reviewers (WHIM_REVIEWER): the agent's CLI, Anthropic's API, or none.
+REVIEWERS = ("agent", "anthropic", "none")
 
 
 @register()

@@ -6,6 +6,9 @@ iterations, writes no event, and is fenced once the worker is no longer active.
 
 from __future__ import annotations
 
+from decimal import Decimal
+from typing import Any
+
 import pytest
 
 from orchestration.clock import budget_date, db_now
@@ -58,9 +61,14 @@ def test_a_heartbeat_without_progress_moves_only_the_liveness_time() -> None:
 
 @pytest.mark.parametrize(
     "beat",
-    [{"iteration": 3}, {"iteration": 2, "tokens_in": 301}, {"iteration": 2, "tokens_out": 41}],
+    [
+        {"iteration": 3},
+        {"iteration": 2, "tokens_in": 301},
+        {"iteration": 2, "tokens_out": 41},
+        {"iteration": 2, "cost_usd": Decimal("0.5")},
+    ],
 )
-def test_any_rising_count_is_progress(beat: dict[str, int]) -> None:
+def test_any_rising_count_is_progress(beat: dict[str, Any]) -> None:
     _, worker = running_attempt()
     worker_heartbeat(worker_id=worker.pk, iteration=2, tokens_in=300, tokens_out=40)
     worker.refresh_from_db()

@@ -83,6 +83,8 @@ def heartbeat(request: HttpRequest, worker: Worker, body: dict[str, Any]) -> dic
         iteration=data["iteration"],
         tokens_in=data.get("tokensIn"),
         tokens_out=data.get("tokensOut"),
+        cost_usd=data.get("costUsd"),
+        model=data.get("model") or None,
     )
     return {"success": True}
 
@@ -119,6 +121,8 @@ def complete(request: HttpRequest, worker: Worker, body: dict[str, Any]) -> dict
             learnings=data.get("learnings") or [],
             review=data.get("review") or None,
             commit_sha=data.get("commitSha") or "",
+            model=data.get("model") or "",
+            warning=data.get("warning") or "",
         ),
     )
     return {"success": True}

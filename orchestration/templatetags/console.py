@@ -1,8 +1,9 @@
-"""Template filters for the console: ANSI stripping, durations, clipping long text."""
+"""Template filters for the console: ANSI stripping, durations, money, clipping long text."""
 
 from __future__ import annotations
 
 import datetime as dt
+from decimal import Decimal
 from typing import Any
 
 from django import template
@@ -62,3 +63,13 @@ def finding_text(value: Any) -> str:
                 return str(value[key])
         return ", ".join(f"{k}: {v}" for k, v in value.items())
     return str(value)
+
+
+@register.filter
+def money(value: Any) -> str:
+    """Dollars without the sign: two places, or four below a dollar (agents cost cents)."""
+    try:
+        amount = Decimal(str(value or 0))
+    except ArithmeticError:
+        return "—"
+    return f"{amount:.4f}" if abs(amount) < 1 else f"{amount:,.2f}"
