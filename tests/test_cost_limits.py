@@ -95,7 +95,7 @@ def test_yesterdays_spending_does_not_count_against_today(settings: Any) -> None
     assert dispatch_claim_one() is not None
 
 
-# --- the per-item cap reaches the container ---------------------------------------------------------
+# --- the per-item cap reaches the container -------------------------------------------------------
 
 
 def test_the_container_gets_what_the_item_may_still_spend(settings: Any) -> None:
@@ -162,7 +162,7 @@ def test_the_submit_form_checks_max_cost_usd(api: Client) -> None:
     assert ok.status_code == 201, ok.content
 
 
-# --- cap reached: paused, not retried, not failed -------------------------------------------------------
+# --- cap reached: paused, not retried, not failed -------------------------------------------------
 
 
 def test_a_cost_cap_failure_pauses_the_item_without_a_retry_or_a_failure() -> None:
@@ -204,7 +204,7 @@ def test_the_item_page_says_why_it_is_paused_and_offers_continue(staff_client: C
     )
 
 
-# --- continue ---------------------------------------------------------------------------------------
+# --- continue -------------------------------------------------------------------------------------
 
 
 def test_continue_requeues_with_the_raised_cap_and_the_container_gets_the_rest(
