@@ -221,7 +221,14 @@ def check_pipeline(app_configs: Any, **kwargs: Any) -> list[CheckMessage]:
         )
     errors += _at_least("AGENT_IDLE_TIMEOUT", 1, "orchestration.E064")
     errors += _at_least("TEST_TIMEOUT", 1, "orchestration.E065")
-    errors += _at_least("FIX_ITERATIONS", 0, "orchestration.E066")
+    if not 0 <= settings.FIX_ITERATIONS <= MAX_FIX_ITERATIONS:
+        errors.append(
+            Error(
+                f"FIX_ITERATIONS must be from 0 to {MAX_FIX_ITERATIONS} "
+                f"(it is {settings.FIX_ITERATIONS}).",
+                id="orchestration.E066",
+            )
+        )
     if settings.WHIM_REVIEWER not in REVIEWERS:
         errors.append(
             Error(
@@ -234,8 +241,10 @@ def check_pipeline(app_configs: Any, **kwargs: Any) -> list[CheckMessage]:
     return errors
 
 
-# The harness's reviewers (WHIM_REVIEWER): the agent's CLI, Anthropic's API, or none.
+# The harness's reviewers (WHIM_REVIEWER): the agent's CLI, Anthropic's API, or none; and the
+# most fix iterations it accepts (harness/config.py refuses more as CONFIG_ERROR).
 REVIEWERS = ("agent", "anthropic", "none")
+MAX_FIX_ITERATIONS = 20
 
 
 @register()

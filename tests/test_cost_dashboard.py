@@ -145,6 +145,7 @@ def test_the_dashboards_queries_do_not_grow_with_the_ledger(staff_client: Client
         ("AGENT_IDLE_TIMEOUT", 0, "orchestration.E064"),
         ("TEST_TIMEOUT", 0, "orchestration.E065"),
         ("FIX_ITERATIONS", -1, "orchestration.E066"),
+        ("FIX_ITERATIONS", 21, "orchestration.E066"),
         ("WHIM_REVIEWER", "gpt", "orchestration.E067"),
         ("ANTHROPIC_BASE_URL", "ftp://x", "orchestration.E068"),
     ],
