@@ -176,13 +176,14 @@ class CompleteForm(ErrorFirstForm):
         if status is not None and status not in self.TEST_STATUSES:
             raise ValidationError(f"testStatus must be one of {', '.join(self.TEST_STATUSES)}")
         if metrics.get("costUsd") is not None:
+            # Checked, and kept a JSON number (metrics may be stored as JSON); the ledger
+            # reads it as dollars (services.costs.usd).
             try:
-                cost = dollars(
+                dollars(
                     metrics["costUsd"], cap=settings.MAX_COST_PER_ATTEMPT_USD, setting=COST_SETTING
                 )
             except ValidationError as exc:
                 raise ValidationError(f"costUsd {exc.messages[0]}") from None
-            metrics = {**metrics, "costUsd": cost}
         return metrics
 
 

@@ -68,7 +68,7 @@ def cost_charge(
     now: dt.datetime,
     tokens_in: int | None = None,
     tokens_out: int | None = None,
-    cost_usd: Decimal | None = None,
+    cost_usd: Decimal | float | None = None,
     model: str | None = None,
 ) -> Charge:
     """Charge what the attempt's cumulative report adds to what was already charged for it.
