@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -30,7 +31,7 @@ def check_limits(app_configs: Any, **kwargs: Any) -> list[CheckMessage]:
     errors += _at_least("STALE_THRESHOLD", 1, "orchestration.E005")
     errors += _at_least("LOOP_INTERVAL", 0.1, "orchestration.E006")
     errors += _at_least("MAX_RETRIES", 0, "orchestration.E007")
-    errors += _at_least("VERIFICATION_MAX_RETRIES", 0, "orchestration.E060")
+    errors += _at_least("VERIFICATION_MAX_RETRIES", 0, "orchestration.E070")
     errors += _at_least("MAX_QUEUED", 1, "orchestration.E008")
     errors += _at_least("MAX_QUEUED_PER_REPO", 1, "orchestration.E009")
     errors += _at_least("ASSIGNED_TIMEOUT", 1, "orchestration.E010")
@@ -193,6 +194,58 @@ def check_worker_resources(app_configs: Any, **kwargs: Any) -> list[CheckMessage
     messages += _at_least("MAX_ATTEMPT_DURATION_MS", 1000, "orchestration.E031")
     messages += _at_least("COMMIT_CHECK_TIMEOUT", 1, "orchestration.E031")
     return messages
+
+
+@register()
+def check_pipeline(app_configs: Any, **kwargs: Any) -> list[CheckMessage]:
+    """Money limits and the harness's knobs (whim/settings_pipeline.py)."""
+    errors: list[CheckMessage] = []
+    for name, check_id in (
+        ("DAILY_COST_BUDGET", "orchestration.E060"),
+        ("ITEM_COST_CAP", "orchestration.E061"),
+        ("TOKEN_PRICE_IN_PER_MILLION", "orchestration.E062"),
+        ("TOKEN_PRICE_OUT_PER_MILLION", "orchestration.E062"),
+    ):
+        value = getattr(settings, name)
+        if not math.isfinite(value) or value < 0:
+            errors.append(
+                Error(f"{name} must be a finite number of dollars, at least 0.", id=check_id)
+            )
+    if not (
+        math.isfinite(settings.MAX_COST_PER_ATTEMPT_USD) and settings.MAX_COST_PER_ATTEMPT_USD > 0
+    ):
+        errors.append(
+            Error(
+                "MAX_COST_PER_ATTEMPT_USD must be a finite number of dollars above 0.",
+                id="orchestration.E063",
+            )
+        )
+    errors += _at_least("AGENT_IDLE_TIMEOUT", 1, "orchestration.E064")
+    errors += _at_least("TEST_TIMEOUT", 1, "orchestration.E065")
+    if not 0 <= settings.FIX_ITERATIONS <= MAX_FIX_ITERATIONS:
+        errors.append(
+            Error(
+                f"FIX_ITERATIONS must be from 0 to {MAX_FIX_ITERATIONS} "
+                f"(it is {settings.FIX_ITERATIONS}).",
+                id="orchestration.E066",
+            )
+        )
+    if settings.WHIM_REVIEWER not in REVIEWERS:
+        errors.append(
+            Error(
+                f"WHIM_REVIEWER {settings.WHIM_REVIEWER!r} is not one of {', '.join(REVIEWERS)}.",
+                id="orchestration.E067",
+            )
+        )
+    if settings.ANTHROPIC_BASE_URL and not re.match(r"^https?://", settings.ANTHROPIC_BASE_URL):
+        errors.append(Error("ANTHROPIC_BASE_URL must be an http(s) URL.", id="orchestration.E068"))
+    return errors
+
+
+# The harness's reviewers (WHIM_REVIEWER): the agent's CLI, Anthropic's API, or none; and the
+# most fix iterations it accepts (harness/config.py refuses more as CONFIG_ERROR).
+REVIEWERS = ("agent", "anthropic", "none")
+MAX_FIX_ITERATIONS = 20
 
 
 @register()

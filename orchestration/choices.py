@@ -43,6 +43,11 @@ class EventKind(Spelled):
     RESUMED = "resumed"
     # A verification item reported its verdict: recorded on the item it verifies.
     VERIFIED = "verified"
+    # The attempt stopped at its cost cap (fail COST_CAP): the item waits for an operator.
+    PAUSED = "paused"
+    CONTINUED = "continued"  # an operator continued a paused item with a raised cost cap
+    # A completion's partial success ("pull request could not be opened: …"), kept on record.
+    WARNING = "warning"
 
     # File locks taken, refused or freed by hand.
     LOCKS_ACQUIRED = "locks_acquired"
@@ -126,6 +131,12 @@ class ErrorCategory(Spelled):
     PUSH_ERROR = "PUSH_ERROR"  # push rejected or failed: a fresh clone may push
     INTERNAL_ERROR = "INTERNAL_ERROR"  # a harness bug (stack attached): retried, bounded
 
+    # --- held for an operator: neither retried nor failed, not counted for quarantine.
+    # The per-item cost cap was reached at an iteration boundary, with the work so far pushed.
+    # Retrying would spend past the cap an operator set, failing would throw away paid-for
+    # work: the item is ``paused`` until someone continues it with a raised cap.
+    COST_CAP = "COST_CAP"
+
     # --- outcomes written by Whim itself, never passed to the retry decision (a worker that
     # reported one would get the default: retryable, not counted).
     QUARANTINED = "QUARANTINED"  # the verdict on a crash loop: the item is failed
@@ -157,9 +168,15 @@ PERMANENT_CATEGORIES: frozenset[str] = frozenset(
     }
 )
 
-# Everything not permanent is retried (infrastructure included, until quarantine); the retry
-# decision tests ``not in PERMANENT_CATEGORIES`` so a worker's own category is retried too.
-RETRYABLE_CATEGORIES: frozenset[str] = frozenset(ErrorCategory) - PERMANENT_CATEGORIES
+# Neither retried nor failed: the item is paused for an operator (see the held group above).
+HELD_CATEGORIES: frozenset[str] = frozenset({ErrorCategory.COST_CAP})
+
+# Everything not permanent or held is retried (infrastructure included, until quarantine); the
+# retry decision tests ``not in PERMANENT_CATEGORIES`` (after the held check) so a worker's own
+# category is retried too.
+RETRYABLE_CATEGORIES: frozenset[str] = (
+    frozenset(ErrorCategory) - PERMANENT_CATEGORIES - HELD_CATEGORIES
+)
 
 
 class WorkerEgress(models.TextChoices):

@@ -4,10 +4,15 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
+from decimal import Decimal
 from typing import ClassVar
 
 from django.db import models
 from django.db.models import Q
+
+# The ledgers live in their own module; imported here so the app's models are all in one place.
+from orchestration.ledger import CostUsage as CostUsage
+from orchestration.ledger import DailyUsage as DailyUsage
 
 
 class Priority(models.TextChoices):
@@ -31,6 +36,8 @@ class WorkItemStatus(models.TextChoices):
     QUEUED = "queued"
     ASSIGNED = "assigned"
     IN_PROGRESS = "in_progress"
+    # Stopped at its cost cap with the work pushed; waits for an operator to continue it.
+    PAUSED = "paused"
     COMPLETED = "completed"
     FAILED = "failed"
     CANCELLED = "cancelled"
@@ -82,8 +89,10 @@ class WorkItem(models.Model):
     PENDING: ClassVar[tuple[str, ...]] = (WorkItemStatus.GENERATING, WorkItemStatus.QUEUED)
     # An attempt holds it.
     ACTIVE: ClassVar[tuple[str, ...]] = (WorkItemStatus.ASSIGNED, WorkItemStatus.IN_PROGRESS)
+    # Held for an operator (the cost cap): not dispatched, retried, swept or purged.
+    HELD: ClassVar[tuple[str, ...]] = (WorkItemStatus.PAUSED,)
     # Not finished yet: what can be cancelled, and what the queue shows by default.
-    UNFINISHED: ClassVar[tuple[str, ...]] = (*PENDING, *ACTIVE)
+    UNFINISHED: ClassVar[tuple[str, ...]] = (*PENDING, *ACTIVE, *HELD)
     TERMINAL: ClassVar[tuple[str, ...]] = (
         WorkItemStatus.COMPLETED,
         WorkItemStatus.FAILED,
@@ -128,6 +137,10 @@ class WorkItem(models.Model):
     idempotency_key = models.CharField(max_length=200, null=True, blank=True, unique=True)
     error = models.TextField(blank=True, default="")
     error_category = models.CharField(max_length=40, blank=True, default="")
+    # What every attempt of the item has spent (the cost ledger: services.costs).
+    tokens_in = models.BigIntegerField(default=0)
+    tokens_out = models.BigIntegerField(default=0)
+    cost_usd = models.DecimalField(max_digits=14, decimal_places=6, default=Decimal(0))
     created_at = models.DateTimeField(auto_now_add=True, db_index=True)
     updated_at = models.DateTimeField(auto_now=True)
     completed_at = models.DateTimeField(null=True, blank=True)
@@ -155,7 +168,10 @@ class WorkItem(models.Model):
         # The console's roles (orchestration.roles): who may act on work, not just read it.
         permissions = (
             ("submit_work_items", "Can submit work items"),
-            ("operate_work_items", "Can cancel, requeue, reprioritise and kill; release locks"),
+            (
+                "operate_work_items",
+                "Can cancel, requeue, continue, reprioritise and kill; release locks",
+            ),
         )
 
     def __str__(self) -> str:
@@ -179,6 +195,7 @@ QUEUE_STATUS_FILTERS: dict[str, tuple[str, ...]] = {
     "completed": (WorkItemStatus.COMPLETED,),
     "generating": (WorkItemStatus.GENERATING,),
     "cancelled": (WorkItemStatus.CANCELLED,),
+    "paused": (WorkItemStatus.PAUSED,),
 }
 QUEUE_STATUS_NAMES: tuple[str, ...] = (*QUEUE_STATUS_FILTERS, "all")
 
@@ -202,8 +219,11 @@ class Worker(models.Model):
     )
     attempt = models.PositiveIntegerField(default=1)
     iteration = models.PositiveIntegerField(default=0)
+    # The attempt's cumulative reports, which are also what the ledger has charged for it.
     tokens_in = models.BigIntegerField(default=0)
     tokens_out = models.BigIntegerField(default=0)
+    cost_usd = models.DecimalField(max_digits=14, decimal_places=6, default=Decimal(0))
+    model = models.CharField(max_length=100, blank=True, default="")
     token_hash = models.CharField(
         max_length=64, blank=True, default="", editable=False, db_index=True
     )
@@ -264,17 +284,6 @@ class FileLock(models.Model):
         return f"{self.repo}:{self.path}"
 
 
-class DailyUsage(models.Model):
-    """Budget spent on one calendar date in WHIM_TIMEZONE. A new date is a new row: no reset."""
-
-    date = models.DateField(primary_key=True)
-    spawns = models.PositiveIntegerField(default=0)
-    iterations = models.PositiveIntegerField(default=0)
-
-    def __str__(self) -> str:
-        return f"{self.date}: {self.spawns} spawns"
-
-
 class DispatchState(models.Model):
     """The single gate row. Every claim locks it, so limits are decided one claim at a time."""
 
@@ -314,6 +323,8 @@ class WorkerMetrics(models.Model):
     work_item = models.ForeignKey(WorkItem, on_delete=models.CASCADE, related_name="metrics")
     tokens_in = models.BigIntegerField(default=0)
     tokens_out = models.BigIntegerField(default=0)
+    cost_usd = models.DecimalField(max_digits=14, decimal_places=6, default=Decimal(0))
+    iterations = models.PositiveIntegerField(default=0)
     duration_ms = models.BigIntegerField(default=0)
     files_modified = models.PositiveIntegerField(default=0)
     tests_run = models.PositiveIntegerField(default=0)

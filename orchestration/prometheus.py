@@ -18,6 +18,7 @@ from prometheus_client.registry import Collector
 from orchestration.clock import db_now
 from orchestration.models import Worker, WorkerStatus, WorkItem, WorkItemStatus
 from orchestration.selectors import usage_today
+from orchestration.services.costs import cost_spent_today
 
 
 class WhimCollector(Collector):
@@ -51,6 +52,16 @@ class WhimCollector(Collector):
         )
         yield GaugeMetricFamily("whim_budget_limit", "DAILY_BUDGET", value=settings.DAILY_BUDGET)
         yield GaugeMetricFamily("whim_max_workers", "MAX_WORKERS", value=settings.MAX_WORKERS)
+        yield GaugeMetricFamily(
+            "whim_cost_today_usd",
+            "USD the cost ledger charged today (WHIM_TIMEZONE)",
+            value=float(cost_spent_today(now)),
+        )
+        yield GaugeMetricFamily(
+            "whim_cost_budget_usd",
+            "DAILY_COST_BUDGET (0: no limit)",
+            value=settings.DAILY_COST_BUDGET,
+        )
 
 
 def metrics_view(request: HttpRequest) -> HttpResponse:

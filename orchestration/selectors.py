@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import datetime as dt
 import uuid
+from decimal import Decimal
 from typing import Any
 
 from django.conf import settings
@@ -33,6 +34,7 @@ from orchestration.models import (
     WorkItemType,
 )
 from orchestration.registry import runtime
+from orchestration.services.costs import estimated_cost
 
 
 def _encode_cursor(item: WorkItem) -> str:
@@ -141,12 +143,19 @@ def metrics_summary() -> dict[str, Any]:
     avg = completed.aggregate(
         d=Avg(ExpressionWrapper(F("completed_at") - F("created_at"), output_field=DurationField()))
     )["d"]
-    tokens = WorkerMetrics.objects.aggregate(i=Sum("tokens_in"), o=Sum("tokens_out"))
+    # Each attempt at what its agent reported, or, reporting none, its tokens at the prices.
+    unpriced = Q(cost_usd__lte=0)
+    tokens = WorkerMetrics.objects.aggregate(
+        i=Sum("tokens_in"),
+        o=Sum("tokens_out"),
+        reported=Sum("cost_usd", filter=~unpriced),
+        ui=Sum("tokens_in", filter=unpriced),
+        uo=Sum("tokens_out", filter=unpriced),
+    )
     tokens_in, tokens_out = tokens["i"] or 0, tokens["o"] or 0
-    cost = (
-        tokens_in * settings.TOKEN_PRICE_IN_PER_MILLION
-        + tokens_out * settings.TOKEN_PRICE_OUT_PER_MILLION
-    ) / 1_000_000
+    cost = (tokens["reported"] or 0) + estimated_cost(
+        tokens_in=tokens["ui"] or 0, tokens_out=tokens["uo"] or 0, reported=Decimal(0)
+    )
     verifications = WorkItem.objects.filter(type=WorkItemType.VERIFICATION)
     v_passed = verifications.filter(verification_passed=True).count()
     v_failed = verifications.filter(verification_passed=False).count()
@@ -170,6 +179,6 @@ def metrics_summary() -> dict[str, Any]:
         "tokenUsage": {
             "tokensIn": tokens_in,
             "tokensOut": tokens_out,
-            "estimatedCostUsd": round(cost, 4),
+            "estimatedCostUsd": round(float(cost), 4),
         },
     }

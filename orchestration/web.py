@@ -39,6 +39,7 @@ from orchestration.registry import runtime
 from orchestration.roles import OPERATE, SUBMIT, requires
 from orchestration.selectors import queue_filter, queue_list
 from orchestration.services.bulk import WorkItemAction, work_item_act, work_items_bulk
+from orchestration.services.costs import item_cost_cap
 from orchestration.services.work_items import work_item_cancel, work_item_submit
 from orchestration.services.workers import worker_kill
 
@@ -288,6 +289,7 @@ def _work_live_context(request: HttpRequest, item: WorkItem) -> dict[str, Any]:
         **console.item_outcome(item),
         "full": request.GET.get("full", ""),
         "live": not item.is_terminal,
+        "cost_cap": item_cost_cap(item),
     }
 
 

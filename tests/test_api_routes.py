@@ -446,13 +446,15 @@ def ids(items: dict[str, WorkItem], *statuses: str) -> set[str]:
 @pytest.mark.parametrize(
     ("query", "statuses"),
     [
-        ("", ("generating", "queued", "assigned", "in_progress")),
+        # Paused items wait too (for an operator), so the default view shows them.
+        ("", ("generating", "queued", "assigned", "in_progress", "paused")),
         ("?status=active", ("assigned", "in_progress")),
         ("?status=queued", ("queued",)),
         ("?status=failed", ("failed",)),
         ("?status=completed", ("completed",)),
         ("?status=generating", ("generating",)),
         ("?status=cancelled", ("cancelled",)),
+        ("?status=paused", ("paused",)),
         ("?status=all", tuple(WorkItemStatus.values)),
     ],
 )

@@ -28,7 +28,7 @@ def test_the_defaults_pass_every_check() -> None:
         ("STALE_THRESHOLD", 0, "orchestration.E005"),
         ("LOOP_INTERVAL", 0.0, "orchestration.E006"),
         ("MAX_RETRIES", -1, "orchestration.E007"),
-        ("VERIFICATION_MAX_RETRIES", -1, "orchestration.E060"),
+        ("VERIFICATION_MAX_RETRIES", -1, "orchestration.E070"),
         ("MAX_QUEUED", 0, "orchestration.E008"),
         ("MAX_QUEUED_PER_REPO", 0, "orchestration.E009"),
         ("ASSIGNED_TIMEOUT", 0, "orchestration.E010"),

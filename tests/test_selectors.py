@@ -296,6 +296,7 @@ def test_queue_stats_count_every_status(dataset: Dataset) -> None:
         "queued": 2,
         "assigned": 1,
         "in_progress": 1,
+        "paused": 0,
         "completed": 7,
         "failed": 2,
         "cancelled": 1,

@@ -7,6 +7,7 @@ leaves: tests/test_review_display.py), and is fenced once the worker is no longe
 
 from __future__ import annotations
 
+from decimal import Decimal
 from typing import Any
 
 import pytest
@@ -61,7 +62,12 @@ def test_a_heartbeat_without_progress_moves_only_the_liveness_time() -> None:
 
 @pytest.mark.parametrize(
     "beat",
-    [{"iteration": 3}, {"iteration": 2, "tokens_in": 301}, {"iteration": 2, "tokens_out": 41}],
+    [
+        {"iteration": 3},
+        {"iteration": 2, "tokens_in": 301},
+        {"iteration": 2, "tokens_out": 41},
+        {"iteration": 2, "cost_usd": Decimal("0.5")},
+    ],
 )
 def test_any_rising_count_is_progress(beat: dict[str, Any]) -> None:
     _, worker = running_attempt()

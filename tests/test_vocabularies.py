@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from orchestration.choices import (
+    HELD_CATEGORIES,
     INFRASTRUCTURE_CATEGORIES,
     PERMANENT_CATEGORIES,
     RETRYABLE_CATEGORIES,
@@ -94,8 +95,16 @@ def test_the_sets_are_made_of_named_categories_and_do_not_overlap() -> None:
     assert INFRASTRUCTURE_CATEGORIES.issubset(named)
     assert PERMANENT_CATEGORIES.issubset(named)
     assert INFRASTRUCTURE_CATEGORIES.isdisjoint(PERMANENT_CATEGORIES)
-    assert named - PERMANENT_CATEGORIES == RETRYABLE_CATEGORIES
+    assert HELD_CATEGORIES.issubset(named)
+    assert HELD_CATEGORIES.isdisjoint(PERMANENT_CATEGORIES | INFRASTRUCTURE_CATEGORIES)
+    assert named - PERMANENT_CATEGORIES - HELD_CATEGORIES == RETRYABLE_CATEGORIES
     assert INFRASTRUCTURE_CATEGORIES.issubset(RETRYABLE_CATEGORIES)
+
+
+def test_a_cost_cap_is_held_for_an_operator_neither_retried_nor_counted() -> None:
+    assert ErrorCategory.COST_CAP in HELD_CATEGORIES
+    assert ErrorCategory.COST_CAP not in RETRYABLE_CATEGORIES
+    assert ErrorCategory.COST_CAP not in INFRASTRUCTURE_CATEGORIES
 
 
 @pytest.mark.parametrize(

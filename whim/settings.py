@@ -272,9 +272,8 @@ FAST_EXIT_SECONDS = env.float("FAST_EXIT_SECONDS", default=10.0)
 API_KEY = env.str("API_KEY", default="").strip()
 # The shared secret of the GitHub review webhook (POST /webhooks/github); unset: refused.
 GITHUB_WEBHOOK_SECRET = env.str("GITHUB_WEBHOOK_SECRET", default="").strip()
-# Price per million tokens, for the estimated cost in /api/metrics.
-TOKEN_PRICE_IN_PER_MILLION = env.float("TOKEN_PRICE_IN_PER_MILLION", default=3.0)
-TOKEN_PRICE_OUT_PER_MILLION = env.float("TOKEN_PRICE_OUT_PER_MILLION", default=15.0)
+# The agent pipeline's settings (money limits, the harness's knobs): their own module.
+from whim.settings_pipeline import *  # noqa: E402, F403
 
 # --- Containment bounds (issue 9): what an attempt may claim and consume ----------
 # /workspace is a tmpfs of this size (counted against WORKER_MEMORY; check W010 warns when it

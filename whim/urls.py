@@ -4,7 +4,7 @@ from django.contrib import admin
 from django.contrib.auth import views as auth_views
 from django.urls import include, path, re_path
 
-from orchestration import accounts, web
+from orchestration import accounts, web, web_cost
 from orchestration.api import learnings as api_learnings
 from orchestration.api import views as api_views
 from orchestration.prometheus import metrics_view
@@ -38,6 +38,7 @@ urlpatterns = [
     path("work/<uuid:pk>/log/", web.work_log, name="work-log"),
     path("work/<uuid:pk>/cancel/", web.work_cancel, name="work-cancel"),
     path("work/<uuid:pk>/requeue/", web.work_requeue, name="work-requeue"),
+    path("work/<uuid:pk>/continue/", web_cost.work_continue, name="work-continue"),
     path("queue/", web.queue_page, name="queue"),
     path("queue/bulk/", web.queue_bulk, name="queue-bulk"),
     path("workers/", web.workers_page, name="workers"),

@@ -23,6 +23,7 @@ from orchestration.api.serializers import work_item_json
 from orchestration.forms.branches import protected_globs
 from orchestration.models import Worker, WorkItem, WorkItemType
 from orchestration.registry import RuntimeInfo
+from orchestration.services.costs import cost_cap_remaining, usd_text
 from workers import github_app
 
 
@@ -184,6 +185,7 @@ def worker_environment(
         "HEARTBEAT_INTERVAL": str(settings.HEARTBEAT_INTERVAL),
         "LOCK_WAIT_SECONDS": str(settings.LOCK_WAIT_SECONDS),
     }
+    env.update(pipeline_environment(work_item))
     if settings.WHIM_AGENT_COMMAND:
         env["WHIM_AGENT_COMMAND"] = settings.WHIM_AGENT_COMMAND
     if settings.GITHUB_API_URL:
@@ -203,6 +205,26 @@ def worker_environment(
         # harness revokes it when the attempt ends.
         env["GITHUB_TOKEN"] = github_app.installation_token(work_item.repo)
         env["WHIM_GITHUB_TOKEN_REVOCABLE"] = "1"  # noqa: S105  (a flag, not a secret)
+    return env
+
+
+def pipeline_environment(work_item: WorkItem) -> dict[str, str]:
+    """The harness's pipeline knobs, the agents' keys (set ones only: the agent CLIs need
+    them; the harness keeps them out of its log), and ``WHIM_COST_CAP_USD``: what this
+    attempt may still spend (the item's cap - its cost so far), absent when it has no cap."""
+    env = {
+        "AGENT_IDLE_TIMEOUT": str(settings.AGENT_IDLE_TIMEOUT),
+        "TEST_TIMEOUT": str(settings.TEST_TIMEOUT),
+        "FIX_ITERATIONS": str(settings.FIX_ITERATIONS),
+        "WHIM_REVIEWER": settings.WHIM_REVIEWER,
+        "AI_REVIEW_MODEL": settings.AI_REVIEW_MODEL,
+    }
+    for name in ("ANTHROPIC_BASE_URL", "ANTHROPIC_API_KEY", "OPENAI_API_KEY"):
+        if getattr(settings, name):
+            env[name] = getattr(settings, name)
+    remaining = cost_cap_remaining(work_item)
+    if remaining is not None:
+        env["WHIM_COST_CAP_USD"] = usd_text(remaining)
     return env
 
 

@@ -149,21 +149,28 @@ def with_reason(
     *,
     action: str,
     title: str,
-    apply: Callable[[str], None],
+    apply: Callable[[str], None] | None = None,
+    form_class: type[ReasonForm] = ReasonForm,
+    apply_data: Callable[[dict[str, Any]], None] | None = None,
 ) -> TemplateResponse | None:
     """An intermediate page asking for a reason; ``apply(reason)`` runs once it is posted.
 
+    An action that needs more than a reason (a new cost cap) gives its own ``form_class``
+    (a ReasonForm with more fields) and ``apply_data(cleaned_data)`` instead.
     "Select all N" (``select_across``) is carried as such, not as N hidden ids, so a
     selection of any size fits in one form post.
     """
     across = request.POST.get("select_across") == "1"
     if request.POST.get("apply") == "yes":
-        form = ReasonForm(request.POST)
+        form = form_class(request.POST)
         if form.is_valid():
-            apply(form.cleaned_data["reason"].strip())
+            if apply_data is not None:
+                apply_data({**form.cleaned_data, "reason": form.cleaned_data["reason"].strip()})
+            elif apply is not None:
+                apply(form.cleaned_data["reason"].strip())
             return None
     else:
-        form = ReasonForm()
+        form = form_class()
     selected_count = queryset[: ACTION_MAX + 1].count()  # capped: never a full COUNT
     return TemplateResponse(
         request,

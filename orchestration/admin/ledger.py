@@ -1,7 +1,7 @@
 """The admin of the ledger-like rows: file locks (release, asking why), the event log
-(read-only), daily usage (read-only: the budget's ledger), the dispatch state, worker metrics,
-API keys (created once with the key shown once; revoked asking why) and login lockouts
-(read-only; unlocked by an admin)."""
+(read-only), daily usage and cost usage (read-only: the budgets' ledgers), the dispatch state,
+worker metrics, API keys (created once with the key shown once; revoked asking why) and login
+lockouts (read-only; unlocked by an admin)."""
 
 from __future__ import annotations
 
@@ -22,6 +22,7 @@ from orchestration.admin.base import (
 from orchestration.choices import EventKind
 from orchestration.models import (
     ApiKey,
+    CostUsage,
     DailyUsage,
     DispatchState,
     FileLock,
@@ -108,6 +109,20 @@ class DailyUsageAdmin(FastListAdmin):
         return False
 
 
+@admin.register(CostUsage)
+class CostUsageAdmin(FastListAdmin):
+    """The cost ledger's totals per day, repo and model: read-only (an edited row would
+    silently move DAILY_COST_BUDGET's gate)."""
+
+    list_display = ("date", "repo", "model", "tokens_in", "tokens_out", "cost_usd")
+    list_filter = ("date",)
+    search_fields = ("repo", "model")
+    ordering = ("-date", "repo", "model")
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+
 @admin.register(DispatchState)
 class DispatchStateAdmin(admin.ModelAdmin):
     list_display = ("id", "last_spawn_at")
@@ -127,6 +142,7 @@ class WorkerMetricsAdmin(FastListAdmin):
         "work_item",
         "tokens_in",
         "tokens_out",
+        "cost_usd",
         "duration_ms",
         "files_modified",
         "tests_passed",

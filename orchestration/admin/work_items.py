@@ -1,11 +1,13 @@
 """The work item admin: its list, its page (attempts, latest events, reviews inline) and the
-actions on it — cancel, requeue (optionally resetting retries) and set priority, each asking
-why and calling the work item services."""
+actions on it — cancel, requeue (optionally resetting retries), continue a paused item with a
+raised cost cap and set priority, each asking why and calling the work item services."""
 
 from __future__ import annotations
 
+from decimal import Decimal
 from typing import Any
 
+from django import forms
 from django.contrib import admin
 from django.db.models import QuerySet
 from django.forms.models import BaseInlineFormSet
@@ -15,11 +17,13 @@ from django.utils.html import format_html
 
 from orchestration.admin.base import (
     FastListAdmin,
+    ReasonForm,
     RecentValuesFilter,
     admin_actor,
     apply_each,
     with_reason,
 )
+from orchestration.forms.clients import MAX_COST_CAP_USD
 from orchestration.models import Priority, Worker, WorkItem, WorkItemEvent
 from orchestration.services import work_items
 from orchestration.services.bulk import WorkItemAction, work_item_act
@@ -64,6 +68,10 @@ class WorkerInline(admin.TabularInline):
         "attempt",
         "status",
         "iteration",
+        "tokens_in",
+        "tokens_out",
+        "cost_usd",
+        "model",
         "last_heartbeat",
         "started_at",
         "completed_at",
@@ -92,6 +100,18 @@ class ReviewInline(admin.TabularInline):
 # --- the work item admin ---------------------------------------------------------------------
 
 
+class ContinueActionForm(ReasonForm):
+    """The continue action's page: the new cost cap (over all attempts; 0: no cap) and why."""
+
+    max_cost_usd = forms.DecimalField(
+        label="New cost cap (USD, over all attempts; 0: no cap)",
+        min_value=Decimal(0),
+        max_value=Decimal(MAX_COST_CAP_USD),
+        max_digits=14,
+        decimal_places=6,
+    )
+
+
 @admin.register(WorkItem)
 class WorkItemAdmin(FastListAdmin):
     list_display = (
@@ -104,6 +124,7 @@ class WorkItemAdmin(FastListAdmin):
         "iteration",
         "retry_count",
         "error_category",
+        "cost_usd",
         "created_at",
     )
     list_display_links = ("short_id",)
@@ -131,6 +152,9 @@ class WorkItemAdmin(FastListAdmin):
         "completed_at",
         "error",
         "error_category",
+        "tokens_in",
+        "tokens_out",
+        "cost_usd",
         "pr_url",
         "pr_number",
         "commit_sha",
@@ -142,6 +166,7 @@ class WorkItemAdmin(FastListAdmin):
         "cancel",
         "requeue",
         "requeue_reset",
+        "continue_paused",
         "priority_critical",
         "priority_high",
         "priority_medium",
@@ -231,6 +256,38 @@ class WorkItemAdmin(FastListAdmin):
         self, request: HttpRequest, queryset: QuerySet[WorkItem]
     ) -> HttpResponse | None:
         return self._requeue(request, queryset, reset=True)
+
+    @admin.action(
+        description="Continue selected paused work items with a raised cost cap",
+        permissions=["operate"],
+    )
+    def continue_paused(
+        self, request: HttpRequest, queryset: QuerySet[WorkItem]
+    ) -> HttpResponse | None:
+        actor = admin_actor(request)
+
+        def apply(data: dict[str, Any]) -> None:
+            apply_each(
+                request,
+                queryset,
+                "Continue",
+                lambda pk: work_items.work_item_continue(
+                    work_item_id=pk,
+                    max_cost_usd=data["max_cost_usd"],
+                    actor=actor,
+                    reason=data["reason"],
+                ),
+            )
+
+        return with_reason(
+            self,
+            request,
+            queryset,
+            action="continue_paused",
+            title="Continue paused work items",
+            form_class=ContinueActionForm,
+            apply_data=apply,
+        )
 
     def _priority(
         self, request: HttpRequest, queryset: QuerySet[WorkItem], to: str

@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-from orchestration.models import Worker, WorkItem
+from orchestration.models import Worker, WorkerMetrics, WorkItem
 
 
 def iso(value: dt.datetime | None) -> str | None:
@@ -40,6 +40,29 @@ def work_item_json(item: WorkItem) -> dict[str, Any]:
         "error": item.error or None,
         "errorCategory": item.error_category or None,
         "metadata": item.metadata,
+        "costUsd": float(item.cost_usd),
+    }
+
+
+def work_item_detail_json(item: WorkItem) -> dict[str, Any]:
+    """GET /api/work/<id>: the WorkItem object plus ``metrics``, its latest attempt's
+    reported metrics (null before any attempt completed)."""
+    latest = WorkerMetrics.objects.filter(work_item=item).order_by("-created_at", "-pk").first()
+    return {**work_item_json(item), "metrics": metrics_json(latest) if latest else None}
+
+
+def metrics_json(m: WorkerMetrics) -> dict[str, Any]:
+    return {
+        "tokensIn": m.tokens_in,
+        "tokensOut": m.tokens_out,
+        "costUsd": float(m.cost_usd),
+        "duration": m.duration_ms,
+        "filesModified": m.files_modified,
+        "testsRun": m.tests_run,
+        "testsPassed": m.tests_passed,
+        "testsFailed": m.tests_failed,
+        "testStatus": m.test_status or None,
+        "iterations": m.iterations,
     }
 
 

@@ -9,6 +9,7 @@ urlpatterns = [
     path("work/<str:pk>", views.work_detail),
     path("work/<str:pk>/cancel", views.work_cancel),
     path("work/<str:pk>/requeue", views.work_requeue),
+    path("work/<str:pk>/continue", views.work_continue),
     path("work/<str:pk>/verification", views.work_verification),
     path("queue", views.queue),
     path("status", views.status),

@@ -10,9 +10,10 @@ from django.http import HttpRequest, HttpResponse, JsonResponse
 from orchestration.api.base import api_view
 from orchestration.api.queries import queue_page
 from orchestration.api.responses import error_response
-from orchestration.api.serializers import work_item_json, worker_json
+from orchestration.api.serializers import work_item_detail_json, work_item_json, worker_json
 from orchestration.errors import NotFound, ValidationFailed
 from orchestration.forms.clients import (
+    ContinueForm,
     KillForm,
     RequeueForm,
     WorkItemSubmitForm,
@@ -38,7 +39,7 @@ def work_submit(request: HttpRequest, *, body: dict[str, Any], actor: str) -> Ht
 
 @api_view("GET")
 def work_detail(request: HttpRequest, *, body: dict[str, Any], actor: str, pk: str) -> Any:
-    return work_item_json(row_get(WorkItem, pk, "Work item"))
+    return work_item_detail_json(row_get(WorkItem, pk, "Work item"))
 
 
 @api_view("POST")
@@ -61,6 +62,18 @@ def work_requeue(request: HttpRequest, *, body: dict[str, Any], actor: str, pk: 
     )
     item.refresh_from_db()
     return work_item_json(item)
+
+
+@api_view("POST")
+def work_continue(request: HttpRequest, *, body: dict[str, Any], actor: str, pk: str) -> Any:
+    """A paused item goes back to the queue with the raised cost cap ``maxCostUsd``."""
+    data = ContinueForm.from_json(body).validated()
+    item = row_get(WorkItem, pk, "Work item")
+    work_items.work_item_continue(
+        work_item_id=item.pk, max_cost_usd=data["maxCostUsd"], actor=actor
+    )
+    item.refresh_from_db()
+    return work_item_detail_json(item)
 
 
 @api_view("GET")

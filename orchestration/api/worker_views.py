@@ -85,6 +85,8 @@ def heartbeat(request: HttpRequest, worker: Worker, body: dict[str, Any]) -> dic
         tokens_in=data.get("tokensIn"),
         tokens_out=data.get("tokensOut"),
         resumed_from=data.get("resumedFrom") or "",
+        cost_usd=data.get("costUsd"),
+        model=data.get("model") or None,
     )
     return {"success": True}
 
@@ -121,6 +123,8 @@ def complete(request: HttpRequest, worker: Worker, body: dict[str, Any]) -> dict
             learnings=data.get("learnings") or [],
             review=data.get("review") or None,
             commit_sha=data.get("commitSha") or "",
+            model=data.get("model") or "",
+            warning=data.get("warning") or "",
         ),
     )
     return {"success": True}

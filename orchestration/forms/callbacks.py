@@ -23,11 +23,13 @@ from orchestration.forms.fields import (
     INT8_MAX,
     MESSAGES,
     REPO_VALIDATOR,
+    DollarsField,
     ErrorFirstForm,
     JSONObjectField,
     StrictBooleanField,
     StrictCharField,
     StrictIntegerField,
+    dollars,
 )
 from orchestration.forms.findings import ReviewField
 from orchestration.forms.learnings import LearningsField
@@ -71,6 +73,9 @@ class RegisterForm(ErrorFirstForm):
     workItemId = forms.UUIDField(error_messages={**MESSAGES, "invalid": "must be a UUID"})
 
 
+COST_SETTING = "MAX_COST_PER_ATTEMPT_USD"
+
+
 def metric_cap(key: str) -> tuple[int, str]:
     """The most a worker may report for one metric, and the setting that says so (read at
     call time, so a changed setting applies at once)."""
@@ -102,6 +107,10 @@ class HeartbeatForm(ErrorFirstForm):
     resumedFrom = StrictCharField(required=False, max_length=64, validators=[FULL_COMMIT_VALIDATOR])
     tokensIn = StrictIntegerField(required=False, min_value=0, max_value=INT8_MAX)
     tokensOut = StrictIntegerField(required=False, min_value=0, max_value=INT8_MAX)
+    costUsd = DollarsField(
+        required=False, cap=lambda: settings.MAX_COST_PER_ATTEMPT_USD, setting=COST_SETTING
+    )
+    model = StrictCharField(required=False, max_length=100)
 
     def clean_tokensIn(self) -> int | None:
         return check_tokens(self.cleaned_data.get("tokensIn"), "tokensIn")
@@ -130,6 +139,8 @@ class CompleteForm(ErrorFirstForm):
         validators=[RegexValidator(r"^[0-9a-f]{7,64}$", "must be a hex commit id", code="pattern")],
     )
     branch = StrictCharField(required=False, max_length=250, validators=[validate_branch])
+    model = StrictCharField(required=False, max_length=100)
+    warning = StrictCharField(required=False, max_length=2000)
 
     BIG_METRICS = ("tokensIn", "tokensOut", "duration")  # bigint columns; the rest are int
     METRIC_KEYS = (
@@ -140,7 +151,9 @@ class CompleteForm(ErrorFirstForm):
         "testsRun",
         "testsPassed",
         "testsFailed",
+        "iterations",
     )
+    TEST_STATUSES = ("passed", "failed", "timeout", "skipped", "error")
 
     def clean_metrics(self) -> dict[str, Any]:
         metrics: dict[str, Any] = self.cleaned_data.get("metrics") or {}
@@ -157,8 +170,17 @@ class CompleteForm(ErrorFirstForm):
             if value is not None and value > cap:
                 raise ValidationError(f"{key} must be at most {cap} ({name})")
         status = metrics.get("testStatus")
-        if status is not None and not isinstance(status, str):
-            raise ValidationError("testStatus must be a string")
+        if status is not None and status not in self.TEST_STATUSES:
+            raise ValidationError(f"testStatus must be one of {', '.join(self.TEST_STATUSES)}")
+        if metrics.get("costUsd") is not None:
+            # Checked, and kept a JSON number (metrics may be stored as JSON); the ledger
+            # reads it as dollars (services.costs.usd).
+            try:
+                dollars(
+                    metrics["costUsd"], cap=settings.MAX_COST_PER_ATTEMPT_USD, setting=COST_SETTING
+                )
+            except ValidationError as exc:
+                raise ValidationError(f"costUsd {exc.messages[0]}") from None
         return metrics
 
 

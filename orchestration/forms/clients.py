@@ -1,8 +1,8 @@
 """Forms for clients: what people and programs send (API.md "Work items", "Queue").
 
-POST /api/work, the web form and ``whim submit`` (``WorkItemSubmitForm``); requeue and kill;
-the GET /api/queue query (``QueueQueryForm``) and its status filters; the ids the queue page's
-bulk actions send (``parse_uuid_list``).
+POST /api/work, the web form and ``whim submit`` (``WorkItemSubmitForm``); requeue, continue
+and kill; the GET /api/queue query (``QueueQueryForm``) and its status filters; the ids the
+queue page's bulk actions send (``parse_uuid_list``).
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from orchestration.forms.branches import (
 )
 from orchestration.forms.fields import (
     REPO_VALIDATOR,
+    DollarsField,
     ErrorFirstForm,
     JSONObjectField,
     StrictBooleanField,
@@ -29,10 +30,14 @@ from orchestration.forms.fields import (
     StrictChoiceField,
     StrictIntegerField,
     bounded_seconds,
+    dollars,
 )
 from orchestration.models import QUEUE_STATUS_NAMES, Priority, WorkItemType
 
 SPEC_MAX = 100_000
+# The most an item's cost cap (metadata maxCostUsd, a continue) may say, in USD: a bound on
+# input, not a policy (DAILY_COST_BUDGET is the policy).
+MAX_COST_CAP_USD = 1_000_000.0
 DESCRIPTION_MAX = 50_000
 
 
@@ -81,6 +86,11 @@ class WorkItemSubmitForm(ErrorFirstForm):
             raise ValidationError("mockFile must be a repo-relative path")
         if "mockLock" in meta and not isinstance(meta["mockLock"], bool):
             raise ValidationError("mockLock must be true or false")
+        if "maxCostUsd" in meta:  # the item's cost cap (services.costs; 0: none)
+            try:
+                dollars(meta["maxCostUsd"], cap=MAX_COST_CAP_USD)
+            except ValidationError as exc:
+                raise ValidationError(f"maxCostUsd {exc.messages[0]}") from None
         return meta
 
     def clean_maxIterations(self) -> int:
@@ -119,6 +129,12 @@ class WorkItemSubmitForm(ErrorFirstForm):
             "metadata": d.get("metadata") or {},
             "idempotency_key": d.get("idempotencyKey") or None,
         }
+
+
+class ContinueForm(ErrorFirstForm):
+    """POST /api/work/<id>/continue (also the console's field and ``whim continue``)."""
+
+    maxCostUsd = DollarsField(cap=lambda: MAX_COST_CAP_USD)
 
 
 class RequeueForm(ErrorFirstForm):

@@ -11,7 +11,8 @@ from __future__ import annotations
 import json
 import math
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from decimal import Decimal
 from typing import TYPE_CHECKING, Any, Self
 
 from django import forms
@@ -138,6 +139,42 @@ class StrictChoiceField(forms.ChoiceField):
         self.error_messages["invalid_choice"] = "must be one of: " + ", ".join(values)
 
 
+def dollars(value: Any, *, cap: float, setting: str = "", text_ok: bool = False) -> Decimal:
+    """A number of US dollars, finite, from 0 to ``cap``, as a Decimal of six places; else
+    ValidationError. JSON numbers only, unless ``text_ok`` (a form field or a command's
+    argument, where people type text). ``setting`` names the bound in the message."""
+    if text_ok and isinstance(value, str):
+        try:
+            value = float(value.strip())
+        except ValueError:
+            raise ValidationError("must be a number of dollars", code="type") from None
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ValidationError("must be a number of dollars", code="type")
+    if not math.isfinite(value) or value < 0:
+        raise ValidationError("must be a finite number of dollars, at least 0", code="min_value")
+    if value > cap:
+        named = f" ({setting})" if setting else ""
+        raise ValidationError(f"must be at most {cap:g}{named}", code="max_value")
+    return Decimal(str(value)).quantize(Decimal("0.000001"))
+
+
+class DollarsField(forms.Field):
+    """A number of US dollars (``dollars``); ``cap`` is read when the form is cleaned, so a
+    changed setting applies at once."""
+
+    default_error_messages = MESSAGES
+    json_only = False  # set by ErrorFirstForm.from_json
+
+    def __init__(self, *, cap: Callable[[], float], setting: str = "", **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.cap, self.setting = cap, setting
+
+    def to_python(self, value: Any) -> Decimal | None:
+        if value is None or (value == "" and not self.json_only):
+            return None
+        return dollars(value, cap=self.cap(), setting=self.setting, text_ok=not self.json_only)
+
+
 def check_json_size(value: Any) -> None:
     """At most METADATA_MAX_BYTES as JSON (and not nested too deeply to write out)."""
     try:
@@ -183,7 +220,7 @@ class ErrorFirstForm(forms.Form):
         sending ``"5"`` has a bug worth a 400."""
         form = cls(data=data)
         for field in form.fields.values():
-            if isinstance(field, StrictIntegerField | StrictBooleanField):
+            if isinstance(field, StrictIntegerField | StrictBooleanField | DollarsField):
                 field.json_only = True
         return form
 

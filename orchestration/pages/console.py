@@ -17,6 +17,7 @@ from django.conf import settings
 from orchestration.clock import db_now
 from orchestration.models import FileLock, Learning, Worker, WorkerMetrics, WorkItem, WorkItemType
 from orchestration.pages.charts import Chart, Throughput, queue_depth_chart, throughput_chart
+from orchestration.pages.costs import CostPanel, cost_panel
 from orchestration.pages.explain import gate_sentence
 from orchestration.selectors import metrics_summary, status_summary
 from orchestration.services.dispatch import GateDecision, gate_status
@@ -38,6 +39,7 @@ class DashboardSummary(TypedDict):
     success_percent: float
     throughput: Throughput
     queue_depth: Chart
+    cost: CostPanel
     flower_url: str
 
 
@@ -62,6 +64,7 @@ def dashboard_summary(*, broker_ok: bool = True) -> DashboardSummary:
         "success_percent": round(metrics["successRate"] * 100, 1),
         "throughput": throughput_chart(now),
         "queue_depth": queue_depth_chart(now),
+        "cost": cost_panel(now),
         "flower_url": flower_url(),
     }
 

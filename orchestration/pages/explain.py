@@ -15,6 +15,7 @@ from django.utils import timezone
 from orchestration.choices import EventKind
 from orchestration.clock import db_now
 from orchestration.models import WorkItem, WorkItemEvent, WorkItemStatus
+from orchestration.services.costs import item_cost_cap, usd, usd_text
 from orchestration.services.dispatch import GateDecision, gate_status
 
 
@@ -38,6 +39,12 @@ def gate_sentence(gate: GateDecision, *, now: dt.datetime) -> str:
         return (
             f"Daily budget exhausted ({gate.spawns_today} of {settings.DAILY_BUDGET} "
             f"attempts today){until}."
+        )
+    if gate.reason == "cost_budget":
+        until = f" until {_when(gate.until)}" if gate.until else ""
+        return (
+            f"Daily cost budget spent (${usd_text(gate.cost_today)} of "
+            f"${usd_text(usd(settings.DAILY_COST_BUDGET))} today){until}."
         )
     return f"The dispatch gate is closed ({gate.reason})."
 
@@ -91,6 +98,13 @@ def why_not_running(item: WorkItem) -> list[str]:
                 "worker and beat are running (Flower, /health/ready)."
             )
         return reasons
+    if item.status == WorkItemStatus.PAUSED:
+        cap = item_cost_cap(item)
+        capped = f"its cost cap of ${usd_text(cap)}" if cap is not None else "its cost cap"
+        return [
+            f"Paused: it has spent ${usd_text(item.cost_usd)}, reaching {capped}; its work so "
+            "far is pushed. An operator continues it with a raised cap."
+        ]
     if item.status == WorkItemStatus.ASSIGNED:
         return [f"Worker {item.worker_id} was assigned; its container is starting."]
     if item.status == WorkItemStatus.IN_PROGRESS:

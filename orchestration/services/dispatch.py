@@ -1,7 +1,8 @@
 """The claim: pick the next queued item and start an attempt, if the limits allow.
 
-Capacity, cooldown and budget are decided in the same transaction that creates the Worker
-row, under one row lock (the DispatchState row), and re-evaluated for every claim. A claim
+Capacity, cooldown and the budgets (attempts per day; money per day, DAILY_COST_BUDGET) are
+decided in the same transaction that creates the Worker row, under one row lock (the
+DispatchState row), and re-evaluated for every claim. A claim
 either creates the worker *and* moves the item to ``assigned``, or changes nothing: an item
 can never sit ``assigned`` because the gate closed after it was taken.
 """
@@ -13,6 +14,7 @@ import datetime as dt
 import hashlib
 import hmac
 import logging
+from decimal import Decimal
 from uuid import UUID
 
 from django.conf import settings
@@ -31,6 +33,7 @@ from orchestration.models import (
     WorkItemStatus,
 )
 from orchestration.nudge import TaskName, send_on_commit
+from orchestration.services.costs import cost_spent_today, daily_cost_budget
 from orchestration.services.events import event_record
 
 logger = logging.getLogger(__name__)
@@ -45,6 +48,8 @@ class GateDecision:
     until: dt.datetime | None = None
     active_workers: int = 0
     spawns_today: int = 0
+    # What the cost ledger charged today (read only when DAILY_COST_BUDGET is on).
+    cost_today: Decimal = Decimal(0)
 
 
 def worker_token(worker_id: UUID | str) -> str:
@@ -68,7 +73,8 @@ def usage_add(*, now: dt.datetime, spawns: int = 0, iterations: int = 0) -> None
 
 
 def gate_evaluate(*, now: dt.datetime, last_spawn_at: dt.datetime | None) -> GateDecision:
-    """Capacity, then cooldown, then the day's budget. Read-only; the caller holds the lock."""
+    """Capacity, then cooldown, then the day's budget of attempts, then of money (when
+    DAILY_COST_BUDGET is on). Read-only; the caller holds the lock."""
     active = Worker.objects.filter(status__in=Worker.ACTIVE).count()
     usage = DailyUsage.objects.filter(date=budget_date(now)).first()
     spawns = usage.spawns if usage else 0
@@ -80,6 +86,13 @@ def gate_evaluate(*, now: dt.datetime, last_spawn_at: dt.datetime | None) -> Gat
             return GateDecision(False, "cooldown", ready_at, active, spawns)
     if spawns >= settings.DAILY_BUDGET:
         return GateDecision(False, "budget", next_budget_day_start(now), active, spawns)
+    budget = daily_cost_budget()
+    if budget is not None:
+        spent = cost_spent_today(now)
+        if spent >= budget:
+            until = next_budget_day_start(now)
+            return GateDecision(False, "cost_budget", until, active, spawns, spent)
+        return GateDecision(True, "", None, active, spawns, spent)
     return GateDecision(True, "", None, active, spawns)
 
 

@@ -20,6 +20,7 @@ from django.db.models import Exists, OuterRef, Q
 from orchestration.choices import ErrorCategory, EventKind
 from orchestration.clock import advisory_try_lock, db_now
 from orchestration.models import (
+    CostUsage,
     DailyUsage,
     FileLock,
     Learning,
@@ -167,11 +168,12 @@ def sweep_retention() -> dict[str, int]:
     """Old history is purged in batches (never one giant DELETE).
 
     Terminal items older than RETENTION_DAYS go with their attempts, events and metrics;
-    finished attempts' log tails older than LOG_RETENTION_DAYS are emptied; usage rows older
-    than a year and a half are dropped; webhook deliveries older than RETENTION_DAYS too (a
-    redelivery that old is GitHub's own retention window many times over). Learnings go by
-    their own age (RETENTION_DAYS), not with their item: they are the repo's knowledge, and
-    an item's purge only unlinks them.
+    finished attempts' log tails older than LOG_RETENTION_DAYS are emptied; usage rows (the
+    spawn budget's and the cost ledger's) older than a year and a half are dropped; webhook
+    deliveries older than RETENTION_DAYS too (a redelivery that old is GitHub's own retention
+    window many times over). Learnings go by their own age (RETENTION_DAYS), not with their
+    item: they are the repo's knowledge, and an item's purge only unlinks them. Paused items
+    are not terminal: they wait for an operator.
     """
     now = db_now()
     counts = {"items": 0, "logs": 0, "usage": 0, "deliveries": 0, "learnings": 0}
@@ -210,6 +212,7 @@ def sweep_retention() -> dict[str, int]:
         counts["learnings"] += Learning.objects.filter(pk__in=learning_ids).delete()[0]
     usage_cutoff = (now - dt.timedelta(days=550)).date()
     counts["usage"], _ = DailyUsage.objects.filter(date__lt=usage_cutoff).delete()
+    counts["usage"] += CostUsage.objects.filter(date__lt=usage_cutoff).delete()[0]
     return counts
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from decimal import Decimal
 from typing import Any
 from uuid import UUID
 
@@ -12,7 +13,7 @@ from django.db.models import Q
 
 from orchestration.choices import ErrorCategory, EventKind
 from orchestration.clock import advisory_xact_lock, db_now
-from orchestration.errors import InvalidState, NotFound, QueueFull
+from orchestration.errors import InvalidState, NotFound, QueueFull, ValidationFailed
 from orchestration.forms.branches import derive_branch
 from orchestration.models import (
     PRIORITY_RANK,
@@ -24,6 +25,7 @@ from orchestration.models import (
 )
 from orchestration.nudge import TaskName, send_on_commit
 from orchestration.rows import row_get
+from orchestration.services.costs import item_cost_cap, usd, usd_text
 from orchestration.services.events import event_record
 from orchestration.services.locks import locks_release_all
 
@@ -216,9 +218,10 @@ def work_item_requeue(
         ):
             return False  # already waiting (and nothing to reset): a repeat, no second event
         if item.status not in (*WorkItem.REQUEUEABLE, WorkItemStatus.QUEUED):
+            hint = "; continue it with a raised cost cap" if item.status in WorkItem.HELD else ""
             raise InvalidState(
                 f"Work item is {item.status}; only failed, cancelled or completed items "
-                "can be requeued"
+                f"can be requeued{hint}"
             )
         if item.status != WorkItemStatus.QUEUED:  # it joins the queue: the bounds apply
             advisory_xact_lock("whim.submit")
@@ -275,4 +278,64 @@ def work_item_set_priority(
             message=f"priority {item.priority} → {priority}" + (f": {reason}" if reason else ""),
             data={"from": item.priority, "to": priority},
         )
+    return True
+
+
+def work_item_continue(
+    *, work_item_id: UUID | str, max_cost_usd: Decimal, actor: str, reason: str = ""
+) -> bool:
+    """Continue an item paused at its cost cap, with the raised cap ``max_cost_usd``.
+
+    1. Lock the item. Queued already with this very cap: a repeat (False), no second event.
+    2. Not paused: InvalidState. A cap (other than 0, no cap) not above what the item has
+       spent already: ValidationFailed, since the next attempt could not spend anything.
+    3. ``metadata.maxCostUsd`` = the cap; the item → ``queued`` now (no backoff, no retry
+       charged: the attempt did not fail, it ran out of money); the queue bounds apply.
+    4. An event names who, the old and new cap, and ``reason``; dispatch is nudged.
+    """
+    with transaction.atomic():
+        item = WorkItem.objects.select_for_update().filter(pk=work_item_id).first()
+        if item is None:
+            raise NotFound("Work item not found")
+        cap = usd(max_cost_usd)
+        if item.status == WorkItemStatus.QUEUED and item_cost_cap(item) == (cap or None):
+            return False
+        if item.status not in WorkItem.HELD:
+            raise InvalidState(f"Work item is {item.status}; only a paused item can be continued")
+        if cap and cap <= item.cost_usd:
+            raise ValidationFailed(
+                "Invalid request",
+                details={
+                    "maxCostUsd": f"must be more than the ${usd_text(item.cost_usd)} "
+                    "the item has spent already (or 0 for no cap)"
+                },
+            )
+        advisory_xact_lock("whim.submit")
+        queue_bounds_check(repo=item.repo)
+        before = item_cost_cap(item)
+        metadata = dict(item.metadata) if isinstance(item.metadata, dict) else {}
+        metadata["maxCostUsd"] = float(cap)
+        now = db_now()
+        WorkItem.objects.filter(pk=item.pk, status=item.status).update(
+            status=WorkItemStatus.QUEUED,
+            metadata=metadata,
+            next_retry_at=None,
+            worker=None,
+            error="",
+            error_category="",
+            updated_at=now,
+        )
+        new_cap = f"${usd_text(cap)}" if cap else "no cap"
+        old_cap = f"${usd_text(before)}" if before is not None else "no cap"
+        event_record(
+            work_item=item,
+            kind=EventKind.CONTINUED,
+            from_status=item.status,
+            to_status=WorkItemStatus.QUEUED,
+            actor=actor,
+            message=f"cost cap {old_cap} → {new_cap}" + (f": {reason}" if reason else ""),
+            data={"maxCostUsd": str(cap), "costUsd": str(item.cost_usd)},
+        )
+        send_on_commit(TaskName.DISPATCH)
+    logger.info("work item %s continued by %s (cap %s)", work_item_id, actor, cap)
     return True

@@ -1,8 +1,9 @@
-"""Template filters for the console: ANSI stripping, durations, clipping long text."""
+"""Template filters for the console: ANSI stripping, durations, money, clipping long text."""
 
 from __future__ import annotations
 
 import datetime as dt
+from decimal import Decimal
 from typing import Any
 
 from django import template
@@ -74,3 +75,13 @@ def findings_shape(value: Any) -> str:
     if isinstance(value, list):
         return "list"
     return "other"
+
+
+@register.filter
+def money(value: Any) -> str:
+    """Dollars without the sign: two places, or four below a dollar (agents cost cents)."""
+    try:
+        amount = Decimal(str(value or 0))
+    except ArithmeticError:
+        return "—"
+    return f"{amount:.4f}" if abs(amount) < 1 else f"{amount:,.2f}"

@@ -15,9 +15,9 @@ from django.core import checks
 from django.core.management.base import BaseCommand, CommandParser, SystemCheckError
 
 from orchestration.api.queries import queue_page
-from orchestration.api.serializers import work_item_json, worker_json
+from orchestration.api.serializers import work_item_detail_json, work_item_json, worker_json
 from orchestration.errors import ValidationFailed, WhimError
-from orchestration.forms.clients import WorkItemSubmitForm
+from orchestration.forms.clients import ContinueForm, WorkItemSubmitForm
 from orchestration.models import Worker
 from orchestration.nudge import broker_reachable
 from orchestration.registry import sweeps
@@ -30,7 +30,8 @@ ACTOR = "cli"
 
 class Command(BaseCommand):
     help = (
-        "Submit and manage Whim work: submit, status, queue, cancel, requeue, workers, kill, sweep."
+        "Submit and manage Whim work: submit, status, queue, cancel, requeue, continue, workers, "
+        "kill, sweep."
     )
 
     def check(self, *args: Any, **kwargs: Any) -> None:
@@ -60,7 +61,9 @@ class Command(BaseCommand):
         show = sub.add_parser("status", help="orchestrator status, or one work item's")
         show.add_argument("id", nargs="?")
         q = sub.add_parser("queue", help="list work items")
-        q.add_argument("--status", help="active|queued|failed|completed|generating|cancelled|all")
+        q.add_argument(
+            "--status", help="active|queued|failed|completed|generating|cancelled|paused|all"
+        )
         q.add_argument("--type")
         q.add_argument("--repo")
         q.add_argument("--cursor")
@@ -70,6 +73,11 @@ class Command(BaseCommand):
         requeue = sub.add_parser("requeue", help="requeue a finished work item")
         requeue.add_argument("id")
         requeue.add_argument("--reset-retries", action="store_true")
+        cont = sub.add_parser("continue", help="continue a paused work item with a raised cost cap")
+        cont.add_argument("id")
+        cont.add_argument(
+            "--max-cost-usd", required=True, help="the new cap over all attempts (0: no cap)"
+        )
         sub.add_parser("workers", help="list workers, newest first")
         sweep = sub.add_parser("sweep", help="run a supervision sweep now (default: all)")
         sweep.add_argument("name", nargs="?", default="all", choices=[*sweeps(), "all"])
@@ -118,7 +126,7 @@ class Command(BaseCommand):
 
     def do_status(self, o: dict[str, Any]) -> dict[str, Any]:
         if o.get("id"):
-            return work_item_json(work_items.work_item_get(work_item_id=o["id"]))
+            return work_item_detail_json(work_items.work_item_get(work_item_id=o["id"]))
         return status_summary(broker_ok=broker_reachable())
 
     def do_queue(self, o: dict[str, Any]) -> dict[str, Any]:
@@ -134,6 +142,15 @@ class Command(BaseCommand):
         item = work_items.work_item_get(work_item_id=o["id"])
         work_items.work_item_requeue(
             work_item_id=item.pk, reset_retries=o["reset_retries"], actor=ACTOR
+        )
+        item.refresh_from_db()
+        return work_item_json(item)
+
+    def do_continue(self, o: dict[str, Any]) -> dict[str, Any]:
+        data = ContinueForm(data={"maxCostUsd": o["max_cost_usd"]}).validated()
+        item = work_items.work_item_get(work_item_id=o["id"])
+        work_items.work_item_continue(
+            work_item_id=item.pk, max_cost_usd=data["maxCostUsd"], actor=ACTOR
         )
         item.refresh_from_db()
         return work_item_json(item)

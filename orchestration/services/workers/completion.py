@@ -26,6 +26,7 @@ from orchestration.models import (
 )
 from orchestration.rows import locked_item_and_worker, row_get
 from orchestration.services.commits import CommitVerdict, commit_verify
+from orchestration.services.costs import cost_charge
 from orchestration.services.events import event_record
 from orchestration.services.learnings import learnings_record
 from orchestration.services.locks import locks_release_all
@@ -46,6 +47,8 @@ class Completion:
     review: dict[str, Any] | None = None
     verification_enabled: bool = False
     commit_sha: str = ""
+    model: str = ""  # the model the attempt used ("" when unknown)
+    warning: str = ""  # a partial success, kept on the item's timeline
 
 
 def worker_complete(*, worker_id: UUID | str, result: Completion) -> bool:
@@ -71,6 +74,16 @@ def worker_complete(*, worker_id: UUID | str, result: Completion) -> bool:
             field="metrics",
         )
         now = db_now()
+        m = result.metrics
+        cost_charge(
+            item=item,
+            worker=worker,
+            now=now,
+            tokens_in=m.get("tokensIn"),
+            tokens_out=m.get("tokensOut"),
+            cost_usd=m.get("costUsd"),
+            model=result.model,
+        )
         Worker.objects.filter(pk=worker.pk, status__in=Worker.ACTIVE).update(
             status=WorkerStatus.COMPLETED, completed_at=now
         )
@@ -98,13 +111,15 @@ def worker_complete(*, worker_id: UUID | str, result: Completion) -> bool:
         locks_release_all(worker_id=worker.pk)
         if moved:
             _after_completion(item=item, result=result, now=now)
-        m = result.metrics
         WorkerMetrics.objects.update_or_create(
             worker=worker,
             defaults={
                 "work_item": item,
-                "tokens_in": int(m.get("tokensIn") or worker.tokens_in),
-                "tokens_out": int(m.get("tokensOut") or worker.tokens_out),
+                # The attempt's cumulatives as charged: the most any report said.
+                "tokens_in": worker.tokens_in,
+                "tokens_out": worker.tokens_out,
+                "cost_usd": worker.cost_usd,
+                "iterations": int(m.get("iterations") or worker.iteration),
                 "duration_ms": int(m.get("duration") or 0),
                 "files_modified": int(m.get("filesModified") or 0),
                 "tests_run": int(m.get("testsRun") or 0),
@@ -114,6 +129,16 @@ def worker_complete(*, worker_id: UUID | str, result: Completion) -> bool:
             },
         )
         learnings_record(work_item=item, learnings=result.learnings)
+        if result.warning:
+            event_record(
+                work_item=item,
+                worker=worker,
+                kind=EventKind.WARNING,
+                from_status=item.status,
+                to_status=item.status,
+                actor=f"worker:{worker.pk}",
+                message=result.warning,
+            )
         if result.review:
             review_record_self(work_item=item, pr_number=result.pr_number, review=result.review)
         event_record(

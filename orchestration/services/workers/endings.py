@@ -16,6 +16,7 @@ from django.db import transaction
 from django.db.models import F
 
 from orchestration.choices import (
+    HELD_CATEGORIES,
     INFRASTRUCTURE_CATEGORIES,
     PERMANENT_CATEGORIES,
     ErrorCategory,
@@ -65,8 +66,9 @@ def _end_attempt(
     3. ``unless(worker)`` true under the lock (a sweep's condition no longer holds, e.g. a
        heartbeat just landed): no-op.
     4. Worker → ``to``; its locks are freed.
-    5. If the worker is still the item's current attempt: item → ``queued`` with
-       ``next_retry_at`` (retry allowed and retries left) or ``failed``.
+    5. If the worker is still the item's current attempt: item → ``paused`` for a held
+       category (the cost cap), else ``queued`` with ``next_retry_at`` (retry allowed and
+       retries left) or ``failed``.
     """
     with transaction.atomic():
         item, worker = locked_item_and_worker(worker_id)
@@ -82,15 +84,18 @@ def _end_attempt(
         )
         locks_release_all(worker_id=worker.pk)
         if item.status in WorkItem.ACTIVE and item.worker_id == worker.pk:
-            _retry_or_fail(
-                item=item,
-                worker=worker,
-                error=error,
-                category=category,
-                actor=actor,
-                retry=retry,
-                now=now,
-            )
+            if category in HELD_CATEGORIES:
+                _pause(item=item, worker=worker, error=error, category=category, now=now)
+            else:
+                _retry_or_fail(
+                    item=item,
+                    worker=worker,
+                    error=error,
+                    category=category,
+                    actor=actor,
+                    retry=retry,
+                    now=now,
+                )
         else:  # a superseded attempt ends; its item is not its to move
             event_record(
                 work_item=item,
@@ -104,6 +109,30 @@ def _end_attempt(
             )
     logger.info("worker %s ended %s (%s)", worker_id, to, category)
     return True
+
+
+def _pause(*, item: WorkItem, worker: Worker, error: str, category: str, now: dt.datetime) -> None:
+    """The attempt stopped at the item's cost cap, its work pushed: the item waits, paused,
+    for an operator to continue it with a raised cap (``work_item_continue``). No retry is
+    charged and nothing is failed; its locks were freed with the attempt's."""
+    WorkItem.objects.filter(pk=item.pk, status__in=WorkItem.ACTIVE, worker_id=worker.pk).update(
+        status=WorkItemStatus.PAUSED,
+        worker=None,
+        next_retry_at=None,
+        error=error[:100_000],
+        error_category=category[:40],
+        updated_at=now,
+    )
+    event_record(
+        work_item=item,
+        worker=worker,
+        kind=EventKind.PAUSED,
+        from_status=item.status,
+        to_status=WorkItemStatus.PAUSED,
+        actor=f"worker:{worker.pk}",
+        message=error[:2000],
+        data={"category": category, "costUsd": str(item.cost_usd)},
+    )
 
 
 def _retry_or_fail(

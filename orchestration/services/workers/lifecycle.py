@@ -7,6 +7,7 @@ A change requested by a worker that is no longer the active attempt raises Fence
 from __future__ import annotations
 
 import logging
+from decimal import Decimal
 from typing import Any
 from uuid import UUID
 
@@ -20,6 +21,7 @@ from orchestration.clock import db_now
 from orchestration.errors import Fenced, ValidationFailed
 from orchestration.models import Worker, WorkerStatus, WorkItem, WorkItemEvent, WorkItemStatus
 from orchestration.rows import locked_item_and_worker
+from orchestration.services.costs import cost_charge, usd
 from orchestration.services.dispatch import usage_add
 from orchestration.services.events import event_record
 from orchestration.services.locks import locks_renew
@@ -61,14 +63,18 @@ def worker_heartbeat(
     iteration: int,
     tokens_in: int | None = None,
     tokens_out: int | None = None,
+    cost_usd: Decimal | None = None,
+    model: str | None = None,
     resumed_from: str = "",
 ) -> None:
     """Record liveness (and progress when the iteration or token counts rise).
 
-    Token counts are the attempt's totals so far; one that rose by more than
-    MAX_TOKENS_PER_HEARTBEAT since the last report is refused (the form bounds the total by
-    MAX_TOKENS_PER_ATTEMPT). ``resumed_from``: the pushed commit the attempt continues from;
-    the first heartbeat that carries it records one ``resumed`` event for the attempt."""
+    Token counts and cost are the attempt's totals so far; what they add is charged to the
+    cost ledger once (``costs.cost_charge``). A token count that rose by more than
+    MAX_TOKENS_PER_HEARTBEAT since the last report is refused (the form bounds the totals by
+    MAX_TOKENS_PER_ATTEMPT and MAX_COST_PER_ATTEMPT_USD). ``resumed_from``: the pushed commit
+    the attempt continues from; the first heartbeat that carries it records one ``resumed``
+    event for the attempt."""
     with transaction.atomic():
         item, worker = locked_item_and_worker(worker_id)
         if not worker.is_active:
@@ -80,15 +86,21 @@ def worker_heartbeat(
             iteration > worker.iteration
             or (tokens_in or 0) > worker.tokens_in
             or (tokens_out or 0) > worker.tokens_out
+            or usd(cost_usd) > worker.cost_usd
         )
         if progressed:
             fields["last_progress_at"] = now
         fields["iteration"] = max(iteration, worker.iteration)
-        if tokens_in is not None:
-            fields["tokens_in"] = max(tokens_in, worker.tokens_in)
-        if tokens_out is not None:
-            fields["tokens_out"] = max(tokens_out, worker.tokens_out)
         Worker.objects.filter(pk=worker.pk, status__in=Worker.ACTIVE).update(**fields)
+        cost_charge(
+            item=item,
+            worker=worker,
+            now=now,
+            tokens_in=tokens_in,
+            tokens_out=tokens_out,
+            cost_usd=cost_usd,
+            model=model,
+        )
         locks_renew(worker_id=worker.pk, now=now)
         if iteration > worker.iteration:
             WorkItem.objects.filter(pk=item.pk, worker_id=worker.pk).update(iteration=iteration)

@@ -25,6 +25,7 @@ class Category:
     TERMINATED = "TERMINATED"  # SIGTERM / SIGINT before the attempt finished
     RESOURCE_ERROR = "RESOURCE_ERROR"  # the agent was OOM-killed (exit 137 and oom_kill rose)
     INTERNAL_ERROR = "INTERNAL_ERROR"  # a bug in the harness: the stack is sent too
+    COST_CAP = "COST_CAP"
 
 
 # The harness's own copy of the names it reports: it runs inside the container on the
@@ -62,6 +63,13 @@ class AgentError(HarnessError):
 
 class Terminated(HarnessError):
     category = Category.TERMINATED
+
+
+class CostCapReached(HarnessError):
+    """The attempt spent its WHIM_COST_CAP_USD: stopped at an iteration boundary, work pushed;
+    the orchestrator pauses the item until an operator raises the cap."""
+
+    category = Category.COST_CAP
 
 
 class AgentStuck(Exception):
