@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -192,6 +193,29 @@ def check_worker_resources(app_configs: Any, **kwargs: Any) -> list[CheckMessage
     messages += _at_least("MAX_ATTEMPT_DURATION_MS", 1000, "orchestration.E031")
     messages += _at_least("COMMIT_CHECK_TIMEOUT", 1, "orchestration.E031")
     return messages
+
+
+@register()
+def check_agent_path_dir(app_configs: Any, **kwargs: Any) -> list[CheckMessage]:
+    """WHIM_AGENT_PATH_DIR, when set, is an existing absolute directory: the docker runtime
+    binds it into every worker container (a missing one fails every start)."""
+    value = str(settings.WHIM_AGENT_PATH_DIR or "").strip()
+    if not value:
+        return []
+    if not os.path.isabs(value):
+        problem = "is not an absolute path"
+    elif not os.path.isdir(value):
+        problem = "is not an existing directory"
+    else:
+        return []
+    return [
+        Error(
+            f"WHIM_AGENT_PATH_DIR {value!r} {problem}.",
+            id="orchestration.E060",
+            hint="Set it to the absolute path of a directory of agent executables, or leave "
+            "it empty.",
+        )
+    ]
 
 
 @register()
