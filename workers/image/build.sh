@@ -288,7 +288,7 @@ stage_context() {
 build_image() {
     # The classic builder: BuildKit needs the buildx plugin in the CLI, which Debian's docker.io
     # and a bare static docker CLI lack. It is deprecated but present in every engine we target.
-    DOCKER_BUILDKIT=0 docker build \
+    DOCKER_BUILDKIT=0 docker build --force-rm \
         --build-arg "BASE_IMAGE=$BASE" \
         --build-arg "WORKER_AGENTS=$AGENTS" \
         --build-arg "WORKER_AGENTS_REQUIRED=$AGENTS_REQUIRED" \
