@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import os
 import re
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -246,6 +247,29 @@ def check_pipeline(app_configs: Any, **kwargs: Any) -> list[CheckMessage]:
 # most fix iterations it accepts (harness/config.py refuses more as CONFIG_ERROR).
 REVIEWERS = ("agent", "anthropic", "none")
 MAX_FIX_ITERATIONS = 20
+
+
+@register()
+def check_agent_path_dir(app_configs: Any, **kwargs: Any) -> list[CheckMessage]:
+    """WHIM_AGENT_PATH_DIR, when set, is an existing absolute directory: the docker runtime
+    binds it into every worker container (a missing one fails every start)."""
+    value = str(settings.WHIM_AGENT_PATH_DIR or "").strip()
+    if not value:
+        return []
+    if not os.path.isabs(value):
+        problem = "is not an absolute path"
+    elif not os.path.isdir(value):
+        problem = "is not an existing directory"
+    else:
+        return []
+    return [
+        Error(
+            f"WHIM_AGENT_PATH_DIR {value!r} {problem}.",
+            id="orchestration.E071",
+            hint="Set it to the absolute path of a directory of agent executables, or leave "
+            "it empty.",
+        )
+    ]
 
 
 @register()

@@ -250,10 +250,10 @@ _EGRESS_ALLOW = (
 WORKER_EGRESS_ALLOW = env.list("WORKER_EGRESS_ALLOW", default=_EGRESS_ALLOW.split(","))
 WHIM_AGENT = env.str("WHIM_AGENT", default="mock")
 WHIM_AGENT_COMMAND = env.str("WHIM_AGENT_COMMAND", default="")
+WHIM_AGENT_PATH_DIR = env.str("WHIM_AGENT_PATH_DIR", default="")  # agent_bin.py: first on PATH
 # Names of variables passed through to containers (agent and GitHub credentials).
-WHIM_AGENT_ENV = env.list(
-    "WHIM_AGENT_ENV", default=["ANTHROPIC_API_KEY", "OPENAI_API_KEY", "GITHUB_TOKEN"]
-)
+_AGENT_ENV = ["ANTHROPIC_API_KEY", "OPENAI_API_KEY", "GITHUB_TOKEN"]
+WHIM_AGENT_ENV = env.list("WHIM_AGENT_ENV", default=_AGENT_ENV)
 WHIM_GIT_BASE_URL = env.str("WHIM_GIT_BASE_URL", default="https://github.com/")
 WHIM_LOCAL_REPOS_DIR = env.str("WHIM_LOCAL_REPOS_DIR", default="")
 GITHUB_API_URL = env.str("GITHUB_API_URL", default="")

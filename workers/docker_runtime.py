@@ -32,6 +32,7 @@ from docker.models.containers import Container
 from orchestration.choices import WorkerEgress
 from orchestration.models import Worker, WorkItem
 from workers import firewall, github_app
+from workers.agent_bin import container_agent_bin
 from workers.repo_mounts import repository_mounts
 from workers.runtime import (
     ContainerRuntime,
@@ -233,6 +234,10 @@ class DockerRuntime(ContainerRuntime):
         }
         # Its own repository only, and none of it that can run code (repo_mounts.py).
         options["mounts"] += repository_mounts(settings.WHIM_LOCAL_REPOS_DIR, work_item.repo)
+        # WHIM_AGENT_PATH_DIR, read-only and first on PATH (agent_bin.py).
+        agent_mounts, agent_env = container_agent_bin()
+        options["mounts"] += agent_mounts
+        env.update(agent_env)
         if settings.WHIM_DOCKER_RUNTIME:
             options["runtime"] = settings.WHIM_DOCKER_RUNTIME
         try:

@@ -26,6 +26,7 @@ from pathlib import Path
 from django.conf import settings
 
 from orchestration.models import Worker, WorkItem
+from workers.agent_bin import local_path
 from workers.runtime import ContainerRuntime, ContainerState, register, worker_environment
 
 HARNESS_PATH = Path(__file__).resolve().parent / "harness"
@@ -120,7 +121,7 @@ class LocalRuntime(ContainerRuntime):
             worker=worker, work_item=work_item, token=token, callback_base=base.rstrip("/")
         )
         env.update(
-            PATH=os.environ.get("PATH", "/usr/bin:/bin"),
+            PATH=local_path(os.environ.get("PATH", "/usr/bin:/bin")),  # WHIM_AGENT_PATH_DIR
             HOME=str(home),
             WORKSPACE=str(workspace),
             PYTHONPATH=str(HARNESS_PATH),

@@ -10,8 +10,14 @@
 #      bookworm (python3, git, ca-certificates, openssh-client) from the Debian mirror apt is
 #      configured with, then `docker import`. This takes a few minutes, once.
 # The image itself is built by docker's classic builder from a context staged in
-# .run/worker-image/context (the Dockerfile beside this script plus a copy of workers/harness/
-# as app/, empty if there is none yet); docker's layer cache makes a rebuild with no changes quick.
+# .run/worker-image/context (the Dockerfile beside this script, install-agents.sh, build-ca.pem
+# and a copy of workers/harness/ as app/, empty if there is none yet); docker's layer cache makes
+# a rebuild with no changes quick.
+#
+# Agents (install-agents.sh): Node.js and npm from Debian, then the Claude Code and Codex CLIs
+# from npm at the versions pinned in the Dockerfile. Left at its default, a CLI that cannot be
+# installed is reported (one WARNING line naming the package and why) and the image is built
+# without it; the next build then tries again. Asked for explicitly, it fails the build.
 #
 # Needs a running Docker engine (scripts/docker.sh; `make worker-image` runs it first) and, to
 # make the local base, root and apt (debootstrap is installed if missing).
@@ -24,6 +30,10 @@
 #   DEBIAN_MIRROR         mirror for debootstrap (default: the one in /etc/apt/sources.list[.d])
 #   DEBIAN_SUITE          Debian release for the local base (default bookworm)
 #   WORKER_REBUILD_BASE=1 remake the local base even if it exists
+#   WORKER_AGENTS         agent CLIs to install: a comma list of claude, codex; `none` for
+#                         none; unset or empty: both, best effort (see above)
+#   WORKER_BUILD_CA       PEM file of extra CAs npm trusts while installing them (a TLS proxy
+#                         in front of registry.npmjs.org); default $NODE_EXTRA_CA_CERTS if set
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
@@ -35,6 +45,7 @@ DEBIAN_SUITE="${DEBIAN_SUITE:-bookworm}"
 LOCAL_BASE="${WORKER_LOCAL_BASE:-whim-base:$DEBIAN_SUITE}"
 PULL_TIMEOUT="${WORKER_PULL_TIMEOUT:-20}"
 BASE_PACKAGES=python3,git,ca-certificates,openssh-client
+KNOWN_AGENTS=(claude codex)
 WORK_DIR="$ROOT/.run/worker-image"
 CONTEXT="$WORK_DIR/context"
 ROOTFS="$WORK_DIR/rootfs"
@@ -44,6 +55,44 @@ die() {
     printf '[worker-image] ERROR: %s\n' "$*" >&2
     exit 1
 }
+
+# --- Which agents: AGENTS (comma list, "" = none) and AGENTS_REQUIRED ------------------------
+pick_agents() {
+    local raw="${WORKER_AGENTS:-}" name known out=()
+    raw="${raw//[[:space:]]/}"
+    raw="${raw,,}"
+    if [[ -z "$raw" ]]; then
+        AGENTS="$(
+            IFS=,
+            echo "${KNOWN_AGENTS[*]}"
+        )"
+        AGENTS_REQUIRED=0
+        return
+    fi
+    AGENTS_REQUIRED=1
+    if [[ "$raw" == none ]]; then
+        AGENTS=""
+        return
+    fi
+    IFS=',' read -r -a names <<<"$raw"
+    for name in "${names[@]}"; do
+        [[ -n "$name" ]] || continue
+        known=0
+        for k in "${KNOWN_AGENTS[@]}"; do [[ "$name" == "$k" ]] && known=1; done
+        ((known)) || die "WORKER_AGENTS: unknown agent '$name' (known: ${KNOWN_AGENTS[*]}; or none)"
+        [[ " ${out[*]} " == *" $name "* ]] || out+=("$name")
+    done
+    ((${#out[@]})) || die "WORKER_AGENTS='$WORKER_AGENTS' names no agent; use none for none"
+    AGENTS="$(
+        IFS=,
+        echo "${out[*]}"
+    )"
+}
+AGENTS="" AGENTS_REQUIRED=0
+pick_agents
+
+BUILD_CA="${WORKER_BUILD_CA-${NODE_EXTRA_CA_CERTS:-}}"
+[[ -z "$BUILD_CA" || -r "$BUILD_CA" ]] || die "WORKER_BUILD_CA: cannot read '$BUILD_CA'"
 
 [[ "$PULL_TIMEOUT" =~ ^[0-9]+$ ]] || die "WORKER_PULL_TIMEOUT must be a number of seconds, got '$PULL_TIMEOUT'"
 command -v docker >/dev/null 2>&1 || die "docker CLI not found; run scripts/docker.sh (or make docker) first"
@@ -215,6 +264,15 @@ stage_context() {
     rm -rf "$CONTEXT"
     mkdir -p "$CONTEXT/app"
     cp "$ROOT/workers/image/Dockerfile" "$CONTEXT/Dockerfile"
+    cp "$ROOT/workers/image/install-agents.sh" "$CONTEXT/install-agents.sh"
+    if [[ -n "$BUILD_CA" && -n "$AGENTS" ]]; then
+        cp "$BUILD_CA" "$CONTEXT/build-ca.pem"
+    else
+        : >"$CONTEXT/build-ca.pem"
+    fi
+    # Fresh copies get the time of the copy: fixed times and modes keep the layer cache stable.
+    chmod 0644 "$CONTEXT/install-agents.sh" "$CONTEXT/build-ca.pem"
+    touch -d @0 "$CONTEXT/install-agents.sh" "$CONTEXT/build-ca.pem"
     if [[ -d "$src/harness" ]]; then
         cp -a "$src/." "$CONTEXT/app/"
     elif [[ -d "$src" ]]; then
@@ -230,19 +288,46 @@ stage_context() {
 build_image() {
     # The classic builder: BuildKit needs the buildx plugin in the CLI, which Debian's docker.io
     # and a bare static docker CLI lack. It is deprecated but present in every engine we target.
-    DOCKER_BUILDKIT=0 docker build \
+    DOCKER_BUILDKIT=0 docker build --force-rm \
         --build-arg "BASE_IMAGE=$BASE" \
+        --build-arg "WORKER_AGENTS=$AGENTS" \
+        --build-arg "WORKER_AGENTS_REQUIRED=$AGENTS_REQUIRED" \
+        --build-arg "WORKER_AGENTS_ATTEMPT=$AGENTS_ATTEMPT" \
         --label "org.whim.base-image=$BASE" \
         -t "$WORKER_IMAGE" "$CONTEXT" 2>&1 \
-        | grep -v -e 'DEPRECATED: The legacy builder' -e 'BuildKit is currently disabled' \
+        | grep --line-buffered -v -e 'DEPRECATED: The legacy builder' -e 'BuildKit is currently disabled' \
             -e 'Install the buildx component' -e 'https://docs.docker.com/go/buildx' -e 'environment-variable\.$' -e '^ *$' \
         | sed 's/^/    /' >&2
     return "${PIPESTATUS[0]}"
 }
 
+# What install-agents.sh wrote into the image, as "claude 2.1.197, codex missing: why".
+# A default build that went without an agent leaves a marker: the next build passes a new
+# WORKER_AGENTS_ATTEMPT, so the cached layer without it is not reused forever.
+report_agents() {
+    local status
+    status="$(docker run --rm --network none --entrypoint cat "$WORKER_IMAGE" /etc/whim/agents 2>/dev/null)" ||
+        status="(unknown: /etc/whim/agents unreadable)"
+    if [[ -z "$AGENTS" ]]; then
+        log "agents: none (WORKER_AGENTS=none)"
+    else
+        log "agents: $(printf '%s' "$status" | paste -sd, - | sed 's/,/, /g')"
+    fi
+    if grep -q ' missing: ' <<<"$status"; then
+        date +%s >"$AGENTS_MARKER"
+        log "WARNING: $WORKER_IMAGE lacks an agent CLI (above); the next build retries it"
+    else
+        rm -f "$AGENTS_MARKER"
+    fi
+}
+
+AGENTS_MARKER="$WORK_DIR/agents-incomplete"
+AGENTS_ATTEMPT=""
+[[ -f "$AGENTS_MARKER" && -n "$AGENTS" ]] && AGENTS_ATTEMPT="$(date +%s)"
 BASE=""
 pick_base
 stage_context
-log "building $WORKER_IMAGE FROM $BASE"
+log "building $WORKER_IMAGE FROM $BASE (agents: ${AGENTS:-none}$([[ -n "$AGENTS" ]] && ((AGENTS_REQUIRED == 0)) && echo ', best effort'))"
 timed "docker build" build_image || die "docker build of $WORKER_IMAGE failed"
 log "built $WORKER_IMAGE ($(docker image inspect -f '{{.Id}}' "$WORKER_IMAGE" | cut -c1-19))"
+report_agents
