@@ -45,6 +45,21 @@ class WorkItem:
     spec: str
     metadata: dict[str, Any] = field(default_factory=dict)
     max_iterations: int = 50
+    # Where the item came from (source "github", sourceRef "issue:N" → "Closes #N"), its type
+    # and, for a verification item, the pull request it verifies.
+    source: str = ""
+    source_ref: str = ""
+    type: str = "execution"
+    pr_number: int | None = None
+
+    @property
+    def issue_number(self) -> int | None:
+        """N when the item came from GitHub issue N (source ``github``, sourceRef ``issue:N``)."""
+        ref = self.source_ref.strip()
+        if self.source.strip().lower() != "github" or not ref.lower().startswith("issue:"):
+            return None
+        number = ref[len("issue:") :].strip().lstrip("#")
+        return int(number) if number.isdigit() and 0 < len(number) <= 9 else None
 
     @property
     def owner(self) -> str:
@@ -81,6 +96,7 @@ class WorkItem:
             max_iterations = int(data.get("maxIterations") or 50)
         except (TypeError, ValueError):
             raise ConfigError("WORK_ITEM maxIterations is not a number") from None
+        pr_number = data.get("prNumber")
         return cls(
             id=item_id,
             repo=repo,
@@ -88,6 +104,10 @@ class WorkItem:
             spec=str(spec),
             metadata=metadata,
             max_iterations=max(1, max_iterations),
+            source=str(data.get("source") or ""),
+            source_ref=str(data.get("sourceRef") or ""),
+            type=str(data.get("type") or "execution"),
+            pr_number=pr_number if isinstance(pr_number, int) and pr_number > 0 else None,
         )
 
 
