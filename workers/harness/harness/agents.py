@@ -382,4 +382,11 @@ class CodexAgent(CommandAgent):
         # The container is the sandbox (and codex's own one may not work in it); approvals
         # have nobody to ask.
         model = ["-m", ctx.model] if ctx.model else []
-        return ["codex", "exec", "--json", "--dangerously-bypass-approvals-and-sandbox", *model, "-"]
+        return [
+            "codex",
+            "exec",
+            "--json",
+            "--dangerously-bypass-approvals-and-sandbox",
+            *model,
+            "-",
+        ]

@@ -51,9 +51,7 @@ class Running:
     """A started process: its stdin is written and closed, its output read line by line in
     threads; ``last_output`` is when it last printed anything."""
 
-    def __init__(
-        self, proc: AgentProcess, *, stdin: bytes, on_line: Callable[[str], None]
-    ) -> None:
+    def __init__(self, proc: AgentProcess, *, stdin: bytes, on_line: Callable[[str], None]) -> None:
         self.proc = proc
         self.on_line = on_line
         self.last_output = time.monotonic()

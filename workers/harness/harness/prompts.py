@@ -40,9 +40,9 @@ def _rules(learnings: bool) -> str:
         "Rules:",
         "- Work in the current directory (a git checkout of the branch). The harness commits and",
         "  pushes your changes after each run; you need not commit. Never touch `.git`.",
-        f"- Keep `{PROGRESS_FILE}` up to date: the tasks of the spec, which are done, what is next,",
+        f"- Keep `{PROGRESS_FILE}` up to date: the spec's tasks, which are done, what is next,",
         "  anything the next run must know. It is never committed.",
-        f"- Anything worth remembering for future work on this repository (conventions, traps,",
+        "- Anything worth remembering for future work on this repository (conventions, traps,",
         f"  commands): add it as a `- ` bullet to `{NEW_LEARNINGS_FILE}`.",
     ]
     if learnings:
@@ -130,9 +130,7 @@ Address the gaps and concerns that are right; keep the tests passing.
 """
 
 
-def verification_prompt(
-    *, spec: str, branch: str, pr_number: int | None, tests: str
-) -> str:
+def verification_prompt(*, spec: str, branch: str, pr_number: int | None, tests: str) -> str:
     """Verification mode: check the branch against the spec it was written for."""
     pull = f"pull request #{pr_number}" if pr_number else "the pushed branch"
     return f"""You are verifying work another agent did: {pull}, branch `{branch}`, checked \

@@ -1,7 +1,8 @@
 """State shared between the main thread, the heartbeat thread and the agent.
 
-``Progress`` is what heartbeats report (iteration, tokens, cost, model, resumed-from commit); ``Children`` remembers the agent's process groups so a
-fenced or terminated harness can take them down with it.
+``Progress`` is what heartbeats report (iteration, tokens, cost, model, resumed-from commit);
+``Children`` remembers the agent's process groups so a fenced or terminated harness can take
+them down with it.
 """
 
 from __future__ import annotations

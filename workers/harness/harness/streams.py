@@ -12,7 +12,8 @@ Two formats, both one JSON object per line:
 - Codex (``codex exec --json``): ``thread.started``, ``turn.started``, ``item.started`` /
   ``item.updated`` / ``item.completed`` (``item.type`` ``agent_message`` carries ``text``),
   ``turn.completed {usage: {input_tokens, cached_input_tokens, output_tokens}}`` (the cached
-  tokens are part of ``input_tokens``), ``turn.failed {error: {message}}`` (the invocation failed) and ``error`` (noted only).
+  tokens are part of ``input_tokens``), ``turn.failed {error: {message}}`` (the invocation
+  failed) and ``error`` (noted only).
 
 Tokens in count every input token the model processed: input + cache creation + cache read.
 Counts only ever grow: the final ``result`` usage raises the running totals when it is higher.
@@ -170,7 +171,9 @@ class StreamState:
 
 
 CLAUDE_TYPES = frozenset({"system", "assistant", "user", "result"})
-CODEX_TYPES = frozenset({"thread.started", "turn.started", "turn.completed", "turn.failed", "error"})
+CODEX_TYPES = frozenset(
+    {"thread.started", "turn.started", "turn.completed", "turn.failed", "error"}
+)
 
 
 def _count(value: Any) -> int:
