@@ -10,8 +10,9 @@
 2. Tests (``session.tests``); failing → up to ``fix_iterations`` fix iterations with the
    failure's tail in the prompt, each committed and pushed, re-tested after each.
 3. Self-review (``review.review_run``) when the repo settings ask for it and ``WHIM_REVIEWER``
-   is not ``none``; the agent reviewer's own file changes are thrown away. Misaligned or
-   needs-work → one fix pass with the findings, re-test, re-review.
+   is not ``none``; the agent reviewer's own file changes are thrown away, and its failure
+   makes the review unavailable, not the attempt failed (a one-shot command agent is not asked).
+   Misaligned or needs-work → one fix pass with the findings, re-test, re-review.
 4. The pull request (body: summary, spec excerpt, tests, review, ``Closes #N``) and the review
    as its comment. A PR that cannot be opened after the push is a warning on ``complete``.
 5. The body of ``complete``: commit, branch, PR, metrics, model, review, verificationEnabled,
@@ -24,7 +25,7 @@ from typing import Any
 
 from . import github, review, testrun
 from .checkout import policy_check, private_file_read
-from .errors import AgentStuck, Category, HarnessError
+from .errors import AgentError, AgentStuck, Category, HarnessError
 from .locking import files_lock
 from .prompts import (
     PRIVATE_FILES,
@@ -48,6 +49,7 @@ class Execution:
         self.iterations = 0
         self.last_text = ""
         self._pushed = ""  # the branch head last pushed (or checked out)
+        self.one_shot = False  # a command agent that speaks no stream format
 
     # 1. The loop ------------------------------------------------------------------------
 
@@ -75,6 +77,7 @@ class Execution:
                 break
             if not done.structured:
                 s.log(f"iteration {n}: a one-shot agent (no stream events); the loop ends")
+                self.one_shot = True
                 break
         else:
             s.log(f"stopped at the iteration limit ({settings.max_iterations})")
@@ -116,7 +119,7 @@ class Execution:
             log=s.log,
         )
         if not locked.acquired:
-            raise AgentStuck(locked.reason(len(files)), locked.attempts)
+            raise AgentStuck(locked.reason(len(files)), attempts=locked.attempts)
         if git.commit_all(f"{message}\n\nWhim work item {self.item.id}", leave_out=PRIVATE_FILES):
             s.log(f"committed: {message}")
         policy_check(
@@ -161,6 +164,9 @@ class Execution:
         s = self.s
         if not s.repo_settings.review or s.config.reviewer == "none":
             return None
+        if s.config.reviewer == "agent" and self.one_shot:
+            s.log("no review: a one-shot command agent cannot be asked for one")
+            return None
         outcome = self.review()
         if outcome.findings is None or not review.review_needs_fix(outcome.findings):
             return outcome, None
@@ -200,6 +206,9 @@ class Execution:
         head = git.head()
         try:
             return self.s.invoke(prompt, purpose="review").text
+        except AgentError as exc:  # an unavailable review, never a failed attempt
+            self.s.log(f"the reviewing agent failed: {exc}")
+            return ""
         finally:
             git.run("reset", "--hard", "--quiet", head, category=Category.COMMIT_ERROR)
             git.run("clean", "-d", "--force", "--quiet", category=Category.COMMIT_ERROR)
