@@ -43,7 +43,7 @@ def _rules(learnings: bool) -> str:
         f"- Keep `{PROGRESS_FILE}` up to date: the spec's tasks, which are done, what is next,",
         "  anything the next run must know. It is never committed.",
         "- Anything worth remembering for future work on this repository (conventions, traps,",
-        f"  commands): add it as a `- ` bullet to `{NEW_LEARNINGS_FILE}`.",
+        f"  commands): add a `## Learning: <title>` section about it to `{NEW_LEARNINGS_FILE}`.",
     ]
     if learnings:
         lines.append(f"- `{LEARNINGS_FILE}` holds what earlier work on this repository learnt.")
