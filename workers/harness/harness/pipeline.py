@@ -59,6 +59,7 @@ class Execution:
         self._pushed = s.repo.start
         settings = s.repo_settings
         for n in range(1, settings.max_iterations + 1):
+            s.cost_check()  # at the boundary: the iteration reported is the last one done
             s.progress.update(iteration=n)
             self.iterations = n
             prompt = iteration_prompt(
@@ -153,6 +154,7 @@ class Execution:
         return result
 
     def fix(self, prompt: str, message: str) -> None:
+        self.s.cost_check()
         self.iterations += 1
         self.s.progress.update(iteration=self.iterations)
         self.last_text = self.s.invoke(prompt, purpose="fix").text or self.last_text
@@ -167,7 +169,7 @@ class Execution:
         if s.config.reviewer == "agent" and self.one_shot:
             s.log("no review: a one-shot command agent cannot be asked for one")
             return None
-        outcome = self.review()
+        outcome = self.review_once()
         if outcome.findings is None or not review.review_needs_fix(outcome.findings):
             return outcome, None
         s.log("the review asks for changes: one fix pass")
@@ -176,19 +178,23 @@ class Execution:
             "whim: review fix — " + self.title,
         )
         result = s.tests()
-        return self.review(), result
+        return self.review_once(), result
 
-    def review(self) -> review.ReviewOutcome:
+    def review_once(self) -> review.ReviewOutcome:
         s = self.s
         git = s.repo.git
         diff = git.run("diff", f"refs/remotes/origin/{s.repo.default}...HEAD")
         if len(diff) > DIFF_CHARS:
             diff = diff[:DIFF_CHARS] + "\n… (diff cut)"
+        if s.config.reviewer == "anthropic":
+            model = s.config.review_model
+        else:  # the agent reviews with the model it works with
+            model = s.repo_settings.model or s.progress.snapshot().model or s.repo_settings.agent
         outcome = review.review_run(
             reviewer=s.config.reviewer,
             spec=self.item.spec,
             diff=diff,
-            model=s.config.review_model,
+            model=model,
             api_url=s.config.anthropic_base_url,
             api_key=s.config.anthropic_api_key,
             ask_agent=self._ask_agent,
