@@ -175,7 +175,7 @@ def test_it_pushes_the_mock_change_and_reports_complete(
     assert remote.files_changed(head) == ["WHIM_MOCK.md"]
     assert remote.show(head, "WHIM_MOCK.md") == f"whim mock change for {work_item['id']}"
     assert git("log", "-1", "--format=%an <%ae>%n%s", head, cwd=remote.bare) == (
-        "Whim <whim@localhost>\nAdd the widget"
+        "Whim <whim@localhost>\nwhim: iteration 1 — Add the widget"
     )
 
     # Heartbeats go on while the harness commits and pushes, until the final callback.
@@ -204,7 +204,7 @@ def test_heartbeats_show_the_mock_agents_progress(
 
     assert result.returncode == 0, explain(result)
     beats = [call.body for call in orchestrator.of("heartbeat")]
-    assert set(beats[0]) == {"iteration", "tokensIn", "tokensOut"}
+    assert set(beats[0]) == {"iteration", "tokensIn", "tokensOut", "costUsd", "model"}
     assert max(beat["iteration"] for beat in beats) >= 2
     assert beats[-1]["tokensIn"] >= beats[0]["tokensIn"]
 
@@ -456,20 +456,24 @@ def test_the_command_agent_commits_a_new_file(
     assert orchestrator.of("complete")[0].body["commitSha"] == head
 
 
-def test_the_command_agent_gets_the_spec_on_stdin_and_no_github_token(
+def test_the_command_agent_gets_a_prompt_with_the_spec_on_stdin_and_no_github_token(
     harness_env: dict[str, str], remote: Remote
 ) -> None:
     env = {
         **harness_env,
         "GITHUB_TOKEN": GITHUB_TOKEN,
         "WHIM_AGENT": "command",
-        "WHIM_AGENT_COMMAND": 'cat > SPEC.md; echo "token=${GITHUB_TOKEN:-none}" > env.txt',
+        "WHIM_AGENT_COMMAND": 'cat > PROMPT.md; echo "token=${GITHUB_TOKEN:-none}" > env.txt',
     }
 
     result = run_harness(env)
 
     assert result.returncode == 0, explain(result)
-    assert remote.show(BRANCH, "SPEC.md") == SPEC.strip()
+    prompt = remote.show(BRANCH, "PROMPT.md")
+    assert SPEC.strip() in prompt
+    assert "<promise>COMPLETE</promise>" in prompt  # the loop's instruction
+    # The spec is in the checkout too, and never committed.
+    assert ".whim/spec.md" not in remote.files_changed(remote.head(BRANCH) or "")
     assert remote.show(BRANCH, "env.txt") == "token=none"
 
 

@@ -1,7 +1,9 @@
 """A fake GitHub REST API: records ``POST /repos/{o}/{n}/pulls`` and answers 201.
 
 With ``existing`` set, the POST answers 422 ("A pull request already exists") and
-``GET /repos/{o}/{n}/pulls?head=o:branch`` returns that pull request.
+``GET /repos/{o}/{n}/pulls?head=o:branch`` returns that pull request; with ``refuse_pulls`` set
+to a status, the POST answers that (403: "Resource not accessible by integration").
+``POST /repos/{o}/{n}/issues/{number}/comments`` records the comment and answers 201.
 
 Commits, in GitHub's shapes (docs.github.com/rest/commits): ``repos["o/n"]`` maps each branch
 to its history, oldest first. ``GET /repos/{o}/{n}/commits/{sha}`` answers the commit or 422
@@ -29,6 +31,7 @@ from urllib.parse import parse_qs, unquote, urlsplit
 from tests.fakes.server import FakeServer
 
 PULLS = re.compile(r"^/repos/(?P<owner>[^/]+)/(?P<name>[^/]+)/pulls$")
+COMMENTS = re.compile(r"^/repos/(?P<owner>[^/]+)/(?P<name>[^/]+)/issues/(?P<number>\d+)/comments$")
 COMMIT = re.compile(r"^/repos/(?P<repo>[^/]+/[^/]+)/commits/(?P<ref>[^/]+)$")
 COMPARE = re.compile(r"^/repos/(?P<repo>[^/]+/[^/]+)/compare/(?P<base>.+)\.\.\.(?P<head>[^/.]+)$")
 NOT_FOUND = {
@@ -55,6 +58,7 @@ class FakeGitHub(FakeServer):
         self.requests: list[Request] = []
         self.next_number = first_number
         self.existing: dict[str, Any] | None = None
+        self.refuse_pulls: int | None = None
         self.repos: dict[str, dict[str, list[str]]] = {}
         self.fail_with: int | None = None
         self.app_id = "12345"
@@ -67,6 +71,10 @@ class FakeGitHub(FakeServer):
     @property
     def url(self) -> str:
         return self.base
+
+    def comments(self) -> list[Request]:
+        with self._lock:
+            return [r for r in self.requests if r.method == "POST" and COMMENTS.match(r.path)]
 
     def pulls_created(self) -> list[Request]:
         with self._lock:
@@ -133,6 +141,16 @@ class FakeGitHub(FakeServer):
                 if self.fail_with:
                     return self.fail_with, {"message": "Server Error"}
                 return self._commits(request.path)
+            comment = COMMENTS.match(request.path)
+            if comment and request.method == "POST":
+                if not (request.authorization or "").startswith("Bearer "):
+                    return 401, {"message": "Requires authentication"}
+                owner, name, number = comment["owner"], comment["name"], comment["number"]
+                return 201, {
+                    "id": 1000 + len(self.requests),
+                    "html_url": f"https://github.example/{owner}/{name}/pull/{number}#comment",
+                    "body": (request.body or {}).get("body"),
+                }
             match = PULLS.match(request.path)
             if not match:
                 return 404, {"message": "Not Found"}
@@ -140,6 +158,8 @@ class FakeGitHub(FakeServer):
                 return 401, {"message": "Requires authentication"}
             if request.method == "GET":
                 return 200, [self.existing] if self.existing else []
+            if self.refuse_pulls:
+                return self.refuse_pulls, {"message": "Resource not accessible by integration"}
             if self.existing:
                 return 422, {
                     "message": "Validation Failed",

@@ -4,6 +4,10 @@ It records every callback (including the ones it answers with an error), checks 
 token (in the ``/w/<token>`` path prefix or a Bearer header), and answers as API.md says.
 Tests steer it with ``answer_next`` (script the next answers to one action), ``lock_refusals``
 (refuse that many lock calls; ``math.inf`` for ever) and ``fenced`` (answer 409 to all).
+
+``GET /api/learnings?repo=`` answers ``learnings`` (a list, newest first, in the API's shape)
+filtered by repo, or ``learnings_status`` when set (an outage); each request is recorded in
+``learnings_requests`` (not in ``calls``, which hold the worker callbacks).
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ from collections import defaultdict
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
 from tests.fakes.server import FakeServer
 
@@ -44,6 +49,9 @@ class FakeOrchestrator(FakeServer):
         self.calls: list[Call] = []
         self.lock_refusals: float = 0
         self.fenced = False
+        self.learnings: list[dict[str, Any]] = []
+        self.learnings_status: int | None = None
+        self.learnings_requests: list[dict[str, Any]] = []
         self._script: dict[str, list[tuple[int, Any]]] = defaultdict(list)
         self._lock = threading.Lock()
         super().__init__(port=port)
@@ -109,6 +117,26 @@ class FakeOrchestrator(FakeServer):
         class Handler(BaseHTTPRequestHandler):
             def log_message(self, format: str, *args: Any) -> None:
                 pass
+
+            def do_GET(self) -> None:
+                parts = urlsplit(self.path)
+                path, path_token = parts.path, None
+                match = re.match(r"^/w/([^/]+)(/.*)$", path)
+                if match:
+                    path_token, path = match.group(1), match.group(2)
+                auth = self.headers.get("Authorization") or ""
+                bearer = auth.removeprefix("Bearer ") if auth.startswith("Bearer ") else None
+                if path != "/api/learnings":
+                    return self._send(404, _error(404))
+                if fake.token not in {path_token, bearer}:
+                    return self._send(401, _error(401))
+                repo = (parse_qs(parts.query).get("repo") or [""])[0]
+                with fake._lock:
+                    fake.learnings_requests.append({"repo": repo, "bearer": bearer})
+                    if fake.learnings_status:
+                        return self._send(fake.learnings_status, _error(fake.learnings_status))
+                    found = [item for item in fake.learnings if item.get("repo") == repo]
+                return self._send(200, found[:50])
 
             def do_POST(self) -> None:
                 path = self.path.split("?", 1)[0]

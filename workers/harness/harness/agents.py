@@ -1,25 +1,37 @@
-"""Agents: the part that edits the checkout. A small registry, one abstract method each.
+"""Agents: the part that edits the checkout. One ``invoke`` is one iteration of the loop.
 
+``invoke(ctx, prompt, purpose=...)`` runs the agent once with the prompt on its stdin and
+returns an ``Invocation``: its answer's text, the tokens and cost of this invocation, the model,
+the exit code and whether it spoke a known stream format. Progress (tokens, cost, model) is
+updated as its output arrives, so heartbeats carry it while it runs.
+
+- ``claude``: ``claude -p --dangerously-skip-permissions --output-format stream-json --verbose``
+  (``--model X`` when the repo or item names one); every line parsed (``streams.py``).
+- ``codex``: ``codex exec --json --dangerously-bypass-approvals-and-sandbox [-m X] -``.
+- ``command``: ``sh -c "$WHIM_AGENT_COMMAND"``. It may print Claude Code's (or codex's) stream
+  lines to report usage and take part in the loop; a command that prints none is a one-shot
+  script: the loop ends after it (``structured`` False).
 - ``mock``: works ``metadata.mockSeconds`` (default 2) seconds, bumping the iteration and token
   counts each second, then ends as ``metadata.mock`` says: ``success`` (default) appends
-  ``whim mock change for <id>`` to ``metadata.mockFile`` (default ``WHIM_MOCK.md``), ``fail``
-  raises ``AgentError``, ``stuck`` raises ``AgentStuck``. With ``metadata.mockLock`` it first
-  locks that file with ``whim-lock`` (waiting while another worker holds it), as a careful
-  agent would.
-- ``command``: ``sh -c "$WHIM_AGENT_COMMAND"``, the spec on stdin, cwd = the checkout.
-- ``claude``: ``claude -p --dangerously-skip-permissions``, spec on stdin.
-- ``codex``: ``codex exec -``, spec on stdin.
+  ``whim mock change for <id>`` to ``metadata.mockFile`` (default ``WHIM_MOCK.md``) and promises
+  completion, ``fail`` raises ``AgentError``, ``stuck`` raises ``AgentStuck``. With
+  ``metadata.mockLock`` it first locks that file with ``whim-lock``. Asked to review, it answers
+  aligned/good findings; asked to verify, ``[VERIFY:RESULT] PASS``.
 
-A command agent succeeds by exiting 0; any other exit code is an ``AGENT_ERROR`` whose message
-holds the last lines of its output — or ``RESOURCE_ERROR`` when the OOM killer ended it (exit
-137 or -9 while the cgroup's ``oom_kill`` counter rose: ``resources.py``). A missing binary is a
-``CONFIG_ERROR``.
+A command agent's non-zero exit is an ``AGENT_ERROR`` whose message holds the last lines of its
+output — or ``RESOURCE_ERROR`` when the OOM killer ended it (exit 137 or -9 while the cgroup's
+``oom_kill`` counter rose: ``resources.py``); so is a result event with ``is_error``, and a
+claude/codex run that printed no event at all (garbage or nothing). No output line for
+``AGENT_IDLE_TIMEOUT`` seconds: its process group is killed and ``AgentStuck`` raised. A missing
+binary is a ``CONFIG_ERROR``. Agent processes start through ``procs.py`` (as the agent user in
+the worker image).
 """
 
 from __future__ import annotations
 
 import abc
 import collections
+import json
 import os
 import shutil
 import subprocess
@@ -30,13 +42,15 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import ClassVar
 
-from . import resources
+from . import procs, resources
 from .config import Config, WorkItem
 from .errors import AgentError, AgentStuck, Category, ConfigError, HarnessError
 from .gitops import git_env
 from .logs import Logger, mask
+from .prompts import PROMISE
 from .spawner import Spawner, SpawnError
-from .state import AgentProcess, Children, Progress
+from .state import Children, Progress
+from .streams import StreamState
 
 
 @dataclass
@@ -51,11 +65,32 @@ class AgentContext:
     log: Logger
     # Starts agent processes as the agent user (supervisor.py); None: as the harness itself.
     spawner: Spawner | None = None
+    model: str = ""  # the repo's or item's choice; "" = the CLI's default
+    idle_timeout: float = 600.0  # AGENT_IDLE_TIMEOUT
+
+
+@dataclass(frozen=True)
+class Invocation:
+    """One agent run: its answer and what it cost (this invocation alone)."""
+
+    text: str  # the final answer (result / last messages), then lines that were not events
+    all_text: str = ""  # everything it said: where the completion promise is looked for
+    tokens_in: int = 0
+    tokens_out: int = 0
+    cost_usd: float = 0.0
+    model: str = ""
+    is_error: bool = False
+    exit_code: int = 0
+    structured: bool = True  # it spoke a stream format (False: a one-shot script)
+
+    @property
+    def promised(self) -> bool:
+        return PROMISE in (self.all_text or self.text)
 
 
 class Agent(abc.ABC):
-    """Edits ``ctx.workdir`` to implement the spec. Returns normally on success, raises
-    ``AgentError`` on failure and ``AgentStuck`` when it gives up."""
+    """Runs once per ``invoke``. Returns an ``Invocation``; raises ``AgentError`` on failure and
+    ``AgentStuck`` when it gives up or goes silent."""
 
     name: ClassVar[str]
 
@@ -63,7 +98,8 @@ class Agent(abc.ABC):
         self.config = config
 
     @abc.abstractmethod
-    def run(self, ctx: AgentContext) -> None: ...
+    def invoke(self, ctx: AgentContext, prompt: str, *, purpose: str = "work") -> Invocation:
+        """``purpose``: work, fix, review or verify (only the mock looks at it)."""
 
 
 _REGISTRY: dict[str, type[Agent]] = {}
@@ -78,13 +114,23 @@ def register(name: str) -> Callable[[type[Agent]], type[Agent]]:
     return wrap
 
 
-def agent_for(config: Config) -> Agent:
-    """The agent ``WHIM_AGENT`` names."""
+def agent_for(config: Config, name: str | None = None) -> Agent:
+    """The agent ``name`` (the repo's or item's choice) or else ``WHIM_AGENT`` names."""
+    chosen = name or config.agent
     try:
-        factory = _REGISTRY[config.agent]
+        factory = _REGISTRY[chosen]
     except KeyError:
-        raise ConfigError(f"unknown agent {config.agent!r}") from None
+        raise ConfigError(f"unknown agent {chosen!r}") from None
+    if chosen == "command" and not config.agent_command:
+        raise ConfigError("agent 'command' needs WHIM_AGENT_COMMAND")
     return factory(config)
+
+
+MOCK_FINDINGS = {
+    "specAlignment": {"score": "aligned", "summary": "mock review", "gaps": [], "extras": []},
+    "codeQuality": {"score": "good", "summary": "mock review", "concerns": []},
+    "overallSummary": "The mock agent's change does what the mock spec asks.",
+}
 
 
 @register("mock")
@@ -94,7 +140,12 @@ class MockAgent(Agent):
     TOKENS_IN_PER_ITERATION = 100
     TOKENS_OUT_PER_ITERATION = 50
 
-    def run(self, ctx: AgentContext) -> None:
+    def invoke(self, ctx: AgentContext, prompt: str, *, purpose: str = "work") -> Invocation:
+        if purpose == "review":
+            return Invocation(text=json.dumps(MOCK_FINDINGS), model="mock")
+        if purpose == "verify":
+            text = '[VERIFY:RESULT] {"passed": true, "summary": "mock verification"}'
+            return Invocation(text=text, model="mock")
         meta = ctx.work_item.metadata
         mode = str(meta.get("mock") or "success")
         if mode not in {"success", "fail", "stuck"}:
@@ -132,6 +183,12 @@ class MockAgent(Agent):
         with path.open("a", encoding="utf-8") as out:
             out.write(f"whim mock change for {ctx.work_item.id}\n")
         ctx.log(f"mock agent: appended a line to {target}")
+        return Invocation(
+            text=f"appended a line to {target}\n{PROMISE}",
+            tokens_in=self.TOKENS_IN_PER_ITERATION * iteration,
+            tokens_out=self.TOKENS_OUT_PER_ITERATION * iteration,
+            model="mock",
+        )
 
     def _lock(self, ctx: AgentContext, path: str) -> None:
         """``whim-lock path``, asking again with backoff while another worker holds it."""
@@ -199,63 +256,70 @@ def _mock_file(value: object) -> PurePosixPath:
 
 
 class CommandAgent(Agent):
-    """Runs a command line in the checkout with the spec on stdin, streaming its output."""
+    """Runs a command line in the checkout with the prompt on stdin, reading its output as
+    a stream (``streams.py``) while it runs: progress is updated line by line."""
 
     TAIL_LINES = 20
+    stream_kind: ClassVar[str] = "auto"
 
     @abc.abstractmethod
-    def argv(self) -> list[str]: ...
+    def argv(self, ctx: AgentContext) -> list[str]: ...
 
-    def run(self, ctx: AgentContext) -> None:
-        argv = self.argv()
+    def invoke(self, ctx: AgentContext, prompt: str, *, purpose: str = "work") -> Invocation:
+        argv = self.argv(ctx)
         if shutil.which(argv[0], path=ctx.env.get("PATH")) is None:
             raise ConfigError(f"agent {self.name}: {argv[0]!r} is not installed in this image")
-        ctx.progress.update(iteration=1)
-        ctx.log(f"agent {self.name}: starting {argv[0]}")
+        ctx.log(f"agent {self.name}: starting {argv[0]} ({purpose})")
         ooms_before = resources.oom_kills(self.config.cgroup_dir)
-        proc: AgentProcess
-        if ctx.spawner is not None:  # as the agent user, through the supervisor
-            try:
-                proc = ctx.spawner.spawn(argv, cwd=ctx.workdir, env=ctx.env)
-            except SpawnError as exc:
-                raise AgentError(f"agent {self.name} could not be started: {exc}") from None
-        else:
-            proc = subprocess.Popen(
-                argv,
-                cwd=ctx.workdir,
-                env=ctx.env,
-                stdin=subprocess.PIPE,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,  # its own process group, so it can be killed whole
-            )
-        ctx.children.add(proc)
-        tail: collections.deque[str] = collections.deque(maxlen=self.TAIL_LINES)
-        threads = [
-            threading.Thread(target=_feed, args=(proc, ctx.work_item.spec), daemon=True),
-            threading.Thread(
-                target=_pump, args=(proc, ctx.log.child("[agent]"), tail), daemon=True
-            ),
-        ]
-        for thread in threads:
-            thread.start()
         try:
-            # Poll rather than block, so signal handlers run promptly in this (main) thread.
-            while True:
-                try:
-                    code = proc.wait(timeout=0.2)
-                    break
-                except subprocess.TimeoutExpired:
-                    continue
+            proc = procs.process_start(argv, cwd=ctx.workdir, env=ctx.env, spawner=ctx.spawner)
+        except SpawnError as exc:
+            raise AgentError(f"agent {self.name} could not be started: {exc}") from None
+        ctx.children.add(proc)
+        state = StreamState(kind=self.stream_kind)
+        tail: collections.deque[str] = collections.deque(maxlen=self.TAIL_LINES)
+        reported = [0, 0, 0.0]  # tokens in, out and cost already added to the progress
+        lock = threading.Lock()
+        agent_log = ctx.log.child("[agent]")
+
+        def on_line(line: str) -> None:
+            tail.append(line)
+            agent_log(line)
+            with lock:
+                was_event = state.feed(line)
+                if not was_event and line.lstrip().startswith("{"):
+                    agent_log(f"(skipped a line that is not a {self.stream_kind} event)")
+                delta = (
+                    state.tokens_in - reported[0],
+                    state.tokens_out - reported[1],
+                    state.cost_usd - reported[2],
+                )
+                reported[:] = [state.tokens_in, state.tokens_out, state.cost_usd]
+            ctx.progress.update(
+                tokens_in=int(delta[0]),
+                tokens_out=int(delta[1]),
+                cost_usd=float(delta[2]),
+                model=state.model or None,
+            )
+
+        running = procs.Running(proc, stdin=prompt.encode("utf-8"), on_line=on_line)
+        try:
+            outcome = running.wait(idle_timeout=ctx.idle_timeout)
         finally:
             # Also after a clean exit: whatever it left running in the background must not
             # change the checkout while the harness locks, commits and pushes it.
-            ctx.children.kill_all()
+            ctx.children.kill_all(grace=2)
             ctx.children.discard(proc)
-        for thread in threads:
-            thread.join(timeout=5)
+        running.drain()
+        if outcome == "idle":
+            raise AgentStuck(
+                f"agent {self.name} printed nothing for {ctx.idle_timeout:g}s "
+                "(AGENT_IDLE_TIMEOUT); it was stopped",
+                attempts=ctx.progress.snapshot().iteration,
+            )
+        code = int(outcome)
+        last = mask("\n".join(tail))
         if code != 0:
-            last = mask("\n".join(tail))
             ooms_after = resources.oom_kills(self.config.cgroup_dir)
             if resources.killed_by_oom(code, before=ooms_before, after=ooms_after):
                 raise HarnessError(
@@ -264,40 +328,65 @@ class CommandAgent(Agent):
                     category=Category.RESOURCE_ERROR,
                 )
             raise AgentError(f"agent {self.name} exited with code {code}; last output:\n{last}")
-        ctx.log(f"agent {self.name}: finished")
-
-
-def _feed(proc: AgentProcess, spec: str) -> None:
-    assert proc.stdin is not None
-    try:
-        proc.stdin.write(spec.encode("utf-8"))
-        proc.stdin.close()
-    except (BrokenPipeError, OSError):
-        pass  # the agent does not read its stdin: fine
-
-
-def _pump(proc: AgentProcess, log: Logger, tail: collections.deque[str]) -> None:
-    assert proc.stdout is not None
-    for raw in proc.stdout:
-        line = raw.decode("utf-8", errors="replace").rstrip("\r\n")
-        tail.append(line)
-        log(line)
+        if state.is_error:
+            raise AgentError(f"agent {self.name} reported an error: {mask(state.error)}")
+        if self.stream_kind != "auto" and state.events == 0:
+            raise AgentError(
+                f"agent {self.name} printed no {self.stream_kind} events (exit 0): its output "
+                f"was not understood; last output:\n{last}"
+            )
+        if state.malformed and state.events:
+            ctx.log(f"agent {self.name}: skipped {state.malformed} line(s) that were not events")
+        ctx.log(
+            f"agent {self.name}: finished ({state.tokens_in} tokens in, {state.tokens_out} out, "
+            f"${state.cost_usd:.4f})"
+        )
+        return Invocation(
+            text=state.text,
+            all_text=state.all_text,
+            tokens_in=state.tokens_in,
+            tokens_out=state.tokens_out,
+            cost_usd=state.cost_usd,
+            model=state.model,
+            is_error=state.is_error,
+            exit_code=code,
+            structured=state.events > 0,
+        )
 
 
 @register("command")
 class ShellCommandAgent(CommandAgent):
-    def argv(self) -> list[str]:
+    """``sh -c "$WHIM_AGENT_COMMAND"``: Claude Code's stream-json lines (or codex's) count as
+    events; a command that prints none is a one-shot script (``structured`` False)."""
+
+    def argv(self, ctx: AgentContext) -> list[str]:
         assert self.config.agent_command is not None  # checked in Config.from_env
         return ["sh", "-c", self.config.agent_command]
 
 
 @register("claude")
 class ClaudeAgent(CommandAgent):
-    def argv(self) -> list[str]:
-        return ["claude", "-p", "--dangerously-skip-permissions"]
+    stream_kind = "claude"
+
+    def argv(self, ctx: AgentContext) -> list[str]:
+        argv = ["claude", "-p", "--dangerously-skip-permissions"]
+        argv += ["--output-format", "stream-json", "--verbose"]
+        return argv + (["--model", ctx.model] if ctx.model else [])
 
 
 @register("codex")
 class CodexAgent(CommandAgent):
-    def argv(self) -> list[str]:
-        return ["codex", "exec", "-"]
+    stream_kind = "codex"
+
+    def argv(self, ctx: AgentContext) -> list[str]:
+        # The container is the sandbox (and codex's own one may not work in it); approvals
+        # have nobody to ask.
+        model = ["-m", ctx.model] if ctx.model else []
+        return [
+            "codex",
+            "exec",
+            "--json",
+            "--dangerously-bypass-approvals-and-sandbox",
+            *model,
+            "-",
+        ]

@@ -10,10 +10,12 @@ are retried with backoff and jitter for a bounded time (the server treats repeat
 from __future__ import annotations
 
 import threading
+import urllib.parse
 from typing import Any
 
 from .errors import CallbackError, Fenced
 from .logs import Logger, mask
+from .state import Snapshot
 from .transport import RetriesExhausted, request_json
 
 
@@ -41,13 +43,24 @@ class OrchestratorClient:
 
     def post(self, path: str, body: dict[str, Any], *, retry_for: float | None = None) -> Any:
         """POST ``body`` to ``$ORCHESTRATOR_URL<path>`` and return the parsed answer."""
+        return self.request("POST", path, body, retry_for=retry_for)
+
+    def request(
+        self,
+        method: str,
+        path: str,
+        body: dict[str, Any] | None = None,
+        *,
+        retry_for: float | None = None,
+    ) -> Any:
+        """``method`` ``$ORCHESTRATOR_URL<path>`` and return the parsed answer."""
         headers = {"Authorization": f"Bearer {self.token}"} if self.token else {}
-        label = f"POST {path}"
+        label = f"{method} {path.split('?', 1)[0]}"
         if self.fenced.is_set():
             raise Fenced(f"{label}: not sent, this worker has been fenced off")
         try:
             response = request_json(
-                "POST",
+                method,
                 self.base_url + path,
                 body=body,
                 headers=headers,
@@ -74,11 +87,22 @@ class OrchestratorClient:
     def register(self, *, work_item_id: str) -> Any:
         return self.post("/api/worker/register", {"workItemId": work_item_id})
 
-    def heartbeat(
-        self, *, iteration: int, tokens_in: int, tokens_out: int, retry_for: float = 0.0
-    ) -> Any:
-        body = {"iteration": iteration, "tokensIn": tokens_in, "tokensOut": tokens_out}
+    def heartbeat(self, snap: Snapshot, *, retry_for: float = 0.0) -> Any:
+        """``{iteration, tokensIn, tokensOut, costUsd, model, resumedFrom?}`` (cumulative)."""
+        body: dict[str, Any] = {
+            "iteration": snap.iteration,
+            "tokensIn": snap.tokens_in,
+            "tokensOut": snap.tokens_out,
+            "costUsd": snap.cost_usd,
+            "model": snap.model,
+        }
+        if snap.resumed_from:
+            body["resumedFrom"] = snap.resumed_from
         return self.post(self._worker("heartbeat"), body, retry_for=retry_for)
+
+    def learnings(self, *, repo: str) -> Any:
+        """GET ``/api/learnings?repo=<repo>``: the repository's learnings, newest first."""
+        return self.request("GET", "/api/learnings?" + urllib.parse.urlencode({"repo": repo}))
 
     def lock(self, *, repo: str, files: list[str], retry_for: float | None = None) -> Any:
         return self.post(self._worker("lock"), {"repo": repo, "files": files}, retry_for=retry_for)

@@ -4,8 +4,11 @@ Required: ``ORCHESTRATOR_URL`` (callback base, e.g. ``http://172.18.0.1:8000/w/<
 ``WORKER_ID`` and ``WORK_ITEM`` (the API's WorkItem object as JSON; ``WORK_ITEM_ID`` alone also
 works, and then the work item in the register answer is used). Usually given: ``WORKER_TOKEN``
 (sent as a Bearer header).
-Everything else has a default; see ``Config.from_env``. ``WORKER_TOKEN_FILE`` and
-``GITHUB_TOKEN_FILE`` may name files holding the secrets instead.
+Everything else has a default; see ``Config.from_env``. ``WORKER_TOKEN_FILE``,
+``GITHUB_TOKEN_FILE`` and ``ANTHROPIC_API_KEY_FILE`` may name files holding the secrets instead.
+The pipeline's knobs (``FIX_ITERATIONS``, ``TEST_TIMEOUT``, ``AGENT_IDLE_TIMEOUT``,
+``WHIM_REVIEWER``, ``AI_REVIEW_MODEL``, ``ANTHROPIC_BASE_URL``, ``WHIM_COST_CAP_USD``,
+``WORKER_MODE``) are passed through by the orchestrator from its settings.
 """
 
 from __future__ import annotations
@@ -24,6 +27,10 @@ from .logs import add_secret
 from .refs import DEFAULT_PROTECTED, branch_error, parse_globs, repo_error
 
 AGENTS = ("claude", "codex", "command", "mock")
+REVIEWERS = ("agent", "anthropic", "none")
+WORKER_MODES = ("execution", "verification")
+# How many fix passes a repository (or an operator) may ask for at most: each is an agent run.
+MAX_FIX_ITERATIONS = 20
 
 SECRET_SUFFIXES = ("_TOKEN", "_API_KEY", "_SECRET", "_PASSWORD")
 
@@ -38,6 +45,21 @@ class WorkItem:
     spec: str
     metadata: dict[str, Any] = field(default_factory=dict)
     max_iterations: int = 50
+    # Where the item came from (source "github", sourceRef "issue:N" → "Closes #N"), its type
+    # and, for a verification item, the pull request it verifies.
+    source: str = ""
+    source_ref: str = ""
+    type: str = "execution"
+    pr_number: int | None = None
+
+    @property
+    def issue_number(self) -> int | None:
+        """N when the item came from GitHub issue N (source ``github``, sourceRef ``issue:N``)."""
+        ref = self.source_ref.strip()
+        if self.source.strip().lower() != "github" or not ref.lower().startswith("issue:"):
+            return None
+        number = ref[len("issue:") :].strip().lstrip("#")
+        return int(number) if number.isdigit() and 0 < len(number) <= 9 else None
 
     @property
     def owner(self) -> str:
@@ -74,6 +96,7 @@ class WorkItem:
             max_iterations = int(data.get("maxIterations") or 50)
         except (TypeError, ValueError):
             raise ConfigError("WORK_ITEM maxIterations is not a number") from None
+        pr_number = data.get("prNumber")
         return cls(
             id=item_id,
             repo=repo,
@@ -81,6 +104,10 @@ class WorkItem:
             spec=str(spec),
             metadata=metadata,
             max_iterations=max(1, max_iterations),
+            source=str(data.get("source") or ""),
+            source_ref=str(data.get("sourceRef") or ""),
+            type=str(data.get("type") or "execution"),
+            pr_number=pr_number if isinstance(pr_number, int) and pr_number > 0 else None,
         )
 
 
@@ -108,6 +135,22 @@ class Config:
     protected_branches: tuple[str, ...] = DEFAULT_PROTECTED
     # Where the container's cgroup filesystem is (its OOM counter: resources.py).
     cgroup_dir: Path = Path("/sys/fs/cgroup")
+    # The pipeline after the loop: fix passes for failing tests or a needs-work review, the
+    # test command's time limit, and how long the agent may stay silent before it is stuck.
+    fix_iterations: int = 2
+    test_timeout: float = 900.0
+    agent_idle_timeout: float = 600.0
+    reviewer: str = "agent"
+    review_model: str = "claude-sonnet-4-5"
+    anthropic_base_url: str = "https://api.anthropic.com"
+    anthropic_api_key: str | None = None
+    # What this attempt may still spend, in USD; None = no cap.
+    cost_cap_usd: float | None = None
+    worker_mode: str = "execution"
+
+    @property
+    def verifying(self) -> bool:
+        return self.worker_mode == "verification"
 
     @property
     def checkout(self) -> Path:
@@ -169,6 +212,17 @@ class Config:
         if not base.startswith(("https://", "http://", "file://", "ssh://", "git@")):
             raise ConfigError("WHIM_GIT_BASE_URL must be an https, http, ssh or file URL")
         api_url = (env.get("GITHUB_API_URL") or "").strip()
+        anthropic_key = _secret(env, "ANTHROPIC_API_KEY")
+        add_secret(anthropic_key)
+        reviewer = (env.get("WHIM_REVIEWER") or "agent").strip().lower()
+        if reviewer not in REVIEWERS:
+            raise ConfigError(f"WHIM_REVIEWER {reviewer!r} is not one of {', '.join(REVIEWERS)}")
+        mode = (env.get("WORKER_MODE") or "execution").strip().lower()
+        if mode not in WORKER_MODES:
+            raise ConfigError(f"WORKER_MODE {mode!r} is not one of {', '.join(WORKER_MODES)}")
+        anthropic_url = (env.get("ANTHROPIC_BASE_URL") or "").strip() or "https://api.anthropic.com"
+        if not anthropic_url.startswith(("https://", "http://")):
+            raise ConfigError("ANTHROPIC_BASE_URL must be an http(s) URL")
         return cls(
             orchestrator_url=url.rstrip("/"),
             worker_id=worker_id,
@@ -189,6 +243,15 @@ class Config:
             workspace=Path(env.get("WORKSPACE") or "/workspace"),
             protected_branches=parse_globs(env.get("WHIM_PROTECTED_BRANCHES")),
             cgroup_dir=Path(env.get("WHIM_CGROUP_DIR") or "/sys/fs/cgroup"),
+            fix_iterations=_count(env, "FIX_ITERATIONS", 2, maximum=MAX_FIX_ITERATIONS),
+            test_timeout=_seconds(env, "TEST_TIMEOUT", 900.0, minimum=1.0),
+            agent_idle_timeout=_seconds(env, "AGENT_IDLE_TIMEOUT", 600.0, minimum=1.0),
+            reviewer=reviewer,
+            review_model=(env.get("AI_REVIEW_MODEL") or "").strip() or "claude-sonnet-4-5",
+            anthropic_base_url=anthropic_url.rstrip("/"),
+            anthropic_api_key=anthropic_key,
+            cost_cap_usd=_cost_cap(env.get("WHIM_COST_CAP_USD")),
+            worker_mode=mode,
         )
 
 
@@ -219,3 +282,31 @@ def _seconds(env: Mapping[str, str], name: str, default: float, *, minimum: floa
     except ValueError:
         raise ConfigError(f"{name} must be a number of seconds, not {raw!r}") from None
     return max(minimum, value)
+
+
+def _count(env: Mapping[str, str], name: str, default: int, *, maximum: int) -> int:
+    raw = (env.get(name) or "").strip()
+    if not raw:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ConfigError(f"{name} must be a whole number, not {raw!r}") from None
+    if not 0 <= value <= maximum:
+        raise ConfigError(f"{name} must be between 0 and {maximum}, not {value}")
+    return value
+
+
+def _cost_cap(raw: str | None) -> float | None:
+    """``WHIM_COST_CAP_USD``: what the attempt may still spend; absent or empty = no cap. The
+    orchestrator may send 0 or less (the item is already at its cap): nothing more may be spent."""
+    raw = (raw or "").strip()
+    if not raw:
+        return None
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ConfigError(f"WHIM_COST_CAP_USD must be a number of dollars, not {raw!r}") from None
+    if value != value or value in (float("inf"), float("-inf")):
+        raise ConfigError(f"WHIM_COST_CAP_USD must be a finite number, not {raw!r}")
+    return max(0.0, value)

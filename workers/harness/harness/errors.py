@@ -24,6 +24,8 @@ class Category:
     POLICY_ERROR = "POLICY_ERROR"
     TERMINATED = "TERMINATED"  # SIGTERM / SIGINT before the attempt finished
     RESOURCE_ERROR = "RESOURCE_ERROR"  # the agent was OOM-killed (exit 137 and oom_kill rose)
+    # The per-item cost cap was reached at an iteration boundary; the work so far is pushed.
+    COST_CAP = "COST_CAP"
     INTERNAL_ERROR = "INTERNAL_ERROR"  # a bug in the harness: the stack is sent too
     COST_CAP = "COST_CAP"
 

@@ -1,7 +1,8 @@
 """Opening the pull request on GitHub (or anything that speaks its REST API).
 
 POST ``{api}/repos/{owner}/{name}/pulls``; a 422 usually means the PR already exists, which
-``GET .../pulls?head=owner:branch`` finds. The token goes in the Authorization header only.
+``GET .../pulls?head=owner:branch`` finds. The self-review goes on the PR as a comment (``POST
+.../issues/{n}/comments``). The token goes in the Authorization header only.
 """
 
 from __future__ import annotations
@@ -42,11 +43,74 @@ def pr_title(spec: str, *, fallback: str) -> str:
     return fallback
 
 
-def pr_body(spec: str, *, work_item_id: str) -> str:
+def pr_body(
+    spec: str,
+    *,
+    work_item_id: str,
+    summary: str = "",
+    tests: str = "",
+    review: str = "",
+    closes: int | None = None,
+) -> str:
+    """Summary (the branch's commits), spec excerpt, test results, review, ``Closes #N``."""
     excerpt = spec.strip()
     if len(excerpt) > BODY_EXCERPT_CHARS:
         excerpt = excerpt[:BODY_EXCERPT_CHARS].rstrip() + "\n\n…"
-    return f"{excerpt}\n\n---\nOpened by Whim for work item `{work_item_id}`.".lstrip()
+    parts: list[str] = []
+    if summary.strip():
+        commits = "\n".join(f"- {line}" for line in summary.strip().splitlines()[:50])
+        parts.append(f"## Summary\n\n{commits}")
+    parts.append(f"## Spec\n\n{excerpt}" if parts else excerpt)
+    if tests:
+        parts.append(f"## Tests\n\n{tests}")
+    if review.strip():
+        parts.append(f"## Review\n\n{review.strip()[:BODY_EXCERPT_CHARS]}")
+    if closes:
+        parts.append(f"Closes #{closes}")
+    parts.append(f"---\nOpened by Whim for work item `{work_item_id}`.")
+    return "\n\n".join(part for part in parts if part).lstrip()
+
+
+def issue_comment_post(
+    *,
+    api_url: str,
+    token: str,
+    owner: str,
+    name: str,
+    number: int,
+    body: str,
+    log: Logger,
+    retry_for: float = 60.0,
+) -> bool:
+    """Comment on pull request ``number`` (``POST /repos/{o}/{r}/issues/{n}/comments``).
+    Best effort: a comment that cannot be posted is a log line, not a failure."""
+    label = f"POST /repos/{owner}/{name}/issues/{number}/comments"
+    try:
+        answer = request_json(
+            "POST",
+            f"{api_url.rstrip('/')}/repos/{owner}/{name}/issues/{number}/comments",
+            body={"body": body[:60_000]},
+            headers=_headers(token),
+            retry_for=retry_for,
+            label=label,
+            log=log,
+        )
+    except RetriesExhausted as exc:
+        log(f"could not post the review comment: {exc}")
+        return False
+    if answer.status != 201:
+        log(f"GitHub refused the review comment: {_describe(answer)}")
+        return False
+    log(f"posted the review on pull request #{number}")
+    return True
+
+
+def _headers(token: str) -> dict[str, str]:
+    return {
+        "Authorization": f"Bearer {token}",
+        "Accept": "application/vnd.github+json",
+        "X-GitHub-Api-Version": "2022-11-28",
+    }
 
 
 def pull_request_open(

@@ -224,9 +224,12 @@ class Git:
 
     # 6. Commit and push -------------------------------------------------------------------
 
-    def commit_all(self, message: str) -> bool:
-        """Stage everything and commit it; False when there was nothing left to commit."""
+    def commit_all(self, message: str, *, leave_out: tuple[str, ...] = ()) -> bool:
+        """Stage everything but ``leave_out`` (paths, even tracked ones) and commit it; False
+        when there was nothing left to commit."""
         self.run("add", "--all", category=Category.COMMIT_ERROR)
+        if leave_out:
+            self.run("reset", "--quiet", "HEAD", "--", *leave_out, category=Category.COMMIT_ERROR)
         if self.ok("diff", "--cached", "--quiet"):
             return False
         self.run("commit", "--no-verify", "--quiet", "-m", message, category=Category.COMMIT_ERROR)

@@ -1,4 +1,6 @@
-"""The heartbeat thread: reports progress every ``HEARTBEAT_INTERVAL`` seconds.
+"""The heartbeat thread: reports progress every ``HEARTBEAT_INTERVAL`` seconds — the
+iteration, cumulative tokens in/out and cost, the model and the commit the attempt resumed
+from (``client.heartbeat``).
 
 One heartbeat goes out at once, then one per interval, each tried once (the next tick is the
 retry). A 409 means the orchestrator has fenced this worker off: ``on_fenced`` runs, and it is
@@ -40,9 +42,7 @@ class Heartbeat(threading.Thread):
         while not self._stop_event.is_set():
             snap = self.progress.snapshot()
             try:
-                self.client.heartbeat(
-                    iteration=snap.iteration, tokens_in=snap.tokens_in, tokens_out=snap.tokens_out
-                )
+                self.client.heartbeat(snap)
                 self.sent += 1
             except Fenced as exc:
                 if not self._stop_event.is_set():

@@ -1,38 +1,33 @@
-"""One attempt at a work item, from inside its container.
+"""One attempt at a work item, from inside its container: the entry point and the outcome.
 
 1. Register: POST ``/api/worker/register {workItemId}``; start the heartbeat thread at once
-   (POST ``heartbeat {iteration, tokensIn, tokensOut}`` every ``HEARTBEAT_INTERVAL`` seconds) so
-   a slow clone is not mistaken for a dead worker.
-2. Clone ``<WHIM_GIT_BASE_URL><owner>/<name>.git`` into ``$WORKSPACE/repo`` and check out the
-   branch: track the remote branch when it exists, else start it from the default branch.
-   A protected branch (``WHIM_PROTECTED_BRANCHES``) or the repository's default branch is
-   refused before anything is pushed: ``fail`` with category ``POLICY_ERROR`` (permanent).
-3. Heartbeats keep running until the final callback; a 409 on one stops the harness at once
-   (exit 3, the agent killed, no further callbacks).
-4. Run the agent (``WHIM_AGENT``: mock, command, claude, codex) in the checkout.
-5. Collect the changed files (``git status``, untracked included, plus anything the agent
-   committed itself) and lock them all in one call. Refused: ask again with backoff and
-   jitter for up to ``LOCK_WAIT_SECONDS``, then POST ``stuck {reason, attempts}`` (exit 2).
-   Nothing changed at all: POST ``fail`` with category ``NO_CHANGES`` (exit 1), since an
-   attempt that produced nothing is not a completed task.
-6. Commit (author ``WHIM_GIT_AUTHOR_NAME`` / ``_EMAIL``) and push to ``refs/heads/<branch>``.
-7. With ``GITHUB_TOKEN`` and GitHub at hand (github.com clone URL or ``GITHUB_API_URL`` set),
-   open the pull request, or find the one already open for the branch.
-8. POST ``complete {prUrl?, prNumber?, metrics{tokensIn, tokensOut, duration, filesModified},
-   commitSha, branch}``. Refused with 400 (the orchestrator does not see the commit on the
-   branch, or a metric is out of bounds): POST ``fail`` with category ``PUSH_ERROR``.
-9. Exit 0.
+   (POST ``heartbeat {iteration, tokensIn, tokensOut, costUsd, model, resumedFrom?}`` every
+   ``HEARTBEAT_INTERVAL`` seconds) so a slow clone is not mistaken for a dead worker. A 409 on
+   a heartbeat stops the harness at once (exit 3, the agent killed, no further callbacks).
+2. The attempt's steps (``session.py`` prepares, then by ``WORKER_MODE``):
+   - execution (``pipeline.py``): clone and check out the branch (resuming from it when it was
+     already pushed), the repository's settings, ``.whim/spec.md`` and the learnings; the loop
+     of agent iterations, each committed and pushed; tests and fix passes; self-review and its
+     fix pass; the pull request with the review as a comment;
+   - verification (``verify.py``): check out the pushed branch, run the tests, ask the agent
+     for a verdict; nothing committed.
+3. POST ``complete {prUrl?, prNumber?, commitSha, branch, metrics{tokensIn, tokensOut,
+   costUsd, duration, filesModified, testsRun, testsPassed, testsFailed, testStatus,
+   iterations}, model?, review?, verificationEnabled | verificationPassed, learnings?,
+   warning?}``. Refused with 400 (the orchestrator does not see the commit on the branch, or a
+   metric is out of bounds): POST ``fail`` with category ``PUSH_ERROR``. Exit 0.
 
 Any failure on the way: POST ``fail {error, iteration, category, stack?}`` (the stack only for
-unexpected errors; nothing secret in either) and exit 1. The agent giving up: ``stuck``, exit 2.
-A 409 on any callback: stop at once, exit 3. SIGTERM/SIGINT: the agent is killed and the attempt
-reported as failed with category ``TERMINATED``.
+unexpected errors; nothing secret in either) and exit 1 — ``COST_CAP`` when the per-attempt
+cost cap was reached (the work so far pushed). The agent giving up, going silent for
+``AGENT_IDLE_TIMEOUT`` or the locks never coming: ``stuck``, exit 2. A 409 on any callback:
+stop at once, exit 3. SIGTERM/SIGINT: the agent is killed and the attempt reported as failed
+with category ``TERMINATED``.
 """
 
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 import sys
 import tempfile
@@ -42,7 +37,8 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from . import agents, github, locking
+from . import agents, github
+from .checkout import policy_check
 from .client import OrchestratorClient
 from .config import Config, WorkItem
 from .errors import (
@@ -52,17 +48,17 @@ from .errors import (
     ConfigError,
     Fenced,
     HarnessError,
-    PolicyError,
     Terminated,
 )
-from .gitops import Git, git_env
 from .heartbeat import Heartbeat
 from .lockserver import LockServer
 from .logs import Logger, log, mask
-from .refs import protected_rule
+from .pipeline import Execution
+from .session import Session
 from .spawner import Spawner
 from .state import Progress, children
 from .supervisor import WORK_GID
+from .verify import verification_run
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -127,7 +123,8 @@ class Attempt:
             if config.work_item_json is not None
             else _field(answer, "workItem")
         )
-        self._check_policy(item.branch, default=None)  # before a clone that would be wasted
+        if not config.verifying:  # before a clone that would be wasted
+            policy_check(item.branch, protected=config.protected_branches, default=None)
         self.heartbeat = Heartbeat(
             client=self.client,
             progress=self.progress,
@@ -144,112 +141,21 @@ class Attempt:
             log=self.log,
             group=WORK_GID if self.spawner else None,
         )
-
-        # 2. Clone and check out the branch.
-        git = Git(
-            workdir=config.checkout,
-            env=git_env(
-                base_url=config.git_base_url,
-                token=config.github_token,
-                author_name=config.author_name,
-                author_email=config.author_email,
-            ),
-            local_remote=config.git_is_local,
-            git_dir=config.workspace / ".whim-git",
-        )
-        if config.checkout.exists():
-            shutil.rmtree(config.checkout)
-        self.log(f"cloning {item.repo} from {_host(config.git_base_url)}")
-        git.clone(config.clone_url(item.repo))
-        default = git.default_branch()  # read before the agent runs: it cannot forge it
-        self._check_policy(item.branch, default=default)
-        existed = git.check_out(item.branch, default=default)
-        start = git.head()
-        self.log(
-            f"on branch {item.branch} ("
-            + ("tracking the remote branch" if existed else f"new, from {default}")
-            + f") at {start[:12]}"
-        )
-
-        # 3./4. Run the agent (heartbeats carry its progress).
-        agent = agents.agent_for(config)
-        agent.run(
-            agents.AgentContext(
-                work_item=item,
-                workdir=config.checkout,
-                env=agents.agent_environment(
-                    self.config,
-                    item,
-                    lock_socket=self.lock_server.path if self.lock_server else None,
-                ),
-                progress=self.progress,
-                children=children,
-                log=self.log,
-                spawner=self.spawner,
-            )
-        )
-
-        # 5. Lock every changed file, all or nothing.
-        files = git.changed_files(start)
-        if not files:
-            raise HarnessError(
-                "the agent finished without changing any file", category=Category.NO_CHANGES
-            )
-        self.log(f"{len(files)} changed file(s); locking them")
-        locked = locking.files_lock(
+        session = Session(
+            config=config,
+            item=item,
             client=self.client,
-            repo=item.repo,
-            files=files,
-            wait_seconds=config.lock_wait_seconds,
+            progress=self.progress,
+            spawner=self.spawner,
+            agent_env=agents.agent_environment(
+                config, item, lock_socket=self.lock_server.path if self.lock_server else None
+            ),
             log=self.log,
         )
-        if not locked.acquired:
-            return self._stuck(locked.reason(len(files)), locked.attempts)
-
-        # 6. Commit and push.
-        title = github.pr_title(item.spec, fallback=f"Whim: {item.branch}")
-        if git.commit_all(f"{title}\n\nWhim work item {item.id}"):
-            self.log("committed the changes")
-        self._check_policy(item.branch, default=default)  # the last word before the push
-        git.push(item.branch)
-        sha = git.head()
-        self.log(f"pushed {sha[:12]} to {item.branch}")
-
-        # 7. Pull request.
-        pull: github.PullRequest | None = None
-        if config.opens_pull_requests and item.branch != default:
-            assert config.github_token is not None
-            pull = github.pull_request_open(
-                api_url=config.github_api_url,
-                token=config.github_token,
-                owner=item.owner,
-                name=item.name,
-                head=item.branch,
-                base=default,
-                title=title,
-                body=github.pr_body(item.spec, work_item_id=item.id),
-                log=self.log,
-            )
-            self.log(f"pull request #{pull.number}: {pull.url}")
-
-        # 8./9. Report and exit.
-        return self._complete(files=files, sha=sha, branch=item.branch, pull=pull)
-
-    def _check_policy(self, branch: str, *, default: str | None) -> None:
-        """Refuse (POLICY_ERROR, permanent) a protected branch or the repository's default
-        branch (compared regardless of case, like the globs): Whim's work reaches those
-        only through a pull request that a person merges."""
-        rule = protected_rule(branch, self.config.protected_branches)
-        if rule is not None:
-            raise PolicyError(
-                f"branch {branch!r} is protected (WHIM_PROTECTED_BRANCHES rule {rule!r}); "
-                "refusing to push to it"
-            )
-        if default is not None and branch.casefold() == default.casefold():
-            raise PolicyError(
-                f"branch {branch!r} is the repository's default branch; "
-                "refusing to push to it (Whim's work reaches it only through a pull request)"
-            )
+        # 2. The steps, by mode; 3. report.
+        if config.verifying:
+            return self._complete(verification_run(session))
+        return self._complete(Execution(session).run())
 
     # -- final callbacks --------------------------------------------------------------------
 
@@ -258,26 +164,18 @@ class Attempt:
         if self.heartbeat is not None:
             self.heartbeat.stop()
 
-    def _metrics(self, files_modified: int) -> dict[str, int]:
+    def _metrics(self) -> dict[str, Any]:
         snap = self.progress.snapshot()
         return {
             "tokensIn": snap.tokens_in,
             "tokensOut": snap.tokens_out,
+            "costUsd": snap.cost_usd,
             "duration": int((time.monotonic() - self.started) * 1000),
-            "filesModified": files_modified,
         }
 
-    def _complete(
-        self, *, files: list[str], sha: str, branch: str, pull: github.PullRequest | None
-    ) -> int:
+    def _complete(self, body: dict[str, Any]) -> int:
         self._stop_heartbeat()
-        body: dict[str, Any] = {
-            "metrics": self._metrics(len(files)),
-            "commitSha": sha,
-            "branch": branch,
-        }
-        if pull is not None:
-            body.update(prUrl=pull.url, prNumber=pull.number)
+        body = {**body, "metrics": {**self._metrics(), **body.get("metrics", {})}}
         try:
             self.client.complete(body)
         except Fenced as exc:
@@ -352,14 +250,6 @@ class Attempt:
 
 def _field(answer: Any, name: str) -> Any:
     return answer.get(name) if isinstance(answer, dict) else None
-
-
-def _host(url: str) -> str:
-    """A URL fit for a log line: scheme and host, no credentials, no path."""
-    from urllib.parse import urlsplit
-
-    parts = urlsplit(url)
-    return f"{parts.scheme}://{parts.hostname or ''}{parts.path if parts.scheme == 'file' else ''}"
 
 
 def _report_unusable_config(error: ConfigError) -> int:

@@ -4,6 +4,10 @@
 without one (the local runtime, tests) agents start as plain subprocesses of the harness.
 ``RemoteProcess`` offers what the harness uses of ``subprocess.Popen``: ``pid``, ``stdin``,
 ``stdout``, ``poll``, ``wait`` and signalling the whole process group.
+
+An attempt spawns many processes (each agent iteration, the setup and test commands), one at a
+time: requests are answered in order, and a process's exit is keyed by its pid — forgotten when
+a later spawn reuses that pid, so a new process never inherits an old one's exit code.
 """
 
 from __future__ import annotations
@@ -90,6 +94,10 @@ class Spawner:
                 if "exited" in message:
                     self._exits[int(message["exited"])] = int(message["code"])
                 else:
+                    if "spawned" in message:
+                        # A pid the kernel handed out again: the earlier process's exit (read
+                        # before this reply, as the supervisor sent it first) is not this one's.
+                        self._exits.pop(int(message["spawned"]), None)
                     self._replies.append(message)
                 self._cond.notify_all()
 

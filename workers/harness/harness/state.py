@@ -1,7 +1,8 @@
 """State shared between the main thread, the heartbeat thread and the agent.
 
-``Progress`` is what heartbeats report; ``Children`` remembers the agent's process groups so a
-fenced or terminated harness can take them down with it.
+``Progress`` is what heartbeats report (iteration, tokens, cost, model, resumed-from commit);
+``Children`` remembers the agent's process groups so a fenced or terminated harness can take
+them down with it.
 """
 
 from __future__ import annotations
@@ -20,30 +21,57 @@ class Snapshot:
     iteration: int
     tokens_in: int
     tokens_out: int
+    cost_usd: float = 0.0
+    model: str = ""
+    resumed_from: str | None = None
 
 
 class Progress:
-    """Iteration and token counts, updated by the agent, read by heartbeats (thread-safe)."""
+    """Iteration, token and cost counts (cumulative for the attempt), the model and the commit
+    the attempt resumed from; updated by the agent, read by heartbeats (thread-safe)."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._iteration = 0
         self._tokens_in = 0
         self._tokens_out = 0
+        self._cost_usd = 0.0
+        self._model = ""
+        self._resumed_from: str | None = None
 
     def update(
-        self, *, iteration: int | None = None, tokens_in: int = 0, tokens_out: int = 0
+        self,
+        *,
+        iteration: int | None = None,
+        tokens_in: int = 0,
+        tokens_out: int = 0,
+        cost_usd: float = 0.0,
+        model: str | None = None,
+        resumed_from: str | None = None,
     ) -> None:
-        """Set the iteration (when given) and add to the token counts."""
+        """Set the iteration, model and resumed-from commit (when given) and add to the
+        token and cost counts (which never go down)."""
         with self._lock:
             if iteration is not None:
                 self._iteration = iteration
-            self._tokens_in += tokens_in
-            self._tokens_out += tokens_out
+            if model:
+                self._model = model[:100]
+            if resumed_from:
+                self._resumed_from = resumed_from
+            self._tokens_in += max(0, tokens_in)
+            self._tokens_out += max(0, tokens_out)
+            self._cost_usd += max(0.0, cost_usd)
 
     def snapshot(self) -> Snapshot:
         with self._lock:
-            return Snapshot(self._iteration, self._tokens_in, self._tokens_out)
+            return Snapshot(
+                self._iteration,
+                self._tokens_in,
+                self._tokens_out,
+                round(self._cost_usd, 6),
+                self._model,
+                self._resumed_from,
+            )
 
 
 class AgentProcess(Protocol):
