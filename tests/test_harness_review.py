@@ -297,6 +297,12 @@ def test_the_messages_api_is_called_in_its_wire_format(api: FakeAnthropic) -> No
     assert message["role"] == "user" and "Add a --json flag" in message["content"]
 
 
+def test_without_a_model_the_api_is_asked_for_the_default_one(api: FakeAnthropic) -> None:
+    api.replies = [GOOD]
+    assert ask_api(api, model="").model_used == "claude-sonnet-4-5"
+    assert api.requests[0].body["model"] == "claude-sonnet-4-5"
+
+
 def test_a_base_url_with_a_trailing_slash_works(api: FakeAnthropic) -> None:
     api.replies = [GOOD]
     assert ask_api(api, api_url=api.url + "/").findings == FINDINGS

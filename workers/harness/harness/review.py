@@ -24,6 +24,7 @@ from .errors import Fenced, Terminated
 from .logs import Logger, mask
 from .messages_api import ReviewerUnavailable, messages_ask
 
+DEFAULT_API_MODEL = "claude-sonnet-4-5"  # AI_REVIEW_MODEL's default
 MAX_SPEC_CHARS = 50_000
 MAX_DIFF_CHARS = 200_000
 MAX_ANSWER_CHARS = 256 * 1024  # the part of an answer searched for the JSON object
@@ -220,6 +221,8 @@ def review_run(
 ) -> ReviewOutcome:
     """Ask the reviewer; one retry when the answer does not fit. Never raises for a reviewer's
     problem (only ``Terminated`` and ``Fenced`` pass through: the attempt is over)."""
+    if reviewer == "anthropic":
+        model = model or DEFAULT_API_MODEL  # the API needs one; the agent has its own default
     model_used = model or reviewer
     if reviewer == "none":
         return ReviewOutcome(None, "", "review disabled")
