@@ -371,3 +371,56 @@ def test_the_loop_stops_at_the_iteration_limit(
     assert len(subjects(remote)) == 2
     assert "stopped at the iteration limit (2)" in result.stdout
     assert complete_body(orchestrator)["metrics"]["iterations"] == 2
+
+
+def _push_file(remote: Remote, tmp_path: Path, branch: str, path: str, text: str | None) -> None:
+    """Commit ``path`` (a symlink to ``text`` when text starts with '->') on ``branch``."""
+    seed = tmp_path / "seed"
+    git("fetch", "--quiet", "origin", cwd=seed)
+    start = f"origin/{branch}" if remote.head(branch) else "origin/main"
+    git("checkout", "--quiet", "-B", branch, start, cwd=seed)
+    target = seed / path
+    target.parent.mkdir(parents=True, exist_ok=True)
+    assert text is not None
+    if text.startswith("->"):
+        target.symlink_to(text[2:])
+    else:
+        target.write_text(text)
+    git("add", path, cwd=seed)
+    git("-c", "user.name=Seed", "-c", "user.email=seed@example.com", "commit", "-qm", path,
+        cwd=seed)  # fmt: skip
+    git("push", "--quiet", "origin", f"HEAD:refs/heads/{branch}", cwd=seed)
+
+
+def test_the_repo_config_is_read_from_the_default_branch_not_the_pushed_one(
+    harness_env: dict[str, str], remote: Remote, orchestrator: FakeOrchestrator, tmp_path: Path
+) -> None:
+    # What a person merged: tests to run, a review. What an earlier attempt's agent pushed to
+    # the work branch: no review and a test command that always passes without running any.
+    _push_file(remote, tmp_path, "main", ".whim/config.toml", f"test_command = '{PASSING}'\n")
+    _push_file(
+        remote, tmp_path, BRANCH, ".whim/config.toml", "review = false\ntest_command = 'true'\n"
+    )
+    env = agent_env(harness_env, tmp_path, {"steps": STEPS[:1]})
+
+    result = run_harness(env)
+
+    assert result.returncode == 0, explain(result)
+    metrics = complete_body(orchestrator)["metrics"]
+    assert (metrics["testStatus"], metrics["testsRun"]) == ("passed", 1)  # main's command
+    assert [c["kind"] for c in calls(tmp_path)][-1] == "review"  # main's review setting
+
+
+def test_a_symlinked_repo_config_on_the_default_branch_is_a_config_error(
+    harness_env: dict[str, str], remote: Remote, orchestrator: FakeOrchestrator, tmp_path: Path
+) -> None:
+    _push_file(remote, tmp_path, "main", ".whim/config.toml", "->/etc/passwd")
+    env = agent_env(harness_env, tmp_path, {"steps": STEPS[:1]})
+
+    result = run_harness(env)
+
+    assert result.returncode == 1, explain(result)
+    [fail] = orchestrator.of("fail")
+    assert fail.body["category"] == "CONFIG_ERROR"
+    assert "not a regular file" in fail.body["error"]
+    assert calls(tmp_path) == []  # the agent never ran

@@ -19,7 +19,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from .config import Config, WorkItem
-from .errors import Category, PolicyError
+from .errors import Category, ConfigError, PolicyError
 from .gitops import Git, GitError, git_env
 from .logs import Logger
 from .prompts import PRIVATE_FILES
@@ -40,6 +40,20 @@ class Checkout:
         except GitError:
             return 0
         return int(out.strip() or 0)
+
+    def default_file(self, path: str, *, limit: int) -> bytes | None:
+        """``path`` as the default branch holds it — what a person merged, not what an earlier
+        attempt's agent pushed to the work branch. None when it is not there; a symlink or a
+        directory there is a ``ConfigError``; more than ``limit`` bytes are cut (the caller
+        refuses them)."""
+        listing = self.git.run("ls-tree", "-z", f"refs/remotes/origin/{self.default}", "--", path)
+        if not listing:
+            return None
+        mode, kind, rest = listing.rstrip("\0").split(" ", 2)
+        if kind != "blob" or mode not in ("100644", "100755"):
+            raise ConfigError(f"{path} on {self.default} is not a regular file")
+        sha = rest.split("\t", 1)[0]
+        return self.git.run_bytes("cat-file", "blob", sha)[: limit + 1]
 
 
 def policy_check(branch: str, *, protected: tuple[str, ...], default: str | None) -> None:

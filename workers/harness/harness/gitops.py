@@ -98,6 +98,17 @@ class Git:
         timeout: float = 600.0,
     ) -> str:
         """Run ``git <args>`` and return its stdout; raise ``GitError(category)`` on failure."""
+        out = self.run_bytes(*args, category=category, cwd=cwd, timeout=timeout)
+        return out.decode("utf-8", errors="replace")
+
+    def run_bytes(
+        self,
+        *args: str,
+        category: str = Category.INTERNAL_ERROR,
+        cwd: Path | None = None,
+        timeout: float = 600.0,
+    ) -> bytes:
+        """``run``, its stdout left as bytes (a blob's content)."""
         try:
             proc = subprocess.run(
                 ["git", *args],
@@ -120,7 +131,7 @@ class Git:
                 mask(f"git {args[0]} failed ({proc.returncode}): {stderr[-2000:]}"),
                 category=category,
             )
-        return proc.stdout.decode("utf-8", errors="replace")
+        return proc.stdout
 
     def ok(self, *args: str) -> bool:
         """Whether ``git <args>`` succeeds (for questions such as "does this ref exist")."""

@@ -1,13 +1,14 @@
-"""Per-repository settings: ``.whim/config.toml`` in the checkout, overridden by item metadata.
+"""Per-repository settings: ``.whim/config.toml``, overridden by item metadata.
 
-When it is read: once per attempt, right after the clone and the branch checkout, before the
-agent has run. The file is the one the checked-out branch holds — for a fresh branch the base
-branch's, for a resumed attempt the pushed branch head, which an earlier attempt's agent may have
-written. So nothing in it is trusted (DESIGN.md principle 9): every value is type-checked and
-bounded, the model name cannot pose as a command-line option, the iteration count can only lower
-the item's ``maxIterations``, the file is capped in size, and a symlink that leads outside the
-checkout (to a host file the harness could read) is refused, never followed. The test and setup
-commands it names run as the agent user, like the agent itself.
+When and where it is read: once per attempt, right after the clone, before the agent has run,
+from the repository's DEFAULT branch (``Checkout.default_file``: what a person merged), not from
+the work branch — a resumed attempt's branch head was pushed by an earlier attempt's agent, which
+could otherwise turn off review, verification or the tests for the next one (DESIGN.md principle
+9). Every value is still type-checked and bounded: the model name cannot pose as a command-line
+option, the iteration count can only lower the item's ``maxIterations``, the file is capped in
+size. ``repo_settings_load`` can also read a checkout's file (tests, tools): there a symlink that
+leads outside the checkout (to a host file the harness could read) is refused, never followed.
+The test and setup commands it names run as the agent user, like the agent itself.
 
 Keys: ``test_command``, ``setup_command``, ``agent``, ``model``, ``max_iterations``, ``review``,
 ``verification``, ``fix_iterations``. Metadata overrides (the API's camelCase): ``testCommand``,
@@ -57,11 +58,18 @@ class RepoSettings:
 
 
 def repo_settings_load(
-    checkout: Path, *, metadata: Mapping[str, Any], config: Config, max_iterations: int
+    checkout: Path | None,
+    *,
+    metadata: Mapping[str, Any],
+    config: Config,
+    max_iterations: int,
+    data: bytes | None = None,
 ) -> RepoSettings:
     """The settings for this attempt: defaults, then ``.whim/config.toml``, then metadata.
 
-    Raises ``ConfigError`` for a file that cannot be read as TOML or a value of the wrong kind.
+    The file is ``data`` when ``checkout`` is None (the default branch's copy, read by the
+    caller; None: there is none), else read from ``checkout``. Raises ``ConfigError`` for a
+    file that cannot be read as TOML or a value of the wrong kind.
     """
     values: dict[str, Any] = {
         "agent": config.agent,
@@ -74,7 +82,7 @@ def repo_settings_load(
         "fix_iterations": config.fix_iterations,
     }
     warnings: list[str] = []
-    table = _read_table(checkout)
+    table = _read_table(checkout) if checkout is not None else _parse(data)
     for key, raw in table.items():
         check = CHECKS.get(key)
         if check is None:
@@ -123,6 +131,13 @@ def _read_table(checkout: Path) -> dict[str, Any]:
         if not stat.S_ISREG(os.fstat(handle.fileno()).st_mode):
             raise ConfigError(f"{CONFIG_PATH} is not a regular file")
         data = handle.read(MAX_CONFIG_BYTES + 1)
+    return _parse(data)
+
+
+def _parse(data: bytes | None) -> dict[str, Any]:
+    """The file's bytes as a table (``{}`` for no file): bounded, UTF-8, TOML."""
+    if data is None:
+        return {}
     if len(data) > MAX_CONFIG_BYTES:
         raise ConfigError(f"{CONFIG_PATH} is larger than {MAX_CONFIG_BYTES // 1024} KiB")
     try:

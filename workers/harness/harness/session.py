@@ -23,7 +23,7 @@ from .config import Config, WorkItem
 from .errors import CallbackError, Category, HarnessError
 from .logs import Logger, mask
 from .prompts import LEARNINGS_FILE, NEW_LEARNINGS_FILE, SPEC_FILE
-from .repoconfig import RepoSettings, repo_settings_load
+from .repoconfig import CONFIG_PATH, MAX_CONFIG_BYTES, RepoSettings, repo_settings_load
 from .spawner import Spawner
 from .state import Progress, children
 
@@ -80,7 +80,8 @@ class Session:
             self.log(f"resumed from commit {self.checkout.start}")
             self.progress.update(resumed_from=self.checkout.start)
         self.settings = repo_settings_load(
-            config.checkout,
+            None,  # not the work branch's copy: an earlier attempt's agent may have pushed it
+            data=self.checkout.default_file(CONFIG_PATH, limit=MAX_CONFIG_BYTES),
             metadata=item.metadata,
             config=config,
             max_iterations=item.max_iterations,
