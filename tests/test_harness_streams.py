@@ -96,3 +96,11 @@ def test_verdicts_in_either_form_the_last_one_wins() -> None:
     assert verdict_parse("[VERIFY:RESULT] PASS\n...\n[VERIFY:RESULT] FAIL") == (False, "")
     assert verdict_parse('[VERIFY:RESULT] {"passed": "yes"}') is None
     assert verdict_parse("no verdict here") is None
+
+
+def test_a_model_name_longer_than_the_orchestrator_takes_is_cut() -> None:
+    # The stream is the agent's: a name the callbacks would refuse must not sink the attempt.
+    state = StreamState(kind="claude")
+    state.feed(json.dumps({"type": "system", "subtype": "init", "model": "m" * 500}))
+
+    assert state.model == "m" * 100

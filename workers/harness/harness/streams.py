@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 TEXT_CHARS = 200_000  # what is kept of an invocation's text
+MODEL_CHARS = 100  # the orchestrator refuses a longer model name (the stream is the agent's)
 
 
 @dataclass
@@ -98,14 +99,14 @@ class StreamState:
     def _claude(self, kind: str, event: dict[str, Any]) -> bool:
         if kind == "system":
             if isinstance(event.get("model"), str):
-                self.model = event["model"]
+                self.model = event["model"][:MODEL_CHARS]
             return True
         if kind == "assistant":
             message = event.get("message")
             if not isinstance(message, dict):
                 return False
             if isinstance(message.get("model"), str) and message["model"]:
-                self.model = message["model"]
+                self.model = message["model"][:MODEL_CHARS]
             for block in message.get("content") or []:
                 if isinstance(block, dict) and block.get("type") == "text":
                     self.messages.append(str(block.get("text") or ""))
