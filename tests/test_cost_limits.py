@@ -403,3 +403,18 @@ def test_paused_items_are_a_status_everywhere(api: Client) -> None:
     assert [i["id"] for i in listed["items"]] == [str(item.pk)]
     assert listed["stats"]["byStatus"]["paused"] == 1
     assert Worker.objects.get(work_item=item).status == WorkerStatus.FAILED
+
+
+def test_a_passed_through_variable_cannot_raise_or_drop_the_cap(
+    settings: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("WHIM_COST_CAP_USD", "1000")
+    monkeypatch.setenv("WHIM_REVIEWER", "none")
+    settings.WHIM_AGENT_ENV = ["WHIM_COST_CAP_USD", "WHIM_REVIEWER"]
+    settings.ITEM_COST_CAP, settings.WHIM_REVIEWER = 2.0, "agent"
+    _item, worker = running_attempt()
+    env = environment(worker)
+    assert (env["WHIM_COST_CAP_USD"], env["WHIM_REVIEWER"]) == ("2", "agent")
+
+    settings.ITEM_COST_CAP = 0.0  # no cap: none, not the passed-through one
+    assert "WHIM_COST_CAP_USD" not in environment(worker)

@@ -251,8 +251,9 @@ WORKER_EGRESS_ALLOW = env.list("WORKER_EGRESS_ALLOW", default=_EGRESS_ALLOW.spli
 WHIM_AGENT = env.str("WHIM_AGENT", default="mock")
 WHIM_AGENT_COMMAND = env.str("WHIM_AGENT_COMMAND", default="")
 WHIM_AGENT_PATH_DIR = env.str("WHIM_AGENT_PATH_DIR", default="")  # agent_bin.py: first on PATH
-# Names of variables passed through to containers (agent and GitHub credentials).
-_AGENT_ENV = ["ANTHROPIC_API_KEY", "OPENAI_API_KEY", "GITHUB_TOKEN"]
+# Names of variables passed through to containers (GitHub credentials; the model keys go by
+# their own settings, ANTHROPIC_API_KEY / OPENAI_API_KEY).
+_AGENT_ENV = ["GITHUB_TOKEN"]
 WHIM_AGENT_ENV = env.list("WHIM_AGENT_ENV", default=_AGENT_ENV)
 WHIM_GIT_BASE_URL = env.str("WHIM_GIT_BASE_URL", default="https://github.com/")
 WHIM_LOCAL_REPOS_DIR = env.str("WHIM_LOCAL_REPOS_DIR", default="")
@@ -281,7 +282,7 @@ from whim.settings_pipeline import *  # noqa: E402, F403
 WORKER_WORKSPACE_SIZE = env.str("WORKER_WORKSPACE_SIZE", default="2g")
 # Token counts a worker may report: the rise between two reports, and the attempt's total.
 MAX_TOKENS_PER_HEARTBEAT = env.int("MAX_TOKENS_PER_HEARTBEAT", default=10_000_000)
-MAX_TOKENS_PER_ATTEMPT = env.int("MAX_TOKENS_PER_ATTEMPT", default=50_000_000)
+MAX_TOKENS_PER_ATTEMPT = env.int("MAX_TOKENS_PER_ATTEMPT", default=2_000_000_000)
 # The other counts in `complete`'s metrics (duration in ms; files and tests).
 MAX_ATTEMPT_DURATION_MS = env.int("MAX_ATTEMPT_DURATION_MS", default=7 * 24 * 3600 * 1000)
 MAX_METRIC_COUNT = env.int("MAX_METRIC_COUNT", default=1_000_000)

@@ -185,7 +185,6 @@ def worker_environment(
         "HEARTBEAT_INTERVAL": str(settings.HEARTBEAT_INTERVAL),
         "LOCK_WAIT_SECONDS": str(settings.LOCK_WAIT_SECONDS),
     }
-    env.update(pipeline_environment(work_item))
     if settings.WHIM_AGENT_COMMAND:
         env["WHIM_AGENT_COMMAND"] = settings.WHIM_AGENT_COMMAND
     if settings.GITHUB_API_URL:
@@ -194,7 +193,11 @@ def worker_environment(
         value = os.environ.get(name)
         if value and name not in FORBIDDEN_ENV:
             env[name] = value
-    # After the pass-through, so WHIM_AGENT_ENV cannot hand the harness a laxer policy.
+    # After the pass-through, so WHIM_AGENT_ENV cannot hand the harness a laxer policy, a
+    # larger cost cap or another key than the settings say.
+    for name in PIPELINE_ENV:
+        env.pop(name, None)
+    env.update(pipeline_environment(work_item))
     env["WHIM_PROTECTED_BRANCHES"] = ",".join(protected_globs())
     # The harness's mode follows the item, never a passed-through variable.
     env.pop("WORKER_MODE", None)
@@ -206,6 +209,20 @@ def worker_environment(
         env["GITHUB_TOKEN"] = github_app.installation_token(work_item.repo)
         env["WHIM_GITHUB_TOKEN_REVOCABLE"] = "1"  # noqa: S105  (a flag, not a secret)
     return env
+
+
+# What pipeline_environment decides, whatever WHIM_AGENT_ENV passes through.
+PIPELINE_ENV = (
+    "AGENT_IDLE_TIMEOUT",
+    "TEST_TIMEOUT",
+    "FIX_ITERATIONS",
+    "WHIM_REVIEWER",
+    "AI_REVIEW_MODEL",
+    "ANTHROPIC_BASE_URL",
+    "ANTHROPIC_API_KEY",
+    "OPENAI_API_KEY",
+    "WHIM_COST_CAP_USD",
+)
 
 
 def pipeline_environment(work_item: WorkItem) -> dict[str, str]:
