@@ -210,6 +210,9 @@ def test_the_cost_cap_stops_at_an_iteration_boundary_with_the_work_pushed(
     assert len(calls(tmp_path)) == 3  # the third brought it to 0.03 >= 0.025: no fourth
     assert len(subjects(remote)) == 3  # and all three are pushed
     assert "complete" not in orchestrator.actions()
+    # The spend since the last tick is reported before the fail, so it is charged.
+    assert orchestrator.actions()[-2:] == ["heartbeat", "fail"]
+    assert orchestrator.of("heartbeat")[-1].body["costUsd"] == pytest.approx(0.03)
 
 
 def test_failing_tests_get_a_fix_iteration_and_pass(
@@ -424,3 +427,31 @@ def test_a_symlinked_repo_config_on_the_default_branch_is_a_config_error(
     assert fail.body["category"] == "CONFIG_ERROR"
     assert "not a regular file" in fail.body["error"]
     assert calls(tmp_path) == []  # the agent never ran
+
+
+def test_a_refused_review_is_dropped_and_the_work_still_completes(
+    harness_env: dict[str, str], remote: Remote, orchestrator: FakeOrchestrator, tmp_path: Path
+) -> None:
+    orchestrator.answer_next(
+        "complete",
+        400,
+        {"error": "Invalid", "code": "VALIDATION_ERROR", "details": {"review": "too long"}},
+    )
+    env = agent_env(harness_env, tmp_path, {"steps": STEPS[:1]})
+
+    result = run_harness(env)
+
+    assert result.returncode == 0, explain(result)
+    first, second = orchestrator.of("complete")
+    assert "review" in first.body and "review" not in second.body
+    assert second.body["warning"].startswith("review and learnings not stored")
+    assert second.body["commitSha"] == remote.head(BRANCH)
+    assert "fail" not in orchestrator.actions()
+
+
+def test_text_the_orchestrator_must_refuse_never_leaves_the_harness() -> None:
+    from workers.harness.harness.transport import _clean
+
+    body = {"review": {"summary": "a\x00b\ud800c", "gaps": ["\x00"]}, "n": 1}
+
+    assert _clean(body) == {"review": {"summary": "ab?c", "gaps": [""]}, "n": 1}

@@ -75,9 +75,11 @@ class OrchestratorClient:
             self.fenced.set()
             raise Fenced(f"{label}: 409 {_error_text(response.body)}")
         if response.status >= 400:
+            details = response.body.get("details") if isinstance(response.body, dict) else None
             raise CallbackError(
                 f"{label}: HTTP {response.status} {_error_text(response.body)}",
                 status=response.status,
+                fields=tuple(str(k) for k in details) if isinstance(details, dict) else (),
             )
         return response.body
 

@@ -90,6 +90,9 @@ class Fenced(Exception):
 class CallbackError(Exception):
     """A callback failed for good: a 4xx other than 409, or retries ran out."""
 
-    def __init__(self, message: str, *, status: int | None = None) -> None:
+    def __init__(
+        self, message: str, *, status: int | None = None, fields: tuple[str, ...] = ()
+    ) -> None:
         super().__init__(message)
         self.status = status
+        self.fields = fields  # the fields a 400's ``details`` names (API.md's error shape)

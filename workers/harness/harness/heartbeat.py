@@ -5,7 +5,8 @@ from (``client.heartbeat``).
 One heartbeat goes out at once, then one per interval, each tried once (the next tick is the
 retry). A 409 means the orchestrator has fenced this worker off: ``on_fenced`` runs, and it is
 expected to stop the whole process at once. Stop the thread (``stop``) before the final
-callback, so no heartbeat can follow a complete, fail or stuck.
+callback, so no heartbeat can follow a complete, fail or stuck; ``stop(last=True)`` sends one
+final heartbeat with the attempt's totals first.
 """
 
 from __future__ import annotations
@@ -54,8 +55,15 @@ class Heartbeat(threading.Thread):
                 self.log(f"heartbeat error: {type(exc).__name__}: {exc}")
             self._stop_event.wait(self.interval)
 
-    def stop(self) -> None:
-        """Stop sending, and wait for a heartbeat in flight to finish."""
+    def stop(self, *, last: bool = False) -> None:
+        """Stop sending, and wait for a heartbeat in flight to finish. ``last``: then send one
+        more with the final totals, so what the attempt spent since the last tick is charged
+        before its final callback (fail and stuck carry no usage)."""
         self._stop_event.set()
         if self.is_alive() and threading.current_thread() is not self:
             self.join(timeout=self.client.timeout + 5)
+        if last:
+            try:
+                self.client.heartbeat(self.progress.snapshot())
+            except (CallbackError, Fenced) as exc:  # the final callback will say the same
+                self.log(f"last heartbeat not delivered: {exc}")

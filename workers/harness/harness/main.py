@@ -160,9 +160,10 @@ class Attempt:
     # -- final callbacks --------------------------------------------------------------------
 
     def _stop_heartbeat(self) -> None:
+        last = not self.finishing  # the totals once, before the first final callback
         self.finishing = True
         if self.heartbeat is not None:
-            self.heartbeat.stop()
+            self.heartbeat.stop(last=last)
 
     def _metrics(self) -> dict[str, Any]:
         snap = self.progress.snapshot()
@@ -177,7 +178,22 @@ class Attempt:
         self._stop_heartbeat()
         body = {**body, "metrics": {**self._metrics(), **body.get("metrics", {})}}
         try:
-            self.client.complete(body)
+            try:
+                self.client.complete(body)
+            except CallbackError as exc:
+                # The model-written parts (review, learnings) refused or too large: the work
+                # is pushed, so report it without them rather than fail the attempt.
+                optional = {"review", "learnings"}
+                named = set(exc.fields)
+                if not (optional & body.keys()) or not (
+                    exc.status == 413 or (exc.status == 400 and named and named <= optional)
+                ):
+                    raise
+                self.log(f"complete refused with the review and learnings ({exc}); without them")
+                note = f"review and learnings not stored: {str(exc)[:300]}"
+                body = {k: v for k, v in body.items() if k not in ("review", "learnings")}
+                body["warning"] = "; ".join(filter(None, [body.get("warning"), note]))[:2000]
+                self.client.complete(body)
         except Fenced as exc:
             return self._fenced(str(exc))
         except CallbackError as exc:

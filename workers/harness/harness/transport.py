@@ -56,7 +56,9 @@ def request_json(
 
     ``label`` is what log lines name the request by (never the URL: it may hold a token).
     """
-    data = json.dumps(body).encode() if body is not None else None
+    # UTF-8, not \u escapes (a body of non-Latin text stays a third the size), and no text
+    # the receiver must refuse: agent-written strings may hold NUL or lone surrogates.
+    data = json.dumps(_clean(body), ensure_ascii=False).encode() if body is not None else None
     all_headers = {"Accept": "application/json", "User-Agent": "whim-harness"}
     if data is not None:
         all_headers["Content-Type"] = "application/json"
@@ -102,3 +104,14 @@ def _parse(raw: bytes) -> Any:
         return json.loads(text)
     except json.JSONDecodeError:
         return text
+
+
+def _clean(value: Any) -> Any:
+    """``value`` with NUL characters dropped and lone surrogates replaced in every string."""
+    if isinstance(value, str):
+        return value.replace("\x00", "").encode("utf-8", "replace").decode("utf-8")
+    if isinstance(value, dict):
+        return {_clean(k): _clean(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_clean(v) for v in value]
+    return value
