@@ -124,3 +124,19 @@ def test_the_work_item_is_read_for_verification(harness_env: dict[str, str]) -> 
     assert (
         WorkItem.from_json({**data, "source": "github", "sourceRef": "pr:3"}).issue_number is None
     )
+
+
+def test_a_pass_verdict_with_failing_tests_is_a_fail(
+    harness_env: dict[str, str], remote: Remote, orchestrator: FakeOrchestrator, tmp_path: Path
+) -> None:
+    push_branch(remote, tmp_path)
+    env = verifying(harness_env, tmp_path, {"verify": "PASS"})
+    failing = 'echo "===== 1 failed, 2 passed in 0.02s ====="; exit 1'
+    env = item(env, metadata={"testCommand": failing})
+
+    result = run_harness(env)
+
+    assert result.returncode == 0, explain(result)
+    body = complete_body(orchestrator)
+    assert body["verificationPassed"] is False
+    assert body["metrics"]["testStatus"] == "failed"

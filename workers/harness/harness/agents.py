@@ -74,7 +74,6 @@ class Invocation:
     """One agent run: its answer and what it cost (this invocation alone)."""
 
     text: str  # the final answer (result / last messages), then lines that were not events
-    all_text: str = ""  # everything it said: where the completion promise is looked for
     tokens_in: int = 0
     tokens_out: int = 0
     cost_usd: float = 0.0
@@ -85,7 +84,8 @@ class Invocation:
 
     @property
     def promised(self) -> bool:
-        return PROMISE in (self.all_text or self.text)
+        # In its answer (the result event, the last message), not anywhere it was quoted.
+        return PROMISE in self.text
 
 
 class Agent(abc.ABC):
@@ -343,7 +343,6 @@ class CommandAgent(Agent):
         )
         return Invocation(
             text=state.text,
-            all_text=state.all_text,
             tokens_in=state.tokens_in,
             tokens_out=state.tokens_out,
             cost_usd=state.cost_usd,

@@ -13,6 +13,8 @@ tracks them: nothing of a later attempt depends on them.
 
 from __future__ import annotations
 
+import os
+import re
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +26,11 @@ from .gitops import Git, GitError, git_env
 from .logs import Logger
 from .prompts import PRIVATE_FILES
 from .refs import protected_rule
+
+# Files the agent CLIs read as instructions or settings (hooks!) from the working directory.
+AGENT_INSTRUCTIONS = re.compile(
+    r"(^|/)(CLAUDE\.md|CLAUDE\.local\.md|AGENTS\.md|AGENTS\.override\.md)$|(^|/)\.(claude|codex)/"
+)
 
 
 @dataclass
@@ -40,6 +47,24 @@ class Checkout:
         except GitError:
             return 0
         return int(out.strip() or 0)
+
+    def instructions_restore(self) -> list[str]:
+        """Put the agent-instruction files (CLAUDE.md, AGENTS.md, .claude/, .codex/) back as the
+        default branch has them, before an invocation that judges the work (review, verify):
+        the agent that did the work must not steer its judge through them. Returns the paths
+        put back; the caller resets the checkout afterwards when it must."""
+        base = f"refs/remotes/origin/{self.default}"
+        changed = self.git.run("diff", "--name-only", "--no-renames", "-z", base, "HEAD")
+        paths = [p for p in changed.split("\0") if p and AGENT_INSTRUCTIONS.search(p)]
+        for path in paths:
+            if self.git.ok("cat-file", "-e", f"{base}:{path}"):
+                self.git.run("checkout", base, "--", path, category=Category.COMMIT_ERROR)
+            else:
+                self.git.run("rm", "-q", "--cached", "--", path, category=Category.COMMIT_ERROR)
+                target = self.git.workdir / path
+                if os.path.lexists(target):
+                    target.unlink()
+        return paths
 
     def default_file(self, path: str, *, limit: int) -> bytes | None:
         """``path`` as the default branch holds it — what a person merged, not what an earlier

@@ -211,7 +211,7 @@ class Execution:
         git = self.s.repo.git
         head = git.head()
         try:
-            return self.s.invoke(prompt, purpose="review").text
+            return self.s.invoke(prompt, purpose="review", judge=True).text
         except AgentError as exc:  # an unavailable review, never a failed attempt
             self.s.log(f"the reviewing agent failed: {exc}")
             return ""

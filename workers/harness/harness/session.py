@@ -14,6 +14,9 @@ the files shared with the agent, the learnings, running the agent and running th
 
 from __future__ import annotations
 
+import os
+import shutil
+import tempfile
 from typing import Any
 
 from . import agents, learnings, procs, testrun
@@ -26,6 +29,7 @@ from .prompts import LEARNINGS_FILE, NEW_LEARNINGS_FILE, SPEC_FILE
 from .repoconfig import CONFIG_PATH, MAX_CONFIG_BYTES, RepoSettings, repo_settings_load
 from .spawner import Spawner
 from .state import Progress, children
+from .supervisor import JUDGE_HOME_PREFIX, WORK_GID
 
 # Not for the repository's tests: the agent's model credentials.
 TEST_ENV_WITHHELD = ("ANTHROPIC_API_KEY", "OPENAI_API_KEY", "CODEX_API_KEY")
@@ -141,10 +145,27 @@ class Session:
                 f"${cap:.4f} it may (WHIM_COST_CAP_USD); the work so far is pushed"
             )
 
-    def invoke(self, prompt: str, *, purpose: str) -> agents.Invocation:
+    def invoke(self, prompt: str, *, purpose: str, judge: bool = False) -> agents.Invocation:
+        """One agent invocation. ``judge`` (review, verify): the agent-instruction files are
+        put back as the default branch has them and the agent gets a fresh HOME, so the agent
+        whose work is judged cannot steer its judge (DESIGN.md principle 9)."""
         self.cost_check()
         assert self.agent is not None
-        return self.agent.invoke(self.context(), prompt, purpose=purpose)
+        ctx = self.context()
+        if not judge:
+            return self.agent.invoke(ctx, prompt, purpose=purpose)
+        restored = self.repo.instructions_restore()
+        if restored:
+            self.log(f"judging with the default branch's agent instructions: {restored[:10]}")
+        home = tempfile.mkdtemp(prefix=JUDGE_HOME_PREFIX.rsplit("/", 1)[1], dir="/tmp")
+        try:
+            os.chmod(home, 0o2770)  # noqa: S103  (the agent group only: the agent writes it)
+            if self.spawner is not None:
+                os.chown(home, -1, WORK_GID)
+            ctx.env = {**ctx.env, "HOME": home, "WHIM_AGENT_HOME": home}
+            return self.agent.invoke(ctx, prompt, purpose=purpose)
+        finally:
+            shutil.rmtree(home, ignore_errors=True)
 
     # -- tests and learnings ---------------------------------------------------------------
 

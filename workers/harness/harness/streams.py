@@ -60,12 +60,6 @@ class StreamState:
             parts.append("\n".join(self.raw))
         return "\n".join(parts)[-TEXT_CHARS:]
 
-    @property
-    def all_text(self) -> str:
-        """Everything it said (messages, result, other lines): where a promise is looked for."""
-        parts = [*self.messages, self.result or "", *self.raw]
-        return "\n".join(part for part in parts if part)[-TEXT_CHARS:]
-
     def feed(self, line: str) -> bool:
         """Take one line; returns whether it was an event (False: malformed or plain text)."""
         stripped = line.strip()

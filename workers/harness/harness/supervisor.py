@@ -31,6 +31,7 @@ HARNESS_UID = HARNESS_GID = 1000
 AGENT_UID = AGENT_GID = 1001
 WORK_GID = 1002
 AGENT_HOME = "/home/agent"
+JUDGE_HOME_PREFIX = "/tmp/whim-judge-home-"  # noqa: S108  (made by mkdtemp: unique, 0700 first)
 SPAWNER_FD = "WHIM_SPAWNER_FD"
 MAX_MESSAGE = 1024 * 1024
 
@@ -131,7 +132,7 @@ class Supervisor:
                 os.dup2(stdout, 2)
                 os.closerange(3, 65536)
                 os.chdir(cwd)
-                os.execvpe(argv[0], argv, {**env, "HOME": AGENT_HOME})
+                os.execvpe(argv[0], argv, {**env, "HOME": _home(env)})
             except BaseException as exc:
                 with contextlib.suppress(OSError):
                     os.write(2, f"could not start {argv[0]}: {exc}\n".encode())
@@ -170,3 +171,12 @@ class Supervisor:
 
 if __name__ == "__main__":
     raise SystemExit(main())
+
+
+def _home(env: dict[str, str]) -> str:
+    """The agent's HOME: its own, or a fresh one the harness made for a judging invocation
+    (review, verify), so nothing the working agent left in its HOME steers the judge."""
+    fresh = env.get("WHIM_AGENT_HOME", "")
+    if fresh.startswith(JUDGE_HOME_PREFIX) and "/" not in fresh[len(JUDGE_HOME_PREFIX) :]:
+        return fresh
+    return AGENT_HOME

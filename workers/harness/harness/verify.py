@@ -4,7 +4,9 @@ The item's ``description`` is the parent's spec, its ``prNumber`` the parent's p
 (when one was opened). The branch must exist on the remote (else ``CLONE_ERROR``). The
 repository's tests run, then the agent runs once with the verification prompt and must end
 with ``[VERIFY:RESULT] {"passed": true|false, "summary": "..."}`` (``PASS`` / ``FAIL`` are
-accepted too); no verdict is an ``AGENT_ERROR``. Nothing is committed or pushed, and a
+accepted too), in its answer; no verdict is an ``AGENT_ERROR``. A PASS with tests that
+failed, errored or timed out is a FAIL. The verifier runs as a judge (``Session.invoke``): with
+the default branch's agent-instruction files and a fresh HOME. Nothing is committed or pushed, and a
 verifier that changes nothing is what is expected (never ``NO_CHANGES``). ``complete``
 carries ``verificationPassed`` and the metrics.
 """
@@ -16,6 +18,8 @@ from typing import Any
 from .errors import AgentError
 from .prompts import verdict_parse, verification_prompt
 from .session import Session
+
+TESTS_ACCEPTED = ("passed", "skipped")  # a PASS verdict stands only with these test outcomes
 
 
 def verification_run(s: Session) -> dict[str, Any]:
@@ -35,14 +39,18 @@ def verification_run(s: Session) -> dict[str, Any]:
             spec=item.spec, branch=item.branch, pr_number=item.pr_number, tests=tests
         ),
         purpose="verify",
+        judge=True,
     )
-    verdict = verdict_parse(done.all_text or done.text)
+    verdict = verdict_parse(done.text)  # its answer, not whatever its tools printed
     if verdict is None:
         raise AgentError(
             "the verifier gave no [VERIFY:RESULT] verdict; the end of its answer:\n"
             + (done.text[-1500:] or "(nothing)")
         )
     passed, summary = verdict
+    if passed and result.status not in TESTS_ACCEPTED:
+        # The verifier cannot pass what the repository's own tests fail.
+        passed, summary = False, f"the tests did not pass ({result.status}); {summary}"
     s.log(f"verification {'passed' if passed else 'failed'}" + (f": {summary}" if summary else ""))
     body: dict[str, Any] = {
         "verificationPassed": passed,
