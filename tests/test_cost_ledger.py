@@ -289,3 +289,15 @@ def test_a_complete_callback_with_cost_model_and_warning_is_recorded(client: Cli
     assert ledger(item) == (40, 4, Decimal("0.5"))
     assert usage_rows()[0][1] == "claude-opus-4"
     assert WorkItemEvent.objects.filter(work_item=item, kind=EventKind.WARNING).count() == 1
+
+
+@pytest.mark.django_db
+def test_an_agent_reporting_no_cost_is_charged_its_tokens_at_the_prices(settings: Any) -> None:
+    settings.TOKEN_PRICE_IN_PER_MILLION, settings.TOKEN_PRICE_OUT_PER_MILLION = 3.0, 15.0
+    item, worker = running_attempt()
+    beat(worker, 1_000_000, 100_000, "0")  # codex: tokens only
+    assert ledger(item)[2] == Decimal("4.5")  # 3 + 1.5
+
+    beat(worker, 2_000_000, 100_000, "0")
+    assert ledger(item)[2] == Decimal("7.5")  # the estimate's delta only
+    assert usage_rows()[0][4] == Decimal("7.5")

@@ -474,3 +474,19 @@ def test_the_judged_agent_cannot_steer_its_reviewer_through_claude_md_or_its_hom
     assert judge["home"] != work["home"] and "whim-judge-home-" in judge["home"]
     # The planted file is still the work pushed (a person reviews it on the pull request).
     assert remote.show(BRANCH, "CLAUDE.md") == planted["write"]["CLAUDE.md"].strip()
+
+
+def test_an_agent_reporting_no_cost_is_held_to_the_cap_at_its_token_prices(
+    harness_env: dict[str, str], remote: Remote, orchestrator: FakeOrchestrator, tmp_path: Path
+) -> None:
+    steps = [{"write": {f"s{n}.txt": "x\n"}} for n in range(6)]
+    env = agent_env(harness_env, tmp_path, {"steps": steps, "cost": 0})
+    # 230 tokens in per invocation at $1,000 a million: $0.23 each.
+    env = {**env, "WHIM_TOKEN_PRICES": "1000,0", "WHIM_COST_CAP_USD": "0.5"}
+
+    result = run_harness(env)
+
+    assert result.returncode == 1, explain(result)
+    [fail] = orchestrator.of("fail")
+    assert fail.body["category"] == "COST_CAP"
+    assert len(calls(tmp_path)) == 3  # 0.69 >= 0.5 after the third: no fourth

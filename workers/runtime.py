@@ -222,6 +222,7 @@ PIPELINE_ENV = (
     "ANTHROPIC_API_KEY",
     "OPENAI_API_KEY",
     "WHIM_COST_CAP_USD",
+    "WHIM_TOKEN_PRICES",
 )
 
 
@@ -235,6 +236,9 @@ def pipeline_environment(work_item: WorkItem) -> dict[str, str]:
         "FIX_ITERATIONS": str(settings.FIX_ITERATIONS),
         "WHIM_REVIEWER": settings.WHIM_REVIEWER,
         "AI_REVIEW_MODEL": settings.AI_REVIEW_MODEL,
+        "WHIM_TOKEN_PRICES": (
+            f"{settings.TOKEN_PRICE_IN_PER_MILLION},{settings.TOKEN_PRICE_OUT_PER_MILLION}"
+        ),
     }
     for name in ("ANTHROPIC_BASE_URL", "ANTHROPIC_API_KEY", "OPENAI_API_KEY"):
         if getattr(settings, name):

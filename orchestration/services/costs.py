@@ -76,16 +76,24 @@ def cost_charge(
     Call inside a transaction holding the item-then-worker row locks
     (``rows.locked_item_and_worker``), with ``worker`` as read under them.
 
-    1. Delta per measure: the new cumulative minus the worker's (never below 0).
+    1. Delta per measure: the new cumulative minus the worker's (never below 0). The cost is
+       the reported one, or the tokens at the configured prices when none is reported.
     2. The worker's cumulatives rise to the report (and its model is remembered).
     3. The deltas are added to the item and, for the day in WHIM_TIMEZONE, to the row of the
        item's repo and the model (made on first use; F() updates, so concurrent charges to
        the same row from other attempts add up).
     """
+    # An agent that reports no cost (codex, most command agents) is charged its tokens at the
+    # configured prices, so the daily budget and the item's cap hold for it too.
+    cost = estimated_cost(
+        tokens_in=max(tokens_in or 0, worker.tokens_in),
+        tokens_out=max(tokens_out or 0, worker.tokens_out),
+        reported=usd(cost_usd),
+    )
     charge = Charge(
         tokens_in=max((tokens_in or 0) - worker.tokens_in, 0),
         tokens_out=max((tokens_out or 0) - worker.tokens_out, 0),
-        cost_usd=max(usd(cost_usd) - worker.cost_usd, ZERO),
+        cost_usd=max(cost - worker.cost_usd, ZERO),
     )
     model = (model or "").strip()[:100] or worker.model
     fields: dict[str, Any] = {}

@@ -146,6 +146,8 @@ class Config:
     anthropic_api_key: str | None = None
     # What this attempt may still spend, in USD; None = no cap.
     cost_cap_usd: float | None = None
+    # USD per million tokens in and out: what an agent that reports no cost is estimated at.
+    token_prices: tuple[float, float] = (0.0, 0.0)
     worker_mode: str = "execution"
 
     @property
@@ -251,6 +253,7 @@ class Config:
             anthropic_base_url=anthropic_url.rstrip("/"),
             anthropic_api_key=anthropic_key,
             cost_cap_usd=_cost_cap(env.get("WHIM_COST_CAP_USD")),
+            token_prices=_prices(env.get("WHIM_TOKEN_PRICES")),
             worker_mode=mode,
         )
 
@@ -310,3 +313,14 @@ def _cost_cap(raw: str | None) -> float | None:
     if value != value or value in (float("inf"), float("-inf")):
         raise ConfigError(f"WHIM_COST_CAP_USD must be a finite number, not {raw!r}")
     return max(0.0, value)
+
+
+def _prices(raw: str | None) -> tuple[float, float]:
+    """``WHIM_TOKEN_PRICES``: ``in,out`` USD per million tokens; absent = 0,0."""
+    try:
+        price_in, price_out = (float(part) for part in (raw or "0,0").split(","))
+    except ValueError:
+        raise ConfigError(f"WHIM_TOKEN_PRICES must be two numbers, in,out; not {raw!r}") from None
+    if not all(0 <= price < float("inf") for price in (price_in, price_out)):
+        raise ConfigError(f"WHIM_TOKEN_PRICES must be finite and at least 0, not {raw!r}")
+    return price_in, price_out

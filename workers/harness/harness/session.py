@@ -138,7 +138,11 @@ class Session:
 
     def cost_check(self) -> None:
         cap = self.config.cost_cap_usd
-        spent = self.progress.snapshot().cost_usd
+        snap = self.progress.snapshot()
+        price_in, price_out = self.config.token_prices
+        # An agent that reports no cost (codex) is held to its tokens at the prices, as the
+        # orchestrator's ledger charges it.
+        spent = snap.cost_usd or (snap.tokens_in * price_in + snap.tokens_out * price_out) / 1e6
         if cap is not None and spent >= cap:
             raise CostCapReached(
                 f"the cost cap is reached: this attempt spent ${spent:.4f} of the "
