@@ -124,3 +124,19 @@ def test_the_work_item_is_read_for_verification(harness_env: dict[str, str]) -> 
     assert (
         WorkItem.from_json({**data, "source": "github", "sourceRef": "pr:3"}).issue_number is None
     )
+
+
+def test_the_fakes_scenario_can_differ_by_the_items_repo(
+    harness_env: dict[str, str], remote: Remote, orchestrator: FakeOrchestrator, tmp_path: Path
+) -> None:
+    # by_repo (keyed by $WHIM_REPO) lets one scenario serve several items of an e2e test.
+    push_branch(remote, tmp_path)
+    scenario = {
+        "verify": "PASS",
+        "by_repo": {base.REPO: {"verify": "FAIL"}, "acme/other": {"verify": "none"}},
+    }
+
+    result = run_harness(verifying(harness_env, tmp_path, scenario))
+
+    assert result.returncode == 0, explain(result)
+    assert complete_body(orchestrator)["verificationPassed"] is False
