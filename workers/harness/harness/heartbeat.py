@@ -5,10 +5,11 @@ from (``client.heartbeat``).
 One heartbeat goes out at once, then one per interval, each tried once (the next tick is the
 retry). A 409 means the orchestrator has fenced this worker off: ``on_fenced`` runs, and it is
 expected to stop the whole process at once. Stop the thread (``stop``) before the final
-callback, so no heartbeat can follow a complete, fail or stuck. Before a fail or stuck,
-``stop(report=True)`` sends one last heartbeat when the progress moved since the last one
-delivered: what an attempt spent after its last tick (the iteration that reached the cost cap,
-say) is charged even though it does not complete (``complete`` carries it in its metrics).
+callback, so no heartbeat can follow a complete, fail or stuck. ``stop(report=True)`` then
+sends one last heartbeat when the progress moved since the last one delivered: what an attempt
+spent after its last tick is charged even when it ends by fail or stuck (which carry no
+metrics; the iteration that reached the cost cap, say), and an attempt that resumed and ended
+within one interval still has its ``resumedFrom`` recorded.
 """
 
 from __future__ import annotations

@@ -17,13 +17,14 @@
    warning?}``. Refused with 400 (the orchestrator does not see the commit on the branch, or a
    metric is out of bounds): POST ``fail`` with category ``PUSH_ERROR``. Exit 0.
 
-Any failure on the way: one last heartbeat if the progress moved since the last one (so what
-the attempt spent is charged), then POST ``fail {error, iteration, category, stack?}`` (the
-stack only for unexpected errors; nothing secret in either) and exit 1 — ``COST_CAP`` when
-the per-attempt cost cap was reached (the work so far pushed). The agent giving up, going
-silent for ``AGENT_IDLE_TIMEOUT`` or the locks never coming: that last heartbeat, ``stuck``,
-exit 2. A 409 on any callback: stop at once, exit 3. SIGTERM/SIGINT: the agent is killed and
-the attempt reported as failed with category ``TERMINATED``.
+Any failure on the way: POST ``fail {error, iteration, category, stack?}`` (the stack only for
+unexpected errors; nothing secret in either) and exit 1 — ``COST_CAP`` when the per-attempt
+cost cap was reached (the work so far pushed). The agent giving up, going silent for
+``AGENT_IDLE_TIMEOUT`` or the locks never coming: ``stuck``, exit 2. Before any of these final
+callbacks, one last heartbeat goes out if the progress moved since the last one (so what the
+attempt spent is charged and the commit it resumed from recorded). A 409 on any callback: stop
+at once, exit 3. SIGTERM/SIGINT: the agent is killed and the attempt reported as failed
+with category ``TERMINATED``.
 """
 
 from __future__ import annotations
@@ -160,12 +161,12 @@ class Attempt:
 
     # -- final callbacks --------------------------------------------------------------------
 
-    def _stop_heartbeat(self, *, report: bool = False) -> None:
-        """``report``: the attempt ends without ``complete`` (whose metrics carry the spend):
-        one last heartbeat reports the progress made since the last one."""
+    def _stop_heartbeat(self) -> None:
+        """Before the final callback: one last heartbeat reports the progress made since the
+        last one (the spend, the commit resumed from), then none is sent any more."""
         self.finishing = True
         if self.heartbeat is not None:
-            self.heartbeat.stop(report=report)
+            self.heartbeat.stop(report=True)
 
     def _metrics(self) -> dict[str, Any]:
         snap = self.progress.snapshot()
@@ -194,7 +195,7 @@ class Attempt:
         return EXIT_OK
 
     def _fail(self, category: str, error: str, stack: str | None = None) -> int:
-        self._stop_heartbeat(report=True)
+        self._stop_heartbeat()
         self.log(f"failed ({category}): {error}")
         body: dict[str, Any] = {
             "error": mask(error)[:ERROR_CHARS],
@@ -206,7 +207,7 @@ class Attempt:
         return self._final("fail", lambda: self.client.fail(body), EXIT_FAILED)
 
     def _stuck(self, reason: str, attempts: int) -> int:
-        self._stop_heartbeat(report=True)
+        self._stop_heartbeat()
         self.log(f"stuck: {reason}")
         return self._final(
             "stuck", lambda: self.client.stuck(reason=reason, attempts=attempts), EXIT_STUCK
