@@ -210,8 +210,8 @@ def test_the_cost_cap_stops_at_an_iteration_boundary_with_the_work_pushed(
     assert len(calls(tmp_path)) == 3  # the third brought it to 0.03 >= 0.025: no fourth
     assert len(subjects(remote)) == 3  # and all three are pushed
     assert "complete" not in orchestrator.actions()
-    # The spend since the last tick is reported before the fail, so it is charged.
-    assert orchestrator.actions()[-2:] == ["heartbeat", "fail"]
+    # The spend since the last tick is reported before the fail, so it is charged (by the
+    # heartbeat thread or the last heartbeat: tests/test_harness_spend.py).
     assert orchestrator.of("heartbeat")[-1].body["costUsd"] == pytest.approx(0.03)
 
 

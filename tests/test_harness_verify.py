@@ -140,3 +140,19 @@ def test_a_pass_verdict_with_failing_tests_is_a_fail(
     body = complete_body(orchestrator)
     assert body["verificationPassed"] is False
     assert body["metrics"]["testStatus"] == "failed"
+
+
+def test_the_fakes_scenario_can_differ_by_the_items_repo(
+    harness_env: dict[str, str], remote: Remote, orchestrator: FakeOrchestrator, tmp_path: Path
+) -> None:
+    # by_repo (keyed by $WHIM_REPO) lets one scenario serve several items of an e2e test.
+    push_branch(remote, tmp_path)
+    scenario = {
+        "verify": "PASS",
+        "by_repo": {base.REPO: {"verify": "FAIL"}, "acme/other": {"verify": "none"}},
+    }
+
+    result = run_harness(verifying(harness_env, tmp_path, scenario))
+
+    assert result.returncode == 0, explain(result)
+    assert complete_body(orchestrator)["verificationPassed"] is False

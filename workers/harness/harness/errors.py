@@ -27,7 +27,6 @@ class Category:
     # The per-item cost cap was reached at an iteration boundary; the work so far is pushed.
     COST_CAP = "COST_CAP"
     INTERNAL_ERROR = "INTERNAL_ERROR"  # a bug in the harness: the stack is sent too
-    COST_CAP = "COST_CAP"
 
 
 # The harness's own copy of the names it reports: it runs inside the container on the

@@ -20,8 +20,10 @@
 Any failure on the way: POST ``fail {error, iteration, category, stack?}`` (the stack only for
 unexpected errors; nothing secret in either) and exit 1 — ``COST_CAP`` when the per-attempt
 cost cap was reached (the work so far pushed). The agent giving up, going silent for
-``AGENT_IDLE_TIMEOUT`` or the locks never coming: ``stuck``, exit 2. A 409 on any callback:
-stop at once, exit 3. SIGTERM/SIGINT: the agent is killed and the attempt reported as failed
+``AGENT_IDLE_TIMEOUT`` or the locks never coming: ``stuck``, exit 2. Before any of these final
+callbacks, one last heartbeat goes out if the progress moved since the last one (so what the
+attempt spent is charged and the commit it resumed from recorded). A 409 on any callback: stop
+at once, exit 3. SIGTERM/SIGINT: the agent is killed and the attempt reported as failed
 with category ``TERMINATED``.
 """
 
@@ -160,10 +162,11 @@ class Attempt:
     # -- final callbacks --------------------------------------------------------------------
 
     def _stop_heartbeat(self) -> None:
-        last = not self.finishing  # the totals once, before the first final callback
+        """Before the final callback: one last heartbeat reports the progress made since the
+        last one (the spend, the commit resumed from), then none is sent any more."""
         self.finishing = True
         if self.heartbeat is not None:
-            self.heartbeat.stop(last=last)
+            self.heartbeat.stop(report=True)
 
     def _metrics(self) -> dict[str, Any]:
         snap = self.progress.snapshot()

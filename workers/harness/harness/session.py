@@ -23,7 +23,7 @@ from . import agents, learnings, procs, testrun
 from .checkout import Checkout, checkout_prepare, private_file_read, private_file_write
 from .client import OrchestratorClient
 from .config import Config, WorkItem
-from .errors import CallbackError, Category, HarnessError
+from .errors import CallbackError, CostCapReached
 from .logs import Logger, mask
 from .prompts import LEARNINGS_FILE, NEW_LEARNINGS_FILE, SPEC_FILE
 from .repoconfig import CONFIG_PATH, MAX_CONFIG_BYTES, RepoSettings, repo_settings_load
@@ -33,10 +33,6 @@ from .supervisor import JUDGE_HOME_PREFIX, WORK_GID
 
 # Not for the repository's tests: the agent's model credentials.
 TEST_ENV_WITHHELD = ("ANTHROPIC_API_KEY", "OPENAI_API_KEY", "CODEX_API_KEY")
-
-
-class CostCapReached(HarnessError):
-    category = Category.COST_CAP
 
 
 class Session:
