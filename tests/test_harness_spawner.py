@@ -94,3 +94,12 @@ def test_a_reused_pid_does_not_inherit_the_earlier_process_s_exit(tmp_path: Path
     assert second.wait(timeout=5) == 0
     ours.close()
     theirs.close()
+
+
+def test_the_supervisor_gives_a_judge_only_a_fresh_home_it_recognises() -> None:
+    from workers.harness.harness.supervisor import AGENT_HOME, _home
+
+    assert _home({"WHIM_AGENT_HOME": "/tmp/whim-judge-home-ab12"}) == "/tmp/whim-judge-home-ab12"
+    for other in ("", "/etc", "/tmp/whim-judge-home-x/../../etc", "/home/whim"):
+        assert _home({"WHIM_AGENT_HOME": other}) == AGENT_HOME
+    assert _home({}) == AGENT_HOME

@@ -36,6 +36,15 @@ SPAWNER_FD = "WHIM_SPAWNER_FD"
 MAX_MESSAGE = 1024 * 1024
 
 
+def _home(env: dict[str, str]) -> str:
+    """The agent's HOME: its own, or a fresh one the harness made for a judging invocation
+    (review, verify), so nothing the working agent left in its HOME steers the judge."""
+    fresh = env.get("WHIM_AGENT_HOME", "")
+    if fresh.startswith(JUDGE_HOME_PREFIX) and "/" not in fresh[len(JUDGE_HOME_PREFIX) :]:
+        return fresh
+    return AGENT_HOME
+
+
 def main(harness: list[str] | None = None) -> int:
     # -P: the working directory (/workspace, which the agent writes) is not on sys.path, so the
     # agent cannot plant a module the harness would import.
@@ -171,12 +180,3 @@ class Supervisor:
 
 if __name__ == "__main__":
     raise SystemExit(main())
-
-
-def _home(env: dict[str, str]) -> str:
-    """The agent's HOME: its own, or a fresh one the harness made for a judging invocation
-    (review, verify), so nothing the working agent left in its HOME steers the judge."""
-    fresh = env.get("WHIM_AGENT_HOME", "")
-    if fresh.startswith(JUDGE_HOME_PREFIX) and "/" not in fresh[len(JUDGE_HOME_PREFIX) :]:
-        return fresh
-    return AGENT_HOME
