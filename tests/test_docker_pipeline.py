@@ -203,7 +203,8 @@ def test_three_iterations_each_pushed_and_the_fakes_cost_on_every_surface(
 CHECK = """\
 passed=0; failed=0
 for f in step1.txt README.md FIXED.md; do
-  if [ -f "$f" ]; then passed=$((passed + 1)); else failed=$((failed + 1)); echo "FAILED $f missing"; fi
+  if [ -f "$f" ]; then passed=$((passed + 1))
+  else failed=$((failed + 1)); echo "FAILED $f missing"; fi
 done
 if [ "$failed" -gt 0 ]; then echo "===== $failed failed, $passed passed in 0.01s ====="; exit 1; fi
 echo "===== $passed passed in 0.01s ====="
@@ -237,7 +238,7 @@ def test_tests_failing_after_the_loop_get_one_fix_iteration_and_pass(
 
 # -- 3. a needs-work review, its fix pass, and the pull request's comment ---------------------
 
-GITHUB_TOKEN = "ghp_fake0123456789abcdefghijklmnopqrstuv"  # noqa: S105  (the fake's)
+GITHUB_TOKEN = "ghp_fake0123456789abcdefghijklmnopqrstuv"  # the fake GitHub's
 FAKE_GITHUB = """
 import json, time
 from tests.fakes.github import FakeGitHub
@@ -277,7 +278,7 @@ def fake_github_in_a_container() -> Iterator[tuple[str, Any]]:
             detach=True,
         )
         wait_for(
-            lambda: b"listening" in container.logs() or container.reload() or None,
+            lambda: b"listening" in container.logs(),
             timeout=30,
             interval=0.2,
             what="the fake GitHub to listen",

@@ -22,8 +22,8 @@ class FakeServer:
 
     @property
     def base(self) -> str:
-        host, port = self._server.server_address[:2]
-        return f"http://{host}:{port}"
+        address = self._server.server_address
+        return f"http://{address[0]!s}:{address[1]}"
 
     def start(self) -> Self:
         self._thread.start()

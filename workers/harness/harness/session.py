@@ -4,9 +4,10 @@ the files shared with the agent, the learnings, running the agent and running th
 - ``prepare``: clone and check out (``checkout.py``); a branch that was already on the remote
   means this attempt resumes from its head: logged ("resumed from commit X") and reported in
   heartbeats as ``resumedFrom`` — one sent at once, as a resumed attempt may well end before
-  the next periodic one (``HEARTBEAT_INTERVAL``), and ``complete`` does not carry it. Then ``.whim/config.toml`` and the metadata
-  (``repoconfig.py``), ``.whim/spec.md``, and ``.whim/learnings.md`` from ``GET
-  /api/learnings?repo=`` (a failure there is a warning, never fatal).
+  the next periodic one (``HEARTBEAT_INTERVAL``), and ``complete`` does not carry it. Then
+  ``.whim/config.toml`` and the metadata (``repoconfig.py``), ``.whim/spec.md``, and
+  ``.whim/learnings.md`` from ``GET /api/learnings?repo=`` (a failure there is a warning,
+  never fatal).
 - ``invoke``: one agent invocation, after the cost check: when ``WHIM_COST_CAP_USD`` is set and
   this attempt has spent that much, ``CostCapReached`` (``COST_CAP``) instead.
 - ``tests``: the setup and test commands (``testrun.py``), run as the agent user through the
