@@ -232,8 +232,15 @@ def test_tests_failing_after_the_loop_get_one_fix_iteration_and_pass(
     assert metrics["iterations"] == 2
     tests = text_of(page(stack, f"/work/{item_id}/", user)).split(" Tests ", 1)[1]
     assert tests.startswith("Status passed Run / passed / failed 3 / 3 / 0 Files modified 2")
-    log = Worker.objects.get(work_item_id=item_id).log_tail
-    assert "tests: failed (2 passed, 1 failed of 3)" in log  # before the fix pass
+    wait_for(  # before the fix pass; the container's log is kept once it is removed
+        lambda: (
+            "tests: failed (2 passed, 1 failed of 3)"
+            in Worker.objects.get(work_item_id=item_id).log_tail
+        ),
+        timeout=30,
+        interval=0.5,
+        what="the attempt's log",
+    )
 
 
 # -- 3. a needs-work review, its fix pass, and the pull request's comment ---------------------
