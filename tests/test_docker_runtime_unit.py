@@ -9,16 +9,26 @@ import docker
 import pytest
 
 from tests.factories import WorkerFactory
-from workers.docker_runtime import DockerRuntime, _state, container_name
+from workers import docker_runtime, firewall
+from workers.docker_runtime import (
+    BRIDGE_NAME_OPTION,
+    ICC_OPTION,
+    DockerRuntime,
+    _state,
+    container_name,
+)
 from workers.runtime import FORBIDDEN_ENV, worker_environment
 
 pytestmark = pytest.mark.django_db
 
 
 def runtime_with(api: Any) -> DockerRuntime:
+    """A runtime on the mock ``api``, its worker network taken as made and firewalled."""
     with mock.patch("workers.docker_runtime.docker.from_env") as from_env:
         from_env.return_value = api
-        return DockerRuntime()
+        runtime = DockerRuntime()
+    runtime.ensure_network = mock.Mock(return_value="172.30.0.1")  # type: ignore[method-assign]
+    return runtime
 
 
 def test_logs_of_a_container_that_printed_gigabytes_stay_within_the_byte_bound(
@@ -142,6 +152,43 @@ def test_a_retried_start_adopts_the_container_the_first_try_created() -> None:
     assert container_id == "made-before"
     existing.start.assert_called_once()
     client.containers.run.assert_not_called()
+
+
+def test_a_start_installs_this_processs_egress_policy_though_the_callback_url_is_set(
+    settings: Any,
+) -> None:
+    # scripts/run.sh sets WHIM_CALLBACK_URL, so the gateway is never looked up: the process
+    # starting containers must still install the firewall its own settings ask for.
+    settings.WHIM_CALLBACK_URL = "http://10.9.8.7:8000"
+    settings.WHIM_CALLBACK_PORT = 8123
+    settings.WORKER_EGRESS = "allowlist"
+    settings.WORKER_EGRESS_ALLOW = ["192.0.2.10"]
+    worker = WorkerFactory.create()
+    client = mock.Mock()
+    client.containers.get.side_effect = docker.errors.NotFound("no")
+    client.containers.run.return_value.id = "abc"
+    client.networks.get.return_value.attrs = {
+        "IPAM": {"Config": [{"Gateway": "172.30.0.1"}]},
+        "Options": {ICC_OPTION: "false", BRIDGE_NAME_OPTION: "whimunit00001"},
+    }
+    docker_runtime._firewall_once.cache_clear()
+    with (
+        mock.patch("workers.docker_runtime.docker.from_env", return_value=client),
+        mock.patch.object(firewall, "usable", return_value=True),
+        mock.patch.object(firewall, "apply") as apply,
+    ):
+        DockerRuntime().start(worker=worker, work_item=worker.work_item, token="t0k")
+    docker_runtime._firewall_once.cache_clear()
+
+    apply.assert_called_once_with(
+        firewall.Policy(
+            bridge="whimunit00001",
+            callback_port=8123,
+            egress="allowlist",
+            allow=("192.0.2.10/32", "10.9.8.7/32"),  # and the callback host, not the gateway
+        )
+    )
+    assert client.containers.run.call_args.kwargs["network"] == settings.WHIM_DOCKER_NETWORK
 
 
 # --- bounded disk (issue 9) -------------------------------------------------------------------

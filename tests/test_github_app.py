@@ -152,6 +152,7 @@ def test_a_start_that_fails_revokes_the_token_it_minted(github: FakeGitHub, sett
     )
     runtime = DockerRuntime.__new__(DockerRuntime)
     runtime.client = client
+    runtime.ensure_network = mock.Mock(return_value="172.30.0.1")  # type: ignore[method-assign]
 
     with pytest.raises(docker.errors.APIError):
         runtime.start(worker=worker, work_item=worker.work_item, token="t")

@@ -324,6 +324,23 @@ def test_a_retried_attempt_resumes_from_the_pushed_branch(
     assert len(subjects(remote)) == 3
 
 
+def test_a_resumed_attempt_shorter_than_the_heartbeat_interval_still_reports_it(
+    harness_env: dict[str, str], remote: Remote, orchestrator: FakeOrchestrator, tmp_path: Path
+) -> None:
+    env = {**agent_env(harness_env, tmp_path, {"steps": STEPS}), "WHIM_REVIEWER": "none"}
+    run_harness({**env, "WHIM_COST_CAP_USD": "0.015"})  # two iterations pushed
+    pushed = remote.head(BRANCH)
+    started = orchestrator.of("fail")[0].at
+
+    # Only the heartbeat at the start is periodic here: it leaves before the clone.
+    result = run_harness({**env, "HEARTBEAT_INTERVAL": "60"})
+
+    assert result.returncode == 0, explain(result)
+    beats = [c for c in orchestrator.of("heartbeat") if c.at > started]
+    resumed = [c for c in beats if c.body.get("resumedFrom") == pushed]
+    assert resumed and resumed[0].at < orchestrator.of("complete")[0].at
+
+
 def test_learnings_are_loaded_for_the_agent_and_its_new_ones_collected(
     harness_env: dict[str, str], orchestrator: FakeOrchestrator, tmp_path: Path
 ) -> None:

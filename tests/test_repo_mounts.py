@@ -97,7 +97,10 @@ def test_the_container_gets_the_repository_mounts_and_never_the_whole_dir(
     client = mock.Mock()
     client.containers.get.side_effect = docker.errors.NotFound("no")
     client.containers.run.return_value.id = "abc"
-    with mock.patch("workers.docker_runtime.docker.from_env", return_value=client):
+    with (
+        mock.patch("workers.docker_runtime.docker.from_env", return_value=client),
+        mock.patch.object(DockerRuntime, "ensure_network", return_value="172.30.0.1"),
+    ):
         DockerRuntime().start(worker=worker, work_item=worker.work_item, token="t0k")
 
     options = client.containers.run.call_args.kwargs

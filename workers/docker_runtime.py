@@ -187,6 +187,10 @@ class DockerRuntime(ContainerRuntime):
         existing = self._find(name)
         if existing is not None:
             return self._adopt(name).id or name
+        # The network, with the firewall of this process's settings (once per process), even
+        # when WHIM_CALLBACK_URL spares us the gateway: a process that only set the callback
+        # URL (scripts/run.sh, compose) must not start containers under another's policy.
+        self.ensure_network()
         env = worker_environment(
             worker=worker, work_item=work_item, token=token, callback_base=self.callback_base()
         )

@@ -54,7 +54,7 @@ class Request:
 
 
 class FakeGitHub(FakeServer):
-    def __init__(self, *, first_number: int = 7) -> None:
+    def __init__(self, *, first_number: int = 7, host: str = "127.0.0.1", port: int = 0) -> None:
         self.requests: list[Request] = []
         self.next_number = first_number
         self.existing: dict[str, Any] | None = None
@@ -66,7 +66,7 @@ class FakeGitHub(FakeServer):
         self.minted: dict[str, dict[str, Any]] = {}  # token -> the POST body it was minted for
         self.revoked: list[str] = []
         self._lock = threading.Lock()
-        super().__init__()
+        super().__init__(host=host, port=port)
 
     @property
     def url(self) -> str:

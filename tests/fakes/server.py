@@ -1,4 +1,5 @@
-"""The plumbing every fake HTTP service shares: a server on 127.0.0.1 in a daemon thread."""
+"""The plumbing every fake HTTP service shares: a server on 127.0.0.1 (or ``host``) in a daemon
+thread."""
 
 from __future__ import annotations
 
@@ -12,8 +13,8 @@ class FakeServer:
     Subclasses set their own state first, then call ``super().__init__``, and give the
     request handler in ``_handler_class``."""
 
-    def __init__(self, *, port: int = 0) -> None:
-        self._server = ThreadingHTTPServer(("127.0.0.1", port), self._handler_class())
+    def __init__(self, *, port: int = 0, host: str = "127.0.0.1") -> None:
+        self._server = ThreadingHTTPServer((host, port), self._handler_class())
         self._server.daemon_threads = True
         self._thread = threading.Thread(
             target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
@@ -21,7 +22,8 @@ class FakeServer:
 
     @property
     def base(self) -> str:
-        return f"http://127.0.0.1:{self._server.server_address[1]}"
+        address = self._server.server_address
+        return f"http://{address[0]!s}:{address[1]}"
 
     def start(self) -> Self:
         self._thread.start()

@@ -3,9 +3,11 @@ the files shared with the agent, the learnings, running the agent and running th
 
 - ``prepare``: clone and check out (``checkout.py``); a branch that was already on the remote
   means this attempt resumes from its head: logged ("resumed from commit X") and reported in
-  heartbeats as ``resumedFrom``. Then ``.whim/config.toml`` and the metadata
-  (``repoconfig.py``), ``.whim/spec.md``, and ``.whim/learnings.md`` from ``GET
-  /api/learnings?repo=`` (a failure there is a warning, never fatal).
+  heartbeats as ``resumedFrom`` — one sent at once, as a resumed attempt may well end before
+  the next periodic one (``HEARTBEAT_INTERVAL``), and ``complete`` does not carry it. Then
+  ``.whim/config.toml`` and the metadata (``repoconfig.py``), ``.whim/spec.md``, and
+  ``.whim/learnings.md`` from ``GET /api/learnings?repo=`` (a failure there is a warning,
+  never fatal).
 - ``invoke``: one agent invocation, after the cost check: when ``WHIM_COST_CAP_USD`` is set and
   this attempt has spent that much, ``CostCapReached`` (``COST_CAP``) instead.
 - ``tests``: the setup and test commands (``testrun.py``), run as the agent user through the
@@ -79,6 +81,7 @@ class Session:
         if self.checkout.existed:
             self.log(f"resumed from commit {self.checkout.start}")
             self.progress.update(resumed_from=self.checkout.start)
+            self._heartbeat_now()
         self.settings = repo_settings_load(
             None,  # not the work branch's copy: an earlier attempt's agent may have pushed it
             data=self.checkout.default_file(CONFIG_PATH, limit=MAX_CONFIG_BYTES),
@@ -98,6 +101,14 @@ class Session:
         )
         private_file_write(config.checkout, SPEC_FILE, spec.rstrip() + "\n")
         self._learnings_load()
+
+    def _heartbeat_now(self) -> None:
+        """One heartbeat from here, now (``Fenced`` stops the attempt as from any callback);
+        one not delivered is left to the periodic ones."""
+        try:
+            self.client.heartbeat(self.progress.snapshot())
+        except CallbackError as exc:
+            self.log(f"heartbeat not delivered: {exc}")
 
     def _learnings_load(self) -> None:
         try:
