@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 from django.test import Client
 
+from orchestration.choices import EventKind
 from orchestration.models import WorkItem, WorkItemEvent, WorkItemStatus, WorkItemType
 from orchestration.nudge import TaskName
 from orchestration.services.dispatch import worker_token
@@ -140,7 +141,7 @@ def test_a_failed_verification_is_retried_at_once_up_to_its_own_bound(
     client: Client, settings: Any, django_capture_on_commit_callbacks: Any
 ) -> None:
     settings.VERIFICATION_MAX_RETRIES, settings.MAX_RETRIES = 2, 0
-    _parent, child = completed_with_verification(client)
+    parent, child = completed_with_verification(client)
 
     for retry in (1, 2):
         child, verifier = running_attempt(child)
@@ -163,6 +164,12 @@ def test_a_failed_verification_is_retried_at_once_up_to_its_own_bound(
     child.refresh_from_db()
     assert child.status == WorkItemStatus.FAILED
     assert child.retry_count == 2
+    # Its parent learns that no verdict will come, rather than waiting for one for ever.
+    parent.refresh_from_db()
+    status = parent.metadata["verificationStatus"]
+    assert status["passed"] is None and status["verificationWorkItemId"] == str(child.pk)
+    verified = parent.events.filter(kind=EventKind.VERIFIED).last()
+    assert verified is not None and verified.message == "verification gave no verdict"
 
 
 def test_an_execution_item_still_waits_out_its_backoff(client: Client, settings: Any) -> None:

@@ -36,6 +36,7 @@ from orchestration.nudge import TaskName, send_on_commit
 from orchestration.rows import locked_item_and_worker
 from orchestration.services.events import event_record
 from orchestration.services.locks import locks_release_all
+from orchestration.services.verification import verification_report
 
 logger = logging.getLogger(__name__)
 
@@ -219,6 +220,8 @@ def _retry_or_fail(
         message=error[:2000],
         data={"category": category, "retries": item.retry_count},
     )
+    if verification:  # its parent learns it will get no verdict
+        verification_report(item=item, passed=None, now=now)
 
 
 def worker_fail(
