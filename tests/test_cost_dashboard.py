@@ -98,6 +98,12 @@ def test_a_slow_day_does_not_run_out(settings: Any) -> None:
     assert budget_outlook(now=NOON, spent=Decimal(3), budget=None) == ""
 
 
+def test_a_budget_that_would_last_for_ages_does_not_break_the_page() -> None:
+    # A cent by noon of a million dollars: at this rate it runs out some 100,000 years on.
+    sentence = budget_outlook(now=NOON, spent=Decimal("0.01"), budget=Decimal(1_000_000))
+    assert sentence.startswith("Not at this rate")
+
+
 def test_a_spent_budget_says_until_when() -> None:
     sentence = budget_outlook(now=NOON, spent=Decimal(10), budget=Decimal(10))
     assert sentence == "The daily cost budget ($10) is spent: new attempts wait until 00:00."

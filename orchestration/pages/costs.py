@@ -119,14 +119,14 @@ def budget_outlook(*, now: dt.datetime, spent: Decimal, budget: Decimal | None) 
     if spent <= 0 or elapsed <= 0:
         return f"Not at this rate: nothing spent today of the ${usd_text(budget)} budget."
     rate = float(spent) / elapsed  # dollars per second
-    runs_out = now + dt.timedelta(seconds=float(budget - spent) / rate)
-    if runs_out >= day_end:
+    lasts = float(budget - spent) / rate  # seconds; may be ages (a datetime that far overflows)
+    if lasts >= (day_end - now).total_seconds():
         return (
             f"Not at this rate: ${usd_text(spent)} of ${usd_text(budget)} spent so far; "
             "the budget lasts the day."
         )
     return (
-        f"At this rate the daily budget runs out at {_clock(runs_out)} "
+        f"At this rate the daily budget runs out at {_clock(now + dt.timedelta(seconds=lasts))} "
         f"(${usd_text(spent)} of ${usd_text(budget)} spent so far)."
     )
 
