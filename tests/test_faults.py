@@ -297,10 +297,12 @@ def test_postgresql_down_while_workers_run_gives_503_then_lands_every_callback_o
         submit(stack, repo="acme/widgets", spec=f"# PG {n}", metadata={"mockSeconds": 6})
         for n in range(3)
     ]
+    # Past their setup (clone, learnings) and into the agent, which reports an iteration a
+    # second: the outage then meets the lock and complete calls, not a setup call.
     wait_for(
-        lambda: Worker.objects.filter(status=WorkerStatus.RUNNING).count() == 3,
+        lambda: Worker.objects.filter(status=WorkerStatus.RUNNING, iteration__gte=1).count() == 3,
         timeout=90,
-        what="three running workers",
+        what="three workers running their agents",
     )
 
     pg_ctl("stop")
