@@ -9,6 +9,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 from collections.abc import Callable
+from typing import Any
 from uuid import UUID
 
 from django.conf import settings
@@ -112,27 +113,55 @@ def _end_attempt(
     return True
 
 
-def _pause(*, item: WorkItem, worker: Worker, error: str, category: str, now: dt.datetime) -> None:
-    """The attempt stopped at the item's cost cap, its work pushed: the item waits, paused,
-    for an operator to continue it with a raised cap (``work_item_continue``). No retry is
-    charged and nothing is failed; its locks were freed with the attempt's."""
+def _item_move(
+    *,
+    item: WorkItem,
+    worker: Worker,
+    to: str,
+    kind: str,
+    actor: str,
+    error: str,
+    category: str,
+    now: dt.datetime,
+    data: dict[str, Any],
+    fields: dict[str, Any],
+) -> None:
+    """Move the item its attempt ended to ``to`` (with ``fields``) — only while that attempt
+    is still the item's active one — with the error kept, and record the event."""
     WorkItem.objects.filter(pk=item.pk, status__in=WorkItem.ACTIVE, worker_id=worker.pk).update(
-        status=WorkItemStatus.PAUSED,
-        worker=None,
-        next_retry_at=None,
+        status=to,
         error=error[:100_000],
         error_category=category[:40],
         updated_at=now,
+        **fields,
     )
     event_record(
         work_item=item,
         worker=worker,
-        kind=EventKind.PAUSED,
+        kind=kind,
         from_status=item.status,
-        to_status=WorkItemStatus.PAUSED,
-        actor=f"worker:{worker.pk}",
+        to_status=to,
+        actor=actor,
         message=error[:2000],
+        data=data,
+    )
+
+
+def _pause(*, item: WorkItem, worker: Worker, error: str, category: str, now: dt.datetime) -> None:
+    """The attempt stopped at the item's cost cap, its work pushed: the item waits, paused,
+    for an operator to continue it with a raised cap (``work_item_continue``). No retry is
+    charged and nothing is failed; its locks were freed with the attempt's."""
+    _item_move(
+        item=item,
+        worker=worker,
+        to=WorkItemStatus.PAUSED,
+        kind=EventKind.PAUSED,
+        actor=f"worker:{worker.pk}",
+        error=error,
+        category=category,
+        now=now,
         data={"category": category, "costUsd": str(item.cost_usd)},
+        fields={"worker": None, "next_retry_at": None},
     )
 
 
@@ -175,50 +204,41 @@ def _retry_or_fail(
         delays = [0] if verification else (settings.RETRY_DELAYS or [60])
         delay = delays[min(item.retry_count, len(delays) - 1)]
         next_at = now + dt.timedelta(seconds=delay) if delay else None
-        WorkItem.objects.filter(pk=item.pk, status__in=WorkItem.ACTIVE, worker_id=worker.pk).update(
-            status=WorkItemStatus.QUEUED,
-            retry_count=F("retry_count") + 1,
-            next_retry_at=next_at,
-            worker=None,
-            error=error[:100_000],
-            error_category=category[:40],
-            updated_at=now,
-        )
-        event_record(
-            work_item=item,
+        _item_move(
+            item=item,
             worker=worker,
+            to=WorkItemStatus.QUEUED,
             kind=EventKind.RETRY_SCHEDULED,
-            from_status=item.status,
-            to_status=WorkItemStatus.QUEUED,
             actor=actor,
-            message=error[:2000],
+            error=error,
+            category=category,
+            now=now,
             data={
                 "category": category,
                 "retry": item.retry_count + 1,
                 "delaySeconds": delay,
                 "nextRetryAt": next_at.isoformat() if next_at else None,
             },
+            fields={
+                "retry_count": F("retry_count") + 1,
+                "next_retry_at": next_at,
+                "worker": None,
+            },
         )
         if next_at is None:
             send_on_commit(TaskName.DISPATCH)
         return
-    WorkItem.objects.filter(pk=item.pk, status__in=WorkItem.ACTIVE, worker_id=worker.pk).update(
-        status=WorkItemStatus.FAILED,
-        completed_at=now,
-        updated_at=now,
-        next_retry_at=None,
-        error=error[:100_000],
-        error_category=category[:40],
-    )
-    event_record(
-        work_item=item,
+    _item_move(
+        item=item,
         worker=worker,
+        to=WorkItemStatus.FAILED,
         kind=EventKind.FAILED,
-        from_status=item.status,
-        to_status=WorkItemStatus.FAILED,
         actor=actor,
-        message=error[:2000],
+        error=error,
+        category=category,
+        now=now,
         data={"category": category, "retries": item.retry_count},
+        fields={"completed_at": now, "next_retry_at": None},
     )
     if verification:  # its parent learns it will get no verdict
         verification_report(item=item, passed=None, now=now)
