@@ -10,6 +10,10 @@ from typing import ClassVar
 from django.db import models
 from django.db.models import Q
 
+# Who may call (API keys, the login throttle): their own module, re-exported here too.
+from orchestration.access import ApiKey as ApiKey
+from orchestration.access import LoginThrottle as LoginThrottle
+
 # The ledgers live in their own module; imported here so the app's models are all in one place.
 from orchestration.ledger import CostUsage as CostUsage
 from orchestration.ledger import DailyUsage as DailyUsage
@@ -28,7 +32,13 @@ PRIORITY_RANK = {Priority.CRITICAL: 3, Priority.HIGH: 2, Priority.MEDIUM: 1, Pri
 
 class WorkItemType(models.TextChoices):
     EXECUTION = "execution"
+    REVIEW = "review"  # the review bot's job: review one pull request at one head sha
     VERIFICATION = "verification"
+
+
+class AttemptKind(models.TextChoices):
+    WORK = "work"  # does the item's job (implement, review or verify)
+    SPEC = "spec"  # writes the spec of a ``generating`` item (SPEC_GENERATOR=agent)
 
 
 class WorkItemStatus(models.TextChoices):
@@ -218,6 +228,7 @@ class Worker(models.Model):
         max_length=20, choices=WorkerStatus.choices, default=WorkerStatus.STARTING
     )
     attempt = models.PositiveIntegerField(default=1)
+    kind = models.CharField(max_length=10, choices=AttemptKind.choices, default=AttemptKind.WORK)
     iteration = models.PositiveIntegerField(default=0)
     # The attempt's cumulative reports, which are also what the ledger has charged for it.
     tokens_in = models.BigIntegerField(default=0)
@@ -354,47 +365,3 @@ class Learning(models.Model):
 
     def __str__(self) -> str:
         return f"learning for {self.repo}"
-
-
-class ApiKey(models.Model):
-    """A client API key. Only its SHA-256 is stored; the key itself is shown once."""
-
-    name = models.CharField(max_length=100)
-    prefix = models.CharField(max_length=16, editable=False)
-    key_hash = models.CharField(max_length=64, unique=True, editable=False)
-    created_at = models.DateTimeField(auto_now_add=True)
-    last_used_at = models.DateTimeField(null=True, blank=True)
-    revoked_at = models.DateTimeField(null=True, blank=True)
-
-    def __str__(self) -> str:
-        return f"{self.name} ({self.prefix}…)"
-
-    @property
-    def is_active(self) -> bool:
-        return self.revoked_at is None
-
-
-class LoginThrottle(models.Model):
-    """Failed logins counted per submitted username or per client address (services.logins).
-
-    One row per (scope, key), updated under a row lock, so every web process sees the same
-    count. The key is the name as typed (case-folded), whether or not such a user exists.
-    """
-
-    class Scope(models.TextChoices):
-        USER = "user"
-        ADDRESS = "address"
-
-    scope = models.CharField(max_length=10, choices=Scope.choices)
-    key = models.CharField(max_length=150)
-    failures = models.PositiveIntegerField(default=0)
-    window_started_at = models.DateTimeField(db_index=True)
-    locked_until = models.DateTimeField(null=True, blank=True)
-
-    class Meta:
-        constraints: ClassVar[list[models.BaseConstraint]] = [
-            models.UniqueConstraint(fields=["scope", "key"], name="loginthrottle_scope_key"),
-        ]
-
-    def __str__(self) -> str:
-        return f"{self.scope} {self.key}"

@@ -54,6 +54,7 @@ INSTALLED_APPS = [
     "orchestration",
     "workers",
     "reviews",
+    "intake",
 ]
 
 MIDDLEWARE = [
@@ -253,8 +254,7 @@ WHIM_AGENT_COMMAND = env.str("WHIM_AGENT_COMMAND", default="")
 WHIM_AGENT_PATH_DIR = env.str("WHIM_AGENT_PATH_DIR", default="")  # agent_bin.py: first on PATH
 # Names of variables passed through to containers (GitHub credentials; the model keys go by
 # their own settings, ANTHROPIC_API_KEY / OPENAI_API_KEY).
-_AGENT_ENV = ["GITHUB_TOKEN"]
-WHIM_AGENT_ENV = env.list("WHIM_AGENT_ENV", default=_AGENT_ENV)
+WHIM_AGENT_ENV = env.list("WHIM_AGENT_ENV", default=["GITHUB_TOKEN"])
 WHIM_GIT_BASE_URL = env.str("WHIM_GIT_BASE_URL", default="https://github.com/")
 WHIM_LOCAL_REPOS_DIR = env.str("WHIM_LOCAL_REPOS_DIR", default="")
 GITHUB_API_URL = env.str("GITHUB_API_URL", default="")
@@ -273,8 +273,8 @@ FAST_EXIT_SECONDS = env.float("FAST_EXIT_SECONDS", default=10.0)
 API_KEY = env.str("API_KEY", default="").strip()
 # The shared secret of the GitHub review webhook (POST /webhooks/github); unset: refused.
 GITHUB_WEBHOOK_SECRET = env.str("GITHUB_WEBHOOK_SECRET", default="").strip()
-# The agent pipeline's settings (money limits, the harness's knobs): their own module.
-from whim.settings_pipeline import *  # noqa: E402, F403
+from whim.settings_github import *  # noqa: E402, F403  (intake, spec generation, review bot)
+from whim.settings_pipeline import *  # noqa: E402, F403  (money limits, the harness's knobs)
 
 # --- Containment bounds (issue 9): what an attempt may claim and consume ----------
 # /workspace is a tmpfs of this size (counted against WORKER_MEMORY; check W010 warns when it
