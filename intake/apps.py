@@ -12,3 +12,9 @@ from django.apps import AppConfig
 class IntakeConfig(AppConfig):
     name = "intake"
     default_auto_field = "django.db.models.BigAutoField"
+
+    def ready(self) -> None:
+        from intake.services import github_actions_sweep
+        from orchestration import registry
+
+        registry.sweep_register("github", github_actions_sweep)

@@ -30,6 +30,10 @@ class TaskName:
     START_WORKER = "orchestration.start_worker"
     STOP_CONTAINER = "workers.stop_container"
     FAKE_RUN = "workers.fake_run"
+    # Defined in intake/tasks.py: deliver one outbox row (a GitHub call); poll the watched
+    # repositories for labelled issues and pull requests.
+    GITHUB_DELIVER = "intake.deliver"
+    INTAKE_POLL = "intake.poll"
 
 
 def send(name: str, *args: str) -> None:

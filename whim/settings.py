@@ -293,21 +293,20 @@ COMMIT_CHECK_TIMEOUT = env.float("COMMIT_CHECK_TIMEOUT", default=10.0)
 
 EMBEDDED_MODE = EMBEDDED_DATABASE or EMBEDDED_BROKER
 
-# Every supervision sweep and how often beat runs it (seconds; orchestration.registry names
-# the sweeps, and check W004 says when the two disagree). Each becomes a beat entry
-# "whim-sweep-<name>", editable in the admin.
+# Every supervision sweep and how often beat runs it (seconds; orchestration.registry names the
+# sweeps, check W004 says when the two disagree). Each is a beat entry "whim-sweep-<name>".
 SWEEP_PERIODS: dict[str, float] = {
     "heartbeats": env.float("SWEEP_HEARTBEATS_EVERY", default=5.0),
     "containers": env.float("SWEEP_CONTAINERS_EVERY", default=LOOP_INTERVAL),
     "stuck": env.float("SWEEP_STUCK_EVERY", default=30.0),
     "locks": env.float("SWEEP_LOCKS_EVERY", default=60.0),
     "retention": env.float("SWEEP_RETENTION_EVERY", default=3600.0),
+    "github": env.float("SWEEP_GITHUB_EVERY", default=30.0),  # the outbox (intake/)
 }
 
 
 def _expires(period: float) -> int:
-    """A beat message not taken within two periods is dropped: the next one is on its way.
-    At least 30 s (a busy worker), at most an hour."""
+    """A beat message not taken in two periods is dropped (30 s to an hour): a next one comes."""
     return int(min(max(period * 2, 30), 3600))
 
 
@@ -326,6 +325,7 @@ CELERY_BEAT_SCHEDULE: dict[str, dict[str, Any]] = {
         }
         for name, period in SWEEP_PERIODS.items()
     },
+    **GITHUB_BEAT_SCHEDULE,  # noqa: F405  (whim.settings_github: the intake poll)
 }
 
 # --- HTTPS, cookies and security headers (issue 9) -----------------------------------

@@ -5,6 +5,8 @@ configuration table with its default, and validated by ``orchestration.checks``.
 
 from __future__ import annotations
 
+from typing import Any
+
 import environ
 
 env = environ.FileAwareEnv()
@@ -41,3 +43,16 @@ REVIEW_CHECK_NAME = env.str("REVIEW_CHECK_NAME", default="Whim review").strip()
 # --- The outbox of GitHub calls (intake/outbox.py) -----------------------------------------
 GITHUB_ACTION_MAX_ATTEMPTS = env.int("GITHUB_ACTION_MAX_ATTEMPTS", default=10)
 GITHUB_TIMEOUT = env.float("GITHUB_TIMEOUT", default=15.0)  # seconds per GitHub request
+
+# Beat: the intake poll (a no-op when nothing is watched or the interval is 0).
+GITHUB_BEAT_SCHEDULE: dict[str, dict[str, Any]] = (
+    {
+        "whim-intake-poll": {
+            "task": "intake.poll",
+            "schedule": INTAKE_POLL_INTERVAL,
+            "options": {"expire_seconds": int(min(max(INTAKE_POLL_INTERVAL * 2, 30), 3600))},
+        }
+    }
+    if INTAKE_POLL_INTERVAL > 0
+    else {}
+)
