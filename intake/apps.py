@@ -14,7 +14,7 @@ class IntakeConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
-        from intake.services import github_actions_sweep
+        from intake.outbox import github_actions_sweep
         from orchestration import registry
 
         registry.sweep_register("github", github_actions_sweep)

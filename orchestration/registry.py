@@ -13,12 +13,15 @@ from typing import Protocol, TypedDict
 
 from django.conf import settings
 
-from orchestration.models import Worker
+from orchestration.models import Worker, WorkItemEvent
 from orchestration.text import strip_ansi
 
 KEPT_ON_ROW = "kept on the worker row"
 
 SweepFn = Callable[[], dict[str, int]]
+# Told every event that moves an item, inside the transaction that moved it: it may write rows
+# (an outbox), never call out; raising rolls the move back.
+ItemMovedHook = Callable[[WorkItemEvent], None]
 
 
 class RuntimeInfo(TypedDict):
@@ -68,6 +71,7 @@ class GitHubCredentials(Protocol):
 _sweeps: dict[str, SweepFn] = {}
 _github: list[GitHubCredentials] = []
 _runtime: list[RuntimeProvider] = [_NoRuntime()]
+_item_moved: dict[str, ItemMovedHook] = {}
 
 
 def sweep_register(name: str, sweep: SweepFn) -> None:
@@ -104,3 +108,12 @@ def github_token(repo: str) -> str:
 def github_readable() -> bool:
     """Whether ``github_token`` can give a token at all."""
     return any(c.available() for c in _github) or bool(settings.GITHUB_TOKEN)
+
+
+def item_moved_register(name: str, hook: ItemMovedHook) -> None:
+    """Add (or replace, by name) a hook told every event that moves an item."""
+    _item_moved[name] = hook
+
+
+def item_moved_hooks() -> list[ItemMovedHook]:
+    return list(_item_moved.values())

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 from uuid import UUID
 
+from orchestration import registry
 from orchestration.models import Worker, WorkItem, WorkItemEvent
 
 
@@ -19,8 +20,13 @@ def event_record(
     worker: Worker | UUID | str | None = None,
     data: dict[str, Any] | None = None,
 ) -> WorkItemEvent:
-    """Append one event; call it inside the transaction that made the change."""
-    return WorkItemEvent.objects.create(
+    """Append one event; call it inside the transaction that made the change.
+
+    An event that moves the item (``to_status`` set and different) is also told to the
+    ``registry.item_moved`` hooks, in the same transaction (the GitHub loop's outbox rows are
+    written with the change they report, or not at all).
+    """
+    event = WorkItemEvent.objects.create(
         work_item_id=work_item.pk if isinstance(work_item, WorkItem) else work_item,
         worker_id=worker.pk if isinstance(worker, Worker) else worker,
         kind=kind,
@@ -30,3 +36,7 @@ def event_record(
         message=message[:10_000],
         data=data or {},
     )
+    if to_status and to_status != from_status:
+        for hook in registry.item_moved_hooks():
+            hook(event)
+    return event
