@@ -319,7 +319,13 @@ def test_beat_skips_a_sweep_another_process_is_running_and_runs_it_once_free() -
     try:
         assert held.wait(10)
         assert tasks.sweep.run("locks") == {}  # beat's copy: skipped, not queued behind it
-        assert set(tasks.sweep.run("all")) == {"heartbeats", "stuck", "containers", "retention"}
+        assert set(tasks.sweep.run("all")) == {
+            "heartbeats",
+            "stuck",
+            "containers",
+            "retention",
+            "github",  # intake's outbox
+        }
         assert set(sweep_run(name="locks")) == {"locks"}  # by hand: runs regardless
     finally:
         release.set()
@@ -330,7 +336,7 @@ def test_beat_skips_a_sweep_another_process_is_running_and_runs_it_once_free() -
 
 def test_sweeps_run_by_name_or_all() -> None:
     result = sweep_run(name="all")
-    assert set(result) == {"heartbeats", "stuck", "locks", "containers", "retention"}
+    assert set(result) == {"heartbeats", "stuck", "locks", "containers", "retention", "github"}
 
 
 def test_two_sweeps_at_once_end_a_stale_worker_exactly_once(settings: Any) -> None:
