@@ -1,0 +1,236 @@
+"""Issue 11's GitHub loop end to end, on real parts: gunicorn and its signed webhook, Celery
+worker and beat (the intake poll, the outbox sweep), dockerd, the worker image and the fake
+``claude``, and the fake GitHub in a container that the worker network reaches only through the
+egress allowlist (the orchestrator reaches it over the test's own network).
+
+A labelled issue, announced by the webhook and seen again by the poll, becomes one work item;
+a spec attempt writes its spec, a work attempt implements it and opens the pull request with
+"Closes #N", and the issue's labels and comment follow the item: ``whim`` → ``whim:processing``
+→ ``whim:pr-ready`` with one comment linking the pull request."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import hmac
+import json
+import os
+import urllib.request
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import docker
+import pytest
+from docker.types import Mount
+
+from intake.models import GitHubAction, GitHubActionStatus, Repository
+from orchestration.models import AttemptKind, Worker, WorkerStatus, WorkItem, WorkItemStatus
+from tests.conftest import ROOT
+from tests.docker_stack import make_bare_repo
+from tests.helpers import wait_for
+from tests.test_docker_pipeline import GITHUB_TOKEN
+from tests.test_docker_pipeline_b import agent_bin, nothing_left
+
+pytestmark = [pytest.mark.docker, pytest.mark.celery, pytest.mark.django_db(transaction=True)]
+
+__all__ = ["agent_bin"]  # the fixture, used below
+
+REPO = "acme/widgets"
+SECRET = "loop-webhook-secret"
+SPEC = "# Add a widget\n\n## Tasks\n\n- [ ] write widget.txt\n"
+ISSUE = {"number": 42, "title": "Add a widget", "body": "We need a widget.", "user": "octocat"}
+
+# The fake GitHub of tests/fakes, seeded from $FAKE_GITHUB_SEED, with two routes of its own
+# for the test: GET /_fake/state (labels, comments, pulls created) and the requests it served
+# printed as JSON lines.
+FAKE_GITHUB = """
+import json, os, time
+from tests.fakes.github import FakeGitHub
+
+class Seeded(FakeGitHub):
+    def _handle(self, request):
+        if request.path == "/_fake/state":
+            with self._lock:
+                return 200, {
+                    "labels": {r: {str(n): v for n, v in by.items()} for r, by in self.labels.items()},
+                    "comments": {r: {str(n): [c["body"] for c in v] for n, v in by.items()}
+                                 for r, by in self.comments.items()},
+                }
+        status, answer = super()._handle(request)
+        print(json.dumps({"method": request.method, "path": request.path, "body": request.body,
+                          "status": status}), flush=True)
+        return status, answer
+
+fake = Seeded(host="0.0.0.0", port=8080)
+for issue in json.loads(os.environ.get("FAKE_GITHUB_SEED", "{}")).get("issues", []):
+    fake.add_issue(issue.pop("repo"), issue.pop("number"), **issue)
+fake.start()
+print("listening", flush=True)
+while True:
+    time.sleep(3600)
+"""
+
+
+@contextlib.contextmanager
+def seeded_github(seed: dict[str, Any]) -> Iterator[tuple[str, Callable[[], Any], Any]]:
+    """The fake GitHub in a container on a network of its own, seeded with ``seed``. Yields its
+    address, ``served()`` (the requests, as JSON objects) and ``state()``."""
+    client = docker.from_env()
+    tag = uuid.uuid4().hex[:8]
+    network = client.networks.create(f"whim-fakegh-{tag}", driver="bridge")
+    container = None
+    try:
+        container = client.containers.run(
+            os.environ.get("WORKER_IMAGE", "whim-worker:latest"),
+            entrypoint=["python3", "-c", FAKE_GITHUB],
+            name=f"whim-fakegh-{tag}",
+            user="0",
+            environment={
+                "PYTHONPATH": "/srv",
+                "PYTHONDONTWRITEBYTECODE": "1",
+                "FAKE_GITHUB_SEED": json.dumps(seed),
+            },
+            mounts=[Mount("/srv/tests", str(ROOT / "tests"), type="bind", read_only=True)],
+            network=network.name,
+            detach=True,
+        )
+        wait_for(lambda: b"listening" in container.logs(), timeout=30, what="the fake GitHub")
+        container.reload()
+        address = container.attrs["NetworkSettings"]["Networks"][network.name]["IPAddress"]
+
+        def served() -> list[dict[str, Any]]:
+            lines = container.logs(stderr=False).decode().splitlines()
+            return [json.loads(line) for line in lines if line.startswith("{")]
+
+        def state() -> Any:
+            with urllib.request.urlopen(f"http://{address}:8080/_fake/state", timeout=5) as r:
+                return json.loads(r.read())
+
+        yield address, served, state
+    finally:
+        if container is not None:
+            container.remove(force=True)
+        network.remove()
+
+
+def deliver(base_url: str, event: str, payload: dict[str, Any], delivery: str) -> Any:
+    """POST one signed webhook delivery to the running web server; its JSON answer."""
+    body = json.dumps(payload).encode()
+    signature = "sha256=" + hmac.new(SECRET.encode(), body, hashlib.sha256).hexdigest()
+    req = urllib.request.Request(
+        f"{base_url}/webhooks/github",
+        data=body,
+        method="POST",
+        headers={
+            "Content-Type": "application/json",
+            "X-GitHub-Event": event,
+            "X-GitHub-Delivery": delivery,
+            "X-Hub-Signature-256": signature,
+        },
+    )
+    with urllib.request.urlopen(req, timeout=10) as resp:
+        assert resp.status == 200
+        return json.loads(resp.read())
+
+
+def labelled_event() -> dict[str, Any]:
+    return {
+        "action": "labeled",
+        "label": {"name": "whim"},
+        "issue": {
+            "number": ISSUE["number"],
+            "title": ISSUE["title"],
+            "body": ISSUE["body"],
+            "state": "open",
+            "user": {"login": ISSUE["user"]},
+            "html_url": f"https://github.example/{REPO}/issues/{ISSUE['number']}",
+            "labels": [{"name": "whim"}],
+        },
+        "repository": {"full_name": REPO},
+        "sender": {"login": ISSUE["user"]},
+    }
+
+
+def test_a_labelled_issue_becomes_one_item_a_generated_spec_and_a_pr_that_closes_it(
+    docker_stack: Any, agent_bin: Any, tmp_path: Path
+) -> None:
+    scenario = {"spec": {"text": SPEC}, "steps": [{"write": {"widget.txt": "a widget\n"}}]}
+    seed = {"issues": [{"repo": REPO, **ISSUE, "labels": ["whim"]}]}
+    with seeded_github(seed) as (address, served, state):
+        stack = docker_stack(
+            WHIM_AGENT="claude",
+            WHIM_AGENT_PATH_DIR=agent_bin(scenario),
+            SPEC_GENERATOR="agent",
+            WHIM_REVIEWER="none",
+            WORKER_EGRESS="allowlist",
+            WORKER_EGRESS_ALLOW=address,
+            GITHUB_TOKEN=GITHUB_TOKEN,
+            GITHUB_API_URL=f"http://{address}:8080",
+            GITHUB_WEBHOOK_SECRET=SECRET,
+            INTAKE_REPOS=REPO,
+            INTAKE_ALLOWED_USERS="octocat",
+            INTAKE_POLL_INTERVAL="2",
+            SWEEP_GITHUB_EVERY="2",
+        )
+        make_bare_repo(stack.repos, REPO)
+
+        # The webhook first; the poll (every 2 s) sees the same labelled issue afterwards.
+        answer = deliver(stack.base_url, "issues", labelled_event(), str(uuid.uuid4()))
+        assert answer["outcome"] in ("item_created", "item_exists"), answer
+        item = wait_for(
+            lambda: WorkItem.objects.filter(repo=REPO, source_ref="issue:42").first(),
+            timeout=30,
+            what="the issue's item",
+        )
+        wait_for(
+            lambda: (
+                Repository.objects.filter(name=REPO, polled_at__gt=item.created_at).exists()
+            ),
+            timeout=60,
+            what="a poll after the item was made",
+        )
+        item = wait_for(
+            lambda: WorkItem.objects.filter(pk=item.pk, status__in=WorkItem.TERMINAL).first(),
+            timeout=300,
+            interval=0.5,
+            what="the item to finish",
+        )
+        assert item.status == WorkItemStatus.COMPLETED, item.error
+        wait_for(
+            lambda: not GitHubAction.objects.filter(status=GitHubActionStatus.PENDING).exists(),
+            timeout=60,
+            what="the issue's label flow delivered",
+        )
+        requests, seen = served(), state()
+
+    # One item, by webhook and poll, made as the issue describes it.
+    assert WorkItem.objects.filter(repo=REPO).count() == 1
+    assert (item.source, item.source_ref) == ("github", "issue:42")
+    assert item.description.startswith("# Add a widget") and "We need a widget." in item.description
+    assert item.branch.startswith("whim/issue-42-")
+    # A spec attempt wrote the spec; a work attempt implemented it.
+    attempts = list(Worker.objects.filter(work_item=item).order_by("attempt"))
+    assert [(w.kind, w.status) for w in attempts] == [
+        (AttemptKind.SPEC, WorkerStatus.COMPLETED),
+        (AttemptKind.WORK, WorkerStatus.COMPLETED),
+    ]
+    assert item.spec == SPEC
+    assert stack.show(REPO, item.branch, "widget.txt") == "a widget"
+    # The pull request closes the issue.
+    [pull] = [r for r in requests if r["method"] == "POST" and r["path"] == f"/repos/{REPO}/pulls"]
+    assert "Closes #42" in pull["body"]["body"]
+    assert item.pr_url and item.pr_number
+    # The issue: whim → whim:processing → whim:pr-ready, one comment linking the PR.
+    assert seen["labels"][REPO]["42"] == ["whim:pr-ready"]
+    comments = seen["comments"][REPO]["42"]
+    assert len(comments) == 1 and item.pr_url in comments[0]
+    added = [
+        r["body"]["labels"]
+        for r in requests
+        if r["method"] == "POST" and r["path"] == f"/repos/{REPO}/issues/42/labels"
+    ]
+    assert ["whim:processing"] in added and ["whim:pr-ready"] in added
+    assert not GitHubAction.objects.filter(status=GitHubActionStatus.FAILED).exists()
+    nothing_left(stack)
