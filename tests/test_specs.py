@@ -285,3 +285,32 @@ def test_a_requeued_spec_failure_waits_for_its_spec_again_with_fresh_tries(
     assert (item.status, item.retry_count, item.spec) == (WorkItemStatus.GENERATING, 0, "")
     sent["orchestration.generate_spec"].assert_called_once_with(str(item.pk))
     assert not sent["orchestration.dispatch"].called
+
+
+# --- the item page ---------------------------------------------------------------------------
+
+XSS = "<script>alert(1)</script>"
+
+
+def test_the_item_page_shows_the_description_and_the_spec_side_by_side(
+    staff_client: Any,
+) -> None:
+    item, _ = work_item_submit(repo="acme/widgets", description=f"# Ask\n\n{XSS} please")
+    WorkItem.objects.filter(pk=item.pk).update(spec=f"# Spec\n\n- [ ] {XSS} handled")
+
+    page = staff_client.get(f"/work/{item.pk}/").content.decode()
+
+    assert XSS not in page  # both escaped
+    pair = page.split('class="grid2 spec-pair"', 1)[1]
+    assert pair.index('id="description-text"') < pair.index('id="spec-text"')
+    assert "&lt;script&gt;alert(1)&lt;/script&gt; please" in pair
+    assert "&lt;script&gt;alert(1)&lt;/script&gt; handled" in pair
+
+
+def test_an_item_still_generating_shows_its_description_alone(staff_client: Any) -> None:
+    item, _ = work_item_submit(repo="acme/widgets", description="# Ask\n\nplease")
+
+    page = staff_client.get(f"/work/{item.pk}/").content.decode()
+
+    assert "spec-pair" not in page
+    assert '<h2 id="spec">Description</h2>' in page
