@@ -53,12 +53,17 @@ def spec_attempt(item: WorkItem | None = None) -> tuple[WorkItem, Worker]:
     return item, worker
 
 
+def claimed() -> Worker:
+    worker_id = dispatch_claim_one()
+    assert worker_id is not None, "the claim found nothing to claim"
+    return Worker.objects.get(pk=worker_id)
+
+
 def test_a_generating_item_is_claimed_as_a_spec_attempt(settings: Any) -> None:
     item, _ = work_item_submit(repo="acme/widgets", description=DESCRIPTION)
 
-    worker_id = dispatch_claim_one()
+    worker = claimed()
 
-    worker = Worker.objects.get(pk=worker_id)
     item.refresh_from_db()
     assert (worker.work_item_id, worker.kind) == (item.pk, AttemptKind.SPEC)
     assert (item.status, item.worker_id) == (WorkItemStatus.ASSIGNED, worker.pk)
@@ -109,7 +114,7 @@ def test_complete_with_a_spec_queues_the_item_without_a_commit_check(client: Cli
     assert call(client, worker, "complete", {"spec": SPEC}).status_code == 200
     assert [k for k, _, _ in events_of(item)].count(EventKind.SPEC_GENERATED) == 1
     # Now it is a change with its spec: the next claim is a work attempt.
-    assert Worker.objects.get(pk=dispatch_claim_one()).kind == AttemptKind.WORK
+    assert claimed().kind == AttemptKind.WORK
 
 
 def test_a_branch_given_at_submit_is_kept(client: Client) -> None:
@@ -171,7 +176,7 @@ def test_an_invalid_spec_fails_the_attempt_and_the_item_waits_in_generating(
     assert item.next_retry_at >= before + dt.timedelta(seconds=RETRY_DELAYS[0])
     assert dispatch_claim_one() is None  # its backoff holds it
     make_due(item)
-    assert Worker.objects.get(pk=dispatch_claim_one()).kind == AttemptKind.SPEC
+    assert claimed().kind == AttemptKind.SPEC
 
 
 def test_three_failed_spec_attempts_fail_the_item_with_the_reason(client: Client) -> None:

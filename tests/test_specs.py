@@ -245,23 +245,24 @@ def test_a_running_command_holds_a_lease_so_a_second_nudge_does_not_run_it_again
     assert marker.read_text() == "x"
 
 
-def test_a_cancel_during_the_command_wins(settings: Any, tmp_path: Path) -> None:
+def test_a_cancel_during_the_command_wins(
+    settings: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from orchestration.services import specs
     from orchestration.services.work_items import work_item_cancel
 
     item = submitted()
     command(settings, tmp_path, "print('# S')\n")
-    real = __import__("orchestration.services.specs", fromlist=["spec_command_run"])
-    original = real.spec_command_run
+    original = specs.spec_command_run
 
     def cancel_then_run(**kwargs: Any) -> Any:
         work_item_cancel(work_item_id=item.pk, reason="not wanted")
         return original(**kwargs)
 
-    real.spec_command_run = cancel_then_run
-    try:
-        assert work_item_generate_spec(work_item_id=item.pk) is False
-    finally:
-        real.spec_command_run = original
+    monkeypatch.setattr(specs, "spec_command_run", cancel_then_run)
+
+    assert work_item_generate_spec(work_item_id=item.pk) is False
+
     item.refresh_from_db()
     assert (item.status, item.spec) == (WorkItemStatus.CANCELLED, "")
 
