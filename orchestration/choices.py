@@ -30,6 +30,8 @@ class EventKind(Spelled):
     # The item's own life.
     SUBMITTED = "submitted"  # created by a client, or a verification item by a completion
     SPEC_GENERATED = "spec_generated"  # generating → queued: the spec was written
+    # No spec after SPEC_MAX_ATTEMPTS tries (or a permanent failure): generating → failed.
+    SPEC_FAILED = "spec_failed"
     CLAIMED = "claimed"  # queued → assigned: the claim created an attempt
     STARTED = "started"  # assigned → in_progress: the attempt's container is up
     COMPLETED = "completed"  # the attempt completed the item

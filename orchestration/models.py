@@ -69,10 +69,15 @@ CLAIM_ORDER: tuple[str, ...] = ("type", "-priority_rank", "created_at")
 
 
 class WorkItemQuerySet(models.QuerySet["WorkItem"]):
-    def claimable(self, now: dt.datetime) -> WorkItemQuerySet:
-        """Queued items due at ``now`` (no retry pending), in claim order."""
+    def claimable(self, now: dt.datetime, *, generating: bool = False) -> WorkItemQuerySet:
+        """Queued items due at ``now`` (no retry pending), in claim order. ``generating``
+        (SPEC_GENERATOR=agent): items waiting for their spec too, which an attempt of kind
+        ``spec`` writes."""
+        statuses = [WorkItemStatus.QUEUED]
+        if generating:
+            statuses.append(WorkItemStatus.GENERATING)
         return self.filter(
-            Q(status=WorkItemStatus.QUEUED),
+            Q(status__in=statuses),
             Q(next_retry_at__isnull=True) | Q(next_retry_at__lte=now),
         ).order_by(*CLAIM_ORDER)
 
@@ -194,6 +199,17 @@ class WorkItem(models.Model):
     @property
     def is_active(self) -> bool:
         return self.status in self.ACTIVE
+
+    @property
+    def needs_spec(self) -> bool:
+        """A change without its spec yet: it waits in ``generating``, never ``queued`` (review
+        and verification items work from their description and the pull request)."""
+        return self.type == WorkItemType.EXECUTION and not self.spec
+
+    @property
+    def waiting_status(self) -> str:
+        """Where the item waits for its next attempt: ``generating`` while it needs a spec."""
+        return WorkItemStatus.GENERATING if self.needs_spec else WorkItemStatus.QUEUED
 
 
 # The status filters of every queue view (API, console, CLI): a name → the statuses it shows.

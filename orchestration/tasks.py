@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 
 from celery import shared_task
+from django.conf import settings
 
 from orchestration.nudge import TaskName
 from orchestration.retry import RETRY_ON_DB_ERRORS
@@ -17,8 +18,8 @@ from orchestration.services.dispatch import (
     dispatch_renudge_starts,
     dispatch_run,
 )
+from orchestration.services.specs import work_item_generate_spec
 from orchestration.services.sweeps import sweep_run
-from orchestration.services.work_items import work_item_generate_spec
 
 logger = logging.getLogger(__name__)
 
@@ -38,6 +39,16 @@ def sweep(name: str = "all") -> dict[str, dict[str, int]]:
     return sweep_run(name=name, exclusive=True)
 
 
-@shared_task(name=TaskName.GENERATE_SPEC, time_limit=300, soft_time_limit=280, **RETRY_ON_DB_ERRORS)
+# Longer than a SPEC_COMMAND run may take (SPEC_TIMEOUT), so the run's own timeout fires first.
+SPEC_TASK_LIMIT = max(300, settings.SPEC_TIMEOUT + 60)
+
+
+@shared_task(
+    name=TaskName.GENERATE_SPEC,
+    time_limit=SPEC_TASK_LIMIT + 20,
+    soft_time_limit=SPEC_TASK_LIMIT,
+    **RETRY_ON_DB_ERRORS,
+)
 def generate_spec(work_item_id: str) -> None:
+    """Write a ``generating`` item's spec (template or command generator); see services.specs."""
     work_item_generate_spec(work_item_id=work_item_id)

@@ -21,7 +21,7 @@ from django.conf import settings
 
 from orchestration.api.serializers import work_item_json
 from orchestration.forms.branches import protected_globs
-from orchestration.models import Worker, WorkItem, WorkItemType
+from orchestration.models import AttemptKind, Worker, WorkItem, WorkItemType
 from orchestration.registry import RuntimeInfo
 from orchestration.services.costs import cost_cap_remaining, usd_text
 from workers import github_app
@@ -201,7 +201,11 @@ def worker_environment(
     env["WHIM_PROTECTED_BRANCHES"] = ",".join(protected_globs())
     # The harness's mode follows the item, never a passed-through variable.
     env.pop("WORKER_MODE", None)
-    if work_item.type == WorkItemType.VERIFICATION:
+    env.pop("SPEC_TIMEOUT", None)
+    if worker.kind == AttemptKind.SPEC:  # it writes the spec of a ``generating`` item
+        env["WORKER_MODE"] = "spec"
+        env["SPEC_TIMEOUT"] = str(settings.SPEC_TIMEOUT)
+    elif work_item.type == WorkItemType.VERIFICATION:
         env["WORKER_MODE"] = "verification"
     if github_app.app_configured() and not settings.WHIM_GIT_BASE_URL.startswith("file://"):
         # A token for this repository and this attempt, not the shared GITHUB_TOKEN; the

@@ -19,10 +19,11 @@ from django.db.models.functions import Concat, Right
 from orchestration.choices import ErrorCategory
 from orchestration.errors import Fenced, NotFound
 from orchestration.forms.fields import bounded_seconds
-from orchestration.models import Worker, WorkerStatus
+from orchestration.models import AttemptKind, Worker, WorkerStatus
 from orchestration.nudge import TaskName
 from orchestration.retry import RETRY_ON_DB_ERRORS
 from orchestration.services.dispatch import worker_token
+from orchestration.services.specs import spec_from_template
 from orchestration.services.workers import (
     Completion,
     worker_complete,
@@ -161,7 +162,11 @@ def fake_run(worker_id: str) -> None:
                         "tokensIn": 100 * iteration,
                         "tokensOut": 20 * iteration,
                         "duration": int(seconds * 1000),
-                    }
+                    },
+                    # A spec attempt writes the spec: the template's, as a mock would.
+                    spec=spec_from_template(worker.work_item.description)
+                    if worker.kind == AttemptKind.SPEC
+                    else None,
                 ),
             )
     except Exception:  # a fenced or vanished worker: the run is over either way

@@ -125,6 +125,7 @@ def complete(request: HttpRequest, worker: Worker, body: dict[str, Any]) -> dict
             commit_sha=data.get("commitSha") or "",
             model=data.get("model") or "",
             warning=data.get("warning") or "",
+            spec=data.get("spec"),
         ),
     )
     return {"success": True}

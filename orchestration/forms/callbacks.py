@@ -141,6 +141,8 @@ class CompleteForm(ErrorFirstForm):
     branch = StrictCharField(required=False, max_length=250, validators=[validate_branch])
     model = StrictCharField(required=False, max_length=100)
     warning = StrictCharField(required=False, max_length=2000)
+    # A spec attempt's result (SPEC_GENERATOR=agent): Markdown, at most SPEC_MAX_BYTES.
+    spec = StrictCharField(required=False, strip=False)
 
     BIG_METRICS = ("tokensIn", "tokensOut", "duration")  # bigint columns; the rest are int
     METRIC_KEYS = (
@@ -154,6 +156,19 @@ class CompleteForm(ErrorFirstForm):
         "iterations",
     )
     TEST_STATUSES = ("passed", "failed", "timeout", "skipped", "error")
+
+    def clean_spec(self) -> str | None:
+        """None when not reported, or null (the form gives "" for an absent field)."""
+        if self.data.get("spec") is None:
+            return None
+        spec: str = self.cleaned_data.get("spec") or ""
+        size = len(spec.encode("utf-8", errors="replace"))
+        if size > settings.SPEC_MAX_BYTES:
+            raise ValidationError(
+                f"must be at most {settings.SPEC_MAX_BYTES} bytes (SPEC_MAX_BYTES), not {size}",
+                code="max_length",
+            )
+        return spec
 
     def clean_metrics(self) -> dict[str, Any]:
         metrics: dict[str, Any] = self.cleaned_data.get("metrics") or {}

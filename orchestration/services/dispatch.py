@@ -25,6 +25,7 @@ from orchestration import nudge
 from orchestration.choices import EventKind
 from orchestration.clock import budget_date, db_now, next_budget_day_start
 from orchestration.models import (
+    AttemptKind,
     DailyUsage,
     DispatchState,
     Worker,
@@ -35,6 +36,7 @@ from orchestration.models import (
 from orchestration.nudge import TaskName, send_on_commit
 from orchestration.services.costs import cost_spent_today, daily_cost_budget
 from orchestration.services.events import event_record
+from orchestration.services.specs import spec_attempts_due, spec_generator
 
 logger = logging.getLogger(__name__)
 
@@ -104,8 +106,12 @@ def gate_status() -> GateDecision:
 
 def queue_next_claimable(now: dt.datetime) -> QuerySet[WorkItem]:
     """Queued items due now, in claim order: execution before verification, then priority
-    (critical first), then oldest. Rows locked by another claimer are skipped."""
-    return WorkItem.objects.claimable(now).select_for_update(skip_locked=True)
+    (critical first), then oldest. Rows locked by another claimer are skipped. With the agent
+    spec generator, ``generating`` items due now are claimable too (a ``spec`` attempt)."""
+    generating = spec_generator() == "agent"
+    return WorkItem.objects.claimable(now, generating=generating).select_for_update(
+        skip_locked=True
+    )
 
 
 def dispatch_claim_one(*, use_gate: bool = True) -> UUID | None:
@@ -131,15 +137,18 @@ def dispatch_claim_one(*, use_gate: bool = True) -> UUID | None:
         item = queue_next_claimable(now).first()
         if item is None:
             return None
+        # A ``generating`` item's attempt writes its spec; any other does the item's job.
+        kind = AttemptKind.SPEC if item.status == WorkItemStatus.GENERATING else AttemptKind.WORK
         worker = Worker(
             work_item=item,
             status=WorkerStatus.STARTING,
             attempt=item.workers.count() + 1,
+            kind=kind,
             last_heartbeat=now,
         )
         worker.token_hash = token_digest(worker_token(worker.id))
         worker.save()
-        moved = WorkItem.objects.filter(pk=item.pk, status=WorkItemStatus.QUEUED).update(
+        moved = WorkItem.objects.filter(pk=item.pk, status=item.status).update(
             status=WorkItemStatus.ASSIGNED,
             worker=worker,
             updated_at=now,
@@ -155,9 +164,9 @@ def dispatch_claim_one(*, use_gate: bool = True) -> UUID | None:
             work_item=item,
             worker=worker,
             kind=EventKind.CLAIMED,
-            from_status=WorkItemStatus.QUEUED,
+            from_status=item.status,
             to_status=WorkItemStatus.ASSIGNED,
-            data={"attempt": worker.attempt},
+            data={"attempt": worker.attempt, "kind": kind},
         )
         send_on_commit(TaskName.START_WORKER, str(worker.pk))
     logger.info("claimed work item %s as worker %s", item.pk, worker.pk)
@@ -199,13 +208,12 @@ def dispatch_renudge_starts() -> int:
 
 
 def dispatch_renudge_generation() -> int:
-    """Items still ``generating`` after a minute get their spec generation enqueued again."""
-    cutoff = db_now() - dt.timedelta(seconds=60)
-    ids = list(
-        WorkItem.objects.filter(
-            status=WorkItemStatus.GENERATING, updated_at__lt=cutoff
-        ).values_list("pk", flat=True)[:100]
-    )
+    """Level-triggered recovery of lost spec generation nudges: ``generating`` items whose
+    backoff (or a command run's lease) has passed, or that no try touched for a minute, get
+    their generation enqueued again. None with the agent generator: the claim takes them."""
+    if spec_generator() == "agent":
+        return 0
+    ids = list(spec_attempts_due(db_now()).values_list("pk", flat=True)[:100])
     for item_id in ids:
         nudge.send(TaskName.GENERATE_SPEC, str(item_id))
     return len(ids)

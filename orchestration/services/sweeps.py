@@ -33,6 +33,7 @@ from orchestration.models import (
 from orchestration.nudge import TaskName, send_on_commit
 from orchestration.registry import sweep_register, sweeps
 from orchestration.services.events import event_record
+from orchestration.services.specs import spec_nudge
 from orchestration.services.workers import worker_expire
 from reviews.models import WebhookDelivery
 
@@ -128,7 +129,8 @@ def sweep_stuck() -> dict[str, int]:
 
 def work_item_recover(*, work_item_id: UUID, cutoff: dt.datetime) -> bool:
     """An item marked active with no live attempt goes back to the queue (no retry charged:
-    the attempt did not fail, the bookkeeping did)."""
+    the attempt did not fail, the bookkeeping did) — or to ``generating``, when it has no spec
+    yet (its spec attempt was the one lost)."""
     with transaction.atomic():
         item = WorkItem.objects.select_for_update().filter(pk=work_item_id).first()
         if item is None or item.status not in WorkItem.ACTIVE or item.updated_at >= cutoff:
@@ -136,18 +138,22 @@ def work_item_recover(*, work_item_id: UUID, cutoff: dt.datetime) -> bool:
         if Worker.objects.filter(work_item=item, status__in=Worker.ACTIVE).exists():
             return False
         now = db_now()
+        to = item.waiting_status
         WorkItem.objects.filter(pk=item.pk, status=item.status).update(
-            status=WorkItemStatus.QUEUED, worker=None, next_retry_at=None, updated_at=now
+            status=to, worker=None, next_retry_at=None, updated_at=now
         )
         event_record(
             work_item=item,
             kind=EventKind.RECOVERED,
             from_status=item.status,
-            to_status=WorkItemStatus.QUEUED,
+            to_status=to,
             actor="supervisor",
             message="active without a live attempt",
         )
-        send_on_commit(TaskName.DISPATCH)
+        if to == WorkItemStatus.GENERATING:
+            spec_nudge(item)
+        else:
+            send_on_commit(TaskName.DISPATCH)
     return True
 
 

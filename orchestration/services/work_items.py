@@ -1,4 +1,7 @@
-"""Client-side transitions of a work item: submit, cancel, requeue, spec generation."""
+"""Client-side transitions of a work item: submit, cancel, requeue, priority, continue.
+
+Spec generation lives in ``services.specs`` (``work_item_generate_spec`` is re-exported here).
+"""
 
 from __future__ import annotations
 
@@ -28,6 +31,8 @@ from orchestration.rows import row_get
 from orchestration.services.costs import item_cost_cap, usd, usd_text
 from orchestration.services.events import event_record
 from orchestration.services.locks import locks_release_all
+from orchestration.services.specs import spec_nudge
+from orchestration.services.specs import work_item_generate_spec as work_item_generate_spec
 
 logger = logging.getLogger(__name__)
 
@@ -113,37 +118,9 @@ def queue_bounds_check(*, repo: str) -> None:
 
 def _nudge_after_commit(item: WorkItem) -> None:
     if item.status == WorkItemStatus.GENERATING:
-        send_on_commit(TaskName.GENERATE_SPEC, str(item.pk))
+        spec_nudge(item)
     else:
         send_on_commit(TaskName.DISPATCH)
-
-
-def work_item_generate_spec(*, work_item_id: UUID | str) -> bool:
-    """Turn a description-only item into a queued one with a spec. Idempotent.
-
-    The built-in generator frames the description as a spec; an LLM-backed generator can
-    replace it without changing the state machine.
-    """
-    with transaction.atomic():
-        item = WorkItem.objects.select_for_update().filter(pk=work_item_id).first()
-        if item is None or item.status != WorkItemStatus.GENERATING:
-            return False
-        lines = (ln.strip().lstrip("#").strip() for ln in item.description.splitlines())
-        title = next((ln for ln in lines if ln), "Task")
-        spec = f"# {title[:200]}\n\n{item.description}"
-        branch = item.branch or derive_branch(spec)
-        WorkItem.objects.filter(pk=item.pk, status=WorkItemStatus.GENERATING).update(
-            spec=spec, branch=branch, status=WorkItemStatus.QUEUED, updated_at=db_now()
-        )
-        event_record(
-            work_item=item,
-            kind=EventKind.SPEC_GENERATED,
-            from_status=WorkItemStatus.GENERATING,
-            to_status=WorkItemStatus.QUEUED,
-        )
-        item.status = WorkItemStatus.QUEUED
-        _nudge_after_commit(item)
-    return True
 
 
 def work_item_cancel(*, work_item_id: UUID | str, actor: str = "system", reason: str = "") -> bool:
@@ -227,26 +204,31 @@ def work_item_requeue(
             advisory_xact_lock("whim.submit")
             queue_bounds_check(repo=item.repo)
         now = db_now()
+        # A change whose spec was never written waits for it again (its tries start over).
+        to = item.waiting_status
         fields: dict[str, Any] = {
-            "status": WorkItemStatus.QUEUED,
+            "status": to,
             "next_retry_at": None,
             "completed_at": None,
             "worker": None,
             "updated_at": now,
         }
-        if reset_retries:
+        if reset_retries or to == WorkItemStatus.GENERATING:
             fields["retry_count"] = 0
         WorkItem.objects.filter(Q(pk=item.pk), Q(status=item.status)).update(**fields)
         event_record(
             work_item=item,
             kind=EventKind.REQUEUED,
             from_status=item.status,
-            to_status=WorkItemStatus.QUEUED,
+            to_status=to,
             actor=actor,
             message=reason,
             data={"resetRetries": reset_retries},
         )
-        send_on_commit(TaskName.DISPATCH)
+        if to == WorkItemStatus.GENERATING:
+            spec_nudge(item)
+        else:
+            send_on_commit(TaskName.DISPATCH)
     return True
 
 
@@ -316,8 +298,9 @@ def work_item_continue(
         metadata = dict(item.metadata) if isinstance(item.metadata, dict) else {}
         metadata["maxCostUsd"] = float(cap)
         now = db_now()
+        to = item.waiting_status  # a paused item has its spec; never queue one without
         WorkItem.objects.filter(pk=item.pk, status=item.status).update(
-            status=WorkItemStatus.QUEUED,
+            status=to,
             metadata=metadata,
             next_retry_at=None,
             worker=None,
@@ -331,11 +314,14 @@ def work_item_continue(
             work_item=item,
             kind=EventKind.CONTINUED,
             from_status=item.status,
-            to_status=WorkItemStatus.QUEUED,
+            to_status=to,
             actor=actor,
             message=f"cost cap {old_cap} → {new_cap}" + (f": {reason}" if reason else ""),
             data={"maxCostUsd": str(cap), "costUsd": str(item.cost_usd)},
         )
-        send_on_commit(TaskName.DISPATCH)
+        if to == WorkItemStatus.GENERATING:
+            spec_nudge(item)
+        else:
+            send_on_commit(TaskName.DISPATCH)
     logger.info("work item %s continued by %s (cap %s)", work_item_id, actor, cap)
     return True

@@ -7,6 +7,7 @@ success; a change requested by a worker that is no longer the active attempt rai
 - ``lifecycle``: started, registered, heartbeat.
 - ``completion``: complete, with metrics, review and the verification item.
 - ``endings``: fail, stuck, expired by a sweep, killed — then retry, quarantine or fail.
+- ``spec_attempts``: a ``spec`` attempt's completion (the spec validated, the item queued).
 """
 
 from orchestration.services.workers.completion import Completion, worker_complete

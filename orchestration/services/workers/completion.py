@@ -16,6 +16,7 @@ from orchestration.choices import EventKind
 from orchestration.clock import db_now
 from orchestration.errors import Fenced, ValidationFailed
 from orchestration.models import (
+    AttemptKind,
     Worker,
     WorkerMetrics,
     WorkerStatus,
@@ -32,6 +33,7 @@ from orchestration.services.learnings import learnings_record
 from orchestration.services.locks import locks_release_all
 from orchestration.services.verification import verification_item_create, verification_report
 from orchestration.services.workers.lifecycle import tokens_rise_check
+from orchestration.services.workers.spec_attempts import spec_attempt_complete
 from reviews.services import review_record_self
 
 logger = logging.getLogger(__name__)
@@ -49,16 +51,25 @@ class Completion:
     commit_sha: str = ""
     model: str = ""  # the model the attempt used ("" when unknown)
     warning: str = ""  # a partial success, kept on the item's timeline
+    spec: str | None = None  # what a ``spec`` attempt wrote (None: not reported)
 
 
 def worker_complete(*, worker_id: UUID | str, result: Completion) -> bool:
-    """The attempt finished: item ``completed`` with its result, locks freed.
+    """The attempt finished: item ``completed`` with its result, locks freed. A ``spec``
+    attempt's report goes to ``spec_attempt_complete`` instead.
 
     Returns False for a repeat (already completed). Raises Fenced if the worker ended otherwise.
     The reported commit must be on the item's branch (``commit_verify``, asked before any row
     is locked: it may run git or call GitHub); refused, the refusal is an event on the item
     and ValidationFailed is raised with nothing else written.
     """
+    worker = row_get(Worker, worker_id, "Worker")
+    if worker.kind == AttemptKind.SPEC or result.spec is not None:
+        # It wrote a spec and pushed nothing: no commit to check (a work attempt reporting
+        # a spec is refused there).
+        return spec_attempt_complete(
+            worker_id=worker_id, spec=result.spec, metrics=result.metrics, model=result.model
+        )
     verdict = _commit_verdict(worker_id=worker_id, result=result)
     if verdict is None:
         return False

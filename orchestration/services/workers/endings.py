@@ -26,6 +26,7 @@ from orchestration.choices import (
 from orchestration.clock import db_now
 from orchestration.errors import Fenced, InvalidState
 from orchestration.models import (
+    AttemptKind,
     Worker,
     WorkerStatus,
     WorkItem,
@@ -37,6 +38,7 @@ from orchestration.nudge import TaskName, send_on_commit
 from orchestration.rows import locked_item_and_worker
 from orchestration.services.events import event_record
 from orchestration.services.locks import locks_release_all
+from orchestration.services.specs import spec_failure
 from orchestration.services.verification import verification_report
 
 logger = logging.getLogger(__name__)
@@ -68,9 +70,10 @@ def _end_attempt(
     3. ``unless(worker)`` true under the lock (a sweep's condition no longer holds, e.g. a
        heartbeat just landed): no-op.
     4. Worker → ``to``; its locks are freed.
-    5. If the worker is still the item's current attempt: item → ``paused`` for a held
-       category (the cost cap), else ``queued`` with ``next_retry_at`` (retry allowed and
-       retries left) or ``failed``.
+    5. If the worker is still the item's current attempt: a ``spec`` attempt's item goes back
+       to ``generating`` with a backoff or fails (``specs.spec_failure``); any other item →
+       ``paused`` for a held category (the cost cap), else ``queued`` with ``next_retry_at``
+       (retry allowed and retries left) or ``failed``.
     """
     with transaction.atomic():
         item, worker = locked_item_and_worker(worker_id)
@@ -86,7 +89,21 @@ def _end_attempt(
         )
         locks_release_all(worker_id=worker.pk)
         if item.status in WorkItem.ACTIVE and item.worker_id == worker.pk:
-            if category in HELD_CATEGORIES:
+            if worker.kind == AttemptKind.SPEC:
+                # No spec yet: back to ``generating`` (bounded by SPEC_MAX_ATTEMPTS), never
+                # ``queued``; nothing to pause or quarantine, a permanent ending fails it now.
+                spec_failure(
+                    item=item,
+                    error=error,
+                    category=category,
+                    now=now,
+                    permanent=not retry
+                    or category in PERMANENT_CATEGORIES
+                    or category in HELD_CATEGORIES,
+                    worker=worker,
+                    actor=actor,
+                )
+            elif category in HELD_CATEGORIES:
                 _pause(item=item, worker=worker, error=error, category=category, now=now)
             else:
                 _retry_or_fail(

@@ -16,7 +16,8 @@ updated as its output arrives, so heartbeats carry it while it runs.
   ``whim mock change for <id>`` to ``metadata.mockFile`` (default ``WHIM_MOCK.md``) and promises
   completion, ``fail`` raises ``AgentError``, ``stuck`` raises ``AgentStuck``. With
   ``metadata.mockLock`` it first locks that file with ``whim-lock``. Asked to review, it answers
-  aligned/good findings; asked to verify, ``[VERIFY:RESULT] PASS``.
+  aligned/good findings; asked to verify, ``[VERIFY:RESULT] PASS``; asked for a spec, one task
+  named after the description's first line.
 
 A command agent's non-zero exit is an ``AGENT_ERROR`` whose message holds the last lines of its
 output — or ``RESOURCE_ERROR`` when the OOM killer ended it (exit 137 or -9 while the cgroup's
@@ -145,6 +146,11 @@ class MockAgent(Agent):
             return Invocation(text=json.dumps(MOCK_FINDINGS), model="mock")
         if purpose == "verify":
             text = '[VERIFY:RESULT] {"passed": true, "summary": "mock verification"}'
+            return Invocation(text=text, model="mock")
+        if purpose == "spec":
+            lines = [ln.strip() for ln in ctx.work_item.description.splitlines() if ln.strip()]
+            title = (lines[0].lstrip("#").strip() if lines else "") or "Mock task"
+            text = f"# {title}\n\n## Tasks\n\n- [ ] {title}\n"
             return Invocation(text=text, model="mock")
         meta = ctx.work_item.metadata
         mode = str(meta.get("mock") or "success")

@@ -99,10 +99,17 @@ def policy_check(branch: str, *, protected: tuple[str, ...], default: str | None
 
 
 def checkout_prepare(
-    config: Config, item: WorkItem, *, log: Logger, pushes: bool = True, must_exist: bool = False
+    config: Config,
+    item: WorkItem,
+    *,
+    log: Logger,
+    pushes: bool = True,
+    must_exist: bool = False,
+    default_only: bool = False,
 ) -> Checkout:
     """Clone and check out ``item.branch``. ``pushes``: apply the branch policy (a
-    verification attempt pushes nothing). ``must_exist``: the branch must be on the remote."""
+    verification attempt pushes nothing). ``must_exist``: the branch must be on the remote.
+    ``default_only`` (a spec attempt, which pushes nothing): stay on the default branch."""
     git = Git(
         workdir=config.checkout,
         env=git_env(
@@ -119,6 +126,11 @@ def checkout_prepare(
     log(f"cloning {item.repo} from {_host(config.git_base_url)}")
     git.clone(config.clone_url(item.repo))
     default = git.default_branch()  # read before the agent runs: it cannot forge it
+    if default_only:
+        start = git.head()
+        log(f"on the default branch {default} at {start[:12]} (read only: nothing is pushed)")
+        _exclude_private(git)
+        return Checkout(git=git, default=default, existed=False, start=start)
     if pushes:
         policy_check(item.branch, protected=config.protected_branches, default=default)
     if must_exist and not git.ok(

@@ -28,7 +28,7 @@ from .refs import DEFAULT_PROTECTED, branch_error, parse_globs, repo_error
 
 AGENTS = ("claude", "codex", "command", "mock")
 REVIEWERS = ("agent", "anthropic", "none")
-WORKER_MODES = ("execution", "verification")
+WORKER_MODES = ("execution", "verification", "spec")
 # How many fix passes a repository (or an operator) may ask for at most: each is an agent run.
 MAX_FIX_ITERATIONS = 20
 
@@ -51,6 +51,7 @@ class WorkItem:
     source_ref: str = ""
     type: str = "execution"
     pr_number: int | None = None
+    description: str = ""  # what a spec attempt writes the spec from
 
     @property
     def issue_number(self) -> int | None:
@@ -70,7 +71,8 @@ class WorkItem:
         return self.repo.split("/", 1)[1]
 
     @classmethod
-    def from_json(cls, data: Any) -> WorkItem:
+    def from_json(cls, data: Any, *, branch_optional: bool = False) -> WorkItem:
+        """``branch_optional`` (a spec attempt): an item whose branch is not derived yet."""
         if not isinstance(data, dict):
             raise ConfigError("WORK_ITEM is not a JSON object")
         item_id = str(data.get("id") or "")
@@ -87,7 +89,7 @@ class WorkItem:
         problem = repo_error(repo)
         if problem:
             raise ConfigError(f"WORK_ITEM repo {repo!r}: {problem}")
-        problem = branch_error(branch)
+        problem = branch_error(branch) if branch or not branch_optional else None
         if problem:
             raise ConfigError(f"WORK_ITEM branch {branch!r} is not a valid branch name: {problem}")
         if not isinstance(metadata, dict):
@@ -108,6 +110,7 @@ class WorkItem:
             source_ref=str(data.get("sourceRef") or ""),
             type=str(data.get("type") or "execution"),
             pr_number=pr_number if isinstance(pr_number, int) and pr_number > 0 else None,
+            description=str(data.get("description") or ""),
         )
 
 
@@ -149,10 +152,15 @@ class Config:
     # USD per million tokens in and out: what an agent that reports no cost is estimated at.
     token_prices: tuple[float, float] = (0.0, 0.0)
     worker_mode: str = "execution"
+    spec_timeout: float = 600.0  # SPEC_TIMEOUT: how long a spec attempt's agent may run
 
     @property
     def verifying(self) -> bool:
         return self.worker_mode == "verification"
+
+    @property
+    def writing_spec(self) -> bool:
+        return self.worker_mode == "spec"
 
     @property
     def checkout(self) -> Path:
@@ -255,6 +263,7 @@ class Config:
             cost_cap_usd=_cost_cap(env.get("WHIM_COST_CAP_USD")),
             token_prices=_prices(env.get("WHIM_TOKEN_PRICES")),
             worker_mode=mode,
+            spec_timeout=_seconds(env, "SPEC_TIMEOUT", 600.0, minimum=1.0),
         )
 
 

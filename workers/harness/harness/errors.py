@@ -12,6 +12,7 @@ class Category:
     orchestrator's ``orchestration.choices.ErrorCategory``, which decides their retry)."""
 
     CONFIG_ERROR = "CONFIG_ERROR"  # bad or missing environment, unknown agent, missing binary
+    VALIDATION_ERROR = "VALIDATION_ERROR"  # the work item cannot be worked (no description)
     CALLBACK_ERROR = "CALLBACK_ERROR"  # the orchestrator refused or could not be reached
     CLONE_ERROR = "CLONE_ERROR"  # clone or branch checkout failed
     AGENT_ERROR = "AGENT_ERROR"  # the agent failed (non-zero exit, mock fail mode)
@@ -26,6 +27,7 @@ class Category:
     RESOURCE_ERROR = "RESOURCE_ERROR"  # the agent was OOM-killed (exit 137 and oom_kill rose)
     # The per-item cost cap was reached at an iteration boundary; the work so far is pushed.
     COST_CAP = "COST_CAP"
+    TIMEOUT = "TIMEOUT"  # a spec attempt's agent ran past SPEC_TIMEOUT
     INTERNAL_ERROR = "INTERNAL_ERROR"  # a bug in the harness: the stack is sent too
 
 

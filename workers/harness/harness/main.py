@@ -10,7 +10,9 @@
      of agent iterations, each committed and pushed; tests and fix passes; self-review and its
      fix pass; the pull request with the review as a comment;
    - verification (``verify.py``): check out the pushed branch, run the tests, ask the agent
-     for a verdict; nothing committed.
+     for a verdict; nothing committed;
+   - spec (``spec.py``): clone the default branch, read only, and have the agent write the
+     spec of a ``generating`` item; ``complete {spec, metrics}``, nothing committed.
 3. POST ``complete {prUrl?, prNumber?, commitSha, branch, metrics{tokensIn, tokensOut,
    costUsd, duration, filesModified, testsRun, testsPassed, testsFailed, testStatus,
    iterations}, model?, review?, verificationEnabled | verificationPassed, learnings?,
@@ -58,6 +60,7 @@ from .logs import Logger, log, mask
 from .pipeline import Execution
 from .session import Session
 from .spawner import Spawner
+from .spec import spec_run
 from .state import Progress, children
 from .supervisor import WORK_GID
 from .verify import verification_run
@@ -123,9 +126,10 @@ class Attempt:
         item = WorkItem.from_json(
             config.work_item_json
             if config.work_item_json is not None
-            else _field(answer, "workItem")
+            else _field(answer, "workItem"),
+            branch_optional=config.writing_spec,
         )
-        if not config.verifying:  # before a clone that would be wasted
+        if not (config.verifying or config.writing_spec):  # before a clone that would be wasted
             policy_check(item.branch, protected=config.protected_branches, default=None)
         self.heartbeat = Heartbeat(
             client=self.client,
@@ -157,6 +161,8 @@ class Attempt:
         # 2. The steps, by mode; 3. report.
         if config.verifying:
             return self._complete(verification_run(session))
+        if config.writing_spec:
+            return self._complete(spec_run(session))
         return self._complete(Execution(session).run())
 
     # -- final callbacks --------------------------------------------------------------------
@@ -200,6 +206,9 @@ class Attempt:
         except Fenced as exc:
             return self._fenced(str(exc))
         except CallbackError as exc:
+            if self.config.writing_spec and exc.status in (400, 413):
+                # The spec refused (too big, say): the agent's failure, retried or not there.
+                return self._fail(Category.AGENT_ERROR, f"the orchestrator refused the spec: {exc}")
             if exc.status != 400:
                 self.log(f"could not report complete: {exc}")
                 return EXIT_FAILED

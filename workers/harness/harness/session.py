@@ -73,10 +73,24 @@ class Session:
 
     # -- before the agent ------------------------------------------------------------------
 
-    def prepare(self, *, spec: str, pushes: bool = True, must_exist: bool = False) -> None:
+    def prepare(
+        self,
+        *,
+        spec: str | None,
+        pushes: bool = True,
+        must_exist: bool = False,
+        default_only: bool = False,
+    ) -> None:
+        """``spec`` None (a spec attempt): no ``.whim/spec.md`` is written (the agent writes
+        it); ``default_only``: the default branch, checked out read only."""
         config, item = self.config, self.item
         self.checkout = checkout_prepare(
-            config, item, log=self.log, pushes=pushes, must_exist=must_exist
+            config,
+            item,
+            log=self.log,
+            pushes=pushes,
+            must_exist=must_exist,
+            default_only=default_only,
         )
         if self.checkout.existed:
             self.log(f"resumed from commit {self.checkout.start}")
@@ -99,7 +113,8 @@ class Session:
             + (f" ({self.settings.model})" if self.settings.model else "")
             + f", at most {self.settings.max_iterations} iteration(s)"
         )
-        private_file_write(config.checkout, SPEC_FILE, spec.rstrip() + "\n")
+        if spec is not None:
+            private_file_write(config.checkout, SPEC_FILE, spec.rstrip() + "\n")
         self._learnings_load()
 
     def _heartbeat_now(self) -> None:
