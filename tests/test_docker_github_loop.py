@@ -53,11 +53,10 @@ class Seeded(FakeGitHub):
     def _handle(self, request):
         if request.path == "/_fake/state":
             with self._lock:
-                return 200, {
-                    "labels": {r: {str(n): v for n, v in by.items()} for r, by in self.labels.items()},
-                    "comments": {r: {str(n): [c["body"] for c in v] for n, v in by.items()}
-                                 for r, by in self.comments.items()},
-                }
+                labels = {r: {str(n): v for n, v in by.items()} for r, by in self.labels.items()}
+                comments = {r: {str(n): [c["body"] for c in v] for n, v in by.items()}
+                            for r, by in self.comments.items()}
+                return 200, {"labels": labels, "comments": comments}
         status, answer = super()._handle(request)
         print(json.dumps({"method": request.method, "path": request.path, "body": request.body,
                           "status": status}), flush=True)
@@ -185,9 +184,7 @@ def test_a_labelled_issue_becomes_one_item_a_generated_spec_and_a_pr_that_closes
             what="the issue's item",
         )
         wait_for(
-            lambda: (
-                Repository.objects.filter(name=REPO, polled_at__gt=item.created_at).exists()
-            ),
+            lambda: Repository.objects.filter(name=REPO, polled_at__gt=item.created_at).exists(),
             timeout=60,
             what="a poll after the item was made",
         )
