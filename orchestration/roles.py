@@ -30,7 +30,7 @@ OPERATE = "orchestration.operate_work_items"
 SUBMIT = "orchestration.submit_work_items"
 
 # The apps whose models the roles read (view_*) and the admin manages (every permission).
-ROLE_APPS = ("orchestration", "reviews", "django_celery_beat")
+ROLE_APPS = ("orchestration", "reviews", "intake", "django_celery_beat")
 ADMIN_EXTRA_APPS = ("auth", "admin")
 ADMIN_ONLY = {"view_loginthrottle"}
 ACTIONS = {tuple(perm.split(".", 1)) for perm in (OPERATE, SUBMIT)}
