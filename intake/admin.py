@@ -14,6 +14,7 @@ from django.utils.html import format_html
 
 from intake.forms import LOGIN_VALIDATOR
 from intake.models import Repository
+from intake.repos import repositories_watched
 from orchestration.forms.fields import REPO_VALIDATOR
 from orchestration.models import Priority
 
@@ -95,5 +96,5 @@ class RepositoryAdmin(admin.ModelAdmin):
         )
 
     def changelist_view(self, request: HttpRequest, extra_context: Any = None) -> HttpResponse:
-        Repository.sync()  # INTAKE_REPOS entries show (and can be tuned) before the first poll
+        repositories_watched()  # INTAKE_REPOS entries show (and can be tuned) before a poll
         return super().changelist_view(request, extra_context)

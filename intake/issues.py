@@ -40,6 +40,9 @@ SOURCE = "github"
 # Re-labelling the issue of an item that ended this way runs it again.
 RETAKEABLE = (WorkItemStatus.FAILED, WorkItemStatus.CANCELLED)
 TAKE_ACTIONS = ("labeled", "opened", "reopened")
+# Poll counts that mean the list will look different soon (a label is coming off an issue, or
+# an issue was put off): the ETag is not kept, or an unchanged-looking list could hide a change.
+UNSETTLED = ("created", "requeued", "taken", "deferred")
 RATE_LIMIT_FALLBACK = dt.timedelta(minutes=1)  # GitHub said "limited" without saying until when
 
 
@@ -239,9 +242,11 @@ def issues_poll(*, repo: str) -> dict[str, int]:
        poll (its label changes have not reached GitHub yet, so the label may be stale).
     4. Rate limited (anywhere above): ``rate_limited_until`` = GitHub's reset time, the poll
        stops, and its ETag is not kept, so the next poll after the reset lists everything.
-       The ETag is also dropped when an issue was put off ("not now"), for the same reason.
+    5. The ETag is kept only when the list is settled (UNSETTLED counts all 0): a list that
+       shows an issue Whim has taken changes once its label comes off, and a label put back
+       later could make it look the same again.
     """
-    counts = dict.fromkeys(("created", "requeued", "exists", "ignored", "deferred"), 0)
+    counts = dict.fromkeys(("created", "requeued", "taken", "exists", "ignored", "deferred"), 0)
     repository = Repository.named(repo)
     if repository is None or not repository.intake_on:
         return {"skipped": 1}
@@ -267,7 +272,7 @@ def issues_poll(*, repo: str) -> dict[str, int]:
         repository,
         polled_at=now,
         rate_limited_until=None,
-        issues_etag="" if counts["deferred"] else answer.etag,
+        issues_etag="" if any(counts[k] for k in UNSETTLED) else answer.etag,
         poll_note=note,
     )
     return counts
@@ -288,7 +293,7 @@ def _poll_one(repository: Repository, client: GitHubClient, raw: Any) -> str:
         .first()
     )
     if item is not None and item.status not in RETAKEABLE:
-        return "exists"
+        return "exists" if item.status == WorkItemStatus.COMPLETED else "taken"
     if (
         item is not None
         and GitHubAction.objects.filter(work_item=item, status=GitHubActionStatus.PENDING).exists()

@@ -74,16 +74,6 @@ class Repository(models.Model):
         return [str(n).strip() for n in settings.INTAKE_REPOS if str(n).strip()]
 
     @classmethod
-    def sync(cls) -> None:
-        """A row for each INTAKE_REPOS entry that has none yet (matched without case, as
-        GitHub matches names). Rows are never deleted here: the admin owns them."""
-        known = {n.lower() for n in cls.objects.values_list("name", flat=True)}
-        for name in cls.configured():
-            if name.lower() not in known:
-                cls.objects.get_or_create(name=name)
-                known.add(name.lower())
-
-    @classmethod
     def named(cls, name: str) -> Repository | None:
         """The row for ``name`` (any case); an INTAKE_REPOS entry gets its row on first use.
         None: a repository Whim does not watch."""
@@ -91,12 +81,6 @@ class Repository(models.Model):
         if row is None and name.lower() in {n.lower() for n in cls.configured()}:
             row, _ = cls.objects.get_or_create(name=name)
         return row
-
-    @classmethod
-    def watched(cls) -> list[Repository]:
-        """Every enabled repository, INTAKE_REPOS entries included."""
-        cls.sync()
-        return list(cls.objects.filter(enabled=True))
 
 
 class GitHubActionStatus(models.TextChoices):

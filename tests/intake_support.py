@@ -1,6 +1,8 @@
 """What the issue-intake tests (``test_intake_*.py``) share: a fake GitHub with one watched
 repository, signed ``issues`` deliveries through the real webhook view, and the outbox
-delivered by hand (tests run no Celery here: each pending row is delivered directly)."""
+delivered by hand (tests run no Celery here: each pending row is delivered directly).
+Registered as a plugin by ``conftest.py``: a module that defines its own ``github`` fixture
+keeps its own."""
 
 from __future__ import annotations
 
@@ -15,6 +17,7 @@ from typing import Any
 import pytest
 from django.test import Client
 
+from intake import credentials
 from intake.models import GitHubAction, GitHubActionStatus
 from intake.outbox import github_action_deliver
 from orchestration.clock import db_now
@@ -38,8 +41,12 @@ def github(settings: Any) -> Iterator[FakeGitHub]:
     settings.INTAKE_REPOS = [REPO]
     settings.INTAKE_ALLOWED_USERS = []
     fake.collaborators[REPO].update({"octocat", "maintainer"})
-    yield fake
-    fake.stop()
+    credentials.loop_tokens_clear()
+    try:
+        yield fake
+    finally:
+        fake.stop()
+        credentials.loop_tokens_clear()
 
 
 def issue_json(
@@ -81,9 +88,7 @@ def issue_event(
     return payload
 
 
-def deliver(
-    client: Client, payload: dict[str, Any] | bytes, *, delivery: str | None = None
-) -> Any:
+def deliver(client: Client, payload: dict[str, Any] | bytes, *, delivery: str | None = None) -> Any:
     """POST a signed ``issues`` delivery to the real webhook view."""
     body = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
     signature = "sha256=" + hmac.new(SECRET.encode(), body, hashlib.sha256).hexdigest()

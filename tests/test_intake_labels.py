@@ -15,7 +15,7 @@ from intake.models import GitHubAction, GitHubActionStatus
 from orchestration.models import WorkItem, WorkItemStatus
 from orchestration.services.commits import CommitVerdict
 from orchestration.services.dispatch import dispatch_claim_one
-from orchestration.services.work_items import work_item_generate_spec
+from orchestration.services.work_items import work_item_cancel, work_item_generate_spec
 from orchestration.services.workers.completion import Completion, worker_complete
 from orchestration.services.workers.endings import worker_fail
 from tests.factories import WorkItemFactory
@@ -26,7 +26,7 @@ pytestmark = [pytest.mark.django_db]
 PR_URL = f"https://github.example/{REPO}/pull/40"
 
 
-def taken(github: FakeGitHub, number: int = 5) -> WorkItem:
+def taken(github: FakeGitHub, number: int = 5) -> str:
     """An allowed, labelled issue polled into an item, its label flow delivered, the item
     claimed (spec by the template generator) so an attempt can end it."""
     github.add_issue(REPO, number, title="Fix the footer", labels=["whim"], user="octocat")
@@ -34,9 +34,9 @@ def taken(github: FakeGitHub, number: int = 5) -> WorkItem:
     assert set(deliver_outbox()) == {"done"}
     item = WorkItem.objects.get()
     assert work_item_generate_spec(work_item_id=item.pk)
-    assert dispatch_claim_one(use_gate=False) is not None
-    item.refresh_from_db()
-    return item
+    worker_id = dispatch_claim_one(use_gate=False)
+    assert worker_id is not None
+    return str(worker_id)
 
 
 def bodies(github: FakeGitHub, number: int = 5) -> list[str]:
@@ -52,15 +52,13 @@ def test_taking_an_issue_swaps_its_label_for_processing(github: FakeGitHub) -> N
 def test_completion_labels_the_issue_done_and_links_the_pull_request_once(
     github: FakeGitHub, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    item = taken(github)
+    worker_id = taken(github)
     monkeypatch.setattr(
         "orchestration.services.workers.completion.commit_verify",
         lambda **_: CommitVerdict(ok=True, note="test"),
     )
 
-    assert worker_complete(
-        worker_id=item.worker_id, result=Completion(pr_url=PR_URL, pr_number=40)
-    )
+    assert worker_complete(worker_id=worker_id, result=Completion(pr_url=PR_URL, pr_number=40))
     deliver_outbox()
 
     assert github.labels[REPO][5] == ["whim:pr-ready"]
@@ -73,14 +71,13 @@ def test_failure_comments_the_error_without_secrets_and_removes_processing(
     github: FakeGitHub, settings: Any
 ) -> None:
     settings.MAX_RETRIES = 0
-    item = taken(github)
+    worker_id = taken(github)
 
     worker_fail(
-        worker_id=item.worker_id,
+        worker_id=worker_id,
         error="the agent gave up; token ghs_abcdefghijklmnop0123 leaked\nsecond line",
     )
-    item.refresh_from_db()
-    assert item.status == WorkItemStatus.FAILED
+    assert WorkItem.objects.get().status == WorkItemStatus.FAILED
     deliver_outbox()
 
     assert github.labels[REPO][5] == []
@@ -90,13 +87,11 @@ def test_failure_comments_the_error_without_secrets_and_removes_processing(
     assert "`whim` label again" in comment
 
 
-def test_a_comment_whose_answer_was_lost_is_posted_once(
-    github: FakeGitHub, settings: Any
-) -> None:
+def test_a_comment_whose_answer_was_lost_is_posted_once(github: FakeGitHub, settings: Any) -> None:
     settings.MAX_RETRIES = 0
-    item = taken(github)
+    worker_id = taken(github)
     github.fault("POST", rf"/repos/{REPO}/issues/5/comments$", "timeout_after_write")
-    worker_fail(worker_id=item.worker_id, error="tests failed")
+    worker_fail(worker_id=worker_id, error="tests failed")
 
     outcomes = deliver_outbox()
 
@@ -109,8 +104,6 @@ def test_a_comment_whose_answer_was_lost_is_posted_once(
 
 def test_items_that_are_not_from_an_issue_ask_nothing_of_github(github: FakeGitHub) -> None:
     item = WorkItemFactory.create(repo=REPO, source="api", status=WorkItemStatus.QUEUED)
-    from orchestration.services.work_items import work_item_cancel
-
     work_item_cancel(work_item_id=item.pk)
 
     assert not GitHubAction.objects.exists()
@@ -120,8 +113,6 @@ def test_a_late_processing_label_is_not_put_back_on_a_finished_item(github: Fake
     github.add_issue(REPO, 5, labels=["whim"], user="octocat")
     issues_poll(repo=REPO)
     item = WorkItem.objects.get()
-    from orchestration.services.work_items import work_item_cancel
-
     work_item_cancel(work_item_id=item.pk, reason="issue closed")
     deliver_outbox()
 

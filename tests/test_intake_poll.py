@@ -31,12 +31,19 @@ def test_a_labelled_issue_becomes_an_item_and_an_unchanged_list_is_a_304(
 
     first = issues_poll(repo=REPO)
     repository = Repository.objects.get(name=REPO)  # INTAKE_REPOS got its row on first use
-    second = issues_poll(repo=REPO)
+    assert first["created"] == 1 and WorkItem.objects.get().source_ref == "issue:5"
+    assert not repository.issues_etag  # the label is about to come off: the list will change
+    deliver_outbox()
+    settled = issues_poll(repo=REPO)
+    repository.refresh_from_db()
+    unchanged = issues_poll(repo=REPO)
 
-    assert first["created"] == 1 and second == {"not_modified": 1}
+    assert settled.get("created", 0) == 0 and "not_modified" not in settled
     assert repository.issues_etag and repository.polled_at is not None
-    assert WorkItem.objects.get().source_ref == "issue:5"
+    assert unchanged == {"not_modified": 1}
+    assert listed(github)[-1].headers["if-none-match"] == repository.issues_etag
     assert listed(github)[-1].query["labels"] == ["whim"]
+    assert WorkItem.objects.count() == 1
 
 
 def test_pull_requests_and_issues_of_strangers_are_not_taken(github: FakeGitHub) -> None:

@@ -39,8 +39,10 @@ def test_a_labelled_issue_becomes_one_generating_item(client: Client) -> None:
         "author": "octocat",
     }
     # The label flow is asked for in the same transaction: whim off, processing on.
-    asked = {(a.kind, str(a.payload.get("label") or a.payload.get("labels"))) for a in
-             GitHubAction.objects.filter(work_item=item)}
+    asked = {
+        (a.kind, str(a.payload.get("label") or a.payload.get("labels")))
+        for a in GitHubAction.objects.filter(work_item=item)
+    }
     assert asked == {("label_remove", "whim"), ("labels_add", "['whim:processing']")}
 
 
@@ -52,7 +54,7 @@ def test_the_same_issue_seen_by_webhook_then_poll_is_one_item(
 
     counts = issues_poll(repo=REPO)
 
-    assert counts["exists"] == 1 and counts["created"] == 0
+    assert counts["taken"] == 1 and counts["created"] == 0, counts
     assert WorkItem.objects.count() == 1
 
 
