@@ -131,3 +131,34 @@ def test_an_issue_labelled_again_after_its_item_was_cancelled_is_requeued(
     assert counts["requeued"] == 1
     item.refresh_from_db()
     assert item.status == WorkItemStatus.QUEUED and WorkItem.objects.count() == 1
+
+
+def test_the_admin_lists_configured_repositories_with_their_rate_limit(
+    github: FakeGitHub, superuser_client: Client
+) -> None:
+    page = superuser_client.get("/admin/intake/repository/")
+    assert page.status_code == 200 and REPO in page.content.decode()  # before any poll
+
+    github.rate_limit_remaining = 0
+    github.rate_limit_reset = time.time() + 600
+    issues_poll(repo=REPO)
+    listed_page = superuser_client.get("/admin/intake/repository/").content.decode()
+
+    assert "until " in listed_page and "rate limited by GitHub" in listed_page
+
+
+def test_the_admin_refuses_a_bad_priority_and_bad_logins(superuser_client: Client) -> None:
+    resp = superuser_client.post(
+        "/admin/intake/repository/add/",
+        {
+            "name": "acme/other",
+            "enabled": "on",
+            "intake_enabled": "on",
+            "label": "",
+            "allowed_users": '["ok-user", "not a login"]',
+            "priority": "urgent",
+        },
+    )
+
+    assert resp.status_code == 200  # the form again, with its errors
+    assert not Repository.objects.filter(name="acme/other").exists()
