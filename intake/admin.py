@@ -1,20 +1,24 @@
 """Admin for the GitHub loop: the watched repositories (each one's switches, label, allowed
-users and priority, and what its last poll saw: when, GitHub's rate limit, a note)."""
+users and priority, and what its last poll saw: when, GitHub's rate limit, a note) and the
+outbox of GitHub calls (read-only, with "retry now")."""
 
 from __future__ import annotations
 
 from typing import Any
 
 from django import forms
-from django.contrib import admin
+from django.contrib import admin, messages
 from django.core.exceptions import ValidationError
+from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse
 from django.utils import timezone
 from django.utils.html import format_html
 
 from intake.forms import LOGIN_VALIDATOR
-from intake.models import Repository
+from intake.models import GitHubAction, Repository
+from intake.outbox import github_actions_retry
 from intake.repos import repositories_watched
+from orchestration.admin.base import ACTION_MAX, FastListAdmin, RecentValuesFilter
 from orchestration.forms.fields import REPO_VALIDATOR
 from orchestration.models import Priority
 
@@ -80,7 +84,15 @@ class RepositoryAdmin(admin.ModelAdmin):
     )
     list_filter = ("enabled", "intake_enabled", "review_enabled")
     search_fields = ("name",)
-    readonly_fields = ("polled_at", "rate_limited_until", "poll_note", "created_at", "updated_at")
+    readonly_fields = (
+        "issues_etag",
+        "pulls_etag",
+        "polled_at",
+        "rate_limited_until",
+        "poll_note",
+        "created_at",
+        "updated_at",
+    )
 
     @admin.display(description="label")
     def label_shown(self, obj: Repository) -> str:
@@ -98,3 +110,46 @@ class RepositoryAdmin(admin.ModelAdmin):
     def changelist_view(self, request: HttpRequest, extra_context: Any = None) -> HttpResponse:
         repositories_watched()  # INTAKE_REPOS entries show (and can be tuned) before a poll
         return super().changelist_view(request, extra_context)
+
+
+class ActionKindFilter(RecentValuesFilter):
+    title = "kind"
+    parameter_name = "kind"
+    field = "kind"
+
+
+@admin.register(GitHubAction)
+class GitHubActionAdmin(FastListAdmin):
+    """The outbox as it stands: what Whim asked GitHub to do, and how that went. Read-only:
+    rows change through delivery, the sweep, and the "retry now" action."""
+
+    list_display = (
+        "created_at",
+        "kind",
+        "repo",
+        "number",
+        "status",
+        "attempts",
+        "next_attempt_at",
+        "last_error",
+        "work_item",
+    )
+    list_filter = ("status", ActionKindFilter)
+    search_fields = ("=key", "repo", "=work_item__id")
+    date_hierarchy = "created_at"
+    list_select_related = ("work_item",)
+    raw_id_fields = ("work_item",)
+    actions = ("retry_now",)
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    @admin.action(
+        description="Retry now (pending, due at once, attempts reset)", permissions=["operate"]
+    )
+    def retry_now(self, request: HttpRequest, queryset: QuerySet[GitHubAction]) -> None:
+        ids = list(queryset.values_list("pk", flat=True)[:ACTION_MAX])
+        changed = github_actions_retry(action_ids=ids)
+        messages.info(
+            request, f"Retry now: {changed} queued again, {len(ids) - changed} already done."
+        )

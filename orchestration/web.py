@@ -290,6 +290,8 @@ def _work_live_context(request: HttpRequest, item: WorkItem) -> dict[str, Any]:
         "full": request.GET.get("full", ""),
         "live": not item.is_terminal,
         "cost_cap": item_cost_cap(item),
+        # intake's outbox rows by the reverse relation (orchestration never imports intake).
+        "github_actions": list(item.github_actions.order_by("created_at")[:50]),
     }
 
 

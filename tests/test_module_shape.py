@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-APPS = ("orchestration", "workers", "reviews", "whim")
+APPS = ("orchestration", "workers", "reviews", "intake", "whim")
 MAX_LINES = 400
 
 
