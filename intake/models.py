@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import datetime as dt
 from typing import ClassVar
 
+from django.conf import settings
 from django.db import models
 from django.db.models import Q
 
-from orchestration.models import WorkItem
+from orchestration.models import Priority, WorkItem
 
 
 class Repository(models.Model):
@@ -37,6 +39,48 @@ class Repository(models.Model):
 
     def __str__(self) -> str:
         return self.name
+
+    @property
+    def intake_label(self) -> str:
+        """The label that asks Whim to take an issue here (``label``, else INTAKE_LABEL)."""
+        return self.label.strip() or str(settings.INTAKE_LABEL)
+
+    @property
+    def intake_priority(self) -> str:
+        """The priority of this repository's issue items (``priority``, else INTAKE_PRIORITY)."""
+        for value in (self.priority, settings.INTAKE_PRIORITY):
+            if str(value).strip().lower() in Priority.values:
+                return str(value).strip().lower()
+        return str(Priority.MEDIUM)
+
+    @property
+    def allowed_logins(self) -> list[str]:
+        """Who may ask for work here, lowercased (``allowed_users``, else
+        INTAKE_ALLOWED_USERS); empty: the repository's collaborators, asked of GitHub."""
+        users = self.allowed_users if isinstance(self.allowed_users, list) else []
+        chosen = users or list(settings.INTAKE_ALLOWED_USERS)
+        return [str(u).strip().lower() for u in chosen if str(u).strip()]
+
+    @property
+    def intake_on(self) -> bool:
+        return self.enabled and self.intake_enabled
+
+    def rate_limited(self, now: dt.datetime) -> bool:
+        return self.rate_limited_until is not None and self.rate_limited_until > now
+
+    @classmethod
+    def configured(cls) -> list[str]:
+        """INTAKE_REPOS, cleaned (blank entries dropped)."""
+        return [str(n).strip() for n in settings.INTAKE_REPOS if str(n).strip()]
+
+    @classmethod
+    def named(cls, name: str) -> Repository | None:
+        """The row for ``name`` (any case); an INTAKE_REPOS entry gets its row on first use.
+        None: a repository Whim does not watch."""
+        row = cls.objects.filter(name__iexact=name).first()
+        if row is None and name.lower() in {n.lower() for n in cls.configured()}:
+            row, _ = cls.objects.get_or_create(name=name)
+        return row
 
 
 class GitHubActionStatus(models.TextChoices):

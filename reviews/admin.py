@@ -7,6 +7,7 @@ from django.http import HttpRequest
 from django.template.loader import render_to_string
 from django.utils.safestring import SafeString
 
+from intake.issues import Outcome
 from orchestration.admin.base import FastListAdmin, RecentValuesFilter
 from reviews.models import PRReview, WebhookDelivery
 
@@ -36,6 +37,16 @@ class PRReviewAdmin(FastListAdmin):
         return False
 
 
+INTAKE_OUTCOMES = (
+    Outcome.ITEM_CREATED,
+    Outcome.ITEM_EXISTS,
+    Outcome.ITEM_REQUEUED,
+    Outcome.ITEM_CANCELLED,
+    Outcome.QUEUE_FULL,
+    Outcome.IGNORED,
+)
+
+
 class DeliveryEventFilter(RecentValuesFilter):
     title = "event"
     parameter_name = "event"
@@ -48,7 +59,8 @@ class DeliveryOutcomeFilter(admin.SimpleListFilter):
     parameter_name = "outcome"
 
     def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
-        return [("review_stored", "review stored"), ("ignored", "ignored")]
+        outcomes = ("review_stored", *INTAKE_OUTCOMES)
+        return [(o, o.replace("_", " ")) for o in outcomes]
 
     def queryset(self, request: HttpRequest, queryset: Any) -> Any:
         return queryset.filter(outcome=self.value()) if self.value() else queryset

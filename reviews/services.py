@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+from collections.abc import Callable
 from typing import Any
 
 from django.db import IntegrityError, transaction
@@ -38,15 +39,22 @@ def github_signature_valid(*, secret: str, body: bytes, signature: str) -> bool:
 
 
 def github_delivery_receive(
-    *, delivery_id: str, event: str, action: str, review: dict[str, Any] | None
+    *,
+    delivery_id: str,
+    event: str,
+    action: str,
+    review: dict[str, Any] | None,
+    apply: Callable[[], tuple[str, str]] | None = None,
 ) -> tuple[WebhookDelivery, bool]:
     """Record one delivery and apply it; returns the delivery row and whether it was new.
 
     1. The delivery row is inserted first, in the same transaction as its effect: a
        redelivery (or the same delivery twice at once) hits the unique id and changes nothing.
     2. A submitted review (``review``: GitHubReviewForm's cleaned fields) of a pull request a
-       work item opened is stored as a PRReview and noted on the item's timeline. Anything
-       else is recorded as ignored, with why.
+       work item opened is stored as a PRReview and noted on the item's timeline. ``apply``
+       (another app's receiver, e.g. intake's for ``issues``) runs inside the transaction and
+       says ``(outcome, note)``; raising rolls the delivery back too. Anything else is
+       recorded as ignored, with why.
     """
     try:
         with transaction.atomic():
@@ -55,6 +63,9 @@ def github_delivery_receive(
             )
             if review is not None:
                 _review_store(delivery, review)
+            elif apply is not None:
+                outcome, note = apply()
+                delivery.outcome, delivery.note = outcome[:20], note[:200]
             else:
                 delivery.note = f"Whim does not act on {event} deliveries"[:200]
             delivery.save(update_fields=["outcome", "note", "repo", "pr_number"])

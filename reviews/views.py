@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from django.conf import settings
 from django.http import HttpRequest, HttpResponse
 from django.views.decorators.csrf import csrf_exempt
 
+from intake.issues import issue_event_receive
 from orchestration.api.base import json_answer, json_object, method_refused, request_body
 from orchestration.api.responses import error_response
 from reviews.forms import GitHubDeliveryForm, GitHubReviewForm
@@ -60,6 +62,7 @@ def _receive(request: HttpRequest) -> HttpResponse | dict[str, Any]:
         event=delivery["event"],
         action=delivery["action"],
         review=review,
+        apply=_receiver(delivery["event"], delivery["action"], payload),
     )
     return {
         "success": True,
@@ -67,3 +70,13 @@ def _receive(request: HttpRequest) -> HttpResponse | dict[str, Any]:
         "outcome": row.outcome if new else "duplicate",
         **({"note": row.note} if new and row.note else {}),
     }
+
+
+def _receiver(
+    event: str, action: str, payload: dict[str, Any]
+) -> Callable[[], tuple[str, str]] | None:
+    """The app that acts on ``event`` (its receiver validates the payload with its own form:
+    a bad one raises ValidationFailed, a 400 with nothing stored). None: recorded, ignored."""
+    if event == "issues":
+        return lambda: issue_event_receive(action=action, payload=payload)
+    return None

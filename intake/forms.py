@@ -1,0 +1,112 @@
+"""Forms for what Whim reads from GitHub about an issue: an ``issues`` webhook delivery
+(``IssueEventForm``) and one issue of a poll's list (``IssueForm``).
+
+Built on the strict fields every edge shares (``orchestration.forms.fields``), so a payload of
+the wrong shape is a 400 worded like the API's, and nothing is written. Only the fields picked
+by ``issue_fields`` are read; the rest of GitHub's payload is never stored.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django import forms
+from django.core.exceptions import ValidationError
+from django.core.validators import RegexValidator
+
+from orchestration.forms.fields import (
+    HTTP_URL_VALIDATOR,
+    INT4_MAX,
+    MESSAGES,
+    REPO_VALIDATOR,
+    ErrorFirstForm,
+    StrictBooleanField,
+    StrictCharField,
+    StrictIntegerField,
+)
+
+# GitHub logins: letters, digits and '-' (at most 39); apps act as ``name[bot]``.
+LOGIN_VALIDATOR = RegexValidator(
+    r"^[A-Za-z0-9][A-Za-z0-9-]*(\[bot\])?$", "must be a GitHub login", code="pattern"
+)
+TITLE_MAX = 1_000  # GitHub allows 256; the bound is ours
+BODY_MAX = 262_144  # GitHub's limit is 65,536 characters; the item keeps DESCRIPTION_MAX
+LABEL_MAX = 100  # GitHub's limit is 50
+LABELS_MAX = 100
+
+
+def _dig(value: Any, *keys: str) -> Any:
+    for key in keys:
+        value = value.get(key) if isinstance(value, dict) else None
+    return value
+
+
+def _text(value: Any) -> Any:
+    """Issue text is anyone's to write: a NUL in it is dropped (no column can hold one),
+    not a reason to refuse the delivery. Non-strings are left for the form to refuse."""
+    return value.replace("\x00", "") if isinstance(value, str) else value
+
+
+class LabelNamesField(forms.Field):
+    """GitHub's ``labels``: a list of ``{"name": …}`` objects (or names), as names."""
+
+    default_error_messages = MESSAGES
+
+    def to_python(self, value: Any) -> Any:
+        if value in (None, ""):
+            return []
+        if not isinstance(value, list) or len(value) > LABELS_MAX:
+            raise ValidationError(f"must be a list of at most {LABELS_MAX} labels", code="type")
+        names = []
+        for label in value:
+            name = label.get("name") if isinstance(label, dict) else label
+            if not isinstance(name, str) or not name or len(name) > LABEL_MAX or "\x00" in name:
+                raise ValidationError("must be a list of labels with names", code="type")
+            names.append(name)
+        return names
+
+
+class IssueForm(ErrorFirstForm):
+    """One issue as GitHub shows it (``issue_fields`` picks the fields from its JSON)."""
+
+    repo = StrictCharField(max_length=200, validators=[REPO_VALIDATOR])
+    number = StrictIntegerField(min_value=1, max_value=INT4_MAX)
+    title = StrictCharField(max_length=TITLE_MAX)
+    body = StrictCharField(required=False, max_length=BODY_MAX, strip=False)
+    author = StrictCharField(max_length=100, validators=[LOGIN_VALIDATOR])
+    url = StrictCharField(required=False, max_length=500, validators=[HTTP_URL_VALIDATOR])
+    state = StrictCharField(max_length=20)
+    labels = LabelNamesField(required=False)
+    isPull = StrictBooleanField(required=False)
+
+    @classmethod
+    def issue_fields(cls, issue: Any, *, repo: Any) -> dict[str, Any]:
+        """The form's fields picked out of GitHub's issue object (missing → None)."""
+        return {
+            "repo": repo,
+            "number": _dig(issue, "number"),
+            "title": _text(_dig(issue, "title")),
+            "body": _text(_dig(issue, "body")),
+            "author": _dig(issue, "user", "login"),
+            "url": _dig(issue, "html_url"),
+            "state": _dig(issue, "state"),
+            "labels": _dig(issue, "labels"),
+            # The issues API lists pull requests too, marked by this key.
+            "isPull": isinstance(issue, dict) and issue.get("pull_request") is not None,
+        }
+
+
+class IssueEventForm(IssueForm):
+    """An ``issues`` webhook delivery: the issue, who acted (``sender``) and, for
+    ``labeled``, which label was added."""
+
+    sender = StrictCharField(max_length=100, validators=[LOGIN_VALIDATOR])
+    label = StrictCharField(required=False, max_length=LABEL_MAX)
+
+    @classmethod
+    def event_fields(cls, payload: dict[str, Any]) -> dict[str, Any]:
+        return {
+            **cls.issue_fields(payload.get("issue"), repo=_dig(payload, "repository", "full_name")),
+            "sender": _dig(payload, "sender", "login"),
+            "label": _dig(payload, "label", "name"),
+        }
