@@ -152,28 +152,51 @@ def labelled_event() -> dict[str, Any]:
     }
 
 
+def loop_stack(docker_stack: Any, agent_bin: Any, scenario: dict[str, Any], address: str) -> Any:
+    """The stack with intake on (webhook and a poll every 2 s) and agent spec generation."""
+    stack = docker_stack(
+        WHIM_AGENT="claude",
+        WHIM_AGENT_PATH_DIR=agent_bin(scenario),
+        SPEC_GENERATOR="agent",
+        SPEC_MAX_ATTEMPTS="3",
+        WHIM_REVIEWER="none",
+        WORKER_EGRESS="allowlist",
+        WORKER_EGRESS_ALLOW=address,
+        GITHUB_TOKEN=GITHUB_TOKEN,
+        GITHUB_API_URL=f"http://{address}:8080",
+        GITHUB_WEBHOOK_SECRET=SECRET,
+        INTAKE_REPOS=REPO,
+        INTAKE_ALLOWED_USERS="octocat",
+        INTAKE_POLL_INTERVAL="2",
+        SWEEP_GITHUB_EVERY="2",
+    )
+    make_bare_repo(stack.repos, REPO)
+    return stack
+
+
+def settled(item_id: Any) -> WorkItem:
+    """The item once finished and every GitHub call it asked for delivered."""
+    item = wait_for(
+        lambda: WorkItem.objects.filter(pk=item_id, status__in=WorkItem.TERMINAL).first(),
+        timeout=300,
+        interval=0.5,
+        what="the item to finish",
+    )
+    wait_for(
+        lambda: not GitHubAction.objects.filter(status=GitHubActionStatus.PENDING).exists(),
+        timeout=60,
+        what="the issue's label flow delivered",
+    )
+    return item
+
+
 def test_a_labelled_issue_becomes_one_item_a_generated_spec_and_a_pr_that_closes_it(
     docker_stack: Any, agent_bin: Any, tmp_path: Path
 ) -> None:
     scenario = {"spec": {"text": SPEC}, "steps": [{"write": {"widget.txt": "a widget\n"}}]}
     seed = {"issues": [{"repo": REPO, **ISSUE, "labels": ["whim"]}]}
     with seeded_github(seed) as (address, served, state):
-        stack = docker_stack(
-            WHIM_AGENT="claude",
-            WHIM_AGENT_PATH_DIR=agent_bin(scenario),
-            SPEC_GENERATOR="agent",
-            WHIM_REVIEWER="none",
-            WORKER_EGRESS="allowlist",
-            WORKER_EGRESS_ALLOW=address,
-            GITHUB_TOKEN=GITHUB_TOKEN,
-            GITHUB_API_URL=f"http://{address}:8080",
-            GITHUB_WEBHOOK_SECRET=SECRET,
-            INTAKE_REPOS=REPO,
-            INTAKE_ALLOWED_USERS="octocat",
-            INTAKE_POLL_INTERVAL="2",
-            SWEEP_GITHUB_EVERY="2",
-        )
-        make_bare_repo(stack.repos, REPO)
+        stack = loop_stack(docker_stack, agent_bin, scenario, address)
 
         # The webhook first; the poll (every 2 s) sees the same labelled issue afterwards.
         answer = deliver(stack.base_url, "issues", labelled_event(), str(uuid.uuid4()))
@@ -188,18 +211,8 @@ def test_a_labelled_issue_becomes_one_item_a_generated_spec_and_a_pr_that_closes
             timeout=60,
             what="a poll after the item was made",
         )
-        item = wait_for(
-            lambda: WorkItem.objects.filter(pk=item.pk, status__in=WorkItem.TERMINAL).first(),
-            timeout=300,
-            interval=0.5,
-            what="the item to finish",
-        )
+        item = settled(item.pk)
         assert item.status == WorkItemStatus.COMPLETED, item.error
-        wait_for(
-            lambda: not GitHubAction.objects.filter(status=GitHubActionStatus.PENDING).exists(),
-            timeout=60,
-            what="the issue's label flow delivered",
-        )
         requests, seen = served(), state()
 
     # One item, by webhook and poll, made as the issue describes it.
@@ -231,3 +244,31 @@ def test_a_labelled_issue_becomes_one_item_a_generated_spec_and_a_pr_that_closes
     assert ["whim:processing"] in added and ["whim:pr-ready"] in added
     assert not GitHubAction.objects.filter(status=GitHubActionStatus.FAILED).exists()
     nothing_left(stack)
+
+
+def test_a_spec_that_fails_every_try_fails_the_item_and_tells_the_issue_once(
+    docker_stack: Any, agent_bin: Any, tmp_path: Path
+) -> None:
+    scenario = {"spec": {"text": SPEC, "failTimes": 3}}
+    seed = {"issues": [{"repo": REPO, **ISSUE, "labels": ["whim"]}]}
+    with seeded_github(seed) as (address, _, state):
+        loop_stack(docker_stack, agent_bin, scenario, address)  # the poll takes the issue
+
+        item = wait_for(
+            lambda: WorkItem.objects.filter(repo=REPO, source_ref="issue:42").first(),
+            timeout=60,
+            what="the poll to take the issue",
+        )
+        item = settled(item.pk)
+        seen = state()
+
+    assert item.status == WorkItemStatus.FAILED
+    assert item.spec == ""
+    attempts = list(Worker.objects.filter(work_item=item).values_list("kind", "status"))
+    assert attempts == [(AttemptKind.SPEC, WorkerStatus.FAILED)] * 3
+    # The processing label is off (and the intake label was taken off when the issue was
+    # taken), so labelling the issue again retries it; the failure is said once.
+    assert seen["labels"][REPO]["42"] == []
+    [comment] = seen["comments"][REPO]["42"]
+    assert "spec" in comment.lower() and GITHUB_TOKEN not in comment
+    assert WorkItem.objects.filter(repo=REPO).count() == 1
