@@ -7,8 +7,9 @@ import uuid
 from decimal import Decimal
 from typing import ClassVar
 
+from django.conf import settings
 from django.db import models
-from django.db.models import Q
+from django.db.models import Count, Q, QuerySet
 
 # Who may call (API keys, the login throttle): their own module, re-exported here too.
 from orchestration.access import ApiKey as ApiKey
@@ -70,11 +71,28 @@ CLAIM_ORDER: tuple[str, ...] = ("type", "-priority_rank", "created_at")
 
 class WorkItemQuerySet(models.QuerySet["WorkItem"]):
     def claimable(self, now: dt.datetime) -> WorkItemQuerySet:
-        """Queued items due at ``now`` (no retry pending), in claim order."""
-        return self.filter(
+        """Queued items due at ``now`` (no retry pending), in claim order; a review waits while
+        its repository has REVIEW_CONCURRENCY_PER_REPO review attempts running (0: no limit)."""
+        due = self.filter(
             Q(status=WorkItemStatus.QUEUED),
             Q(next_retry_at__isnull=True) | Q(next_retry_at__lte=now),
-        ).order_by(*CLAIM_ORDER)
+        )
+        if settings.REVIEW_CONCURRENCY_PER_REPO > 0:
+            due = due.exclude(type=WorkItemType.REVIEW, repo__in=self.reviews_busy_repos())
+        return due.order_by(*CLAIM_ORDER)
+
+    def reviews_busy_repos(self) -> QuerySet[WorkItem, str]:
+        """Repositories whose running review attempts reach REVIEW_CONCURRENCY_PER_REPO."""
+        return (
+            self.model._default_manager.filter(
+                type=WorkItemType.REVIEW,
+                status__in=(WorkItemStatus.ASSIGNED, WorkItemStatus.IN_PROGRESS),
+            )
+            .values("repo")
+            .annotate(running=Count("pk"))
+            .filter(running__gte=settings.REVIEW_CONCURRENCY_PER_REPO)
+            .values("repo")
+        )
 
     def claimed_before(self, item: WorkItem) -> WorkItemQuerySet:
         """The rows the claim order puts before ``item`` (a keyset comparison on CLAIM_ORDER)."""

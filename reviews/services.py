@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+from collections.abc import Callable
 from typing import Any
 
 from django.db import IntegrityError, transaction
@@ -37,16 +38,29 @@ def github_signature_valid(*, secret: str, body: bytes, signature: str) -> bool:
     return hmac.compare_digest(expected.encode(), signature[7:].strip().encode())
 
 
+# An event's receiver (intake's): validates what it reads (ValidationFailed: 400, nothing
+# written) and acts, inside the delivery's transaction; returns (outcome, note).
+Receiver = Callable[[], tuple[str, str]]
+
+
 def github_delivery_receive(
-    *, delivery_id: str, event: str, action: str, review: dict[str, Any] | None
+    *,
+    delivery_id: str,
+    event: str,
+    action: str,
+    review: dict[str, Any] | None,
+    receiver: Receiver | None = None,
+    repo: str = "",
+    pr_number: int | None = None,
 ) -> tuple[WebhookDelivery, bool]:
     """Record one delivery and apply it; returns the delivery row and whether it was new.
 
     1. The delivery row is inserted first, in the same transaction as its effect: a
        redelivery (or the same delivery twice at once) hits the unique id and changes nothing.
     2. A submitted review (``review``: GitHubReviewForm's cleaned fields) of a pull request a
-       work item opened is stored as a PRReview and noted on the item's timeline. Anything
-       else is recorded as ignored, with why.
+       work item opened is stored as a PRReview and noted on the item's timeline; an event
+       with a ``receiver`` (intake's) is handed to it, in the same transaction (a refusal
+       raised there leaves nothing behind). Anything else is recorded as ignored, with why.
     """
     try:
         with transaction.atomic():
@@ -55,6 +69,10 @@ def github_delivery_receive(
             )
             if review is not None:
                 _review_store(delivery, review)
+            elif receiver is not None:
+                outcome, note = receiver()
+                delivery.outcome, delivery.note = outcome[:20], note[:200]
+                delivery.repo, delivery.pr_number = repo[:200], pr_number
             else:
                 delivery.note = f"Whim does not act on {event} deliveries"[:200]
             delivery.save(update_fields=["outcome", "note", "repo", "pr_number"])

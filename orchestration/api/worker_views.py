@@ -125,6 +125,7 @@ def complete(request: HttpRequest, worker: Worker, body: dict[str, Any]) -> dict
             commit_sha=data.get("commitSha") or "",
             model=data.get("model") or "",
             warning=data.get("warning") or "",
+            diff_lines=data.get("diffLines"),
         ),
     )
     return {"success": True}

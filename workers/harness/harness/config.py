@@ -28,7 +28,7 @@ from .refs import DEFAULT_PROTECTED, branch_error, parse_globs, repo_error
 
 AGENTS = ("claude", "codex", "command", "mock")
 REVIEWERS = ("agent", "anthropic", "none")
-WORKER_MODES = ("execution", "verification")
+WORKER_MODES = ("execution", "verification", "review")
 # How many fix passes a repository (or an operator) may ask for at most: each is an agent run.
 MAX_FIX_ITERATIONS = 20
 
@@ -153,6 +153,11 @@ class Config:
     @property
     def verifying(self) -> bool:
         return self.worker_mode == "verification"
+
+    @property
+    def pushes(self) -> bool:
+        """Whether this attempt pushes (execution); verification and review pass judgement."""
+        return self.worker_mode == "execution"
 
     @property
     def checkout(self) -> Path:

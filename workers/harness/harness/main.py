@@ -10,7 +10,9 @@
      of agent iterations, each committed and pushed; tests and fix passes; self-review and its
      fix pass; the pull request with the review as a comment;
    - verification (``verify.py``): check out the pushed branch, run the tests, ask the agent
-     for a verdict; nothing committed.
+     for a verdict; nothing committed;
+   - review (``prreview.py``): check out a pull request's head, review its diff; nothing
+     committed.
 3. POST ``complete {prUrl?, prNumber?, commitSha, branch, metrics{tokensIn, tokensOut,
    costUsd, duration, filesModified, testsRun, testsPassed, testsFailed, testStatus,
    iterations}, model?, review?, verificationEnabled | verificationPassed, learnings?,
@@ -56,6 +58,7 @@ from .heartbeat import Heartbeat
 from .lockserver import LockServer
 from .logs import Logger, log, mask
 from .pipeline import Execution
+from .prreview import pull_review_run
 from .session import Session
 from .spawner import Spawner
 from .state import Progress, children
@@ -125,7 +128,7 @@ class Attempt:
             if config.work_item_json is not None
             else _field(answer, "workItem")
         )
-        if not config.verifying:  # before a clone that would be wasted
+        if config.pushes:  # before a clone that would be wasted
             policy_check(item.branch, protected=config.protected_branches, default=None)
         self.heartbeat = Heartbeat(
             client=self.client,
@@ -157,6 +160,8 @@ class Attempt:
         # 2. The steps, by mode; 3. report.
         if config.verifying:
             return self._complete(verification_run(session))
+        if config.worker_mode == "review":
+            return self._complete(pull_review_run(session))
         return self._complete(Execution(session).run())
 
     # -- final callbacks --------------------------------------------------------------------

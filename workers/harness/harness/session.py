@@ -73,9 +73,17 @@ class Session:
 
     # -- before the agent ------------------------------------------------------------------
 
-    def prepare(self, *, spec: str, pushes: bool = True, must_exist: bool = False) -> None:
+    def prepare(
+        self,
+        *,
+        spec: str,
+        pushes: bool = True,
+        must_exist: bool = False,
+        checkout: Checkout | None = None,
+    ) -> None:
+        """``checkout``: one made already (a review checks out a pull request's head)."""
         config, item = self.config, self.item
-        self.checkout = checkout_prepare(
+        self.checkout = checkout or checkout_prepare(
             config, item, log=self.log, pushes=pushes, must_exist=must_exist
         )
         if self.checkout.existed:
