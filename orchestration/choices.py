@@ -66,6 +66,9 @@ class EventKind(Spelled):
     GITHUB_REVIEW = "github_review"
     # A worker's complete was refused: its commit is not on the pushed branch (or missing).
     COMMIT_REFUSED = "commit_refused"
+    # A call on GitHub that the item asked for (a label, a comment, a review) failed for good:
+    # GitHub refused it, or GITHUB_ACTION_MAX_ATTEMPTS ran out (intake/outbox.py).
+    GITHUB_ACTION_FAILED = "github_action_failed"
 
 
 class ErrorCategory(Spelled):

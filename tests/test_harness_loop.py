@@ -267,7 +267,7 @@ def test_a_needs_work_review_gets_one_fix_pass_and_is_posted_on_the_pull_request
     [pull] = github.pulls_created()
     assert "Closes #12" in pull.body["body"]
     assert "## Tests" in pull.body["body"] and "## Review" in pull.body["body"]
-    [comment] = github.comments()
+    [comment] = github.comment_requests()
     assert comment.path == f"/repos/{REPO}/issues/{body['prNumber']}/comments"
     assert "Whim self-review" in comment.body["body"]
     assert "Ready to merge." in comment.body["body"]
@@ -291,7 +291,7 @@ def test_a_pull_request_that_cannot_be_opened_completes_with_a_warning(
     assert body["warning"].startswith("pull request could not be opened")
     assert body["commitSha"] == remote.head(BRANCH)
     assert "prUrl" not in body
-    assert github.comments() == []
+    assert github.comment_requests() == []
 
 
 def test_a_retried_attempt_resumes_from_the_pushed_branch(

@@ -16,6 +16,11 @@ With ``app_public_key`` (PEM) set it is also a GitHub App's API, in GitHub's sha
 /repos/{o}/{n}/installation`` and ``POST /app/installations/{id}/access_tokens`` take the
 app's RS256 JWT (checked against the key, ``iss`` = ``app_id``) and mint ``ghs_…`` tokens;
 ``DELETE /installation/token`` revokes the token it is called with (204).
+
+The GitHub loop's routes (issues, labels, comments, collaborators, pulls, reviews, check runs,
+ETags, rate limits, faults) are in ``tests.fakes.github_loop`` (its docstring lists the knobs);
+``GET /repos/{o}/{n}/pulls`` lists the pull requests added with ``add_pull`` or created by a
+POST (``existing`` still wins). ``comment_requests()`` are the comment POSTs as requests.
 """
 
 from __future__ import annotations
@@ -23,11 +28,13 @@ from __future__ import annotations
 import json
 import re
 import threading
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
+from tests.fakes.github_loop import DROP, LoopRoutes
 from tests.fakes.server import FakeServer
 
 PULLS = re.compile(r"^/repos/(?P<owner>[^/]+)/(?P<name>[^/]+)/pulls$")
@@ -51,9 +58,12 @@ class Request:
     query: dict[str, list[str]]
     body: Any
     authorization: str | None
+    headers: dict[str, str] = field(default_factory=dict)  # lower-cased names
+    reply_headers: dict[str, str] = field(default_factory=dict)
+    drop: bool = False  # a fault: close the connection instead of answering
 
 
-class FakeGitHub(FakeServer):
+class FakeGitHub(LoopRoutes, FakeServer):
     def __init__(self, *, first_number: int = 7, host: str = "127.0.0.1", port: int = 0) -> None:
         self.requests: list[Request] = []
         self.next_number = first_number
@@ -66,13 +76,14 @@ class FakeGitHub(FakeServer):
         self.minted: dict[str, dict[str, Any]] = {}  # token -> the POST body it was minted for
         self.revoked: list[str] = []
         self._lock = threading.Lock()
+        self._loop_init()
         super().__init__(host=host, port=port)
 
     @property
     def url(self) -> str:
         return self.base
 
-    def comments(self) -> list[Request]:
+    def comment_requests(self) -> list[Request]:
         with self._lock:
             return [r for r in self.requests if r.method == "POST" and COMMENTS.match(r.path)]
 
@@ -141,23 +152,19 @@ class FakeGitHub(FakeServer):
                 if self.fail_with:
                     return self.fail_with, {"message": "Server Error"}
                 return self._commits(request.path)
-            comment = COMMENTS.match(request.path)
-            if comment and request.method == "POST":
-                if not (request.authorization or "").startswith("Bearer "):
-                    return 401, {"message": "Requires authentication"}
-                owner, name, number = comment["owner"], comment["name"], comment["number"]
-                return 201, {
-                    "id": 1000 + len(self.requests),
-                    "html_url": f"https://github.example/{owner}/{name}/pull/{number}#comment",
-                    "body": (request.body or {}).get("body"),
-                }
+            loop = self._handle_loop(request)
+            if loop is not None:
+                return loop
             match = PULLS.match(request.path)
             if not match:
                 return 404, {"message": "Not Found"}
             if not (request.authorization or "").startswith("Bearer "):
                 return 401, {"message": "Requires authentication"}
             if request.method == "GET":
-                return 200, [self.existing] if self.existing else []
+                if self.existing:
+                    return 200, [self.existing]
+                limited = self._rate_limit(request)
+                return limited or self._pulls_list(request, f"{match['owner']}/{match['name']}")
             if self.refuse_pulls:
                 return self.refuse_pulls, {"message": "Resource not accessible by integration"}
             if self.existing:
@@ -168,6 +175,16 @@ class FakeGitHub(FakeServer):
             number = self.next_number
             self.next_number += 1
             owner, name = match["owner"], match["name"]
+            body = request.body or {}
+            self.add_pull(
+                f"{owner}/{name}",
+                number,
+                str(body.get("head") or ""),
+                "",
+                str(body.get("base") or "main"),
+                title=str(body.get("title") or ""),
+                body=str(body.get("body") or ""),
+            )
             return 201, {
                 "html_url": f"https://github.example/{owner}/{name}/pull/{number}",
                 "number": number,
@@ -241,19 +258,25 @@ class FakeGitHub(FakeServer):
                 length = int(self.headers.get("Content-Length") or 0)
                 raw = self.rfile.read(length) if length else b""
                 body = json.loads(raw) if raw else None
-                status, answer = fake._handle(
-                    Request(
-                        method,
-                        parts.path,
-                        parse_qs(parts.query),
-                        body,
-                        self.headers.get("Authorization"),
-                    )
+                request = Request(
+                    method,
+                    parts.path,
+                    parse_qs(parts.query),
+                    body,
+                    self.headers.get("Authorization"),
+                    {k.lower(): v for k, v in self.headers.items()},
                 )
-                data = b"" if status == 204 else json.dumps(answer).encode()
+                status, answer = fake._handle(request)
+                if status == DROP or request.drop:  # a timeout fault: no answer at all
+                    time.sleep(fake.timeout_sleep)
+                    self.close_connection = True
+                    return
+                data = b"" if status in (204, 304) else json.dumps(answer).encode()
                 self.send_response(status)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(data)))
+                for name, value in request.reply_headers.items():
+                    self.send_header(name, value)
                 self.end_headers()
                 self.wfile.write(data)
 
@@ -265,6 +288,9 @@ class FakeGitHub(FakeServer):
 
             def do_DELETE(self) -> None:
                 self._serve("DELETE")
+
+            def do_PATCH(self) -> None:
+                self._serve("PATCH")
 
         return Handler
 
