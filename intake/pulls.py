@@ -27,7 +27,7 @@ from typing import Any
 from django.conf import settings
 from django.db import transaction
 
-from intake import github
+from intake.github import GitHubClient, GitHubError, RateLimited
 from intake.models import Repository
 from intake.pull_forms import PullClosedForm, PullForm, delivery_fields, pull_fields
 from orchestration.choices import EventKind
@@ -190,13 +190,13 @@ def pulls_poll(*, repo: str) -> dict[str, int]:
     if row.rate_limited_until is not None and row.rate_limited_until > now:
         return counts
     try:
-        answer = github.GitHubClient(row.name).pulls_open(etag=row.pulls_etag)
-    except github.RateLimited as exc:
+        answer = GitHubClient(row.name).pulls_open(etag=row.pulls_etag)
+    except RateLimited as exc:
         row.rate_limited_until = exc.retry_at
         row.poll_note = f"pull requests: rate limited until {exc.retry_at}"[:300]
         row.save(update_fields=["rate_limited_until", "poll_note", "updated_at"])
         return counts
-    except github.GitHubError as exc:
+    except GitHubError as exc:
         row.poll_note = f"pull requests: {exc.message}"[:300]
         row.save(update_fields=["poll_note", "updated_at"])
         return counts
@@ -221,7 +221,7 @@ def pulls_poll(*, repo: str) -> dict[str, int]:
             .exclude(pr_number__in=open_numbers)
             .values_list("pr_number", flat=True)
         )
-        for number in set(gone):
+        for number in {n for n in gone if n is not None}:
             counts["cancelled"] += reviews_cancel(repo=row.name, number=number, reason=GONE)
     Repository.objects.filter(pk=row.pk).update(
         pulls_etag=answer.etag[:200], polled_at=now, rate_limited_until=None

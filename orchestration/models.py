@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import uuid
 from decimal import Decimal
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from django.conf import settings
 from django.db import models
@@ -81,7 +81,7 @@ class WorkItemQuerySet(models.QuerySet["WorkItem"]):
             due = due.exclude(type=WorkItemType.REVIEW, repo__in=self.reviews_busy_repos())
         return due.order_by(*CLAIM_ORDER)
 
-    def reviews_busy_repos(self) -> QuerySet[WorkItem, str]:
+    def reviews_busy_repos(self) -> QuerySet[Any, Any]:
         """Repositories whose running review attempts reach REVIEW_CONCURRENCY_PER_REPO."""
         return (
             self.model._default_manager.filter(

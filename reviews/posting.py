@@ -20,7 +20,7 @@ from __future__ import annotations
 from typing import Any
 
 from intake import outbox
-from intake import github
+from intake.github import GitHubClient, GitHubError
 from intake.models import GitHubAction
 
 REVIEW_POST = "review_post"
@@ -104,7 +104,7 @@ def review_body(findings: dict[str, Any], *, unplaced: list[dict[str, Any]], sha
 # --- the handlers --------------------------------------------------------------------------
 
 
-def review_post(client: github.GitHubClient, action: GitHubAction) -> dict[str, Any]:
+def review_post(client: GitHubClient, action: GitHubAction) -> dict[str, Any]:
     """Post the review once (see the module docstring)."""
     number = int(action.number or 0)
     for review in client.pull_reviews(number):
@@ -117,7 +117,7 @@ def review_post(client: github.GitHubClient, action: GitHubAction) -> dict[str, 
         review = client.pull_review_create(
             number, commit_id=payload["commit_id"], body=body, event="COMMENT", comments=comments
         )
-    except github.GitHubError as exc:
+    except GitHubError as exc:
         if exc.status != 422 or not comments:
             raise
         # A line GitHub does not see in the diff: the comments go in the body instead.
@@ -133,7 +133,7 @@ def _review_result(review: dict[str, Any], *, found: bool) -> dict[str, Any]:
     return {"id": review.get("id"), "html_url": review.get("html_url") or "", "found": found}
 
 
-def check_run(client: github.GitHubClient, action: GitHubAction) -> dict[str, Any]:
+def check_run(client: GitHubClient, action: GitHubAction) -> dict[str, Any]:
     """Create the check run once (see the module docstring)."""
     fields = dict(action.payload)
     for run in client.check_runs(fields["head_sha"], name=fields["name"]):

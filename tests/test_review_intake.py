@@ -14,8 +14,8 @@ import pytest
 from django.test import Client
 
 from intake.models import Repository
-from intake.pulls import review_job_ensure
 from intake.pull_forms import PullForm, pull_fields
+from intake.pulls import review_job_ensure
 from orchestration.models import WorkItem, WorkItemStatus, WorkItemType
 from orchestration.pages.explain import why_not_running
 from orchestration.services.dispatch import dispatch_claim_one
