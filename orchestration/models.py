@@ -5,10 +5,11 @@ from __future__ import annotations
 import datetime as dt
 import uuid
 from decimal import Decimal
-from typing import ClassVar
+from typing import Any, ClassVar
 
+from django.conf import settings
 from django.db import models
-from django.db.models import Q
+from django.db.models import Count, Q, QuerySet
 
 # Who may call (API keys, the login throttle): their own module, re-exported here too.
 from orchestration.access import ApiKey as ApiKey
@@ -63,8 +64,8 @@ class WorkerStatus(models.TextChoices):
     LOST = "lost"
 
 
-# The claim order, defined once: execution before verification ("execution" sorts first),
-# then priority (critical first), then oldest. The queue scan index follows it.
+# The claim order, defined once: by type (execution, then review, then verification: their
+# names sort so), then priority (critical first), then oldest. The queue scan index follows it.
 CLAIM_ORDER: tuple[str, ...] = ("type", "-priority_rank", "created_at")
 
 
@@ -72,14 +73,29 @@ class WorkItemQuerySet(models.QuerySet["WorkItem"]):
     def claimable(self, now: dt.datetime, *, generating: bool = False) -> WorkItemQuerySet:
         """Queued items due at ``now`` (no retry pending), in claim order. ``generating``
         (SPEC_GENERATOR=agent): items waiting for their spec too, which an attempt of kind
-        ``spec`` writes."""
-        statuses = [WorkItemStatus.QUEUED]
-        if generating:
-            statuses.append(WorkItemStatus.GENERATING)
-        return self.filter(
+        ``spec`` writes. A review waits while its repository has REVIEW_CONCURRENCY_PER_REPO
+        review attempts running (0: no limit)."""
+        statuses = [WorkItemStatus.QUEUED, *([WorkItemStatus.GENERATING] if generating else [])]
+        due = self.filter(
             Q(status__in=statuses),
             Q(next_retry_at__isnull=True) | Q(next_retry_at__lte=now),
-        ).order_by(*CLAIM_ORDER)
+        )
+        if settings.REVIEW_CONCURRENCY_PER_REPO > 0:
+            due = due.exclude(type=WorkItemType.REVIEW, repo__in=self.reviews_busy_repos())
+        return due.order_by(*CLAIM_ORDER)
+
+    def reviews_busy_repos(self) -> QuerySet[Any, Any]:
+        """Repositories whose running review attempts reach REVIEW_CONCURRENCY_PER_REPO."""
+        return (
+            self.model._default_manager.filter(
+                type=WorkItemType.REVIEW,
+                status__in=(WorkItemStatus.ASSIGNED, WorkItemStatus.IN_PROGRESS),
+            )
+            .values("repo")
+            .annotate(running=Count("pk"))
+            .filter(running__gte=settings.REVIEW_CONCURRENCY_PER_REPO)
+            .values("repo")
+        )
 
     def claimed_before(self, item: WorkItem) -> WorkItemQuerySet:
         """The rows the claim order puts before ``item`` (a keyset comparison on CLAIM_ORDER)."""

@@ -122,6 +122,7 @@ def status_summary(*, broker_ok: bool) -> dict[str, Any]:
             "maxWorkers": settings.MAX_WORKERS,
         },
         "queue": {"size": queued.count(), "oldest": oldest.isoformat() if oldest else None},
+        "reviews": review_stats(now),
         "rateLimits": {
             "iterationsToday": usage.spawns,
             "dailyBudget": settings.DAILY_BUDGET,
@@ -129,6 +130,22 @@ def status_summary(*, broker_ok: bool) -> dict[str, Any]:
             "cooldownSeconds": settings.COOLDOWN_SECONDS,
         },
     }
+
+
+def review_stats(now: dt.datetime) -> dict[str, int]:
+    """The review bot's jobs: waiting, running, and finished today (WHIM_TIMEZONE's day)."""
+    day_start = next_budget_day_start(now) - dt.timedelta(days=1)
+    reviews = WorkItem.objects.filter(type=WorkItemType.REVIEW)
+    return reviews.aggregate(
+        queued=Count("pk", filter=Q(status=WorkItemStatus.QUEUED)),
+        running=Count("pk", filter=Q(status__in=WorkItem.ACTIVE)),
+        completedToday=Count(
+            "pk", filter=Q(status=WorkItemStatus.COMPLETED, completed_at__gte=day_start)
+        ),
+        failedToday=Count(
+            "pk", filter=Q(status=WorkItemStatus.FAILED, completed_at__gte=day_start)
+        ),
+    )
 
 
 def metrics_summary() -> dict[str, Any]:

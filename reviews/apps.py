@@ -1,7 +1,10 @@
-"""The ``reviews`` app: PR reviews (self-reviews stored on completion) and the GitHub webhook.
+"""The ``reviews`` app: PR reviews (self-reviews stored on completion), the GitHub webhook, and
+the review bot's reporting (``bot.py``: outbox rows when a review job ends; ``posting.py``: the
+outbox handlers that post them).
 
-It uses ``orchestration``'s models and services; ``orchestration`` calls its services (never
-its views), and neither imports ``workers``.
+It uses ``orchestration``'s models and services and ``intake``'s outbox; ``orchestration``
+calls its services (never its views) and reaches the bot through ``registry`` hooks; none of
+them imports ``workers``.
 """
 
 from django.apps import AppConfig
@@ -10,3 +13,11 @@ from django.apps import AppConfig
 class ReviewsConfig(AppConfig):
     name = "reviews"
     default_auto_field = "django.db.models.BigAutoField"
+
+    def ready(self) -> None:
+        from orchestration import registry
+        from reviews import posting
+        from reviews.bot import review_item_moved
+
+        registry.item_moved_register("reviews.bot", review_item_moved)
+        posting.handlers_register()

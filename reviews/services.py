@@ -38,22 +38,29 @@ def github_signature_valid(*, secret: str, body: bytes, signature: str) -> bool:
     return hmac.compare_digest(expected.encode(), signature[7:].strip().encode())
 
 
+# An event's receiver (intake's): validates what it reads (ValidationFailed: 400, nothing
+# written) and acts, inside the delivery's transaction; returns (outcome, note).
+Receiver = Callable[[], tuple[str, str]]
+
+
 def github_delivery_receive(
     *,
     delivery_id: str,
     event: str,
     action: str,
     review: dict[str, Any] | None,
-    apply: Callable[[], tuple[str, str]] | None = None,
+    receiver: Receiver | None = None,
+    repo: str = "",
+    pr_number: int | None = None,
 ) -> tuple[WebhookDelivery, bool]:
     """Record one delivery and apply it; returns the delivery row and whether it was new.
 
     1. The delivery row is inserted first, in the same transaction as its effect: a
        redelivery (or the same delivery twice at once) hits the unique id and changes nothing.
     2. A submitted review (``review``: GitHubReviewForm's cleaned fields) of a pull request a
-       work item opened is stored as a PRReview and noted on the item's timeline. ``apply``
-       (another app's receiver, e.g. intake's for ``issues``) runs inside the transaction and
-       says ``(outcome, note)``; raising rolls the delivery back too. Anything else is
+       work item opened is stored as a PRReview and noted on the item's timeline; an event
+       with a ``receiver`` (intake's, for ``issues`` and ``pull_request``) is handed to it, in
+       the same transaction (a refusal raised there leaves nothing behind). Anything else is
        recorded as ignored, with why.
     """
     try:
@@ -63,9 +70,10 @@ def github_delivery_receive(
             )
             if review is not None:
                 _review_store(delivery, review)
-            elif apply is not None:
-                outcome, note = apply()
+            elif receiver is not None:
+                outcome, note = receiver()
                 delivery.outcome, delivery.note = outcome[:20], note[:200]
+                delivery.repo, delivery.pr_number = repo[:200], pr_number
             else:
                 delivery.note = f"Whim does not act on {event} deliveries"[:200]
             delivery.save(update_fields=["outcome", "note", "repo", "pr_number"])

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 from django.conf import settings
 from django.http import HttpRequest, HttpResponse
 from django.views.decorators.csrf import csrf_exempt
 
+from intake import pull_forms
 from intake.issues import issue_event_receive
+from intake.pulls import pull_event_receive
 from orchestration.api.base import json_answer, json_object, method_refused, request_body
 from orchestration.api.responses import error_response
 from reviews.forms import GitHubDeliveryForm, GitHubReviewForm
@@ -57,12 +59,20 @@ def _receive(request: HttpRequest) -> HttpResponse | dict[str, Any]:
     review = None
     if (delivery["event"], delivery["action"]) == ("pull_request_review", "submitted"):
         review = GitHubReviewForm.from_json(GitHubReviewForm.review_fields(payload)).validated()
+    receiver, where = None, {}
+    if delivery["event"] == "pull_request":
+        action = delivery["action"]
+        receiver = partial(pull_event_receive, action=action, payload=payload)
+        where = _where(pull_forms.delivery_fields(payload))
+    elif delivery["event"] == "issues":
+        receiver = partial(issue_event_receive, action=delivery["action"], payload=payload)
     row, new = github_delivery_receive(
         delivery_id=delivery["delivery"],
         event=delivery["event"],
         action=delivery["action"],
         review=review,
-        apply=_receiver(delivery["event"], delivery["action"], payload),
+        receiver=receiver,
+        **where,
     )
     return {
         "success": True,
@@ -72,11 +82,11 @@ def _receive(request: HttpRequest) -> HttpResponse | dict[str, Any]:
     }
 
 
-def _receiver(
-    event: str, action: str, payload: dict[str, Any]
-) -> Callable[[], tuple[str, str]] | None:
-    """The app that acts on ``event`` (its receiver validates the payload with its own form:
-    a bad one raises ValidationFailed, a 400 with nothing stored). None: recorded, ignored."""
-    if event == "issues":
-        return lambda: issue_event_receive(action=action, payload=payload)
-    return None
+def _where(fields: dict[str, Any]) -> dict[str, Any]:
+    """The repository and pull request a delivery names, for its row (when well formed:
+    the receiver refuses it otherwise)."""
+    repo, number = fields.get("repo"), fields.get("number")
+    return {
+        "repo": repo if isinstance(repo, str) else "",
+        "pr_number": number if isinstance(number, int) and 0 < number < 2**31 else None,
+    }

@@ -290,7 +290,7 @@ def test_the_anthropic_key_is_masked_in_the_log() -> None:
         ("FIX_ITERATIONS", "21"),
         ("TEST_TIMEOUT", "soon"),
         ("WHIM_REVIEWER", "gpt"),
-        ("WORKER_MODE", "review"),
+        ("WORKER_MODE", "judge"),
         ("ANTHROPIC_BASE_URL", "ftp://example.invalid"),
         ("WHIM_COST_CAP_USD", "ten"),
         ("WHIM_COST_CAP_USD", "nan"),

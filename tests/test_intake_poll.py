@@ -130,7 +130,8 @@ def test_an_issue_labelled_again_after_its_item_was_cancelled_is_requeued(
 
     assert counts["requeued"] == 1
     item.refresh_from_db()
-    assert item.status == WorkItemStatus.QUEUED and WorkItem.objects.count() == 1
+    # Back to waiting for its spec (it never had one): a spec-less change is never queued.
+    assert item.status == WorkItemStatus.GENERATING and WorkItem.objects.count() == 1
 
 
 def test_the_admin_lists_configured_repositories_with_their_rate_limit(

@@ -129,7 +129,8 @@ def test_labelling_a_cancelled_items_issue_again_requeues_it(client: Client) -> 
 
     assert resp.json()["outcome"] == "item_requeued"
     item.refresh_from_db()
-    assert item.status == WorkItemStatus.QUEUED and WorkItem.objects.count() == 1
+    # Back to waiting for its spec (it never had one): a spec-less change is never queued.
+    assert item.status == WorkItemStatus.GENERATING and WorkItem.objects.count() == 1
     assert WorkItemEvent.objects.filter(work_item=item, kind="requeued").count() == 1
 
 

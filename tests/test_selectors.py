@@ -175,6 +175,7 @@ def test_status_summary_reports_workers_queue_and_rate_limits(dataset: Dataset) 
         "runtime": {"name": "fake", "isolated": False},  # the autouse test runtime
         "workers": {"active": 2, "maxWorkers": 7},
         "queue": {"size": 2, "oldest": dataset.oldest_queued.created_at.isoformat()},
+        "reviews": {"queued": 0, "running": 0, "completedToday": 0, "failedToday": 0},
         "rateLimits": {
             "iterationsToday": 7,  # today's spawns, not yesterday's, not heartbeat iterations
             "dailyBudget": 40,
@@ -359,3 +360,21 @@ def test_the_cursor_pages_through_every_item_once(dataset: Dataset) -> None:
 def test_active_workers_count_starting_and_running_only(dataset: Dataset) -> None:
     assert Worker.objects.count() == 6  # 2 active, 4 finished
     assert status_summary(broker_ok=True)["workers"]["active"] == 2
+
+
+def test_status_summary_counts_the_review_queue(dataset: Dataset) -> None:
+    now = ago(dt.timedelta(minutes=1))
+    for status in ("queued", "queued", "in_progress", "completed", "failed", "cancelled"):
+        WorkItemFactory.create(
+            type=WorkItemType.REVIEW,
+            status=status,
+            completed_at=now if status in ("completed", "failed", "cancelled") else None,
+        )
+    WorkItemFactory.create(status="queued")  # not a review
+
+    assert status_summary(broker_ok=True)["reviews"] == {
+        "queued": 2,
+        "running": 1,
+        "completedToday": 1,
+        "failedToday": 1,
+    }

@@ -39,6 +39,9 @@ REVIEW_CONCURRENCY_PER_REPO = env.int("REVIEW_CONCURRENCY_PER_REPO", default=1)
 # Fix-up attempts a needs-work / misaligned review may queue on a Whim PR (0: off).
 REVIEW_FIX_ROUNDS = env.int("REVIEW_FIX_ROUNDS", default=0)
 REVIEW_CHECK_NAME = env.str("REVIEW_CHECK_NAME", default="Whim review").strip()
+# The console's address as people reach it (https://whim.example.com): the check run's
+# "details" link to the review job's page. "": no link.
+WHIM_PUBLIC_URL = env.str("WHIM_PUBLIC_URL", default="").strip()
 
 # --- The outbox of GitHub calls (intake/outbox.py) -----------------------------------------
 GITHUB_ACTION_MAX_ATTEMPTS = env.int("GITHUB_ACTION_MAX_ATTEMPTS", default=10)

@@ -207,10 +207,16 @@ def worker_environment(
         env["SPEC_TIMEOUT"] = str(settings.SPEC_TIMEOUT)
     elif work_item.type == WorkItemType.VERIFICATION:
         env["WORKER_MODE"] = "verification"
+    elif work_item.type == WorkItemType.REVIEW:
+        env["WORKER_MODE"] = "review"
     if github_app.app_configured() and not settings.WHIM_GIT_BASE_URL.startswith("file://"):
         # A token for this repository and this attempt, not the shared GITHUB_TOKEN; the
-        # harness revokes it when the attempt ends.
-        env["GITHUB_TOKEN"] = github_app.installation_token(work_item.repo)
+        # harness revokes it when the attempt ends. A review job only reads the repository
+        # (the orchestrator posts the review), so its token can do nothing else.
+        env["GITHUB_TOKEN"] = github_app.installation_token(
+            work_item.repo,
+            permissions=({"contents": "read"} if work_item.type == WorkItemType.REVIEW else None),
+        )
         env["WHIM_GITHUB_TOKEN_REVOCABLE"] = "1"  # noqa: S105  (a flag, not a secret)
     return env
 

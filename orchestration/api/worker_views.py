@@ -126,6 +126,7 @@ def complete(request: HttpRequest, worker: Worker, body: dict[str, Any]) -> dict
             model=data.get("model") or "",
             warning=data.get("warning") or "",
             spec=data.get("spec"),
+            diff_lines=data.get("diffLines"),
         ),
     )
     return {"success": True}

@@ -69,6 +69,45 @@ class PathListField(forms.Field):
         return sorted({normalise_lock_path(v) for v in value})
 
 
+DIFF_FILES_MAX = 1000
+DIFF_RANGES_MAX = 200
+
+
+class DiffLinesField(forms.Field):
+    """``diffLines`` (a review job): ``{path: [[start, end], ...]}``, the new-side lines of the
+    pull request's diff, where line comments may go. At most 1,000 files of 200 ranges each;
+    paths as the lock paths are (repo-relative, no '..'), ranges ordered 1 ≤ start ≤ end."""
+
+    default_error_messages = MESSAGES
+
+    def to_python(self, value: Any) -> dict[str, list[list[int]]] | None:
+        if value in (None, {}):
+            return None
+        if not isinstance(value, dict):
+            raise ValidationError("must be an object of file paths to line ranges", code="type")
+        if len(value) > DIFF_FILES_MAX:
+            raise ValidationError(f"must hold at most {DIFF_FILES_MAX} files", code="max_length")
+        lines: dict[str, list[list[int]]] = {}
+        for path, ranges in value.items():
+            where = normalise_lock_path(path)
+            if not isinstance(ranges, list) or len(ranges) > DIFF_RANGES_MAX:
+                raise ValidationError(
+                    f"{where}: must be a list of at most {DIFF_RANGES_MAX} [start, end] ranges"
+                )
+            for pair in ranges:
+                if not (
+                    isinstance(pair, list)
+                    and len(pair) == 2
+                    and all(isinstance(n, int) and not isinstance(n, bool) for n in pair)
+                    and 1 <= pair[0] <= pair[1] <= INT4_MAX
+                ):
+                    raise ValidationError(
+                        f"{where}: each range must be [start, end], 1 ≤ start ≤ end"
+                    )
+            lines[where] = [list(pair) for pair in ranges]
+        return lines
+
+
 class RegisterForm(ErrorFirstForm):
     workItemId = forms.UUIDField(error_messages={**MESSAGES, "invalid": "must be a UUID"})
 
@@ -143,6 +182,7 @@ class CompleteForm(ErrorFirstForm):
     warning = StrictCharField(required=False, max_length=2000)
     # A spec attempt's result (SPEC_GENERATOR=agent): Markdown, at most SPEC_MAX_BYTES.
     spec = StrictCharField(required=False, strip=False)
+    diffLines = DiffLinesField(required=False)  # a review job's diff lines
 
     BIG_METRICS = ("tokensIn", "tokensOut", "duration")  # bigint columns; the rest are int
     METRIC_KEYS = (

@@ -14,7 +14,7 @@ from django.utils import timezone
 
 from orchestration.choices import EventKind
 from orchestration.clock import db_now
-from orchestration.models import WorkItem, WorkItemEvent, WorkItemStatus
+from orchestration.models import WorkItem, WorkItemEvent, WorkItemStatus, WorkItemType
 from orchestration.services.costs import item_cost_cap, usd, usd_text
 from orchestration.services.dispatch import GateDecision, gate_status
 
@@ -70,6 +70,19 @@ def _ahead_in_queue(item: WorkItem, now: dt.datetime) -> int:
     return WorkItem.objects.claimable(now).claimed_before(item).count()
 
 
+def _reviews_busy(item: WorkItem) -> str:
+    """Why a review waits for its repository's other reviews ("" when it does not)."""
+    limit = settings.REVIEW_CONCURRENCY_PER_REPO
+    if item.type != WorkItemType.REVIEW or limit <= 0:
+        return ""
+    if not WorkItem.objects.reviews_busy_repos().filter(repo=item.repo).exists():
+        return ""
+    return (
+        f"{limit} review{'s' if limit != 1 else ''} of {item.repo} already running: at most "
+        f"{limit} at a time per repository (REVIEW_CONCURRENCY_PER_REPO)."
+    )
+
+
 def why_not_running(item: WorkItem) -> list[str]:
     """Plain-language reasons the item is not (or not yet) making progress; [] if it is."""
     now = db_now()
@@ -82,6 +95,9 @@ def why_not_running(item: WorkItem) -> list[str]:
                 f"{_when(item.next_retry_at)}; until then it waits."
             ]
         reasons = []
+        busy = _reviews_busy(item)
+        if busy:
+            reasons.append(busy)
         sentence = gate_sentence(gate_status(), now=now)
         if sentence:
             reasons.append(sentence)

@@ -52,6 +52,8 @@ class Completion:
     model: str = ""  # the model the attempt used ("" when unknown)
     warning: str = ""  # a partial success, kept on the item's timeline
     spec: str | None = None  # what a ``spec`` attempt wrote (None: not reported)
+    # A review job: the pull request diff's new-side lines, {path: [[start, end], ...]}.
+    diff_lines: dict[str, list[list[int]]] | None = None
 
 
 def worker_complete(*, worker_id: UUID | str, result: Completion) -> bool:
@@ -103,10 +105,13 @@ def worker_complete(*, worker_id: UUID | str, result: Completion) -> bool:
             "pr_number": result.pr_number,
             "commit_sha": result.commit_sha,
         }
-        if item.type == WorkItemType.VERIFICATION:
-            # A verification reviews its parent's pull request: it keeps that PR (and the
-            # commit it was created for) unless it reports its own.
+        if item.type in (WorkItemType.VERIFICATION, WorkItemType.REVIEW):
+            # A verification reviews its parent's pull request, a review job the pull request
+            # it was made for: each keeps that PR (and the commit it was created for).
             fields = {k: v for k, v in fields.items() if v}
+        if item.type == WorkItemType.REVIEW:
+            # Where the review's line comments may go (reviews.posting reads it).
+            fields["metadata"] = {**item.metadata, "diffLines": result.diff_lines or {}}
         moved = WorkItem.objects.filter(
             pk=item.pk, status__in=WorkItem.ACTIVE, worker_id=worker.pk
         ).update(
@@ -151,7 +156,9 @@ def worker_complete(*, worker_id: UUID | str, result: Completion) -> bool:
                 message=result.warning,
             )
         if result.review:
-            review_record_self(work_item=item, pr_number=result.pr_number, review=result.review)
+            review_record_self(
+                work_item=item, pr_number=result.pr_number or item.pr_number, review=result.review
+            )
         event_record(
             work_item=item,
             worker=worker,
@@ -188,7 +195,12 @@ def _commit_verdict(*, worker_id: UUID | str, result: Completion) -> CommitVerdi
     if item.type == WorkItemType.VERIFICATION and not result.commit_sha:
         # A verifier checks out the branch and reports a verdict; it pushes nothing.
         return CommitVerdict(ok=True, note="verification: no commit to check")
-    verdict = commit_verify(repo=item.repo, branch=item.branch, sha=result.commit_sha)
+    if item.type == WorkItemType.REVIEW:
+        # A review job pushes nothing: it reviewed the pull request's head, which it was made
+        # for (the reviewer cannot pick another commit to pass judgement on).
+        verdict = _review_verdict(item, result.commit_sha)
+    else:
+        verdict = commit_verify(repo=item.repo, branch=item.branch, sha=result.commit_sha)
     if verdict.ok:
         return verdict
     refused = WorkItemEvent.objects.filter(worker=worker, kind=EventKind.COMMIT_REFUSED)
@@ -209,6 +221,16 @@ def _commit_verdict(*, worker_id: UUID | str, result: Completion) -> CommitVerdi
     raise ValidationFailed(
         "The reported commit is not on the pushed branch; the item was not completed",
         details={"commitSha": verdict.note},
+    )
+
+
+def _review_verdict(item: WorkItem, sha: str) -> CommitVerdict:
+    if not sha or sha == item.commit_sha:
+        return CommitVerdict(ok=True, checked_by="review", note="review: the pull request's head")
+    return CommitVerdict(
+        ok=False,
+        checked_by="review",
+        note=f"commitSha {sha[:64]!r} is not the head {item.commit_sha} this review is for",
     )
 
 

@@ -110,26 +110,11 @@ def checkout_prepare(
     """Clone and check out ``item.branch``. ``pushes``: apply the branch policy (a
     verification attempt pushes nothing). ``must_exist``: the branch must be on the remote.
     ``default_only`` (a spec attempt, which pushes nothing): stay on the default branch."""
-    git = Git(
-        workdir=config.checkout,
-        env=git_env(
-            base_url=config.git_base_url,
-            token=config.github_token,
-            author_name=config.author_name,
-            author_email=config.author_email,
-        ),
-        local_remote=config.git_is_local,
-        git_dir=config.workspace / ".whim-git",
-    )
-    if config.checkout.exists():
-        shutil.rmtree(config.checkout)
-    log(f"cloning {item.repo} from {_host(config.git_base_url)}")
-    git.clone(config.clone_url(item.repo))
-    default = git.default_branch()  # read before the agent runs: it cannot forge it
+    git, default = checkout_clone(config, item, log=log)
     if default_only:
         start = git.head()
         log(f"on the default branch {default} at {start[:12]} (read only: nothing is pushed)")
-        _exclude_private(git)
+        exclude_private(git)
         return Checkout(git=git, default=default, existed=False, start=start)
     if pushes:
         policy_check(item.branch, protected=config.protected_branches, default=default)
@@ -147,11 +132,32 @@ def checkout_prepare(
         + ("tracking the remote branch" if existed else f"new, from {default}")
         + f") at {start[:12]}"
     )
-    _exclude_private(git)
+    exclude_private(git)
     return Checkout(git=git, default=default, existed=existed, start=start)
 
 
-def _exclude_private(git: Git) -> None:
+def checkout_clone(config: Config, item: WorkItem, *, log: Logger) -> tuple[Git, str]:
+    """A fresh clone of ``item.repo`` (its git directory apart), and the remote's default
+    branch, read before any agent runs."""
+    git = Git(
+        workdir=config.checkout,
+        env=git_env(
+            base_url=config.git_base_url,
+            token=config.github_token,
+            author_name=config.author_name,
+            author_email=config.author_email,
+        ),
+        local_remote=config.git_is_local,
+        git_dir=config.workspace / ".whim-git",
+    )
+    if config.checkout.exists():
+        shutil.rmtree(config.checkout)
+    log(f"cloning {item.repo} from {_host(config.git_base_url)}")
+    git.clone(config.clone_url(item.repo))
+    return git, git.default_branch()  # read before the agent runs: it cannot forge it
+
+
+def exclude_private(git: Git) -> None:
     if git.git_dir is None:
         return
     exclude = git.git_dir / "info" / "exclude"

@@ -28,7 +28,7 @@ from .refs import DEFAULT_PROTECTED, branch_error, parse_globs, repo_error
 
 AGENTS = ("claude", "codex", "command", "mock")
 REVIEWERS = ("agent", "anthropic", "none")
-WORKER_MODES = ("execution", "verification", "spec")
+WORKER_MODES = ("execution", "verification", "spec", "review")
 # How many fix passes a repository (or an operator) may ask for at most: each is an agent run.
 MAX_FIX_ITERATIONS = 20
 
@@ -161,6 +161,11 @@ class Config:
     @property
     def writing_spec(self) -> bool:
         return self.worker_mode == "spec"
+
+    @property
+    def pushes(self) -> bool:
+        """Whether this attempt pushes (execution); verification, spec and review do not."""
+        return self.worker_mode == "execution"
 
     @property
     def checkout(self) -> Path:

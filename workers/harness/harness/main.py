@@ -12,7 +12,9 @@
    - verification (``verify.py``): check out the pushed branch, run the tests, ask the agent
      for a verdict; nothing committed;
    - spec (``spec.py``): clone the default branch, read only, and have the agent write the
-     spec of a ``generating`` item; ``complete {spec, metrics}``, nothing committed.
+     spec of a ``generating`` item; ``complete {spec, metrics}``, nothing committed;
+   - review (``prreview.py``): check out a pull request's head, review its diff; nothing
+     committed.
 3. POST ``complete {prUrl?, prNumber?, commitSha, branch, metrics{tokensIn, tokensOut,
    costUsd, duration, filesModified, testsRun, testsPassed, testsFailed, testStatus,
    iterations}, model?, review?, verificationEnabled | verificationPassed, learnings?,
@@ -58,6 +60,7 @@ from .heartbeat import Heartbeat
 from .lockserver import LockServer
 from .logs import Logger, log, mask
 from .pipeline import Execution
+from .prreview import pull_review_run
 from .session import Session
 from .spawner import Spawner
 from .spec import spec_run
@@ -129,7 +132,7 @@ class Attempt:
             else _field(answer, "workItem"),
             branch_optional=config.writing_spec,
         )
-        if not (config.verifying or config.writing_spec):  # before a clone that would be wasted
+        if config.pushes:  # before a clone that would be wasted
             policy_check(item.branch, protected=config.protected_branches, default=None)
         self.heartbeat = Heartbeat(
             client=self.client,
@@ -163,6 +166,8 @@ class Attempt:
             return self._complete(verification_run(session))
         if config.writing_spec:
             return self._complete(spec_run(session))
+        if config.worker_mode == "review":
+            return self._complete(pull_review_run(session))
         return self._complete(Execution(session).run())
 
     # -- final callbacks --------------------------------------------------------------------

@@ -80,11 +80,13 @@ class Session:
         pushes: bool = True,
         must_exist: bool = False,
         default_only: bool = False,
+        checkout: Checkout | None = None,
     ) -> None:
         """``spec`` None (a spec attempt): no ``.whim/spec.md`` is written (the agent writes
-        it); ``default_only``: the default branch, checked out read only."""
+        it); ``default_only``: the default branch, checked out read only; ``checkout``: one
+        made already (a review checks out a pull request's head)."""
         config, item = self.config, self.item
-        self.checkout = checkout_prepare(
+        self.checkout = checkout or checkout_prepare(
             config,
             item,
             log=self.log,
