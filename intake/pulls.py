@@ -21,6 +21,7 @@ unfinished jobs.
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 from typing import Any
 
@@ -30,16 +31,13 @@ from django.db import transaction
 from intake.github import GitHubClient, GitHubError, RateLimited
 from intake.models import Repository
 from intake.pull_forms import PullClosedForm, PullForm, delivery_fields, pull_fields
-from orchestration.choices import EventKind
 from orchestration.clock import advisory_xact_lock, db_now
 from orchestration.errors import QueueFull
-from orchestration.models import PRIORITY_RANK, Priority, WorkItem, WorkItemStatus, WorkItemType
-from orchestration.nudge import TaskName, send_on_commit
-from orchestration.services.events import event_record
+from orchestration.models import WorkItem, WorkItemStatus, WorkItemType
 from orchestration.services.work_items import (
-    queue_bounds_check,
     work_item_cancel,
     work_item_requeue,
+    work_item_submit,
 )
 
 logger = logging.getLogger(__name__)
@@ -49,6 +47,7 @@ OPEN_PULLS_PAGE = 100  # pulls_open asks for one page of this many
 CLOSED = "pull request closed"
 GONE = "pull request no longer open"
 CLOSED_REASONS = (CLOSED, GONE)
+RATE_LIMIT_FALLBACK = dt.timedelta(minutes=1)  # GitHub said "limited" without saying until when
 
 
 def review_repository(name: str) -> Repository | None:
@@ -78,11 +77,19 @@ def pull_event_receive(*, action: str, payload: dict[str, Any]) -> tuple[str, st
     if action not in REVIEWED_ACTIONS:
         return "ignored", f"the review bot does not act on pull_request {action}"[:200]
     pull = PullForm.from_json(delivery_fields(payload)).validated()
+    if action == "opened" and _pull_reviews(pull["repo"], pull["number"]).exists():
+        # A pull request is opened once, before any push to it: a job there already came from
+        # a later event (or the poll), so this delivery is late and its head stale.
+        return "ignored", "a late opened delivery: the pull request has a review job already"
     return review_job_ensure(pull)
 
 
-def review_job_ensure(pull: dict[str, Any]) -> tuple[str, str]:
-    """One review job for ``pull`` (PullForm's cleaned fields) at its head: (outcome, note)."""
+def review_job_ensure(pull: dict[str, Any], *, head: bool = False) -> tuple[str, str]:
+    """One review job for ``pull`` (PullForm's cleaned fields) at its head: (outcome, note).
+
+    ``head``: the sha is the pull request's head as GitHub lists it now (the poll), so it wins
+    over whatever a late webhook delivery said: a job a late delivery superseded is requeued.
+    """
     repo = review_repository(pull["repo"])
     if repo is None:
         return "ignored", f"{pull['repo']} is not a repository the review bot watches"[:200]
@@ -93,61 +100,61 @@ def review_job_ensure(pull: dict[str, Any]) -> tuple[str, str]:
     with transaction.atomic():
         advisory_xact_lock("whim.submit")
         existing = WorkItem.objects.filter(idempotency_key=key).first()
+        jobs = _pull_jobs(name, number)
         if existing is not None:
-            if existing.status == WorkItemStatus.CANCELLED and existing.error in CLOSED_REASONS:
-                # Reopened at the same head: the job its closing cancelled runs after all.
-                work_item_requeue(work_item_id=existing.pk, actor="github", reason="reopened")
+            cancelled = existing.status == WorkItemStatus.CANCELLED
+            # Reopened at the same head: the job its closing cancelled runs after all; so does
+            # one a late delivery superseded, once the poll says this is the head.
+            if cancelled and (
+                existing.error in CLOSED_REASONS
+                or (head and existing.error.startswith("superseded by "))
+            ):
+                work_item_requeue(work_item_id=existing.pk, actor="github", reason="the head")
+                _supersede(jobs, sha)
                 return "review_queued", f"review {existing.pk} of {sha[:12]} requeued"
             return "item_exists", f"review {existing.pk} of {sha[:12]} exists"
-        jobs = _pull_jobs(name, number)
-        if _pull_reviews(name, number).filter(metadata__before=sha).exists():
+        if not head and _pull_reviews(name, number).filter(metadata__before=sha).exists():
             return "ignored", f"{sha[:12]} is no longer the head of #{number}"
         try:
-            queue_bounds_check(repo=name)
+            item, _ = work_item_submit(
+                type=WorkItemType.REVIEW,
+                repo=name,
+                branch=pull["headRef"],
+                pr_number=number,
+                commit_sha=sha,
+                spec=_pull_text(pull),
+                description=_pull_text(pull),
+                priority=repo.intake_priority,
+                max_iterations=1,
+                source="github",
+                source_ref=f"pr:{number}@{sha}",
+                idempotency_key=key,
+                metadata={
+                    "headSha": sha,
+                    "baseRef": pull["baseRef"],
+                    "baseSha": pull["baseSha"],
+                    "headRepo": pull["headRepo"] or name,
+                    "author": pull["author"],
+                    **({"before": pull["before"]} if pull["before"] else {}),
+                },
+                actor="github",
+                message=f"review of #{number} at {sha[:12]}",
+            )
         except QueueFull as exc:
             return "queue_full", str(exc)[:200]
-        priority = Priority(repo.priority or settings.INTAKE_PRIORITY or Priority.MEDIUM)
-        item = WorkItem.objects.create(
-            type=WorkItemType.REVIEW,
-            repo=name,
-            branch=pull["headRef"],
-            pr_number=number,
-            commit_sha=sha,
-            spec=_pull_text(pull),
-            description=_pull_text(pull),
-            priority=priority,
-            priority_rank=PRIORITY_RANK[priority],
-            max_iterations=1,
-            source="github",
-            source_ref=f"pr:{number}@{sha}",
-            idempotency_key=key,
-            metadata={
-                "headSha": sha,
-                "baseRef": pull["baseRef"],
-                "baseSha": pull["baseSha"],
-                "headRepo": pull["headRepo"] or name,
-                "author": pull["author"],
-                **({"before": pull["before"]} if pull["before"] else {}),
-            },
-            status=WorkItemStatus.QUEUED,
-        )
-        event_record(
-            work_item=item,
-            kind=EventKind.SUBMITTED,
-            to_status=WorkItemStatus.QUEUED,
-            actor="github",
-            message=f"review of #{number} at {sha[:12]}",
-        )
-        superseded = 0
-        for old in jobs.exclude(commit_sha=sha).values_list("pk", flat=True):
-            superseded += work_item_cancel(
-                work_item_id=old, actor="github", reason=f"superseded by {sha}"
-            )
-        send_on_commit(TaskName.DISPATCH)
+        superseded = _supersede(jobs, sha)
     logger.info("review %s queued for %s#%s at %s", item.pk, name, number, sha[:12])
     if superseded:
         return "superseded", f"review {item.pk} queued; {superseded} older review(s) cancelled"
     return "review_queued", f"review {item.pk} queued"
+
+
+def _supersede(jobs: Any, sha: str) -> int:
+    """Cancel the unfinished jobs for another head than ``sha``; how many this call cancelled."""
+    return sum(
+        work_item_cancel(work_item_id=old, actor="github", reason=f"superseded by {sha}")
+        for old in jobs.exclude(commit_sha=sha).values_list("pk", flat=True)
+    )
 
 
 def _pull_reviews(repo: str, number: int) -> Any:
@@ -192,7 +199,7 @@ def pulls_poll(*, repo: str) -> dict[str, int]:
     try:
         answer = GitHubClient(row.name).pulls_open(etag=row.pulls_etag)
     except RateLimited as exc:
-        row.rate_limited_until = exc.retry_at
+        row.rate_limited_until = exc.retry_at or now + RATE_LIMIT_FALLBACK
         row.poll_note = f"pull requests: rate limited until {exc.retry_at}"[:300]
         row.save(update_fields=["rate_limited_until", "poll_note", "updated_at"])
         return counts
@@ -203,7 +210,7 @@ def pulls_poll(*, repo: str) -> dict[str, int]:
     if answer.status == 304 or not isinstance(answer.data, list):
         Repository.objects.filter(pk=row.pk).update(polled_at=now)
         return counts
-    open_numbers = set()
+    open_numbers, settled = set(), True
     for entry in answer.data:
         form = PullForm.from_json(pull_fields(entry, repo=row.name))
         counts["seen"] += 1
@@ -211,8 +218,9 @@ def pulls_poll(*, repo: str) -> dict[str, int]:
             counts["invalid"] += 1
             continue
         open_numbers.add(form.cleaned_data["number"])
-        outcome, _ = review_job_ensure(form.cleaned_data)
+        outcome, _ = review_job_ensure(form.cleaned_data, head=True)
         counts["queued"] += outcome in ("review_queued", "superseded")
+        settled = settled and outcome != "queue_full"
     if len(answer.data) < OPEN_PULLS_PAGE:
         gone = (
             WorkItem.objects.filter(
@@ -223,7 +231,8 @@ def pulls_poll(*, repo: str) -> dict[str, int]:
         )
         for number in {n for n in gone if n is not None}:
             counts["cancelled"] += reviews_cancel(repo=row.name, number=number, reason=GONE)
+    # A pull request the full queue turned away is asked for again: the list must not 304.
     Repository.objects.filter(pk=row.pk).update(
-        pulls_etag=answer.etag[:200], polled_at=now, rate_limited_until=None
+        pulls_etag=answer.etag[:200] if settled else "", polled_at=now, rate_limited_until=None
     )
     return counts

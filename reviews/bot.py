@@ -19,6 +19,7 @@ from typing import Any
 
 from django.conf import settings
 
+from intake.credentials import app_configured
 from intake.outbox import github_action_enqueue
 from orchestration.models import WorkItem, WorkItemEvent, WorkItemStatus, WorkItemType
 from reviews import posting
@@ -36,6 +37,7 @@ def review_item_moved(event: WorkItemEvent) -> None:
     if event.to_status == WorkItemStatus.FAILED:
         _check_enqueue(
             item,
+            event,
             conclusion="neutral",
             title="Whim could not review this pull request",
             summary=(
@@ -49,6 +51,7 @@ def review_item_moved(event: WorkItemEvent) -> None:
     if not isinstance(findings, dict) or "codeQuality" not in findings:
         _check_enqueue(
             item,
+            event,
             conclusion="neutral",
             title="Whim's review produced no findings",
             summary=f"The review of {item.commit_sha[:12]} ended without findings.",
@@ -57,7 +60,7 @@ def review_item_moved(event: WorkItemEvent) -> None:
     diff_lines = (item.metadata or {}).get("diffLines") or {}
     comments, unplaced = posting.line_comments(findings, diff_lines)
     github_action_enqueue(
-        key=f"review:{item.pk}",
+        key=f"review:{item.pk}:{_attempt(event)}",
         kind=posting.REVIEW_POST,
         repo=item.repo,
         number=item.pr_number,
@@ -71,6 +74,7 @@ def review_item_moved(event: WorkItemEvent) -> None:
     spec, quality = findings["specAlignment"]["score"], findings["codeQuality"]["score"]
     _check_enqueue(
         item,
+        event,
         conclusion=posting.check_conclusion(findings),
         title=f"Spec alignment: {spec}; code quality: {quality}",
         summary=posting.safe_line(findings["overallSummary"])[:60_000],
@@ -79,7 +83,18 @@ def review_item_moved(event: WorkItemEvent) -> None:
         review_fix_queue(review_item=item, findings=findings)
 
 
-def _check_enqueue(item: WorkItem, *, conclusion: str, title: str, summary: str) -> None:
+def _attempt(event: WorkItemEvent) -> str:
+    """What keys a job's outbox rows: its ending attempt, so a requeued job that ends again
+    reports again (and a repeat of one ending does not)."""
+    return str(event.worker_id or f"event-{event.pk}")
+
+
+def _check_enqueue(
+    item: WorkItem, event: WorkItemEvent, *, conclusion: str, title: str, summary: str
+) -> None:
+    """A check run, with a GitHub App only: GitHub's Checks API refuses any other token."""
+    if not app_configured():
+        return
     fields: dict[str, Any] = {
         "name": settings.REVIEW_CHECK_NAME,
         "head_sha": item.commit_sha,
@@ -90,7 +105,7 @@ def _check_enqueue(item: WorkItem, *, conclusion: str, title: str, summary: str)
     if settings.WHIM_PUBLIC_URL:
         fields["details_url"] = f"{settings.WHIM_PUBLIC_URL.rstrip('/')}/work/{item.pk}/"
     github_action_enqueue(
-        key=f"check:{item.pk}",
+        key=f"check:{item.pk}:{_attempt(event)}",
         kind=posting.CHECK_RUN,
         repo=item.repo,
         number=item.pr_number,

@@ -101,6 +101,18 @@ def review_body(findings: dict[str, Any], *, unplaced: list[dict[str, Any]], sha
     return "\n".join(lines).replace("\n\n\n", "\n\n") + "\n"
 
 
+# GitHub refuses a review body over 65,536 characters (422): room is left for the marker.
+BODY_MAX = 60_000
+
+
+def _bounded(text: str) -> str:
+    """``text`` cut at a line end to fit BODY_MAX, saying so (the findings allow far more)."""
+    if len(text) <= BODY_MAX:
+        return text
+    cut = text.rfind("\n", 0, BODY_MAX - 200)
+    return text[: cut if cut > 0 else BODY_MAX - 200] + "\n\n… (cut: the full review is on Whim)"
+
+
 # --- the handlers --------------------------------------------------------------------------
 
 
@@ -111,7 +123,7 @@ def review_post(client: GitHubClient, action: GitHubAction) -> dict[str, Any]:
         if outbox.marked([str(review.get("body") or "")], action):
             return _review_result(review, found=True)
     payload = action.payload
-    body = f"{payload['body']}\n{outbox.marker(action)}\n"
+    body = f"{_bounded(payload['body'])}\n{outbox.marker(action)}\n"
     comments = list(payload.get("comments") or [])
     try:
         review = client.pull_review_create(
@@ -122,7 +134,8 @@ def review_post(client: GitHubClient, action: GitHubAction) -> dict[str, Any]:
             raise
         # A line GitHub does not see in the diff: the comments go in the body instead.
         folded = [f"- `{c['path']}:{c['line']}`: {' '.join(c['body'].split())}" for c in comments]
-        body = f"{payload['body']}\n" + "\n".join(folded) + f"\n\n{outbox.marker(action)}\n"
+        text = f"{payload['body']}\n" + "\n".join(folded)
+        body = f"{_bounded(text)}\n\n{outbox.marker(action)}\n"
         review = client.pull_review_create(
             number, commit_id=payload["commit_id"], body=body, event="COMMENT", comments=[]
         )

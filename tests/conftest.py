@@ -332,3 +332,22 @@ def celery_workers(transactional_db: None, settings: Any) -> Iterator[Callable[.
     for handle in handles:
         handle.stop_all()
     app.conf.task_default_queue = old_queue
+
+
+@pytest.fixture(scope="session")
+def app_keys() -> tuple[str, str]:
+    """A GitHub App's RSA key pair as PEM (private, public): the fake GitHub checks the App's
+    JWTs with the public one."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    private = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    ).decode()
+    public = (
+        key.public_key()
+        .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+        .decode()
+    )
+    return private, public

@@ -22,22 +22,6 @@ from workers.docker_runtime import DockerRuntime
 from workers.runtime import FORBIDDEN_ENV, worker_environment
 
 
-@pytest.fixture(scope="module")
-def app_keys() -> tuple[str, str]:
-    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    private = key.private_bytes(
-        serialization.Encoding.PEM,
-        serialization.PrivateFormat.PKCS8,
-        serialization.NoEncryption(),
-    ).decode()
-    public = (
-        key.public_key()
-        .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
-        .decode()
-    )
-    return private, public
-
-
 @pytest.fixture
 def github(app_keys: tuple[str, str], settings: Any) -> Iterator[FakeGitHub]:
     fake = FakeGitHub().start()

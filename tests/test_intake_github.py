@@ -11,8 +11,6 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
 
 from intake import credentials
 from intake.github import GitHubClient, GitHubError, RateLimited
@@ -216,20 +214,6 @@ def test_check_runs_are_found_by_name_and_carry_external_id(github: FakeGitHub) 
         "completed",
         "success",
     )
-
-
-@pytest.fixture
-def app_keys() -> tuple[str, str]:
-    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    private = key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-    ).decode()
-    public = (
-        key.public_key()
-        .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
-        .decode()
-    )
-    return private, public
 
 
 def test_an_app_token_is_minted_once_per_repository_and_reused(

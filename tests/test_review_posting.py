@@ -15,12 +15,20 @@ import pytest
 from intake import credentials
 from intake.models import GitHubAction, Repository
 from intake.outbox import github_action_deliver
-from intake.pulls import pulls_poll
+from intake.pull_forms import PullForm, pull_fields
+from intake.pulls import pulls_poll, review_job_ensure
 from orchestration.choices import ErrorCategory
 from orchestration.errors import ValidationFailed
 from orchestration.forms.callbacks import CompleteForm
-from orchestration.models import WorkItem, WorkItemStatus, WorkItemType
-from orchestration.services.workers import Completion, worker_complete, worker_fail
+from orchestration.models import Worker, WorkItem, WorkItemStatus, WorkItemType
+from orchestration.services.dispatch import dispatch_claim_one
+from orchestration.services.work_items import work_item_requeue
+from orchestration.services.workers import (
+    Completion,
+    worker_complete,
+    worker_fail,
+    worker_mark_started,
+)
 from reviews.models import PRReview
 from tests.factories import WorkItemFactory, running_item
 from tests.fakes.github import FakeGitHub
@@ -31,12 +39,17 @@ REPO = "acme/widgets"
 HEAD = "c" * 40
 
 
+@pytest.fixture(autouse=True)
+def _app(settings: Any, app_keys: tuple[str, str]) -> None:
+    """A GitHub App: only an App's token may create check runs."""
+    settings.GITHUB_APP_ID, settings.GITHUB_APP_PRIVATE_KEY = FakeGitHub().app_id, app_keys[0]
+
+
 @pytest.fixture
-def github(settings: Any) -> Iterator[FakeGitHub]:
+def github(settings: Any, app_keys: tuple[str, str]) -> Iterator[FakeGitHub]:
     fake = FakeGitHub().start()
+    fake.app_public_key = app_keys[1]
     settings.GITHUB_API_URL = fake.url
-    settings.GITHUB_TOKEN = "ghp_review0123456789abcdefghijklmnopqrs"
-    settings.GITHUB_APP_ID = settings.GITHUB_APP_PRIVATE_KEY = ""
     settings.GITHUB_TIMEOUT = 2.0
     settings.INTAKE_REPOS = [REPO]
     settings.REVIEW_CHECK_NAME = "Whim review"
@@ -75,6 +88,25 @@ def review_job(sha: str = HEAD) -> tuple[WorkItem, Any]:
     )
 
 
+def dispatch_and_run(item: WorkItem) -> tuple[WorkItem, Any]:
+    """Claim ``item`` again and start its new attempt."""
+    worker_id = dispatch_claim_one(use_gate=False)
+    assert worker_id is not None
+    worker_mark_started(worker_id=worker_id, container_id="c-2")
+    return item, Worker.objects.get(pk=worker_id)
+
+
+def pull_of(number: int, sha: str) -> dict[str, Any]:
+    """PullForm's cleaned fields for a pull request of REPO at ``sha``."""
+    pull = {
+        "number": number, "title": "Frob", "body": "", "draft": False,
+        "user": {"login": "octocat"},
+        "head": {"ref": "feature/frob", "sha": sha, "repo": {"full_name": REPO}},
+        "base": {"ref": "main", "sha": "b" * 40},
+    }  # fmt: skip
+    return PullForm.from_json(pull_fields(pull, repo=REPO)).validated()
+
+
 def complete(worker: Any, *, sha: str = HEAD, found: dict[str, Any] | None = None) -> None:
     worker_complete(
         worker_id=worker.pk,
@@ -94,7 +126,7 @@ def test_a_completed_review_job_writes_its_review_and_check_run_rows() -> None:
     item.refresh_from_db()
     assert item.status == WorkItemStatus.COMPLETED and item.pr_number == 7
     assert PRReview.objects.get(work_item=item).pr_number == 7
-    post = GitHubAction.objects.get(key=f"review:{item.pk}")
+    post = GitHubAction.objects.get(key=f"review:{item.pk}:{worker.pk}")
     assert (post.kind, post.repo, post.number, post.work_item_id) == (
         "review_post",
         REPO,
@@ -114,7 +146,7 @@ def test_a_completed_review_job_writes_its_review_and_check_run_rows() -> None:
     assert "Close, one fix needed." in body and "Code quality: needs-work" in body
     assert "`src/frob.py:90`: Not in the diff." in body and "`README.md`" in body
     assert "@octocat" not in body and "@\u200boctocat" in body  # nobody is pinged
-    check = GitHubAction.objects.get(key=f"check:{item.pk}")
+    check = GitHubAction.objects.get(key=f"check:{item.pk}:{worker.pk}")
     assert check.payload["conclusion"] == "action_required"
     assert (check.payload["name"], check.payload["head_sha"]) == ("Whim review", HEAD)
 
@@ -133,7 +165,8 @@ def test_the_check_runs_conclusion_follows_the_scores(
 ) -> None:
     item, worker = review_job()
     complete(worker, found=findings(spec, quality))
-    assert GitHubAction.objects.get(key=f"check:{item.pk}").payload["conclusion"] == conclusion
+    check = GitHubAction.objects.get(key=f"check:{item.pk}:{worker.pk}")
+    assert check.payload["conclusion"] == conclusion
 
 
 def test_a_review_of_another_commit_is_refused_with_nothing_written() -> None:
@@ -155,7 +188,7 @@ def test_a_review_job_that_failed_for_good_gets_a_neutral_check_run() -> None:
     item.refresh_from_db()
     assert item.status == WorkItemStatus.FAILED
     (check,) = GitHubAction.objects.all()
-    assert check.key == f"check:{item.pk}" and check.payload["conclusion"] == "neutral"
+    assert check.key == f"check:{item.pk}:{worker.pk}" and check.payload["conclusion"] == "neutral"
     assert "boom" not in str(check.payload)  # the error stays on the item page
 
 
@@ -175,7 +208,10 @@ def test_the_review_is_posted_once_though_github_timed_out_after_storing_it(
     assert github_action_deliver(action_id=post.pk) == "done"
 
     (review,) = github.reviews[REPO][7]
-    assert review["state"] == "COMMENTED" and f"<!-- whim:review:{item.pk} -->" in review["body"]
+    assert (
+        review["state"] == "COMMENTED"
+        and f"<!-- whim:review:{item.pk}:{worker.pk} -->" in review["body"]
+    )
     assert [c["line"] for c in review["comments"]] == [12]
     post.refresh_from_db()
     assert post.result["found"] is True and post.result["html_url"] == review["html_url"]
@@ -205,8 +241,73 @@ def test_the_check_run_is_created_once(github: FakeGitHub) -> None:
     assert github_action_deliver(action_id=check.pk) == "done"
 
     (run,) = github.check_runs[REPO]
-    assert (run["external_id"], run["conclusion"]) == (f"check:{item.pk}", "success")
+    assert (run["external_id"], run["conclusion"]) == (f"check:{item.pk}:{worker.pk}", "success")
     assert run["head_sha"] == HEAD and run["name"] == "Whim review"
+
+
+def test_without_a_github_app_no_check_run_is_asked_for(settings: Any) -> None:
+    settings.GITHUB_APP_ID = settings.GITHUB_APP_PRIVATE_KEY = ""  # GITHUB_TOKEN mode
+    _, worker = review_job()
+
+    complete(worker)
+
+    # GitHub's Checks API takes an App's token only: a token's check run would fail for good.
+    assert list(GitHubAction.objects.values_list("kind", flat=True)) == ["review_post"]
+
+
+def test_a_requeued_review_job_reports_its_new_ending_too() -> None:
+    item, worker = review_job()
+    worker_fail(worker_id=worker.pk, error="boom", category=ErrorCategory.PERMANENT)
+    work_item_requeue(work_item_id=item.pk)
+    _, again = dispatch_and_run(item)
+
+    complete(again, found=findings("aligned", "good"))
+
+    checks = GitHubAction.objects.filter(kind="check_run").order_by("pk")
+    assert [c.payload["conclusion"] for c in checks] == ["neutral", "success"]
+    assert GitHubAction.objects.filter(kind="review_post").count() == 1
+
+
+def test_a_review_body_past_githubs_limit_is_cut_to_fit(github: FakeGitHub) -> None:
+    github.add_pull(REPO, 7, "feature/frob", HEAD, diff={"src/frob.py": [(10, 20)]})
+    huge = findings()
+    huge["specAlignment"]["gaps"] = [f"gap {n} " + "x" * 4_000 for n in range(100)]
+    _, worker = review_job()
+    complete(worker, found=huge)
+
+    assert (
+        github_action_deliver(action_id=GitHubAction.objects.get(kind="review_post").pk) == "done"
+    )
+
+    (review,) = github.reviews[REPO][7]
+    assert len(review["body"]) < 65_536 and "(cut: the full review is on Whim)" in review["body"]
+    assert "<!-- whim:review:" in review["body"]  # the marker survives the cut
+
+
+def test_the_poll_restores_the_heads_review_a_late_delivery_superseded(
+    github: FakeGitHub,
+) -> None:
+    new = "f" * 40
+    github.add_pull(REPO, 7, "feature/frob", new)
+    pulls_poll(repo=REPO)  # the poll makes the head's job first (no ``before`` on it)
+    review_job_ensure(pull_of(7, HEAD))  # then a late delivery of an older head supersedes it
+
+    Repository.objects.filter(name=REPO).update(pulls_etag="")
+    pulls_poll(repo=REPO)
+
+    jobs = {j.commit_sha: j.status for j in WorkItem.objects.filter(type=WorkItemType.REVIEW)}
+    assert jobs == {new: WorkItemStatus.QUEUED, HEAD: WorkItemStatus.CANCELLED}
+
+
+def test_a_pull_request_the_full_queue_turned_away_is_polled_again(
+    github: FakeGitHub, settings: Any
+) -> None:
+    github.add_pull(REPO, 7, "feature/frob", HEAD)
+    settings.MAX_QUEUED = 0
+    assert pulls_poll(repo=REPO)["queued"] == 0
+    settings.MAX_QUEUED = 100
+
+    assert pulls_poll(repo=REPO)["queued"] == 1  # no 304: the ETag was not kept
 
 
 def test_the_poll_queues_open_pull_requests_once_and_backs_off_when_rate_limited(

@@ -25,6 +25,7 @@ from orchestration.models import (
     WorkerStatus,
     WorkItem,
     WorkItemStatus,
+    WorkItemType,
 )
 from orchestration.nudge import TaskName, send_on_commit
 from orchestration.rows import row_get
@@ -54,8 +55,15 @@ def work_item_submit(
     metadata: dict[str, Any] | None = None,
     idempotency_key: str | None = None,
     actor: str = "system",
+    type: str = WorkItemType.EXECUTION,
+    pr_number: int | None = None,
+    commit_sha: str = "",
+    parent: WorkItem | None = None,
+    message: str = "",
 ) -> tuple[WorkItem, bool]:
-    """Create a work item from validated input; returns ``(item, created)``.
+    """Create a work item from validated input; returns ``(item, created)``. Clients submit
+    changes; the review bot submits reviews of a pull request's head (``type``, ``pr_number``,
+    ``commit_sha``) and fix-ups of one (``parent``); ``message`` goes on its first event.
 
     1. Under one advisory lock (so two submits cannot both take the last queue slot):
     2. an idempotency key seen before returns the first item, unchanged;
@@ -70,8 +78,14 @@ def work_item_submit(
             if existing is not None:
                 return existing, False
         queue_bounds_check(repo=repo)
-        status = WorkItemStatus.QUEUED if spec else WorkItemStatus.GENERATING
+        # Only a change needs a spec written first; a review judges the pull request as it is.
+        waits = type == WorkItemType.EXECUTION and not spec
+        status = WorkItemStatus.GENERATING if waits else WorkItemStatus.QUEUED
         item = WorkItem.objects.create(
+            type=type,
+            pr_number=pr_number,
+            commit_sha=commit_sha,
+            parent_work_item=parent,
             repo=repo,
             spec=spec,
             description=description,
@@ -85,7 +99,9 @@ def work_item_submit(
             idempotency_key=idempotency_key,
             status=status,
         )
-        event_record(work_item=item, kind=EventKind.SUBMITTED, to_status=status, actor=actor)
+        event_record(
+            work_item=item, kind=EventKind.SUBMITTED, to_status=status, actor=actor, message=message
+        )
         _nudge_after_commit(item)
     logger.info("work item %s submitted to %s by %s", item.pk, repo, actor)
     return item, True
