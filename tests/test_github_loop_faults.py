@@ -1,0 +1,274 @@
+"""Issue 11's GitHub loop under faults, on real parts:
+
+1. Review jobs running in containers while the Celery worker (and its beat) is SIGKILLed and
+   Redis dies and comes back empty; the first review POST times out after GitHub stored it.
+   Every job still ends with exactly one review and one check run on the pull request.
+2. The fake GitHub rate limits intake: the poll backs off until GitHub's reset time (shown on
+   the repository and the dashboard), then catches up, nothing taken or said twice.
+3. Bad and hostile ``issues`` / ``pull_request`` deliveries through gunicorn: 400 / 401 / 413
+   / 200-ignored as API.md says, replays are duplicates, nothing written twice, never a 500.
+
+The fake GitHub (tests/fakes/github.py) runs in this process on loopback: only the
+orchestrator's processes call it (review containers post nothing themselves).
+"""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import time
+import uuid
+from collections import Counter
+from pathlib import Path
+from typing import Any
+from urllib.parse import unquote
+
+import pytest
+from django.test import Client
+from django.urls import reverse
+
+from intake.models import GitHubAction, GitHubActionStatus, Repository
+from orchestration.models import Worker, WorkerStatus, WorkItem, WorkItemStatus, WorkItemType
+from tests.conftest import ROOT, free_port
+from tests.docker_stack import DockerStack, git, make_bare_repo
+from tests.fakes.github import FakeGitHub
+from tests.helpers import wait_for
+from tests.invariants import assert_invariants
+from tests.test_docker_github_loop import SECRET, deliver
+from tests.test_docker_pipeline import GITHUB_TOKEN
+from tests.test_docker_pipeline_b import SAFE, agent_bin
+from tests.test_faults import start_redis
+
+__all__ = ["agent_bin"]  # the fixture, used below
+
+REPO = "acme/widgets"
+PULLS = (1, 2, 3)
+ISSUES = (11, 12, 13, 14)
+
+
+def served(fake: FakeGitHub) -> list[Any]:
+    with fake._lock:
+        return list(fake.requests)
+
+
+# --- 1. the review bot survives its workers and its broker ---------------------------------
+
+
+def pull_branch(stack: DockerStack, branch: str, files: dict[str, str], scratch: Path) -> str:
+    """A branch off main on the bare repo with one real commit writing ``files``; its sha."""
+    bare = stack.repos / f"{REPO}.git"
+    work = scratch / f"pull-{branch}"
+    git("clone", "-q", "-u", f"git {SAFE} upload-pack", str(bare), str(work))
+    git("checkout", "-q", "-b", branch, cwd=work)
+    for path, content in files.items():
+        (work / path).write_text(content)
+    git("add", "-A", cwd=work)
+    git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q", "-m", branch, cwd=work)
+    git("push", "-q", "--receive-pack", f"git {SAFE} receive-pack", "origin", branch, cwd=work)
+    subprocess.run(["chown", "-R", "1000:1000", str(bare)], check=True)
+    return stack.branch_head(REPO, branch)
+
+
+def pull_event(pull: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "action": "opened",
+        "number": pull["number"],
+        "pull_request": pull,
+        "repository": {"full_name": REPO},
+        "sender": {"login": "octocat"},
+    }
+
+
+def reviewing(n: int) -> bool:
+    """``n`` review attempts running, each past its checkout and into the reviewer."""
+    return (
+        Worker.objects.filter(
+            work_item__type=WorkItemType.REVIEW, status=WorkerStatus.RUNNING, iteration__gte=1
+        ).count()
+        == n
+    )
+
+
+def reported() -> bool:
+    """Every review job completed and every GitHub call it asked for delivered."""
+    jobs = WorkItem.objects.filter(type=WorkItemType.REVIEW)
+    return (
+        jobs.count() == len(PULLS)
+        and not jobs.exclude(status=WorkItemStatus.COMPLETED).exists()
+        and GitHubAction.objects.count() == 2 * len(PULLS)
+        and not GitHubAction.objects.exclude(status=GitHubActionStatus.DONE).exists()
+    )
+
+
+@pytest.mark.docker
+@pytest.mark.celery
+@pytest.mark.django_db(transaction=True)
+def test_reviews_survive_a_sigkilled_worker_and_an_emptied_redis_posting_each_once(
+    docker_stack: Any, agent_bin: Any, github: FakeGitHub, tmp_path: Path
+) -> None:
+    port = free_port()
+    log = ROOT / "test-artifacts" / f"redis-{port}.log"
+    log.parent.mkdir(exist_ok=True)
+    redis = start_redis(port, log)
+    try:
+        stack = docker_stack(
+            REDIS_URL=f"redis://127.0.0.1:{port}/0",
+            WHIM_AGENT="claude",
+            WHIM_AGENT_PATH_DIR=agent_bin({"review_sleep": 10}),
+            WHIM_REVIEWER="agent",
+            GITHUB_TOKEN=GITHUB_TOKEN,
+            GITHUB_API_URL=github.url,
+            GITHUB_WEBHOOK_SECRET=SECRET,
+            INTAKE_REPOS=REPO,
+            INTAKE_POLL_INTERVAL="2",
+            SWEEP_GITHUB_EVERY="2",
+            REVIEW_CONCURRENCY_PER_REPO=str(len(PULLS)),
+            MAX_WORKERS=str(len(PULLS)),
+            START_RENUDGE_SECONDS="2",
+            STALE_THRESHOLD="30",
+            QUARANTINE_AFTER="100",
+        )
+        make_bare_repo(stack.repos, REPO)
+        base = stack.branch_head(REPO, "main")
+        for n in PULLS:
+            sha = pull_branch(stack, f"feature-{n}", {f"f{n}.txt": f"change {n}\n"}, tmp_path)
+            github.add_pull(REPO, n, f"feature-{n}", sha, "main", base, title=f"Change {n}")
+        # GitHub stores the first review and the answer never arrives: the retry must find it.
+        github.fault("POST", r"/pulls/\d+/reviews$", "timeout_after_write")
+
+        # One pull request announced by the webhook; the poll (every 2 s) finds them all.
+        answer = deliver(
+            stack.base_url,
+            "pull_request",
+            pull_event(github.pulls_store[REPO][1]),
+            str(uuid.uuid4()),
+        )
+        assert answer["outcome"] == "review_queued", answer
+        wait_for(lambda: reviewing(len(PULLS)), timeout=90, what="three reviews running")
+
+        worker = stack.workers.procs[0]
+        stack.workers.kill9(worker)  # the worker and its beat, no warm shutdown, no acks
+        redis.send_signal(signal.SIGKILL)  # every queued and unacknowledged message is gone
+        redis.wait(timeout=10)
+        time.sleep(2)  # the outage: the reviews finish and report while nothing consumes
+        redis = start_redis(port, log)  # empty: --save '' and no AOF
+        stack.workers.start(concurrency=4, beat=True)
+
+        wait_for(
+            lambda: stack.workers.supervise() >= 0 and reported(),
+            timeout=120,
+            interval=0.5,
+            what="every review job completed and reported",
+        )
+        wait_for(lambda: not stack.containers(), timeout=30, what="no container left")
+        assert_invariants(containers=stack.containers())
+    finally:
+        redis.send_signal(signal.SIGKILL)
+        redis.wait(timeout=10)
+
+    # Exactly one review and one check run per pull request, on its head.
+    heads = {n: github.pulls_store[REPO][n]["head"]["sha"] for n in PULLS}
+    for n in PULLS:
+        posted = github.reviews[REPO][n]
+        assert len(posted) == 1, (n, [r["body"][-60:] for r in posted])
+        assert posted[0]["commit_id"] == heads[n] and "Whim review" in posted[0]["body"]
+    runs = Counter(run["head_sha"] for run in github.check_runs[REPO])
+    assert runs == Counter(heads.values()), runs
+    assert {run["conclusion"] for run in github.check_runs[REPO]} == {"success"}
+    # The timed-out post was retried and found the review it had made, by its marker.
+    retried = GitHubAction.objects.filter(kind="review_post", attempts__gt=1)
+    assert [a.result["found"] for a in retried] == [True], list(retried.values("key", "attempts"))
+    posts = [r for r in served(github) if r.method == "POST" and r.path.endswith("/reviews")]
+    assert len(posts) == len(PULLS), [r.path for r in posts]
+    assert WorkItem.objects.filter(type=WorkItemType.REVIEW).count() == len(PULLS)
+
+
+# --- 2. rate limited intake backs off, then catches up --------------------------------------
+
+
+def issue_calls(fake: FakeGitHub, n: int) -> Counter[tuple[str, str]]:
+    """The label and comment calls made on issue ``n``: (method, what) → how many."""
+    prefix = f"/repos/{REPO}/issues/{n}/"
+    calls: Counter[tuple[str, str]] = Counter()
+    for r in served(fake):
+        if r.path.startswith(prefix + "labels") and r.method == "POST":
+            calls[("POST", ",".join(r.body["labels"]))] += 1
+        elif r.path.startswith(prefix + "labels/") and r.method == "DELETE":
+            calls[("DELETE", unquote(r.path.rsplit("/", 1)[1]))] += 1
+        elif r.path == prefix + "comments" and r.method == "POST":
+            calls[("POST", "comment")] += 1
+    return calls
+
+
+@pytest.mark.celery
+@pytest.mark.django_db(transaction=True)
+def test_rate_limited_intake_waits_for_the_reset_then_takes_each_issue_once(
+    celery_workers: Any, github: FakeGitHub, user_client: Client
+) -> None:
+    workers = celery_workers(
+        GITHUB_API_URL=github.url,
+        GITHUB_TOKEN="test-token",
+        INTAKE_REPOS=REPO,
+        INTAKE_ALLOWED_USERS="octocat",
+        INTAKE_POLL_INTERVAL="1",
+        SWEEP_GITHUB_EVERY="1",
+        SPEC_GENERATOR="template",
+        # Nothing is started: the items wait queued (the fake runtime reports no commit,
+        # which GitHub credentials would make a refused completion anyway).
+        DAILY_BUDGET="0",
+    )
+    workers.start(concurrency=4, beat=True)
+    wait_for(
+        lambda: Repository.objects.filter(name=REPO, polled_at__isnull=False).exists(),
+        timeout=30,
+        what="a first poll, of no labelled issue",
+    )
+    # Labelled issues appear as the requests run out, until a whole second ~7 s ahead
+    # (x-ratelimit-reset counts whole seconds).
+    reset = float(int(time.time()) + 7)
+    with github._lock:
+        github.rate_limit_remaining, github.rate_limit_reset = 0, reset
+        for n in ISSUES:
+            github.add_issue(REPO, n, title=f"Issue {n}", body="Do it.", labels=["whim"])
+        before = len(github.requests)
+
+    repo = wait_for(
+        lambda: Repository.objects.filter(name=REPO, rate_limited_until__isnull=False).first(),
+        timeout=10,
+        what="the poll to meet the rate limit",
+    )
+    assert abs(repo.rate_limited_until.timestamp() - reset) < 1, repo.rate_limited_until
+    assert "rate limit" in repo.poll_note, repo.poll_note
+    dashboard = user_client.get(reverse("dashboard")).content.decode()
+    assert 'id="github-status"' in dashboard and "rate limited" in dashboard, dashboard[:3000]
+    assert f"{REPO} until" in dashboard
+    # Until the reset: no item, and GitHub is not asked again (each 1 s poll backs off).
+    while time.time() < reset - 0.3:
+        assert not WorkItem.objects.exists()
+        time.sleep(0.2)
+    limited = served(github)[before:]
+    assert 1 <= len(limited) <= 2, [(r.method, r.path) for r in limited]
+
+    # After the reset the poll catches up: one item per issue, its label flow said once.
+    wait_for(
+        lambda: (
+            WorkItem.objects.filter(status=WorkItemStatus.QUEUED).count() == len(ISSUES)
+            and GitHubAction.objects.count() >= 2 * len(ISSUES)
+            and not GitHubAction.objects.exclude(status=GitHubActionStatus.DONE).exists()
+        ),
+        timeout=45,
+        interval=0.5,
+        what="every issue taken and its labels changed",
+    )
+    time.sleep(3)  # three more polls: nothing is taken or said again
+    items = WorkItem.objects.all()
+    assert sorted(i.source_ref for i in items) == [f"issue:{n}" for n in ISSUES]
+    assert not GitHubAction.objects.exclude(status=GitHubActionStatus.DONE).exists()
+    for n in ISSUES:
+        calls = issue_calls(github, n)
+        assert calls == {("POST", "whim:processing"): 1, ("DELETE", "whim"): 1}, (n, calls)
+        assert github.labels[REPO][n] == ["whim:processing"]
+    repo.refresh_from_db()
+    assert repo.rate_limited_until is None, repo.poll_note
+    assert 'id="github-status"' not in user_client.get(reverse("dashboard")).content.decode()
+    assert_invariants()
