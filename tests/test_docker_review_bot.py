@@ -25,7 +25,6 @@ from tests.docker_stack import git, make_bare_repo
 from tests.fakes.github import FakeGitHub
 from tests.helpers import wait_for
 from tests.test_docker_github_loop import SECRET, deliver
-from tests.test_docker_pipeline import GITHUB_TOKEN
 from tests.test_docker_pipeline_b import agent_bin, nothing_left
 
 pytestmark = [pytest.mark.docker, pytest.mark.celery, pytest.mark.django_db(transaction=True)]
@@ -90,12 +89,18 @@ def pull_event(action: str, head_sha: str, base_sha: str, before: str = "") -> d
 
 
 def test_a_pushed_pull_request_is_reviewed_once_on_its_newest_head(
-    docker_stack: Any, agent_bin: Any, github: FakeGitHub, tmp_path: Path
+    docker_stack: Any,
+    agent_bin: Any,
+    github: FakeGitHub,
+    tmp_path: Path,
+    app_keys: tuple[str, str],
 ) -> None:
+    github.app_public_key = app_keys[1]  # a GitHub App: only its tokens create check runs
     stack = docker_stack(
         WHIM_AGENT="claude",
         WHIM_AGENT_PATH_DIR=agent_bin({"review": "needs-work"}),
-        GITHUB_TOKEN=GITHUB_TOKEN,
+        GITHUB_APP_ID=github.app_id,
+        GITHUB_APP_PRIVATE_KEY=app_keys[0],
         GITHUB_API_URL=github.url,
         GITHUB_WEBHOOK_SECRET=SECRET,
         INTAKE_REPOS=REPO,

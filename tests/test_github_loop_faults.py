@@ -44,7 +44,6 @@ from tests.fakes.github import FakeGitHub
 from tests.helpers import assert_error, wait_for
 from tests.invariants import assert_invariants
 from tests.test_docker_github_loop import SECRET, deliver
-from tests.test_docker_pipeline import GITHUB_TOKEN
 from tests.test_docker_pipeline_b import SAFE, agent_bin
 from tests.test_faults import start_redis
 from tests.test_review_intake import event as pull_request_event
@@ -114,8 +113,13 @@ def reported() -> bool:
 @pytest.mark.celery
 @pytest.mark.django_db(transaction=True)
 def test_reviews_survive_a_sigkilled_worker_and_an_emptied_redis_posting_each_once(
-    docker_stack: Any, agent_bin: Any, github: FakeGitHub, tmp_path: Path
+    docker_stack: Any,
+    agent_bin: Any,
+    github: FakeGitHub,
+    tmp_path: Path,
+    app_keys: tuple[str, str],
 ) -> None:
+    github.app_public_key = app_keys[1]  # a GitHub App: only its tokens create check runs
     port = free_port()
     log = ROOT / "test-artifacts" / f"redis-{port}.log"
     log.parent.mkdir(exist_ok=True)
@@ -126,7 +130,8 @@ def test_reviews_survive_a_sigkilled_worker_and_an_emptied_redis_posting_each_on
             WHIM_AGENT="claude",
             WHIM_AGENT_PATH_DIR=agent_bin({"review_sleep": 10}),
             WHIM_REVIEWER="agent",
-            GITHUB_TOKEN=GITHUB_TOKEN,
+            GITHUB_APP_ID=github.app_id,
+            GITHUB_APP_PRIVATE_KEY=app_keys[0],
             GITHUB_API_URL=github.url,
             GITHUB_WEBHOOK_SECRET=SECRET,
             INTAKE_REPOS=REPO,
