@@ -84,6 +84,31 @@ def test_the_container_gets_the_minted_token_not_the_shared_one(
 
 
 @pytest.mark.django_db
+@pytest.mark.parametrize(
+    ("kind", "item_type", "permissions"),
+    [
+        ("work", "execution", {"contents": "write", "pull_requests": "write"}),
+        ("spec", "execution", {"contents": "read"}),  # the agent reads an issue anyone wrote
+        ("work", "review", {"contents": "read"}),
+        ("work", "verification", {"contents": "read"}),
+    ],
+)
+def test_only_an_attempt_that_pushes_gets_a_token_that_writes(
+    github: FakeGitHub, settings: Any, kind: str, item_type: str, permissions: dict[str, str]
+) -> None:
+    settings.WHIM_GIT_BASE_URL = "https://github.com/"
+    worker = WorkerFactory.create(
+        kind=kind, work_item__repo="acme/widgets", work_item__type=item_type
+    )
+
+    env = worker_environment(
+        worker=worker, work_item=worker.work_item, token="t", callback_base="http://127.0.0.1:9"
+    )
+
+    assert github.minted[env["GITHUB_TOKEN"]]["permissions"] == permissions
+
+
+@pytest.mark.django_db
 def test_without_an_app_the_shared_token_passes_as_before(
     settings: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:

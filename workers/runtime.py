@@ -211,11 +211,13 @@ def worker_environment(
         env["WORKER_MODE"] = "review"
     if github_app.app_configured() and not settings.WHIM_GIT_BASE_URL.startswith("file://"):
         # A token for this repository and this attempt, not the shared GITHUB_TOKEN; the
-        # harness revokes it when the attempt ends. A review job only reads the repository
-        # (the orchestrator posts the review), so its token can do nothing else.
+        # harness revokes it when the attempt ends. Only an attempt that pushes and opens the
+        # pull request may write: a spec, review or verification attempt reads the repository
+        # (the orchestrator posts what it reports), and a spec's agent reads an issue anyone
+        # may have written, so its token can do nothing else.
         env["GITHUB_TOKEN"] = github_app.installation_token(
             work_item.repo,
-            permissions=({"contents": "read"} if work_item.type == WorkItemType.REVIEW else None),
+            permissions=None if env.get("WORKER_MODE") is None else {"contents": "read"},
         )
         env["WHIM_GITHUB_TOKEN_REVOCABLE"] = "1"  # noqa: S105  (a flag, not a secret)
     return env
