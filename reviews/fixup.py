@@ -10,21 +10,17 @@ its review are one change. Idempotent by ``review-fix:{review_item_id}``.
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from django.conf import settings
 
-from orchestration.choices import EventKind
-from orchestration.models import (
-    PRIORITY_RANK,
-    Priority,
-    WorkItem,
-    WorkItemStatus,
-    WorkItemType,
-)
-from orchestration.nudge import TaskName, send_on_commit
-from orchestration.services.events import event_record
+from orchestration.errors import QueueFull
+from orchestration.models import WorkItem, WorkItemType
+from orchestration.services.work_items import work_item_submit
 from reviews import posting
+
+logger = logging.getLogger(__name__)
 
 FIX_SOURCE = "review-fix"
 
@@ -58,35 +54,29 @@ def review_fix_queue(*, review_item: WorkItem, findings: dict[str, Any]) -> Work
         pk=opened.pk, status__in=WorkItem.UNFINISHED
     ).exists():  # the branch is still being worked on: its own push is reviewed next
         return None
-    priority = Priority(original.priority)
-    item = WorkItem.objects.create(
-        type=WorkItemType.EXECUTION,
-        repo=original.repo,
-        branch=opened.branch,
-        spec=_fix_spec(original.spec, findings, review_item),
-        description=f"Address the review of #{review_item.pr_number} (round {rounds + 1})",
-        priority=priority,
-        priority_rank=PRIORITY_RANK[priority],
-        max_iterations=original.max_iterations,
-        parent_work_item=original,
-        source=FIX_SOURCE,
-        source_ref=f"review:{review_item.pk}",
-        idempotency_key=key,
-        metadata={
-            "reviewFixOf": str(original.pk),
-            "reviewItem": str(review_item.pk),
-            "round": rounds + 1,
-        },
-        status=WorkItemStatus.QUEUED,
-    )
-    event_record(
-        work_item=item,
-        kind=EventKind.SUBMITTED,
-        to_status=WorkItemStatus.QUEUED,
-        actor="review-bot",
-        message=f"fix-up round {rounds + 1} of {settings.REVIEW_FIX_ROUNDS} for a review",
-    )
-    send_on_commit(TaskName.DISPATCH)
+    try:
+        item, _ = work_item_submit(
+            repo=original.repo,
+            branch=opened.branch,
+            spec=_fix_spec(original.spec, findings, review_item),
+            description=f"Address the review of #{review_item.pr_number} (round {rounds + 1})",
+            priority=original.priority,
+            max_iterations=original.max_iterations,
+            parent=original,
+            source=FIX_SOURCE,
+            source_ref=f"review:{review_item.pk}",
+            idempotency_key=key,
+            metadata={
+                "reviewFixOf": str(original.pk),
+                "reviewItem": str(review_item.pk),
+                "round": rounds + 1,
+            },
+            actor="review-bot",
+            message=f"fix-up round {rounds + 1} of {settings.REVIEW_FIX_ROUNDS} for a review",
+        )
+    except QueueFull:  # the review is posted all the same; the fix waits for a person
+        logger.warning("no fix-up for review %s: the queue is full", review_item.pk)
+        return None
     return item
 
 

@@ -359,6 +359,23 @@ def test_fix_rounds_queue_a_bounded_fix_up_on_whims_own_pull_request(settings: A
     assert WorkItem.objects.filter(source="review-fix").count() == 1  # one round only
 
 
+def test_a_fix_up_respects_the_queue_bound_and_the_review_completes_anyway(
+    settings: Any,
+) -> None:
+    settings.REVIEW_FIX_ROUNDS, settings.MAX_QUEUED = 1, 0
+    WorkItemFactory.create(
+        repo=REPO, pr_number=7, branch="whim/frob", status=WorkItemStatus.COMPLETED, spec="# Frob"
+    )
+    item, worker = review_job()
+
+    complete(worker)
+
+    item.refresh_from_db()
+    assert item.status == WorkItemStatus.COMPLETED
+    assert not WorkItem.objects.filter(source="review-fix").exists()
+    assert GitHubAction.objects.filter(kind="review_post").count() == 1
+
+
 def test_no_fix_up_when_off_or_not_a_whim_pull_request(settings: Any) -> None:
     _, worker = review_job()
     complete(worker)  # REVIEW_FIX_ROUNDS is 0 by default, and no Whim item opened #7
