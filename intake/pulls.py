@@ -55,9 +55,7 @@ def review_repository(name: str) -> Repository | None:
     An INTAKE_REPOS entry gets its row on first use."""
     if not settings.REVIEW_BOT:
         return None
-    row = Repository.objects.filter(name__iexact=name).first()
-    if row is None and name.casefold() in {r.strip().casefold() for r in settings.INTAKE_REPOS}:
-        row, _ = Repository.objects.get_or_create(name=name)
+    row = Repository.named(name)
     if row is None or not row.enabled or not row.review_enabled:
         return None
     return row
