@@ -1,5 +1,6 @@
 """Forms for what Whim reads from GitHub about an issue: an ``issues`` webhook delivery
-(``IssueEventForm``) and one issue of a poll's list (``IssueForm``).
+(``IssueEventForm``) and one issue of a poll's list (``IssueForm``); and, read the same
+careful way, who last labelled an issue and when (``labelling``), and who closed it.
 
 Built on the strict fields every edge shares (``orchestration.forms.fields``), so a payload of
 the wrong shape is a 400 worded like the API's, and nothing is written. Only the fields picked
@@ -8,6 +9,7 @@ by ``issue_fields`` are read; the rest of GitHub's payload is never stored.
 
 from __future__ import annotations
 
+import datetime as dt
 from typing import Any
 
 from django import forms
@@ -39,6 +41,44 @@ def _dig(value: Any, *keys: str) -> Any:
     for key in keys:
         value = value.get(key) if isinstance(value, dict) else None
     return value
+
+
+def _login(value: Any) -> str | None:
+    """``value`` when it is a GitHub login, else None."""
+    if not isinstance(value, str) or len(value) > 100:
+        return None
+    try:
+        LOGIN_VALIDATOR(value)
+    except ValidationError:
+        return None
+    return value
+
+
+def _time(value: Any) -> dt.datetime | None:
+    """GitHub's ISO 8601 time (``2024-05-01T12:00:00Z``), aware; None for anything else."""
+    try:
+        at = dt.datetime.fromisoformat(value) if isinstance(value, str) else None
+    except ValueError:
+        return None
+    return at if at is None or at.tzinfo is not None else at.replace(tzinfo=dt.UTC)
+
+
+def labelling(events: list[Any], label: str) -> tuple[str | None, dt.datetime | None]:
+    """Who last added ``label`` to an issue, and when, from its events (GitHub records a
+    label set when the issue is opened as a ``labeled`` event too). The login is None when
+    no well-formed event says who; the time is None when none says when."""
+    for event in reversed(events):
+        if not isinstance(event, dict) or event.get("event") != "labeled":
+            continue
+        name = _dig(event, "label", "name")
+        if isinstance(name, str) and name.casefold() == label.casefold():
+            return _login(_dig(event, "actor", "login")), _time(event.get("created_at"))
+    return None, None
+
+
+def closer(issue: Any) -> str | None:
+    """Who closed an issue (GitHub's ``closed_by`` of one issue), when it says so."""
+    return _login(_dig(issue, "closed_by", "login"))
 
 
 def _text(value: Any) -> Any:

@@ -1,11 +1,17 @@
 """Issue intake: a labelled issue on a watched repository becomes a work item.
 
-Two ways in, one outcome: the ``issues`` webhook (``issue_event_receive``) and the poll
+Two ways in, one outcome: the ``issues`` webhook (``intake.issue_events``) and the poll
 (``issues_poll``, every INTAKE_POLL_INTERVAL) both end in ``issue_take``, idempotent on
 (repository, issue number) through the item's idempotency key. Who may ask: the issue's author
 and whoever added the label, each in the repository's allowed users (else
-INTAKE_ALLOWED_USERS, else a collaborator as GitHub says). When GitHub cannot answer that
-question, the answer is "not now", never "yes": the poll asks again later.
+INTAKE_ALLOWED_USERS, else a collaborator as GitHub says: ``issue_refusal``). When GitHub
+cannot answer that question, the answer is "not now", never "yes": the poll asks again later.
+GitHub is asked before ``issue_take``, which only writes (the webhook's transaction holds no
+GitHub call).
+
+A failed or cancelled item is taken again only when the issue was labelled after it ended
+(``retake_allowed``): a label left on the issue does not undo an operator's cancel, nor run a
+failing item again at every poll.
 
 What the issue then shows (labels, comments) is written to the outbox by ``intake.labels``
 when the item moves; nothing here calls GitHub to change anything.
@@ -15,12 +21,12 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import random
 from typing import Any
 
-from django.core.exceptions import ValidationError
 from django.utils.text import slugify
 
-from intake.forms import LOGIN_VALIDATOR, IssueEventForm, IssueForm
+from intake.forms import IssueForm, closer, labelling
 from intake.github import GitHubClient, GitHubError, RateLimited
 from intake.models import GitHubAction, GitHubActionStatus, Repository
 from orchestration.clock import db_now
@@ -37,13 +43,15 @@ from orchestration.services.work_items import (
 logger = logging.getLogger(__name__)
 
 SOURCE = "github"
-# Re-labelling the issue of an item that ended this way runs it again.
+# Labelling the issue of an item that ended this way (again, after it ended) runs it again.
 RETAKEABLE = (WorkItemStatus.FAILED, WorkItemStatus.CANCELLED)
-TAKE_ACTIONS = ("labeled", "opened", "reopened")
+CLOSED = "issue closed"  # the reason an item is cancelled with when its issue is closed
 # Poll counts that mean the list will look different soon (a label is coming off an issue, or
 # an issue was put off): the ETag is not kept, or an unchanged-looking list could hide a change.
 UNSETTLED = ("created", "requeued", "taken", "deferred")
 RATE_LIMIT_FALLBACK = dt.timedelta(minutes=1)  # GitHub said "limited" without saying until when
+# Unfinished items whose issue the poll asks GitHub about (closed?), at most, per poll.
+CLOSED_CHECK_MAX = 20
 
 
 class Outcome:
@@ -83,57 +91,37 @@ def issue_description(title: str, body: str) -> str:
     return text[: DESCRIPTION_MAX - len(note)] + note
 
 
-# --- the webhook -----------------------------------------------------------------------------
-
-
-def issue_event_receive(*, action: str, payload: dict[str, Any]) -> tuple[str, str]:
-    """An ``issues`` webhook delivery: (outcome, note).
-
-    1. The fields Whim reads are validated (IssueEventForm): ValidationFailed (400) otherwise,
-       raised before anything is written.
-    2. A repository Whim does not watch for issues, a pull request, an action other than
-       labeled / opened / reopened / closed: ignored, with why.
-    3. ``closed``: the issue's unfinished item is cancelled ("issue closed").
-    4. ``labeled`` with the intake label, or ``opened`` / ``reopened`` carrying it, on an open
-       issue: ``issue_take`` with the sender as the one who asked. A GitHub error while
-       checking who may ask: ignored for now (the poll asks again).
-    """
-    fields = IssueEventForm.from_json(IssueEventForm.event_fields(payload)).validated()
-    repository = Repository.named(fields["repo"])
-    if repository is None or not repository.intake_on:
-        return Outcome.IGNORED, f"{fields['repo']} is not watched for issues"
-    if fields["isPull"]:
-        return Outcome.IGNORED, "a pull request, not an issue"
-    actor = f"github:{fields['sender']}"
-    if action == "closed":
-        return issue_closed(repository=repository, number=fields["number"], actor=actor)
-    if action not in TAKE_ACTIONS:
-        return Outcome.IGNORED, f"Whim does not act on issues {action or 'without an action'}"
-    label = repository.intake_label
-    if action == "labeled" and (fields["label"] or "").casefold() != label.casefold():
-        return Outcome.IGNORED, f"the label added is not {label}"
-    if action != "labeled" and not _carries(fields["labels"], label):
-        return Outcome.IGNORED, f"the issue does not carry the label {label}"
-    if fields["state"] != "open":
-        return Outcome.IGNORED, "the issue is not open"
-    try:
-        return issue_take(
-            repository=repository,
-            issue=fields,
-            labeller=fields["sender"],
-            client=GitHubClient(repository.name),
-        )
-    except GitHubError as exc:
-        if isinstance(exc, RateLimited):
-            _rate_limited(repository, exc)
-        return Outcome.IGNORED, f"not now (GitHub: {exc.message}); the poll will try again"
-
-
-def _carries(labels: list[str], label: str) -> bool:
-    return label.casefold() in {name.casefold() for name in labels}
-
-
 # --- taking an issue, dropping it ------------------------------------------------------------
+
+
+def issue_item(repo: str, number: int) -> WorkItem | None:
+    """The item of issue ``number`` of ``repo``, if any (only what deciding needs)."""
+    return (
+        WorkItem.objects.filter(idempotency_key=issue_key(repo, number))
+        .only("pk", "status", "error", "completed_at", "updated_at")
+        .first()
+    )
+
+
+def retake_allowed(
+    item: WorkItem,
+    *,
+    fresh: bool = False,
+    labelled_at: dt.datetime | None = None,
+    reopened: bool = False,
+) -> bool:
+    """May a finished item be taken again? Never an unfinished or completed one. A failed or
+    cancelled one when the label was put on after it ended: ``fresh`` (a ``labeled``
+    delivery is that very act) or ``labelled_at`` (the newest ``labeled`` event, to the
+    second as GitHub gives it: the same second as the end counts as after). And when the
+    issue was closed and is open again (``reopened``, or the poll listing it open): the item
+    its closing cancelled runs after all — not one an operator cancelled, nor a failed one."""
+    if item.status not in RETAKEABLE:
+        return False
+    if fresh or (reopened and item.status == WorkItemStatus.CANCELLED and item.error == CLOSED):
+        return True
+    ended = item.completed_at or item.updated_at
+    return labelled_at is not None and labelled_at >= ended.replace(microsecond=0)
 
 
 def issue_take(
@@ -141,34 +129,42 @@ def issue_take(
     repository: Repository,
     issue: dict[str, Any],
     labeller: str | None,
-    client: GitHubClient,
+    refusal: str | None,
+    fresh: bool = False,
+    labelled_at: dt.datetime | None = None,
+    reopened: bool = False,
 ) -> tuple[str, str]:
     """Make the item for an allowed, labelled issue (IssueForm's cleaned fields): (outcome,
-    note). Raises GitHubError when GitHub cannot say who may ask.
+    note). Calls no one: ``refusal`` is ``issue_refusal``'s answer, asked of GitHub before
+    (None: not asked, so "not now" when it is needed).
 
-    1. An item exists: unfinished or completed → ``item_exists``, nothing asked of GitHub.
-    2. The author and the labeller must both be allowed (``labeller`` None: nobody can say
-       who added the label → refused).
+    1. An item exists and may not be taken again (``retake_allowed`` with ``fresh``,
+       ``labelled_at``, ``reopened``) → ``item_exists``.
+    2. The author and the labeller must both be allowed (``refusal`` "" says they are).
     3. A failed or cancelled item is requeued (retries reset: the person asked again);
        otherwise the item is submitted: ``generating``, description ``# title`` + body,
        branch ``whim/issue-N-<slug>``. The queue bounds apply (``queue_full``: not now).
     """
     number = issue["number"]
-    key = issue_key(repository.name, number)
-    item = WorkItem.objects.filter(idempotency_key=key).only("pk", "status").first()
-    if item is not None and item.status not in RETAKEABLE:
+    item = issue_item(repository.name, number)
+    if item is not None and not retake_allowed(
+        item, fresh=fresh, labelled_at=labelled_at, reopened=reopened
+    ):
         return Outcome.ITEM_EXISTS, f"work item {item.pk} is {item.status}"
-    refusal = _refusal(repository, client, author=issue["author"], labeller=labeller)
+    if refusal is None:
+        return Outcome.IGNORED, "not now (GitHub was not asked who may ask); the poll will try"
     if refusal:
         return Outcome.IGNORED, refusal
     actor = f"github:{labeller}"
     try:
         if item is not None:
+            relabelled = retake_allowed(item, fresh=fresh, labelled_at=labelled_at)
+            again = f"labelled {repository.intake_label} again" if relabelled else "reopened"
             moved = work_item_requeue(
                 work_item_id=item.pk,
                 reset_retries=True,
                 actor=actor,
-                reason=f"issue #{number} labelled {repository.intake_label} again",
+                reason=f"issue #{number} {again}",
             )
             return (Outcome.ITEM_REQUEUED if moved else Outcome.ITEM_EXISTS), f"work item {item.pk}"
         item, created = work_item_submit(
@@ -179,7 +175,7 @@ def issue_take(
             source=SOURCE,
             source_ref=issue_ref(number),
             metadata={"issue": number, "issueUrl": issue["url"] or "", "author": issue["author"]},
-            idempotency_key=key,
+            idempotency_key=issue_key(repository.name, number),
             actor=actor,
         )
     except QueueFull as exc:
@@ -190,7 +186,7 @@ def issue_take(
     return (Outcome.ITEM_CREATED if created else Outcome.ITEM_EXISTS), f"work item {item.pk}"
 
 
-def _refusal(
+def issue_refusal(
     repository: Repository, client: GitHubClient, *, author: str, labeller: str | None
 ) -> str:
     """Why the issue may not become work ("" when it may). Raises GitHubError."""
@@ -210,7 +206,7 @@ def _refusal(
 
 
 def issue_closed(*, repository: Repository, number: int, actor: str) -> tuple[str, str]:
-    """A closed issue cancels its unfinished item (reason "issue closed")."""
+    """A closed issue cancels its unfinished item (reason CLOSED, "issue closed")."""
     item = (
         WorkItem.objects.filter(
             idempotency_key=issue_key(repository.name, number), status__in=WorkItem.UNFINISHED
@@ -221,7 +217,7 @@ def issue_closed(*, repository: Repository, number: int, actor: str) -> tuple[st
     if item is None:
         return Outcome.IGNORED, "no unfinished work item for this issue"
     try:
-        cancelled = work_item_cancel(work_item_id=item.pk, actor=actor, reason="issue closed")
+        cancelled = work_item_cancel(work_item_id=item.pk, actor=actor, reason=CLOSED)
     except InvalidState:  # it finished meanwhile
         return Outcome.IGNORED, f"work item {item.pk} finished already"
     if not cancelled:
@@ -240,13 +236,19 @@ def issues_poll(*, repo: str) -> dict[str, int]:
     3. Each issue (pull requests skipped) goes to ``issue_take``, the labeller read from the
        issue's events; an item whose outbox rows are still pending is left for the next
        poll (its label changes have not reached GitHub yet, so the label may be stale).
-    4. Rate limited (anywhere above): ``rate_limited_until`` = GitHub's reset time, the poll
+    4. After a full answer (200), what a missed ``closed`` delivery left behind: the
+       unfinished items of issues not in that list, at most CLOSED_CHECK_MAX of them (picked
+       at random, so each is asked in time), are looked up one by one; a closed issue cancels
+       its item ("issue closed"), as the webhook does. GitHub's errors there: not now.
+    5. Rate limited (anywhere above): ``rate_limited_until`` = GitHub's reset time, the poll
        stops, and its ETag is not kept, so the next poll after the reset lists everything.
-    5. The ETag is kept only when the list is settled (UNSETTLED counts all 0): a list that
+    6. The ETag is kept only when the list is settled (UNSETTLED counts all 0): a list that
        shows an issue Whim has taken changes once its label comes off, and a label put back
        later could make it look the same again.
     """
-    counts = dict.fromkeys(("created", "requeued", "taken", "exists", "ignored", "deferred"), 0)
+    counts = dict.fromkeys(
+        ("created", "requeued", "taken", "exists", "ignored", "deferred", "closed"), 0
+    )
     repository = Repository.named(repo)
     if repository is None or not repository.intake_on:
         return {"skipped": 1}
@@ -259,10 +261,13 @@ def issues_poll(*, repo: str) -> dict[str, int]:
         if answer.status == 304:
             _poll_state(repository, polled_at=now, poll_note="not modified")
             return {"not_modified": 1}
-        for raw in answer.data if isinstance(answer.data, list) else []:
+        listed = answer.data if isinstance(answer.data, list) else []
+        for raw in listed:
             counts[_poll_one(repository, client, raw)] += 1
+        open_numbers = {_dig(raw, "number") for raw in listed if _dig(raw, "state") == "open"}
+        counts["closed"] = _closed_check(repository, client, listed=open_numbers)
     except RateLimited as exc:
-        _rate_limited(repository, exc, polled_at=now)
+        repository_rate_limited(repository, exc, polled_at=now)
         return {**counts, "rate_limited": 1}
     except GitHubError as exc:
         _poll_state(repository, polled_at=now, poll_note=f"GitHub: {exc.message}")
@@ -287,11 +292,7 @@ def _poll_one(repository: Repository, client: GitHubClient, raw: Any) -> str:
     issue = form.cleaned_data
     if issue["isPull"] or issue["state"] != "open":
         return "ignored"
-    item = (
-        WorkItem.objects.filter(idempotency_key=issue_key(repository.name, issue["number"]))
-        .only("pk", "status")
-        .first()
-    )
+    item = issue_item(repository.name, issue["number"])
     if item is not None and item.status not in RETAKEABLE:
         return "exists" if item.status == WorkItemStatus.COMPLETED else "taken"
     if (
@@ -300,15 +301,25 @@ def _poll_one(repository: Repository, client: GitHubClient, raw: Any) -> str:
     ):
         return "deferred"
     try:
-        labeller = _labeller(client, issue["number"], repository.intake_label)
-        outcome, note = issue_take(
-            repository=repository, issue=issue, labeller=labeller, client=client
-        )
+        events = client.pages(f"/repos/{client.repo}/issues/{issue['number']}/events")
+        labeller, labelled_at = labelling(events, repository.intake_label)
+        # Listed open: an item its closing cancelled is one whose issue was reopened.
+        if item is not None and not retake_allowed(item, labelled_at=labelled_at, reopened=True):
+            return "exists"  # the label was left on, not put on again since the item ended
+        refusal = issue_refusal(repository, client, author=issue["author"], labeller=labeller)
     except RateLimited:
         raise
     except GitHubError as exc:
         logger.info("%s#%s: not now (%s)", repository, issue["number"], exc.message)
         return "deferred"
+    outcome, note = issue_take(
+        repository=repository,
+        issue=issue,
+        labeller=labeller,
+        refusal=refusal,
+        labelled_at=labelled_at,
+        reopened=True,
+    )
     if outcome == Outcome.IGNORED:
         logger.info("%s#%s ignored: %s", repository, issue["number"], note)
     return {
@@ -319,26 +330,32 @@ def _poll_one(repository: Repository, client: GitHubClient, raw: Any) -> str:
     }.get(outcome, "ignored")
 
 
-def _labeller(client: GitHubClient, number: int, label: str) -> str | None:
-    """Who last added ``label`` to the issue, from its events (GitHub records a label set
-    when the issue is opened as a ``labeled`` event too); None when no event says."""
-    events = client.pages(f"/repos/{client.repo}/issues/{number}/events")
-    for event in reversed(events):
-        if not isinstance(event, dict) or event.get("event") != "labeled":
+def _closed_check(repository: Repository, client: GitHubClient, *, listed: set[Any]) -> int:
+    """Cancel the unfinished items of issues GitHub says are closed (poll step 4); how many
+    were cancelled. RateLimited propagates; any other GitHub error skips that issue."""
+    refs = WorkItem.objects.filter(
+        repo__iexact=repository.name,
+        source=SOURCE,
+        source_ref__startswith="issue:",
+        status__in=WorkItem.UNFINISHED,
+    ).values_list("source_ref", flat=True)
+    numbers = {int(d) for d in (r.removeprefix("issue:") for r in refs) if d.isdigit()} - listed
+    cancelled = 0
+    for number in random.sample(sorted(numbers), min(len(numbers), CLOSED_CHECK_MAX)):
+        try:
+            issue = client.issue(number)
+        except RateLimited:
+            raise
+        except GitHubError as exc:
+            logger.info("%s#%s: is it closed? not now (%s)", repository, number, exc.message)
             continue
-        name = _dig(event, "label", "name")
-        if isinstance(name, str) and name.casefold() == label.casefold():
-            login = _dig(event, "actor", "login")
-            return login if isinstance(login, str) and _login_ok(login) else None
-    return None
-
-
-def _login_ok(login: str) -> bool:
-    try:
-        LOGIN_VALIDATOR(login)
-    except ValidationError:
-        return False
-    return len(login) <= 100
+        if issue.get("state") != "closed":
+            continue
+        who = closer(issue)
+        actor = f"github:{who}" if who else "github"
+        outcome, _ = issue_closed(repository=repository, number=number, actor=actor)
+        cancelled += outcome == Outcome.ITEM_CANCELLED
+    return cancelled
 
 
 def _dig(value: Any, *keys: str) -> Any:
@@ -347,7 +364,8 @@ def _dig(value: Any, *keys: str) -> Any:
     return value
 
 
-def _rate_limited(repository: Repository, exc: GitHubError, **fields: Any) -> None:
+def repository_rate_limited(repository: Repository, exc: GitHubError, **fields: Any) -> None:
+    """Store and show GitHub's rate limit on the repository: nothing is asked until then."""
     until = exc.retry_at or db_now() + RATE_LIMIT_FALLBACK
     _poll_state(
         repository,

@@ -12,6 +12,8 @@ from django.conf import settings
 from django.core.checks import CheckMessage, Error, Warning, register
 
 from orchestration.choices import WorkerEgress
+from orchestration.forms.repos import repo_error
+from orchestration.models import Priority
 from orchestration.nudge import broker_reachable
 from orchestration.registry import runtime, sweeps
 
@@ -295,6 +297,31 @@ def check_sweep_schedule(app_configs: Any, **kwargs: Any) -> list[CheckMessage]:
             )
         )
     return messages
+
+
+@register()
+def check_intake(app_configs: Any, **kwargs: Any) -> list[CheckMessage]:
+    """Issue intake's settings (whim/settings_github.py): INTAKE_PRIORITY is a priority (else
+    every intake item would quietly be medium), each INTAKE_REPOS entry an ``owner/name``."""
+    errors: list[CheckMessage] = []
+    if str(settings.INTAKE_PRIORITY).strip().lower() not in Priority.values:
+        errors.append(
+            Error(
+                f"INTAKE_PRIORITY {settings.INTAKE_PRIORITY!r} is not one of "
+                f"{', '.join(Priority.values)}.",
+                id="orchestration.E072",
+            )
+        )
+    for name in settings.INTAKE_REPOS:
+        problem = repo_error(str(name).strip())
+        if problem and str(name).strip():
+            errors.append(
+                Error(
+                    f"INTAKE_REPOS entry {str(name)[:200]!r} is not a repository: {problem}.",
+                    id="orchestration.E073",
+                )
+            )
+    return errors
 
 
 @register(deploy=True)

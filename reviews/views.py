@@ -10,11 +10,12 @@ from django.http import HttpRequest, HttpResponse
 from django.views.decorators.csrf import csrf_exempt
 
 from intake import pull_forms
-from intake.issues import issue_event_receive
+from intake.issue_events import issue_event_prepare
 from intake.pulls import pull_event_receive
 from orchestration.api.base import json_answer, json_object, method_refused, request_body
 from orchestration.api.responses import error_response
 from reviews.forms import GitHubDeliveryForm, GitHubReviewForm
+from reviews.models import WebhookDelivery
 from reviews.services import github_delivery_receive, github_signature_valid
 
 
@@ -64,8 +65,11 @@ def _receive(request: HttpRequest) -> HttpResponse | dict[str, Any]:
         action = delivery["action"]
         receiver = partial(pull_event_receive, action=action, payload=payload)
         where = _where(pull_forms.delivery_fields(payload))
-    elif delivery["event"] == "issues":
-        receiver = partial(issue_event_receive, action=delivery["action"], payload=payload)
+    elif delivery["event"] == "issues":  # GitHub is asked here, before the transaction
+        replayed = WebhookDelivery.objects.filter(delivery_id=delivery["delivery"]).exists()
+        receiver = issue_event_prepare(
+            action=delivery["action"], payload=payload, ask_github=not replayed
+        )
     row, new = github_delivery_receive(
         delivery_id=delivery["delivery"],
         event=delivery["event"],

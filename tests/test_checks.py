@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 from django.core.checks import Error, run_checks
 
-from orchestration.checks import check_limits, check_worker_resources, size_bytes
+from orchestration.checks import check_intake, check_limits, check_worker_resources, size_bytes
 
 
 def ids(messages: list[Any]) -> set[str]:
@@ -145,3 +145,29 @@ def test_sizes_read_as_docker_and_tmpfs_read_them() -> None:
     assert size_bytes("64M") == 64 * 1024**2
     assert size_bytes("1048576") == 1048576
     assert size_bytes("10%") is None
+
+
+@pytest.mark.parametrize("value", ["urgent", "", "med"])
+def test_an_intake_priority_that_is_not_a_priority_is_an_error(settings: Any, value: str) -> None:
+    settings.INTAKE_PRIORITY = value
+
+    errors = [m for m in check_intake(None) if m.id == "orchestration.E072"]
+
+    assert len(errors) == 1 and "INTAKE_PRIORITY" in errors[0].msg
+
+
+@pytest.mark.parametrize("entry", ["widgets", "acme/widgets/extra", "acme/x.git", "-acme/x"])
+def test_an_intake_repos_entry_that_is_not_owner_name_is_an_error(
+    settings: Any, entry: str
+) -> None:
+    settings.INTAKE_REPOS = ["acme/widgets", entry, ""]
+
+    errors = [m for m in check_intake(None) if m.id == "orchestration.E073"]
+
+    assert len(errors) == 1 and "INTAKE_REPOS" in errors[0].msg and entry in errors[0].msg
+
+
+def test_good_intake_settings_pass(settings: Any) -> None:
+    settings.INTAKE_PRIORITY, settings.INTAKE_REPOS = "High", ["acme/widgets", " acme/w.x "]
+
+    assert check_intake(None) == []

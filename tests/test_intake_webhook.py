@@ -4,13 +4,16 @@ bad payload or a replayed delivery changes nothing it should not."""
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import pytest
+from django.db import connection
 from django.test import Client
 
+from intake.github import GitHubClient
 from intake.issues import issues_poll
-from intake.models import GitHubAction
+from intake.models import GitHubAction, Repository
 from orchestration.models import WorkItem, WorkItemEvent, WorkItemStatus
 from orchestration.services.work_items import work_item_cancel
 from reviews.models import WebhookDelivery
@@ -142,6 +145,48 @@ def test_a_replayed_delivery_is_a_duplicate_that_changes_nothing(client: Client)
     assert again.status_code == 200 and again.json()["outcome"] == "duplicate"
     assert WorkItem.objects.count() == 1 and WebhookDelivery.objects.count() == 1
     assert WorkItemEvent.objects.count() == 1
+
+
+def test_github_is_asked_who_may_ask_outside_the_deliverys_transaction(
+    client: Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    depths: list[int] = []
+    real = GitHubClient.is_collaborator
+
+    def spy(self: GitHubClient, login: str) -> bool:
+        depths.append(len(connection.atomic_blocks))
+        return real(self, login)
+
+    monkeypatch.setattr(GitHubClient, "is_collaborator", spy)
+    outside = len(connection.atomic_blocks)  # the test's own transaction, if any
+
+    resp = deliver(client, issue_event(number=12, user="octocat", sender="maintainer"))
+
+    assert resp.json()["outcome"] == "item_created"
+    assert depths == [outside, outside]  # author and labeller, neither inside the delivery's
+
+
+def test_a_replayed_delivery_asks_github_nothing(client: Client, github: FakeGitHub) -> None:
+    deliver(client, issue_event(number=12), delivery="same")
+    asked = len(github.requests)
+
+    again = deliver(client, issue_event(number=12), delivery="same")
+
+    assert again.json()["outcome"] == "duplicate"
+    assert len(github.requests) == asked
+
+
+def test_a_rate_limit_met_by_the_webhook_is_stored_for_the_poll(
+    client: Client, github: FakeGitHub
+) -> None:
+    github.rate_limit_remaining = 0
+    github.rate_limit_reset = time.time() + 600
+
+    resp = deliver(client, issue_event(number=12))
+
+    assert resp.json()["outcome"] == "ignored" and "not now" in resp.json()["note"]
+    assert Repository.objects.get(name=REPO).rate_limited_until is not None
+    assert not WorkItem.objects.exists()
 
 
 @pytest.mark.parametrize(

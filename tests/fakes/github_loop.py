@@ -127,8 +127,11 @@ class LoopRoutes:
             self.labels[repo][number].append(label)
             self.issue_events[repo][number].append(_event("labeled", label, actor))
 
-    def issue_close(self, repo: str, number: int) -> None:
-        self.issues[repo][number]["state"] = "closed"
+    def issue_close(self, repo: str, number: int, *, by: str = "octocat") -> None:
+        """Close the issue (as ``by``: GitHub's ``closed_by`` on the issue)."""
+        self.issues[repo][number].update(
+            state="closed", closed_by={"login": by, "type": "User"}, closed_at=_now()
+        )
 
     def add_pull(
         self,
