@@ -236,10 +236,10 @@ def issues_poll(*, repo: str) -> dict[str, int]:
     3. Each issue (pull requests skipped) goes to ``issue_take``, the labeller read from the
        issue's events; an item whose outbox rows are still pending is left for the next
        poll (its label changes have not reached GitHub yet, so the label may be stale).
-    4. After a full answer (200), what a missed ``closed`` delivery left behind: the
-       unfinished items of issues not in that list, at most CLOSED_CHECK_MAX of them (picked
-       at random, so each is asked in time), are looked up one by one; a closed issue cancels
-       its item ("issue closed"), as the webhook does. GitHub's errors there: not now.
+    4. After either answer, what a missed ``closed`` delivery left behind: the unfinished
+       items of issues not in the list (after a 304, all of them), at most CLOSED_CHECK_MAX
+       (picked at random, so each is asked in time), are looked up one by one; a closed issue
+       cancels its item ("issue closed"), as the webhook does. GitHub's errors there: not now.
     5. Rate limited (anywhere above): ``rate_limited_until`` = GitHub's reset time, the poll
        stops, and its ETag is not kept, so the next poll after the reset lists everything.
     6. The ETag is kept only when the list is settled (UNSETTLED counts all 0): a list that
@@ -259,8 +259,11 @@ def issues_poll(*, repo: str) -> dict[str, int]:
     try:
         answer = client.issues_labelled(repository.intake_label, etag=repository.issues_etag)
         if answer.status == 304:
+            # An item's issue stops being listed once its label is swapped, so "unchanged"
+            # says nothing about it: a close the webhook missed is looked for here too.
+            closed = _closed_check(repository, client, listed=set())
             _poll_state(repository, polled_at=now, poll_note="not modified")
-            return {"not_modified": 1}
+            return {"not_modified": 1, "closed": closed}
         listed = answer.data if isinstance(answer.data, list) else []
         for raw in listed:
             counts[_poll_one(repository, client, raw)] += 1

@@ -113,6 +113,22 @@ def test_the_poll_cancels_the_item_of_an_issue_closed_while_the_webhook_was_away
     assert item.events.filter(kind="cancelled", actor="github:maintainer").exists()
 
 
+def test_a_close_the_webhook_missed_is_noticed_while_the_labelled_list_is_unchanged(
+    github: FakeGitHub,
+) -> None:
+    github.add_issue(REPO, 5, labels=["whim"], user="octocat")
+    issues_poll(repo=REPO)
+    deliver_outbox()
+    issues_poll(repo=REPO)  # settled: the ETag is kept
+    assert Repository.objects.get().issues_etag
+    github.issue_close(REPO, 5, by="maintainer")
+
+    counts = issues_poll(repo=REPO)
+
+    assert counts == {"not_modified": 1, "closed": 1}
+    assert WorkItem.objects.get().status == WorkItemStatus.CANCELLED
+
+
 def test_the_closed_check_is_bounded_and_a_github_error_is_not_now(github: FakeGitHub) -> None:
     for number in range(1, CLOSED_CHECK_MAX + 6):  # issues GitHub does not know (404)
         WorkItemFactory.create(

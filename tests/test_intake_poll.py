@@ -40,7 +40,7 @@ def test_a_labelled_issue_becomes_an_item_and_an_unchanged_list_is_a_304(
 
     assert settled.get("created", 0) == 0 and "not_modified" not in settled
     assert repository.issues_etag and repository.polled_at is not None
-    assert unchanged == {"not_modified": 1}
+    assert unchanged == {"not_modified": 1, "closed": 0}
     assert listed(github)[-1].headers["if-none-match"] == repository.issues_etag
     assert listed(github)[-1].query["labels"] == ["whim"]
     assert WorkItem.objects.count() == 1

@@ -9,7 +9,7 @@ the directory itself first on the harness's PATH. The harness passes PATH on to 
 it). The directory's files must be readable and executable by uid 1000 (the harness looks the
 agent up) and uid 1001 (the agent runs them); the agent cannot change them.
 
-The setting is checked at startup (orchestration.E060: an existing absolute directory).
+The setting is checked at startup (orchestration.E071: an existing absolute directory).
 """
 
 from __future__ import annotations
