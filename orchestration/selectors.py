@@ -23,6 +23,7 @@ from django.db.models import (
 from orchestration.clock import budget_date, db_now, next_budget_day_start
 from orchestration.errors import ValidationFailed
 from orchestration.models import (
+    CLAIM_ORDER,
     QUEUE_STATUS_FILTERS,
     DailyUsage,
     DispatchState,
@@ -72,16 +73,31 @@ def queue_filter(*, status: str = "", type: str = "", repo: str = "") -> QuerySe
 
 
 def queue_list(
-    *, status: str = "", type: str = "", repo: str = "", cursor: str = "", limit: int = 50
+    *,
+    status: str = "",
+    type: str = "",
+    repo: str = "",
+    cursor: str = "",
+    limit: int = 50,
+    paged: bool = True,
 ) -> dict[str, Any]:
-    """Items newest first, filtered, paginated by cursor; stats over the type/repo filter."""
+    """Items newest first, filtered, paginated by cursor; stats over the type/repo filter.
+
+    ``paged=False`` (the original Whim's default view: no status, cursor or limit asked for):
+    every unfinished item, unpaginated, in dispatch order (CLAIM_ORDER). That set is bounded
+    by MAX_QUEUED + MAX_WORKERS, plus the paused items an operator holds."""
     base = queue_filter(type=type, repo=repo, status="all")
     items = queue_filter(type=type, repo=repo, status=status)
-    if cursor:
-        created, pk = _decode_cursor(cursor)
-        items = items.filter(Q(created_at__lt=created) | Q(created_at=created, pk__lt=pk))
-    page = list(items.order_by("-created_at", "-pk")[: limit + 1])
-    next_cursor = _encode_cursor(page[limit - 1]) if len(page) > limit else None
+    if not paged and not status and not cursor:
+        page: list[WorkItem] = list(items.order_by(*CLAIM_ORDER, "pk"))
+        next_cursor = None
+    else:
+        if cursor:
+            created, pk = _decode_cursor(cursor)
+            items = items.filter(Q(created_at__lt=created) | Q(created_at=created, pk__lt=pk))
+        page = list(items.order_by("-created_at", "-pk")[: limit + 1])
+        next_cursor = _encode_cursor(page[limit - 1]) if len(page) > limit else None
+        page = page[:limit]
     by_status = {s: 0 for s in WorkItemStatus.values}
     by_status.update(
         {row["status"]: row["n"] for row in base.values("status").annotate(n=Count("pk"))}
@@ -91,7 +107,7 @@ def queue_list(
         {row["priority"]: row["n"] for row in base.values("priority").annotate(n=Count("pk"))}
     )
     return {
-        "items": page[:limit],
+        "items": page,
         "nextCursor": next_cursor,
         "stats": {
             "total": sum(by_status.values()),

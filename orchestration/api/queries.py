@@ -11,14 +11,19 @@ from orchestration.selectors import queue_list
 
 
 def queue_page(query: Mapping[str, Any]) -> dict[str, Any]:
-    """GET /api/queue and ``whim queue``: validate the filters, list, shape as API.md's JSON."""
+    """GET /api/queue and ``whim queue``: validate the filters, list, shape as API.md's JSON.
+
+    Asked for no status, cursor or limit, it answers as the original Whim does: every waiting
+    and running item in dispatch order, unpaginated. Any of them asks for cursor pages."""
     q = QueueQueryForm(data=query).validated()
+    paged = any(q.get(k) for k in ("status", "cursor", "limit"))
     result = queue_list(
         status=q.get("status") or "",
         type=q.get("type") or "",
         repo=q.get("repo") or "",
         cursor=q.get("cursor") or "",
         limit=q.get("limit") or 50,
+        paged=paged,
     )
     result["items"] = [work_item_json(i) for i in result["items"]]
     return result

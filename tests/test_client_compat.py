@@ -1,0 +1,70 @@
+"""The original Whim's clients work unchanged (issue 14 §2): its terminal client's
+``dashboard`` and ``status`` and its worker read these routes and fields."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import pytest
+from django.db import connection
+from django.test import Client
+from django.test.utils import CaptureQueriesContext
+
+from orchestration.models import Priority, WorkItem, WorkItemStatus, WorkItemType
+from tests.factories import WorkItemFactory
+
+pytestmark = pytest.mark.django_db
+
+
+def _aged(item: WorkItem, minutes: int) -> WorkItem:
+    WorkItem.objects.filter(pk=item.pk).update(
+        created_at=item.created_at - dt.timedelta(minutes=minutes)
+    )
+    return item
+
+
+# --- GET /api/queue: the original's default view ------------------------------------------
+
+
+def test_the_bare_queue_lists_every_waiting_and_running_item_in_dispatch_order(
+    api: Client,
+) -> None:
+    # More than one page's worth (50), so the newest 50 would miss the next up.
+    oldest_low = _aged(WorkItemFactory.create(priority=Priority.LOW), 120)
+    filler = [_aged(WorkItemFactory.create(), 60 - i) for i in range(55)]
+    verification = _aged(
+        WorkItemFactory.create(type=WorkItemType.VERIFICATION, priority=Priority.CRITICAL), 200
+    )
+    critical_new = WorkItemFactory.create(priority=Priority.CRITICAL)
+    running = _aged(WorkItemFactory.create(status=WorkItemStatus.IN_PROGRESS), 300)
+    assigned = _aged(WorkItemFactory.create(status=WorkItemStatus.ASSIGNED), 250)
+    WorkItemFactory.create(status=WorkItemStatus.COMPLETED)
+    WorkItemFactory.create(status=WorkItemStatus.FAILED)
+
+    resp = api.get("/api/queue")
+
+    assert resp.status_code == 200
+    body = resp.json()
+    got = [i["id"] for i in body["items"]]
+    expected = [critical_new, running, assigned, *filler, oldest_low, verification]
+    assert got == [str(i.pk) for i in expected]
+    assert body["nextCursor"] is None
+    assert body["stats"]["byStatus"]["completed"] == 1
+
+
+def test_the_bare_queue_answers_in_a_bounded_number_of_queries(api: Client) -> None:
+    for _ in range(60):
+        WorkItemFactory.create()
+    with CaptureQueriesContext(connection) as ctx:
+        assert len(api.get("/api/queue").json()["items"]) == 60
+    assert len(ctx.captured_queries) <= 8
+
+
+@pytest.mark.parametrize("query", ["?limit=50", "?status=queued", "?limit=2"])
+def test_asking_for_a_page_keeps_cursor_paging_newest_first(api: Client, query: str) -> None:
+    made = [_aged(WorkItemFactory.create(), 10 - i) for i in range(3)]
+    made.append(WorkItemFactory.create(priority=Priority.CRITICAL))
+    body = api.get(f"/api/queue{query}").json()
+    newest_first = [str(i.pk) for i in reversed(made)]
+    assert [i["id"] for i in body["items"]] == newest_first[: len(body["items"])]
+    assert (body["nextCursor"] is not None) == (query == "?limit=2")
