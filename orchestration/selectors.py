@@ -130,14 +130,21 @@ def status_summary(*, broker_ok: bool) -> dict[str, Any]:
     state = DispatchState.objects.filter(pk=1).first()
     usage = usage_today(now)
     health = "healthy" if broker_ok else "degraded"
+    active = Worker.objects.filter(status__in=Worker.ACTIVE).count()
+    size = queued.count()
+    today = finished_today(now)
     return {
         "status": health,
         "runtime": runtime().info(),
-        "workers": {
-            "active": Worker.objects.filter(status__in=Worker.ACTIVE).count(),
-            "maxWorkers": settings.MAX_WORKERS,
+        "workers": {"active": active, "maxWorkers": settings.MAX_WORKERS},
+        "queue": {"size": size, "oldest": oldest.isoformat() if oldest else None},
+        # What the original Whim's ``status`` command prints (the /api/metrics figures).
+        "metrics": {
+            "activeWorkers": active,
+            "queuedItems": size,
+            "completedToday": today["completed"],
+            "failedToday": today["failed"],
         },
-        "queue": {"size": queued.count(), "oldest": oldest.isoformat() if oldest else None},
         "reviews": review_stats(now),
         "rateLimits": {
             "iterationsToday": usage.spawns,
@@ -164,15 +171,25 @@ def review_stats(now: dt.datetime) -> dict[str, int]:
     )
 
 
+def finished_today(now: dt.datetime) -> dict[str, int]:
+    """Items completed and failed since today began (WHIM_TIMEZONE's day), in one query."""
+    day_start = next_budget_day_start(now) - dt.timedelta(days=1)
+    return WorkItem.objects.filter(completed_at__gte=day_start).aggregate(
+        completed=Count("pk", filter=Q(status=WorkItemStatus.COMPLETED)),
+        failed=Count("pk", filter=Q(status=WorkItemStatus.FAILED)),
+    )
+
+
 def metrics_summary() -> dict[str, Any]:
     """GET /api/metrics: today's throughput, success rate and durations (today = the calendar
     day in WHIM_TIMEZONE), and token usage and cost over all the metrics still kept."""
     now = db_now()
     day_start = next_budget_day_start(now) - dt.timedelta(days=1)
-    finished = WorkItem.objects.filter(completed_at__gte=day_start)
-    completed = finished.filter(status=WorkItemStatus.COMPLETED)
-    completed_n = completed.count()
-    failed_n = finished.filter(status=WorkItemStatus.FAILED).count()
+    completed = WorkItem.objects.filter(
+        completed_at__gte=day_start, status=WorkItemStatus.COMPLETED
+    )
+    today = finished_today(now)
+    completed_n, failed_n = today["completed"], today["failed"]
     avg = completed.aggregate(
         d=Avg(ExpressionWrapper(F("completed_at") - F("created_at"), output_field=DurationField()))
     )["d"]
@@ -189,9 +206,14 @@ def metrics_summary() -> dict[str, Any]:
     cost = (tokens["reported"] or 0) + estimated_cost(
         tokens_in=tokens["ui"] or 0, tokens_out=tokens["uo"] or 0, reported=Decimal(0)
     )
-    verifications = WorkItem.objects.filter(type=WorkItemType.VERIFICATION)
-    v_passed = verifications.filter(verification_passed=True).count()
-    v_failed = verifications.filter(verification_passed=False).count()
+    v = WorkItem.objects.filter(type=WorkItemType.VERIFICATION).aggregate(
+        total=Count("pk"),
+        passed=Count("pk", filter=Q(verification_passed=True)),
+        failed=Count("pk", filter=Q(verification_passed=False)),
+        # The original's pending: waiting or running (queued, assigned, in progress).
+        pending=Count("pk", filter=Q(status__in=(WorkItemStatus.QUEUED, *WorkItem.ACTIVE))),
+    )
+    v_passed, v_failed = v["passed"], v["failed"]
     return {
         "activeWorkers": Worker.objects.filter(status__in=Worker.ACTIVE).count(),
         "queuedItems": WorkItem.objects.filter(status=WorkItemStatus.QUEUED).count(),
@@ -204,9 +226,10 @@ def metrics_summary() -> dict[str, Any]:
         if completed_n + failed_n
         else 0.0,
         "verification": {
-            "total": verifications.count(),
+            "total": v["total"],
             "passed": v_passed,
             "failed": v_failed,
+            "pending": v["pending"],
             "passRate": round(v_passed / (v_passed + v_failed), 4) if v_passed + v_failed else 0.0,
         },
         "tokenUsage": {

@@ -9,9 +9,10 @@ import pytest
 from django.db import connection
 from django.test import Client
 from django.test.utils import CaptureQueriesContext
+from django.utils import timezone
 
 from orchestration.models import Priority, WorkItem, WorkItemStatus, WorkItemType
-from tests.factories import WorkItemFactory
+from tests.factories import WorkItemFactory, running_item
 
 pytestmark = pytest.mark.django_db
 
@@ -68,3 +69,61 @@ def test_asking_for_a_page_keeps_cursor_paging_newest_first(api: Client, query: 
     newest_first = [str(i.pk) for i in reversed(made)]
     assert [i["id"] for i in body["items"]] == newest_first[: len(body["items"])]
     assert (body["nextCursor"] is not None) == (query == "?limit=2")
+
+
+# --- GET /api/status and /api/metrics: the figures the original's client reads -------------
+
+
+def _finish(status: str, **fields: object) -> WorkItem:
+    return WorkItemFactory.create(status=status, completed_at=timezone.now(), **fields)
+
+
+def test_status_carries_the_metrics_the_original_status_command_prints(api: Client) -> None:
+    WorkItemFactory.create()
+    WorkItemFactory.create()
+    running_item()
+    _finish(WorkItemStatus.COMPLETED)
+    _finish(WorkItemStatus.FAILED)
+    _finish(WorkItemStatus.FAILED)
+
+    body = api.get("/api/status").json()
+
+    assert body["metrics"] == {
+        "activeWorkers": 1,
+        "queuedItems": 2,
+        "completedToday": 1,
+        "failedToday": 2,
+    }
+    metrics = api.get("/api/metrics").json()
+    assert {k: metrics[k] for k in body["metrics"]} == body["metrics"]
+
+
+def test_status_and_metrics_answer_in_a_number_of_queries_that_does_not_grow(
+    api: Client,
+) -> None:
+    def counts() -> tuple[int, int]:
+        out = []
+        for route in ("/api/status", "/api/metrics"):
+            with CaptureQueriesContext(connection) as ctx:
+                assert api.get(route).status_code == 200
+            out.append(len(ctx.captured_queries))
+        return out[0], out[1]
+
+    few = counts()
+    for status in (WorkItemStatus.COMPLETED, WorkItemStatus.FAILED, WorkItemStatus.QUEUED):
+        for _ in range(5):
+            _finish(status, type=WorkItemType.VERIFICATION)
+    running_item()
+    assert counts() == few
+
+
+def test_metrics_count_pending_verifications(api: Client) -> None:
+    for status in (WorkItemStatus.QUEUED, WorkItemStatus.ASSIGNED, WorkItemStatus.IN_PROGRESS):
+        WorkItemFactory.create(type=WorkItemType.VERIFICATION, status=status)
+    WorkItemFactory.create(type=WorkItemType.VERIFICATION, status=WorkItemStatus.CANCELLED)
+    _finish(WorkItemStatus.COMPLETED, type=WorkItemType.VERIFICATION, verification_passed=True)
+    WorkItemFactory.create()  # an execution item waits too: not a verification
+
+    v = api.get("/api/metrics").json()["verification"]
+
+    assert v == {"total": 5, "passed": 1, "failed": 0, "pending": 3, "passRate": 1.0}
