@@ -131,7 +131,7 @@ SUCCESS: dict[tuple[str, str], tuple[int, Callable[[Any], bool]]] = {
         200,
         lambda b: [r["workItemId"] for r in b] == [SOME_ID],
     ),
-    ("get", "/api/reviews/pr/1"): (200, lambda b: [r["workItemId"] for r in b] == [SOME_ID]),
+    ("get", "/api/reviews/pr/1"): (200, lambda b: b["workItemId"] == SOME_ID),
 }
 
 

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import datetime as dt
+from typing import Any
 
 import pytest
 from django.db import connection
@@ -12,7 +13,10 @@ from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from orchestration.models import Priority, WorkItem, WorkItemStatus, WorkItemType
+from reviews.models import PRReview
 from tests.factories import WorkItemFactory, running_item
+from tests.helpers import assert_error
+from tests.test_github_webhook import SECRET, deliver, review_payload
 
 pytestmark = pytest.mark.django_db
 
@@ -127,3 +131,84 @@ def test_metrics_count_pending_verifications(api: Client) -> None:
     v = api.get("/api/metrics").json()["verification"]
 
     assert v == {"total": 5, "passed": 1, "failed": 0, "pending": 3, "passRate": 1.0}
+
+
+# --- reviews: the original's PRReview object ------------------------------------------------
+
+REVIEW_FIELDS = {
+    "id": str,
+    "workItemId": str,
+    "prNumber": int,
+    "reviewTimestamp": str,
+    "modelUsed": str,
+    "findings": dict,
+    "createdAt": str,
+    "updatedAt": str,
+}
+
+
+def _assert_original_review(review: dict[str, Any]) -> None:
+    for field, kind in REVIEW_FIELDS.items():
+        assert isinstance(review[field], kind), field
+    findings = review["findings"]
+    assert set(findings["specAlignment"]) == {"score", "summary", "gaps", "extras"}
+    assert findings["specAlignment"]["score"] in ("aligned", "partial", "misaligned")
+    assert set(findings["codeQuality"]) == {"score", "summary", "concerns"}
+    assert findings["codeQuality"]["score"] in ("good", "acceptable", "needs-work")
+    assert isinstance(findings["overallSummary"], str)
+    for concern in findings["codeQuality"]["concerns"]:
+        assert {"file", "issue", "suggestion"} <= set(concern)
+
+
+def test_a_review_by_pr_is_the_one_latest_review_object_or_404(api: Client) -> None:
+    item = WorkItemFactory.create(status=WorkItemStatus.COMPLETED, pr_number=4)
+    older = PRReview.objects.create(work_item=item, repo=item.repo, pr_number=4, findings=[])
+    newer = PRReview.objects.create(
+        work_item=item,
+        repo=item.repo,
+        pr_number=4,
+        model_used="github:octocat",
+        findings=[
+            {"severity": "approved", "message": "ship it"},
+            {"severity": "changes_requested", "message": "but fix this", "url": "https://x/1"},
+            {"file": "a.py", "line": 3, "message": "typo", "suggestion": "spell it"},
+        ],
+    )
+
+    latest = api.get("/api/reviews/pr/4").json()
+
+    assert latest["id"] == str(newer.pk)
+    _assert_original_review(latest)
+    assert latest["reviewTimestamp"] == latest["createdAt"] == latest["updatedAt"]
+    # An older version's list: the worst state scores it, file findings become concerns.
+    assert latest["findings"]["specAlignment"]["score"] == "partial"
+    assert latest["findings"]["codeQuality"]["score"] == "needs-work"
+    assert latest["findings"]["overallSummary"] == "ship it\n\nbut fix this"
+    assert latest["findings"]["codeQuality"]["concerns"] == [
+        {"file": "a.py", "line": 3, "issue": "typo", "suggestion": "spell it"}
+    ]
+    listed = api.get("/api/reviews/pr/4?all=1").json()
+    assert [r["id"] for r in listed] == [str(newer.pk), str(older.pk)]
+    for review in listed + api.get("/api/reviews").json():
+        _assert_original_review(review)
+    assert_error(api.get("/api/reviews/pr/5"), 404, "NOT_FOUND")
+    assert_error(api.get("/api/reviews/pr/4?all=maybe"), 400, "VALIDATION_ERROR")
+
+
+def test_a_github_review_is_stored_in_the_original_shape_and_the_console_renders_it(
+    client: Client, staff_client: Client, settings: Any
+) -> None:
+    settings.GITHUB_WEBHOOK_SECRET = SECRET
+    item = WorkItemFactory.create(repo="acme/widgets", pr_number=7, status="completed")
+    payload = review_payload()
+    payload["review"]["body"] = "Please add a <b>test</b>."
+    resp = deliver(client, payload)
+    assert resp.status_code == 200, resp.content
+    review = PRReview.objects.get(work_item=item)
+    assert review.findings["codeQuality"]["score"] == "needs-work"
+
+    page = staff_client.get(f"/work/{item.pk}/").content.decode()
+
+    assert 'class="badge score-needs-work"' in page
+    assert 'class="badge score-partial"' in page
+    assert "Please add a &lt;b&gt;test&lt;/b&gt;." in page

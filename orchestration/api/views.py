@@ -24,6 +24,7 @@ from orchestration.registry import runtime
 from orchestration.rows import row_get
 from orchestration.selectors import metrics_summary, status_summary
 from orchestration.services import work_items, workers
+from reviews.findings import findings_object
 from reviews.models import PRReview
 
 
@@ -132,14 +133,19 @@ def metrics(request: HttpRequest, *, body: dict[str, Any], actor: str) -> Any:
 
 
 def _review_json(r: PRReview) -> dict[str, Any]:
+    """The original Whim's PRReview: ``id`` a string, ``findings`` a ReviewFindings object.
+    A review is never edited, so ``reviewTimestamp`` and ``updatedAt`` are its creation."""
+    when = r.created_at.isoformat()
     return {
-        "id": r.pk,
+        "id": str(r.pk),
         "workItemId": str(r.work_item_id) if r.work_item_id else None,
         "repo": r.repo,
         "prNumber": r.pr_number,
+        "reviewTimestamp": when,
         "modelUsed": r.model_used,
-        "findings": r.findings,
-        "createdAt": r.created_at.isoformat(),
+        "findings": findings_object(r.findings),
+        "createdAt": when,
+        "updatedAt": when,
     }
 
 
@@ -156,8 +162,20 @@ def reviews_for_item(request: HttpRequest, *, body: dict[str, Any], actor: str, 
 
 @api_view("GET")
 def reviews_for_pr(request: HttpRequest, *, body: dict[str, Any], actor: str, number: int) -> Any:
-    rows = PRReview.objects.filter(pr_number=number).order_by("-created_at")[:200]
-    return [_review_json(r) for r in rows]
+    """The PR's latest review (404 without one), as the original answers; ``?all=1``: the
+    list of its reviews, newest first."""
+    every = request.GET.get("all", "")
+    if every not in ("", "0", "1", "true", "false"):
+        raise ValidationFailed(
+            "Invalid query parameters", details={"all": "must be 1 or true (or 0 or false)"}
+        )
+    rows = PRReview.objects.filter(pr_number=number).order_by("-created_at", "-pk")
+    if every in ("1", "true"):
+        return [_review_json(r) for r in rows[:200]]
+    latest = rows.first()
+    if latest is None:
+        raise NotFound("Review not found")
+    return _review_json(latest)
 
 
 def health(request: HttpRequest) -> HttpResponse:
