@@ -12,9 +12,10 @@ from django.test import Client
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
-from orchestration.models import Priority, WorkItem, WorkItemStatus, WorkItemType
+from orchestration.models import Priority, WorkerStatus, WorkItem, WorkItemStatus, WorkItemType
 from reviews.models import PRReview
-from tests.factories import WorkItemFactory, running_item
+from tests.callbacks_support import call
+from tests.factories import WorkItemFactory, running_attempt, running_item
 from tests.helpers import assert_error
 from tests.test_github_webhook import SECRET, deliver, review_payload
 
@@ -212,3 +213,81 @@ def test_a_github_review_is_stored_in_the_original_shape_and_the_console_renders
     assert 'class="badge score-needs-work"' in page
     assert 'class="badge score-partial"' in page
     assert "Please add a &lt;b&gt;test&lt;/b&gt;." in page
+
+
+# --- kill, fail and the verification link: the original's semantics -----------------------
+
+
+@pytest.mark.usefixtures("retry_policy", "stop_delay")
+def test_an_api_kill_requeues_with_backoff_as_the_original_unless_told_not_to(
+    api: Client, settings: Any
+) -> None:
+    item, worker = running_attempt()
+
+    resp = api.post(f"/api/workers/{worker.pk}/kill", "{}", "application/json")
+
+    assert resp.status_code == 200, resp.content
+    item.refresh_from_db()
+    worker.refresh_from_db()
+    assert worker.status == WorkerStatus.KILLED
+    assert worker.error == "killed: Manual kill"  # the original's default reason
+    assert item.status == WorkItemStatus.QUEUED
+    assert item.retry_count == 1
+    assert item.next_retry_at is not None and item.next_retry_at > timezone.now()
+
+    WorkItem.objects.filter(pk=item.pk).update(next_retry_at=None)
+    item, worker = running_attempt(item)
+    resp = api.post(
+        f"/api/workers/{worker.pk}/kill", {"retry": False, "reason": "enough"}, "application/json"
+    )
+    assert resp.status_code == 200, resp.content
+    item.refresh_from_db()
+    assert item.status == WorkItemStatus.FAILED and item.error == "killed: enough"
+
+
+@pytest.mark.usefixtures("retry_policy", "stop_delay")
+def test_a_kill_with_no_retries_left_fails_the_item(api: Client, settings: Any) -> None:
+    item, worker = running_attempt()
+    WorkItem.objects.filter(pk=item.pk).update(retry_count=settings.MAX_RETRIES)
+    assert api.post(f"/api/workers/{worker.pk}/kill", "{}", "application/json").status_code == 200
+    item.refresh_from_db()
+    assert item.status == WorkItemStatus.FAILED
+
+
+@pytest.mark.usefixtures("stop_delay")
+def test_a_kill_with_a_retry_that_is_not_a_boolean_is_refused(api: Client) -> None:
+    _, worker = running_attempt()
+    resp = api.post(f"/api/workers/{worker.pk}/kill", {"retry": "no"}, "application/json")
+    assert_error(resp, 400, "VALIDATION_ERROR")
+    worker.refresh_from_db()
+    assert worker.status == WorkerStatus.RUNNING
+
+
+@pytest.mark.usefixtures("retry_policy")
+def test_fail_keeps_the_context_and_the_iteration(client: Client) -> None:
+    item, worker = running_attempt()
+    body = {
+        "error": "tests keep failing",
+        "iteration": 7,
+        "context": {"phase": "test", "command": "npm test"},
+        "stack": "Error: boom\n  at x",
+    }
+
+    assert call(client, worker, "fail", body).status_code == 200
+
+    worker.refresh_from_db()
+    assert worker.iteration == 7
+    assert 'Context: {"command": "npm test", "phase": "test"}' in worker.error
+    assert worker.error.startswith("tests keep failing") and "Error: boom" in worker.error
+    item.refresh_from_db()
+    assert "npm test" in item.error
+
+
+def test_the_verification_of_a_non_execution_item_is_invalid_type(api: Client) -> None:
+    verification = WorkItemFactory.create(type=WorkItemType.VERIFICATION)
+    review = WorkItemFactory.create(type=WorkItemType.REVIEW)
+    for item in (verification, review):
+        resp = api.get(f"/api/work/{item.pk}/verification")
+        assert_error(resp, 400, "INVALID_TYPE")
+    execution = WorkItemFactory.create()
+    assert_error(api.get(f"/api/work/{execution.pk}/verification"), 404, "NOT_FOUND")

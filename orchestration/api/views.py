@@ -11,7 +11,7 @@ from orchestration.api.base import api_view
 from orchestration.api.queries import queue_page
 from orchestration.api.responses import error_response
 from orchestration.api.serializers import work_item_detail_json, work_item_json, worker_json
-from orchestration.errors import NotFound, ValidationFailed
+from orchestration.errors import InvalidType, NotFound, ValidationFailed
 from orchestration.forms.clients import (
     ContinueForm,
     KillForm,
@@ -80,6 +80,8 @@ def work_continue(request: HttpRequest, *, body: dict[str, Any], actor: str, pk:
 @api_view("GET")
 def work_verification(request: HttpRequest, *, body: dict[str, Any], actor: str, pk: str) -> Any:
     parent = row_get(WorkItem, pk, "Work item")
+    if parent.type != WorkItemType.EXECUTION:
+        raise InvalidType("Only execution items have linked verification items")
     child = (
         WorkItem.objects.filter(parent_work_item=parent, type=WorkItemType.VERIFICATION)
         .order_by("-created_at")
@@ -110,7 +112,10 @@ def workers_list(request: HttpRequest, *, body: dict[str, Any], actor: str) -> A
 def worker_kill(request: HttpRequest, *, body: dict[str, Any], actor: str, pk: str) -> Any:
     data = KillForm.from_json(body).validated()
     workers.worker_kill(
-        worker_id=row_get(Worker, pk, "Worker").pk, reason=data.get("reason") or "", actor=actor
+        worker_id=row_get(Worker, pk, "Worker").pk,
+        reason=data.get("reason") or "Manual kill",
+        actor=actor,
+        retry=data.get("retry") is not False,
     )
     return {"success": True}
 
