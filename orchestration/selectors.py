@@ -73,31 +73,33 @@ def queue_filter(*, status: str = "", type: str = "", repo: str = "") -> QuerySe
 
 
 def queue_list(
-    *,
-    status: str = "",
-    type: str = "",
-    repo: str = "",
-    cursor: str = "",
-    limit: int = 50,
-    paged: bool = True,
+    *, status: str = "", type: str = "", repo: str = "", cursor: str = "", limit: int = 50
 ) -> dict[str, Any]:
-    """Items newest first, filtered, paginated by cursor; stats over the type/repo filter.
-
-    ``paged=False`` (the original Whim's default view: no status, cursor or limit asked for):
-    every unfinished item, unpaginated, in dispatch order (CLAIM_ORDER). That set is bounded
-    by MAX_QUEUED + MAX_WORKERS, plus the paused items an operator holds."""
-    base = queue_filter(type=type, repo=repo, status="all")
+    """Items newest first, filtered, paginated by cursor; stats over the type/repo filter."""
     items = queue_filter(type=type, repo=repo, status=status)
-    if not paged and not status and not cursor:
-        page: list[WorkItem] = list(items.order_by(*CLAIM_ORDER, "pk"))
-        next_cursor = None
-    else:
-        if cursor:
-            created, pk = _decode_cursor(cursor)
-            items = items.filter(Q(created_at__lt=created) | Q(created_at=created, pk__lt=pk))
-        page = list(items.order_by("-created_at", "-pk")[: limit + 1])
-        next_cursor = _encode_cursor(page[limit - 1]) if len(page) > limit else None
-        page = page[:limit]
+    if cursor:
+        created, pk = _decode_cursor(cursor)
+        items = items.filter(Q(created_at__lt=created) | Q(created_at=created, pk__lt=pk))
+    page = list(items.order_by("-created_at", "-pk")[: limit + 1])
+    next_cursor = _encode_cursor(page[limit - 1]) if len(page) > limit else None
+    return {
+        "items": page[:limit],
+        "nextCursor": next_cursor,
+        "stats": queue_stats(type=type, repo=repo),
+    }
+
+
+def queue_in_dispatch_order(*, type: str = "", repo: str = "") -> dict[str, Any]:
+    """The original Whim's default queue view: every unfinished item, unpaginated, in
+    dispatch order (CLAIM_ORDER). The set is bounded by MAX_QUEUED + MAX_WORKERS, plus the
+    paused items an operator holds."""
+    items = queue_filter(type=type, repo=repo).order_by(*CLAIM_ORDER, "pk")
+    return {"items": list(items), "nextCursor": None, "stats": queue_stats(type=type, repo=repo)}
+
+
+def queue_stats(*, type: str = "", repo: str = "") -> dict[str, Any]:
+    """Counts by status and by priority over every item the type/repo filter keeps."""
+    base = queue_filter(type=type, repo=repo, status="all")
     by_status = {s: 0 for s in WorkItemStatus.values}
     by_status.update(
         {row["status"]: row["n"] for row in base.values("status").annotate(n=Count("pk"))}
@@ -106,15 +108,7 @@ def queue_list(
     by_priority.update(
         {row["priority"]: row["n"] for row in base.values("priority").annotate(n=Count("pk"))}
     )
-    return {
-        "items": page,
-        "nextCursor": next_cursor,
-        "stats": {
-            "total": sum(by_status.values()),
-            "byStatus": by_status,
-            "byPriority": by_priority,
-        },
-    }
+    return {"total": sum(by_status.values()), "byStatus": by_status, "byPriority": by_priority}
 
 
 def usage_today(now: dt.datetime) -> DailyUsage:

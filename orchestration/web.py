@@ -159,7 +159,7 @@ def queue_page(request: HttpRequest) -> HttpResponse:
         context["error"] = "; ".join(f"{k} {v}" for k, v in form.error_details().items())
         return render(request, "orchestration/queue.html", context, status=400)
     data = form.cleaned_data
-    filters: dict[str, str] = {k: str(data.get(k) or "") for k in ("status", "type", "repo")}
+    filters = {k: data.get(k) or "" for k in ("status", "type", "repo")}
     try:
         page = queue_list(**filters, cursor=data.get("cursor") or "", limit=data.get("limit") or 50)
     except ValidationFailed as exc:
