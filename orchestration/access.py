@@ -16,6 +16,9 @@ class ApiKey(models.Model):
     created_at = models.DateTimeField(auto_now_add=True)
     last_used_at = models.DateTimeField(null=True, blank=True)
     revoked_at = models.DateTimeField(null=True, blank=True)
+    # Made by ``make run`` (whim_setup), not by an operator: it still authenticates, but does
+    # not switch off single-machine mode's keyless loopback access (apikeys_configured).
+    auto_created = models.BooleanField(default=False, editable=False)
 
     def __str__(self) -> str:
         return f"{self.name} ({self.prefix}…)"

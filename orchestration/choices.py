@@ -102,7 +102,6 @@ class ErrorCategory(Spelled):
     CONFIG_ERROR = "CONFIG_ERROR"
     CONTAINER_ERROR = "CONTAINER_ERROR"  # image/entrypoint broken: exited before registering
     PERMANENT = "PERMANENT"  # a worker says outright that no retry can help
-    KILLED = "KILLED"  # an operator killed the attempt: retrying would undo them (requeue it)
     # The harness refused to push to a protected branch (WHIM_PROTECTED_BRANCHES) or to the
     # repository's default branch. Permanent: the branch is part of the item, so every retry
     # would be refused the same way; the item needs another branch (a new submit).
@@ -146,6 +145,10 @@ class ErrorCategory(Spelled):
     # reported one would get the default: retryable, not counted).
     QUARANTINED = "QUARANTINED"  # the verdict on a crash loop: the item is failed
     CANCELLED = "CANCELLED"  # the item was cancelled; its running attempt killed with it
+    # An operator killed the attempt. Not the task's fault, so not permanent: the kill says
+    # whether the item is retried (the API's kill, as the original Whim's, by default) or
+    # fails (``retry: false``; the console's, admin's and CLI's kill).
+    KILLED = "KILLED"
 
 
 # Counted for quarantine (see the infrastructure group above).
@@ -168,7 +171,6 @@ PERMANENT_CATEGORIES: frozenset[str] = frozenset(
         ErrorCategory.CONFIG_ERROR,
         ErrorCategory.CONTAINER_ERROR,
         ErrorCategory.PERMANENT,
-        ErrorCategory.KILLED,
         ErrorCategory.POLICY_ERROR,
     }
 )

@@ -40,6 +40,13 @@ class Fenced(InvalidState):
     status = 409
 
 
+class InvalidType(WhimError):
+    """The route does not apply to this kind of work item (the original Whim's code)."""
+
+    code = "INVALID_TYPE"
+    status = 400
+
+
 class QueueFull(WhimError):
     code = "QUEUE_FULL"
     status = 429

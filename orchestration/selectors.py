@@ -23,6 +23,7 @@ from django.db.models import (
 from orchestration.clock import budget_date, db_now, next_budget_day_start
 from orchestration.errors import ValidationFailed
 from orchestration.models import (
+    CLAIM_ORDER,
     QUEUE_STATUS_FILTERS,
     DailyUsage,
     DispatchState,
@@ -75,13 +76,30 @@ def queue_list(
     *, status: str = "", type: str = "", repo: str = "", cursor: str = "", limit: int = 50
 ) -> dict[str, Any]:
     """Items newest first, filtered, paginated by cursor; stats over the type/repo filter."""
-    base = queue_filter(type=type, repo=repo, status="all")
     items = queue_filter(type=type, repo=repo, status=status)
     if cursor:
         created, pk = _decode_cursor(cursor)
         items = items.filter(Q(created_at__lt=created) | Q(created_at=created, pk__lt=pk))
     page = list(items.order_by("-created_at", "-pk")[: limit + 1])
     next_cursor = _encode_cursor(page[limit - 1]) if len(page) > limit else None
+    return {
+        "items": page[:limit],
+        "nextCursor": next_cursor,
+        "stats": queue_stats(type=type, repo=repo),
+    }
+
+
+def queue_in_dispatch_order(*, type: str = "", repo: str = "") -> dict[str, Any]:
+    """The original Whim's default queue view: every unfinished item, unpaginated, in
+    dispatch order (CLAIM_ORDER). The set is bounded by MAX_QUEUED + MAX_WORKERS, plus the
+    paused items an operator holds."""
+    items = queue_filter(type=type, repo=repo).order_by(*CLAIM_ORDER, "pk")
+    return {"items": list(items), "nextCursor": None, "stats": queue_stats(type=type, repo=repo)}
+
+
+def queue_stats(*, type: str = "", repo: str = "") -> dict[str, Any]:
+    """Counts by status and by priority over every item the type/repo filter keeps."""
+    base = queue_filter(type=type, repo=repo, status="all")
     by_status = {s: 0 for s in WorkItemStatus.values}
     by_status.update(
         {row["status"]: row["n"] for row in base.values("status").annotate(n=Count("pk"))}
@@ -90,15 +108,7 @@ def queue_list(
     by_priority.update(
         {row["priority"]: row["n"] for row in base.values("priority").annotate(n=Count("pk"))}
     )
-    return {
-        "items": page[:limit],
-        "nextCursor": next_cursor,
-        "stats": {
-            "total": sum(by_status.values()),
-            "byStatus": by_status,
-            "byPriority": by_priority,
-        },
-    }
+    return {"total": sum(by_status.values()), "byStatus": by_status, "byPriority": by_priority}
 
 
 def usage_today(now: dt.datetime) -> DailyUsage:
@@ -114,14 +124,21 @@ def status_summary(*, broker_ok: bool) -> dict[str, Any]:
     state = DispatchState.objects.filter(pk=1).first()
     usage = usage_today(now)
     health = "healthy" if broker_ok else "degraded"
+    active = Worker.objects.filter(status__in=Worker.ACTIVE).count()
+    size = queued.count()
+    today = finished_today(now)
     return {
         "status": health,
         "runtime": runtime().info(),
-        "workers": {
-            "active": Worker.objects.filter(status__in=Worker.ACTIVE).count(),
-            "maxWorkers": settings.MAX_WORKERS,
+        "workers": {"active": active, "maxWorkers": settings.MAX_WORKERS},
+        "queue": {"size": size, "oldest": oldest.isoformat() if oldest else None},
+        # What the original Whim's ``status`` command prints (the /api/metrics figures).
+        "metrics": {
+            "activeWorkers": active,
+            "queuedItems": size,
+            "completedToday": today["completed"],
+            "failedToday": today["failed"],
         },
-        "queue": {"size": queued.count(), "oldest": oldest.isoformat() if oldest else None},
         "reviews": review_stats(now),
         "rateLimits": {
             "iterationsToday": usage.spawns,
@@ -148,15 +165,25 @@ def review_stats(now: dt.datetime) -> dict[str, int]:
     )
 
 
+def finished_today(now: dt.datetime) -> dict[str, int]:
+    """Items completed and failed since today began (WHIM_TIMEZONE's day), in one query."""
+    day_start = next_budget_day_start(now) - dt.timedelta(days=1)
+    return WorkItem.objects.filter(completed_at__gte=day_start).aggregate(
+        completed=Count("pk", filter=Q(status=WorkItemStatus.COMPLETED)),
+        failed=Count("pk", filter=Q(status=WorkItemStatus.FAILED)),
+    )
+
+
 def metrics_summary() -> dict[str, Any]:
     """GET /api/metrics: today's throughput, success rate and durations (today = the calendar
     day in WHIM_TIMEZONE), and token usage and cost over all the metrics still kept."""
     now = db_now()
     day_start = next_budget_day_start(now) - dt.timedelta(days=1)
-    finished = WorkItem.objects.filter(completed_at__gte=day_start)
-    completed = finished.filter(status=WorkItemStatus.COMPLETED)
-    completed_n = completed.count()
-    failed_n = finished.filter(status=WorkItemStatus.FAILED).count()
+    completed = WorkItem.objects.filter(
+        completed_at__gte=day_start, status=WorkItemStatus.COMPLETED
+    )
+    today = finished_today(now)
+    completed_n, failed_n = today["completed"], today["failed"]
     avg = completed.aggregate(
         d=Avg(ExpressionWrapper(F("completed_at") - F("created_at"), output_field=DurationField()))
     )["d"]
@@ -173,9 +200,14 @@ def metrics_summary() -> dict[str, Any]:
     cost = (tokens["reported"] or 0) + estimated_cost(
         tokens_in=tokens["ui"] or 0, tokens_out=tokens["uo"] or 0, reported=Decimal(0)
     )
-    verifications = WorkItem.objects.filter(type=WorkItemType.VERIFICATION)
-    v_passed = verifications.filter(verification_passed=True).count()
-    v_failed = verifications.filter(verification_passed=False).count()
+    v = WorkItem.objects.filter(type=WorkItemType.VERIFICATION).aggregate(
+        total=Count("pk"),
+        passed=Count("pk", filter=Q(verification_passed=True)),
+        failed=Count("pk", filter=Q(verification_passed=False)),
+        # The original's pending: waiting or running (queued, assigned, in progress).
+        pending=Count("pk", filter=Q(status__in=(WorkItemStatus.QUEUED, *WorkItem.ACTIVE))),
+    )
+    v_passed, v_failed = v["passed"], v["failed"]
     return {
         "activeWorkers": Worker.objects.filter(status__in=Worker.ACTIVE).count(),
         "queuedItems": WorkItem.objects.filter(status=WorkItemStatus.QUEUED).count(),
@@ -188,9 +220,10 @@ def metrics_summary() -> dict[str, Any]:
         if completed_n + failed_n
         else 0.0,
         "verification": {
-            "total": verifications.count(),
+            "total": v["total"],
             "passed": v_passed,
             "failed": v_failed,
+            "pending": v["pending"],
             "passRate": round(v_passed / (v_passed + v_failed), 4) if v_passed + v_failed else 0.0,
         },
         "tokenUsage": {

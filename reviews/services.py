@@ -13,6 +13,7 @@ from django.db import IntegrityError, transaction
 from orchestration.choices import EventKind
 from orchestration.models import WorkItem, WorkItemType
 from orchestration.services.events import event_record
+from reviews.findings import github_review_findings
 from reviews.models import PRReview, WebhookDelivery
 
 
@@ -105,13 +106,12 @@ def _review_store(delivery: WebhookDelivery, review: dict[str, Any]) -> None:
         repo=item.repo,
         pr_number=review["prNumber"],
         model_used=f"github:{review['reviewer']}"[:100],
-        findings=[
-            {
-                "severity": review["state"].lower(),
-                "message": review["body"] or f"review {review['state'].lower()}",
-                **({"url": review["url"]} if review["url"] else {}),
-            }
-        ],
+        findings=github_review_findings(
+            state=review["state"],
+            body=review["body"],
+            url=review["url"],
+            reviewer=review["reviewer"],
+        ),
     )
     event_record(
         work_item=item,

@@ -476,8 +476,10 @@ def test_the_queue_filters_by_type_and_repo(api: Client) -> None:
 
 
 def test_the_queue_lists_newest_first_as_work_item_objects(api: Client) -> None:
+    # Paged (a limit, cursor or status asked for): newest first. Without, dispatch order
+    # (test_client_compat.py).
     made = [WorkItemFactory.create() for _ in range(3)]
-    items = api.get("/api/queue").json()["items"]
+    items = api.get("/api/queue?limit=50").json()["items"]
     assert [i["id"] for i in items] == [str(m.pk) for m in reversed(made)]
     assert all(set(i) >= WORK_ITEM_FIELDS for i in items)
 
@@ -712,13 +714,17 @@ def test_reviews_are_listed_all_by_item_and_by_pr(api: Client) -> None:
     )
     other = PRReview.objects.create(repo="acme/other", pr_number=8, model_used="m")
     all_ids = [r["id"] for r in api.get("/api/reviews").json()]
-    assert all_ids == [other.pk, mine.pk]
+    assert all_ids == [str(other.pk), str(mine.pk)]
     by_item = api.get(f"/api/reviews/work-item/{item.pk}").json()
-    assert [r["id"] for r in by_item] == [mine.pk]
+    assert [r["id"] for r in by_item] == [str(mine.pk)]
     assert by_item[0]["workItemId"] == str(item.pk)
-    assert by_item[0]["findings"] == [{"f": 1}]
-    assert [r["id"] for r in api.get("/api/reviews/pr/8").json()] == [other.pk]
-    assert api.get("/api/reviews/pr/999").json() == []
+    # A list stored by an older version reads as the original's ReviewFindings object.
+    assert by_item[0]["findings"]["overallSummary"] == "f: 1"
+    # By PR: the one latest review, as the original; ?all=1 lists them.
+    assert api.get("/api/reviews/pr/8").json()["id"] == str(other.pk)
+    assert [r["id"] for r in api.get("/api/reviews/pr/8?all=1").json()] == [str(other.pk)]
+    assert_error(api.get("/api/reviews/pr/999"), 404, "NOT_FOUND")
+    assert api.get("/api/reviews/pr/999?all=1").json() == []
 
 
 # --- health -----------------------------------------------------------------------------------

@@ -131,7 +131,7 @@ SUCCESS: dict[tuple[str, str], tuple[int, Callable[[Any], bool]]] = {
         200,
         lambda b: [r["workItemId"] for r in b] == [SOME_ID],
     ),
-    ("get", "/api/reviews/pr/1"): (200, lambda b: [r["workItemId"] for r in b] == [SOME_ID]),
+    ("get", "/api/reviews/pr/1"): (200, lambda b: b["workItemId"] == SOME_ID),
 }
 
 
@@ -243,6 +243,54 @@ def test_embedded_mode_with_no_key_configured_lets_loopback_in(
     assert_error(client.get("/api/queue", REMOTE_ADDR="10.0.0.8"), 401, "UNAUTHORIZED")
     apikey_create(name="first")
     assert_error(client.get("/api/queue"), 401, "UNAUTHORIZED")
+
+
+def _run_key() -> str:
+    """What ``make run`` does before it starts: whim_setup, which prints this run's key."""
+    out = io.StringIO()
+    call_command("whim_setup", stdout=out)
+    return next(
+        line.split(": ", 1)[1] for line in out.getvalue().splitlines() if line.startswith("API key")
+    )
+
+
+def test_the_key_make_run_creates_leaves_keyless_loopback_on(client: Client, settings: Any) -> None:
+    """The original Whim's client sends no key: in single-machine mode it must still work
+    after ``make run`` made its own key, and that key must work too."""
+    settings.EMBEDDED_MODE = True
+    settings.API_KEY = ""
+    key = _run_key()
+    _run_key()  # a second run: the first run's key is revoked, the exemption stays
+    key = _run_key()
+
+    assert client.get("/api/queue").status_code == 200
+    assert client.get("/api/queue", headers={"X-API-Key": key}).status_code == 200
+    assert_error(client.get("/api/queue", REMOTE_ADDR="10.0.0.8"), 401, "UNAUTHORIZED")
+    # Not in server mode: there, a key is always needed.
+    settings.EMBEDDED_MODE = False
+    assert_error(client.get("/api/queue"), 401, "UNAUTHORIZED")
+    assert client.get("/api/queue", headers={"X-API-Key": key}).status_code == 200
+
+
+@pytest.mark.parametrize("how", ["command", "admin", "setting"])
+def test_a_key_an_operator_configures_or_creates_switches_keyless_loopback_off(
+    client: Client, settings: Any, superuser_client: Client, how: str
+) -> None:
+    settings.EMBEDDED_MODE = True
+    settings.API_KEY = ""
+    key = _run_key()
+    assert client.get("/api/queue").status_code == 200
+    if how == "command":
+        call_command("whim_apikey", "create", "--name", "ops", stdout=io.StringIO())
+    elif how == "admin":
+        resp = superuser_client.post("/admin/orchestration/apikey/add/", {"name": "ops"})
+        assert resp.status_code == 302, resp.content
+        assert ApiKey.objects.get(name="ops").auto_created is False
+    else:
+        settings.API_KEY = "env-secret-7d1e-0000"
+
+    assert_error(client.get("/api/queue"), 401, "UNAUTHORIZED")
+    assert client.get("/api/queue", headers={"X-API-Key": key}).status_code == 200
 
 
 def test_server_mode_with_no_key_configured_lets_nobody_in(client: Client, settings: Any) -> None:

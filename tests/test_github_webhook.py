@@ -88,17 +88,22 @@ def test_a_submitted_review_of_a_whim_pull_request_is_stored_on_its_item(
     review = PRReview.objects.get()
     assert review.work_item_id == item.pk and review.pr_number == 7
     assert review.model_used == "github:octocat"
-    assert review.findings == [
-        {
-            "severity": "changes_requested",
-            "message": "Please add a test for the <script> edge case.",
-            "url": "https://github.com/acme/widgets/pull/7#pullrequestreview-1",
-        }
-    ]
+    # Stored in the original Whim's ReviewFindings shape (the console and API show that).
+    url = "https://github.com/acme/widgets/pull/7#pullrequestreview-1"
+    assert review.findings == {
+        "specAlignment": {"score": "partial", "summary": "", "gaps": [], "extras": []},
+        "codeQuality": {
+            "score": "needs-work",
+            "summary": f"GitHub review by octocat: changes_requested ({url})",
+            "concerns": [],
+        },
+        "overallSummary": "Please add a test for the <script> edge case.",
+    }
     event = WorkItemEvent.objects.get(work_item=item, kind="github_review")
     assert event.actor == "github:octocat" and event.data == {"delivery": "d-1"}
-    listed = client.get("/api/reviews/pr/7", headers={"X-API-Key": api_key})
-    assert [r["modelUsed"] for r in listed.json()] == ["github:octocat"]
+    shown = client.get("/api/reviews/pr/7", headers={"X-API-Key": api_key}).json()
+    assert shown["modelUsed"] == "github:octocat"
+    assert shown["findings"] == review.findings
 
 
 def test_the_review_reaches_the_item_page_escaped(admin_client: Client) -> None:
@@ -314,7 +319,7 @@ def test_a_long_review_a_deleted_author_and_a_nul_in_an_unread_field_are_all_sto
     assert resp.status_code == 200, resp.content
     review = PRReview.objects.get(work_item=item)
     assert review.model_used == "github:ghost"
-    assert len(review.findings[0]["message"]) == 65_536
+    assert len(review.findings["overallSummary"]) == 65_536
 
 
 def test_a_review_lands_on_the_item_that_opened_the_pr_not_its_verification(
@@ -358,7 +363,7 @@ def test_a_form_encoded_delivery_is_read_from_its_payload_field(client: Client) 
 
     assert resp.status_code == 200, resp.content
     assert PRReview.objects.get().work_item_id == item.pk
-    assert PRReview.objects.get().findings[0]["severity"] == "approved"
+    assert PRReview.objects.get().findings["codeQuality"]["score"] == "good"
 
 
 def test_only_post_is_allowed(client: Client) -> None:

@@ -175,6 +175,8 @@ def test_status_summary_reports_workers_queue_and_rate_limits(dataset: Dataset) 
         "runtime": {"name": "fake", "isolated": False},  # the autouse test runtime
         "workers": {"active": 2, "maxWorkers": 7},
         "queue": {"size": 2, "oldest": dataset.oldest_queued.created_at.isoformat()},
+        # The original client's ``status`` command reads these (today's finished items).
+        "metrics": {"activeWorkers": 2, "queuedItems": 2, "completedToday": 2, "failedToday": 1},
         "reviews": {"queued": 0, "running": 0, "completedToday": 0, "failedToday": 0},
         "rateLimits": {
             "iterationsToday": 7,  # today's spawns, not yesterday's, not heartbeat iterations
@@ -231,6 +233,7 @@ def test_verification_counts_passed_failed_and_the_pass_rate(dataset: Dataset) -
         "total": 4,
         "passed": 2,
         "failed": 1,
+        "pending": 0,  # all finished days ago
         "passRate": pytest.approx(0.6667),
     }
 

@@ -160,8 +160,16 @@ class WorkerMetricsAdmin(FastListAdmin):
 
 @admin.register(ApiKey)
 class ApiKeyAdmin(admin.ModelAdmin):
-    list_display = ("name", "prefix", "created_at", "last_used_at", "revoked_at", "active")
-    list_filter = ("revoked_at",)
+    list_display = (
+        "name",
+        "prefix",
+        "created_at",
+        "last_used_at",
+        "revoked_at",
+        "active",
+        "auto_created",
+    )
+    list_filter = ("revoked_at", "auto_created")
     search_fields = ("name", "prefix")
     fields = ("name",)
     actions = ("revoke",)

@@ -11,7 +11,7 @@ from orchestration.api.base import api_view
 from orchestration.api.queries import queue_page
 from orchestration.api.responses import error_response
 from orchestration.api.serializers import work_item_detail_json, work_item_json, worker_json
-from orchestration.errors import NotFound, ValidationFailed
+from orchestration.errors import InvalidType, NotFound, ValidationFailed
 from orchestration.forms.clients import (
     ContinueForm,
     KillForm,
@@ -24,6 +24,7 @@ from orchestration.registry import runtime
 from orchestration.rows import row_get
 from orchestration.selectors import metrics_summary, status_summary
 from orchestration.services import work_items, workers
+from reviews.findings import findings_object
 from reviews.models import PRReview
 
 
@@ -79,6 +80,8 @@ def work_continue(request: HttpRequest, *, body: dict[str, Any], actor: str, pk:
 @api_view("GET")
 def work_verification(request: HttpRequest, *, body: dict[str, Any], actor: str, pk: str) -> Any:
     parent = row_get(WorkItem, pk, "Work item")
+    if parent.type != WorkItemType.EXECUTION:
+        raise InvalidType("Only execution items have linked verification items")
     child = (
         WorkItem.objects.filter(parent_work_item=parent, type=WorkItemType.VERIFICATION)
         .order_by("-created_at")
@@ -109,7 +112,10 @@ def workers_list(request: HttpRequest, *, body: dict[str, Any], actor: str) -> A
 def worker_kill(request: HttpRequest, *, body: dict[str, Any], actor: str, pk: str) -> Any:
     data = KillForm.from_json(body).validated()
     workers.worker_kill(
-        worker_id=row_get(Worker, pk, "Worker").pk, reason=data.get("reason") or "", actor=actor
+        worker_id=row_get(Worker, pk, "Worker").pk,
+        reason=data.get("reason") or "Manual kill",
+        actor=actor,
+        retry=data.get("retry") is not False,
     )
     return {"success": True}
 
@@ -132,14 +138,19 @@ def metrics(request: HttpRequest, *, body: dict[str, Any], actor: str) -> Any:
 
 
 def _review_json(r: PRReview) -> dict[str, Any]:
+    """The original Whim's PRReview: ``id`` a string, ``findings`` a ReviewFindings object.
+    A review is never edited, so ``reviewTimestamp`` and ``updatedAt`` are its creation."""
+    when = r.created_at.isoformat()
     return {
-        "id": r.pk,
+        "id": str(r.pk),
         "workItemId": str(r.work_item_id) if r.work_item_id else None,
         "repo": r.repo,
         "prNumber": r.pr_number,
+        "reviewTimestamp": when,
         "modelUsed": r.model_used,
-        "findings": r.findings,
-        "createdAt": r.created_at.isoformat(),
+        "findings": findings_object(r.findings),
+        "createdAt": when,
+        "updatedAt": when,
     }
 
 
@@ -156,8 +167,20 @@ def reviews_for_item(request: HttpRequest, *, body: dict[str, Any], actor: str, 
 
 @api_view("GET")
 def reviews_for_pr(request: HttpRequest, *, body: dict[str, Any], actor: str, number: int) -> Any:
-    rows = PRReview.objects.filter(pr_number=number).order_by("-created_at")[:200]
-    return [_review_json(r) for r in rows]
+    """The PR's latest review (404 without one), as the original answers; ``?all=1``: the
+    list of its reviews, newest first."""
+    every = request.GET.get("all", "")
+    if every not in ("", "0", "1", "true", "false"):
+        raise ValidationFailed(
+            "Invalid query parameters", details={"all": "must be 1 or true (or 0 or false)"}
+        )
+    rows = PRReview.objects.filter(pr_number=number).order_by("-created_at", "-pk")
+    if every in ("1", "true"):
+        return [_review_json(r) for r in rows[:200]]
+    latest = rows.first()
+    if latest is None:
+        raise NotFound("Review not found")
+    return _review_json(latest)
 
 
 def health(request: HttpRequest) -> HttpResponse:

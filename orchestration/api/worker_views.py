@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import hmac
+import json
 from collections.abc import Callable
 from typing import Any
 
@@ -136,10 +137,15 @@ def complete(request: HttpRequest, worker: Worker, body: dict[str, Any]) -> dict
 def fail(request: HttpRequest, worker: Worker, body: dict[str, Any]) -> dict[str, Any]:
     data = FailForm.from_json(body).validated()
     error = data["error"]
+    if data.get("context"):  # kept in the error, as the original Whim does
+        error = f"{error}\n\nContext: {json.dumps(data['context'], sort_keys=True)}"
     if data.get("stack"):
         error = f"{error}\n\n{data['stack']}"
     workers.worker_fail(
-        worker_id=worker.pk, error=error, category=data.get("category") or ErrorCategory.AGENT_ERROR
+        worker_id=worker.pk,
+        error=error,
+        category=data.get("category") or ErrorCategory.AGENT_ERROR,
+        iteration=data.get("iteration"),
     )
     return {"success": True}
 

@@ -147,6 +147,8 @@ class KillForm(ErrorFirstForm):
     """POST /api/workers/<id>/kill."""
 
     reason = StrictCharField(required=False, max_length=1000)
+    # As the original Whim: a killed attempt's item is retried with backoff unless false.
+    retry = StrictBooleanField(required=False)
 
 
 class QueueQueryForm(ErrorFirstForm):

@@ -19,10 +19,15 @@ def _digest(key: str) -> str:
     return hashlib.sha256(key.encode()).hexdigest()
 
 
-def apikey_create(*, name: str) -> tuple[ApiKey, str]:
-    """Create a key; returns the row and the key itself, which is never stored."""
+def apikey_create(*, name: str, auto_created: bool = False) -> tuple[ApiKey, str]:
+    """Create a key; returns the row and the key itself, which is never stored.
+
+    ``auto_created``: made by ``make run`` for its own run, not by an operator (see
+    ``apikeys_configured``)."""
     key = KEY_PREFIX + secrets.token_urlsafe(32)
-    row = ApiKey.objects.create(name=name[:100], prefix=key[:12], key_hash=_digest(key))
+    row = ApiKey.objects.create(
+        name=name[:100], prefix=key[:12], key_hash=_digest(key), auto_created=auto_created
+    )
     return row, key
 
 
@@ -49,4 +54,12 @@ def apikey_authenticate(*, key: str) -> str | None:
 
 
 def apikeys_configured() -> bool:
-    return bool(settings.API_KEY) or ApiKey.objects.filter(revoked_at__isnull=True).exists()
+    """An operator configured (``API_KEY``) or created (admin, ``whim_apikey``) a live key.
+
+    The key ``make run`` makes for itself does not count: single-machine mode keeps letting
+    keyless loopback requests in (the original Whim's client sends no key) until an operator
+    asks for keys."""
+    return (
+        bool(settings.API_KEY)
+        or ApiKey.objects.filter(revoked_at__isnull=True, auto_created=False).exists()
+    )

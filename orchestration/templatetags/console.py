@@ -68,8 +68,8 @@ def finding_text(value: Any) -> str:
 @register.filter
 def findings_shape(value: Any) -> str:
     """How a review's findings are shaped: ``whim`` (the original Whim's ReviewFindings
-    object, what attempts report), ``list`` (a list of findings, what the GitHub webhook and
-    older rows hold) or ``other`` (anything else, shown as it is)."""
+    object, what attempts report and GitHub reviews are stored as), ``list`` (a list, what
+    older versions stored) or ``other`` (anything else, shown as it is)."""
     if isinstance(value, dict) and isinstance(value.get("specAlignment"), dict):
         return "whim"
     if isinstance(value, list):

@@ -8,6 +8,7 @@ from typing import Any
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand
+from django.db.models import Q
 
 from orchestration.models import ApiKey
 from orchestration.services.apikeys import apikey_create, apikey_revoke
@@ -32,7 +33,11 @@ class Command(BaseCommand):
                 "Admin login exists (reset it with: .venv/bin/python manage.py changepassword "
                 "admin)"
             )
-        for old in ApiKey.objects.filter(name=RUN_KEY_NAME, revoked_at__isnull=True):
+        # The previous run's key: marked, or (made before the mark existed) by its name.
+        previous = Q(auto_created=True) | Q(name=RUN_KEY_NAME)
+        for old in ApiKey.objects.filter(previous, revoked_at__isnull=True):
             apikey_revoke(key_id=old.pk)
-        _, key = apikey_create(name=RUN_KEY_NAME)
+        # Marked as this run's own: it works, but leaves keyless loopback on in
+        # single-machine mode (only an operator's key turns that off).
+        _, key = apikey_create(name=RUN_KEY_NAME, auto_created=True)
         self.stdout.write(f"API key for this run: {key}")

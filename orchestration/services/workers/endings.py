@@ -62,6 +62,7 @@ def _end_attempt(
     retry: bool,
     repeat_ok: tuple[str, ...],
     unless: Callable[[Worker], bool] | None = None,
+    iteration: int | None = None,
 ) -> bool:
     """End an active attempt with ``to`` and retry (with backoff) or fail its item.
 
@@ -69,7 +70,7 @@ def _end_attempt(
     2. A worker in any other final state is fenced off.
     3. ``unless(worker)`` true under the lock (a sweep's condition no longer holds, e.g. a
        heartbeat just landed): no-op.
-    4. Worker → ``to``; its locks are freed.
+    4. Worker → ``to`` (at ``iteration`` when the worker reports it); its locks are freed.
     5. If the worker is still the item's current attempt: a ``spec`` attempt's item goes back
        to ``generating`` with a backoff or fails (``specs.spec_failure``); any other item →
        ``paused`` for a held category (the cost cap), else ``queued`` with ``next_retry_at``
@@ -85,7 +86,11 @@ def _end_attempt(
             return False
         now = db_now()
         Worker.objects.filter(pk=worker.pk, status__in=Worker.ACTIVE).update(
-            status=to, completed_at=now, error=error[:100_000], error_category=category[:40]
+            status=to,
+            completed_at=now,
+            error=error[:100_000],
+            error_category=category[:40],
+            **({"iteration": iteration} if iteration is not None else {}),
         )
         locks_release_all(worker_id=worker.pk)
         if item.status in WorkItem.ACTIVE and item.worker_id == worker.pk:
@@ -262,10 +267,17 @@ def _retry_or_fail(
 
 
 def worker_fail(
-    *, worker_id: UUID | str, error: str, category: str = ErrorCategory.AGENT_ERROR, actor: str = ""
+    *,
+    worker_id: UUID | str,
+    error: str,
+    category: str = ErrorCategory.AGENT_ERROR,
+    actor: str = "",
+    iteration: int | None = None,
 ) -> bool:
-    """The attempt failed: retry the item with backoff, or fail it after MAX_RETRIES."""
+    """The attempt failed: retry the item with backoff, or fail it after MAX_RETRIES. The
+    worker row keeps the ``iteration`` it failed at, when reported."""
     return _end_attempt(
+        iteration=iteration,
         worker_id=worker_id,
         to=WorkerStatus.FAILED,
         error=error or "failed",
@@ -320,9 +332,13 @@ def worker_expire(
     return ended
 
 
-def worker_kill(*, worker_id: UUID | str, reason: str = "", actor: str = "system") -> bool:
+def worker_kill(
+    *, worker_id: UUID | str, reason: str = "", actor: str = "system", retry: bool = False
+) -> bool:
     """An operator kills an attempt: its container is stopped and its item fails (requeue it
-    to try again). Killing a killed worker is a no-op; killing a finished one is InvalidState.
+    to try again), or, with ``retry`` (the API's default, as the original Whim), is retried
+    with backoff while retries are left. Killing a killed worker is a no-op; killing a
+    finished one is InvalidState.
     """
     try:
         killed = _end_attempt(
@@ -331,7 +347,7 @@ def worker_kill(*, worker_id: UUID | str, reason: str = "", actor: str = "system
             error=f"killed: {reason}" if reason else "killed",
             category=ErrorCategory.KILLED,
             actor=actor,
-            retry=False,
+            retry=retry,
             repeat_ok=(WorkerStatus.KILLED,),
         )
     except Fenced as exc:
