@@ -25,6 +25,7 @@ from orchestration.forms.fields import (
     StrictBooleanField,
     StrictCharField,
     StrictIntegerField,
+    dig,
 )
 
 # GitHub logins: letters, digits and '-' (at most 39); apps act as ``name[bot]``.
@@ -35,12 +36,6 @@ TITLE_MAX = 1_000  # GitHub allows 256; the bound is ours
 BODY_MAX = 262_144  # GitHub's limit is 65,536 characters; the item keeps DESCRIPTION_MAX
 LABEL_MAX = 100  # GitHub's limit is 50
 LABELS_MAX = 100
-
-
-def _dig(value: Any, *keys: str) -> Any:
-    for key in keys:
-        value = value.get(key) if isinstance(value, dict) else None
-    return value
 
 
 def _login(value: Any) -> str | None:
@@ -70,15 +65,15 @@ def labelling(events: list[Any], label: str) -> tuple[str | None, dt.datetime | 
     for event in reversed(events):
         if not isinstance(event, dict) or event.get("event") != "labeled":
             continue
-        name = _dig(event, "label", "name")
+        name = dig(event, "label", "name")
         if isinstance(name, str) and name.casefold() == label.casefold():
-            return _login(_dig(event, "actor", "login")), _time(event.get("created_at"))
+            return _login(dig(event, "actor", "login")), _time(event.get("created_at"))
     return None, None
 
 
 def closer(issue: Any) -> str | None:
     """Who closed an issue (GitHub's ``closed_by`` of one issue), when it says so."""
-    return _login(_dig(issue, "closed_by", "login"))
+    return _login(dig(issue, "closed_by", "login"))
 
 
 def _text(value: Any) -> Any:
@@ -124,13 +119,13 @@ class IssueForm(ErrorFirstForm):
         """The form's fields picked out of GitHub's issue object (missing → None)."""
         return {
             "repo": repo,
-            "number": _dig(issue, "number"),
-            "title": _text(_dig(issue, "title")),
-            "body": _text(_dig(issue, "body")),
-            "author": _dig(issue, "user", "login"),
-            "url": _dig(issue, "html_url"),
-            "state": _dig(issue, "state"),
-            "labels": _dig(issue, "labels"),
+            "number": dig(issue, "number"),
+            "title": _text(dig(issue, "title")),
+            "body": _text(dig(issue, "body")),
+            "author": dig(issue, "user", "login"),
+            "url": dig(issue, "html_url"),
+            "state": dig(issue, "state"),
+            "labels": dig(issue, "labels"),
             # The issues API lists pull requests too, marked by this key.
             "isPull": isinstance(issue, dict) and issue.get("pull_request") is not None,
         }
@@ -146,7 +141,7 @@ class IssueEventForm(IssueForm):
     @classmethod
     def event_fields(cls, payload: dict[str, Any]) -> dict[str, Any]:
         return {
-            **cls.issue_fields(payload.get("issue"), repo=_dig(payload, "repository", "full_name")),
-            "sender": _dig(payload, "sender", "login"),
-            "label": _dig(payload, "label", "name"),
+            **cls.issue_fields(payload.get("issue"), repo=dig(payload, "repository", "full_name")),
+            "sender": dig(payload, "sender", "login"),
+            "label": dig(payload, "label", "name"),
         }

@@ -33,6 +33,7 @@ from orchestration.clock import db_now
 from orchestration.errors import InvalidState, QueueFull
 from orchestration.forms.branches import BRANCH_SLUG_MAX, branch_error
 from orchestration.forms.clients import DESCRIPTION_MAX
+from orchestration.forms.fields import dig
 from orchestration.models import WorkItem, WorkItemStatus
 from orchestration.services.work_items import (
     work_item_cancel,
@@ -267,7 +268,7 @@ def issues_poll(*, repo: str) -> dict[str, int]:
         listed = answer.data if isinstance(answer.data, list) else []
         for raw in listed:
             counts[_poll_one(repository, client, raw)] += 1
-        open_numbers = {_dig(raw, "number") for raw in listed if _dig(raw, "state") == "open"}
+        open_numbers = {dig(raw, "number") for raw in listed if dig(raw, "state") == "open"}
         counts["closed"] = _closed_check(repository, client, listed=open_numbers)
     except RateLimited as exc:
         repository_rate_limited(repository, exc, polled_at=now)
@@ -359,12 +360,6 @@ def _closed_check(repository: Repository, client: GitHubClient, *, listed: set[A
         outcome, _ = issue_closed(repository=repository, number=number, actor=actor)
         cancelled += outcome == Outcome.ITEM_CANCELLED
     return cancelled
-
-
-def _dig(value: Any, *keys: str) -> Any:
-    for key in keys:
-        value = value.get(key) if isinstance(value, dict) else None
-    return value
 
 
 def repository_rate_limited(repository: Repository, exc: GitHubError, **fields: Any) -> None:

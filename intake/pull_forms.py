@@ -18,6 +18,7 @@ from orchestration.forms.fields import (
     StrictBooleanField,
     StrictCharField,
     StrictIntegerField,
+    dig,
 )
 
 # A full commit id (SHA-1, or SHA-256 for repositories that use it).
@@ -26,13 +27,6 @@ SHA_VALIDATOR = RegexValidator(
 )
 TITLE_MAX = 1_000
 BODY_MAX = 65_536  # GitHub's own limit on a pull request body
-
-
-def dig(value: Any, *keys: str) -> Any:
-    """``value[k1][k2]...``; None where a level is missing or not an object."""
-    for key in keys:
-        value = value.get(key) if isinstance(value, dict) else None
-    return value
 
 
 class PullClosedForm(ErrorFirstForm):

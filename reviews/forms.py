@@ -18,6 +18,7 @@ from orchestration.forms.fields import (
     ErrorFirstForm,
     StrictCharField,
     StrictIntegerField,
+    dig,
 )
 
 
@@ -52,17 +53,11 @@ class GitHubReviewForm(ErrorFirstForm):
     def review_fields(payload: dict[str, Any]) -> dict[str, Any]:
         """The form's fields picked out of GitHub's nested payload (missing → None)."""
 
-        def dig(*keys: str) -> Any:
-            value: Any = payload
-            for key in keys:
-                value = value.get(key) if isinstance(value, dict) else None
-            return value
-
         return {
-            "repo": dig("repository", "full_name"),
-            "prNumber": dig("pull_request", "number"),
-            "reviewer": dig("review", "user", "login"),
-            "state": dig("review", "state"),
-            "body": dig("review", "body"),
-            "url": dig("review", "html_url"),
+            "repo": dig(payload, "repository", "full_name"),
+            "prNumber": dig(payload, "pull_request", "number"),
+            "reviewer": dig(payload, "review", "user", "login"),
+            "state": dig(payload, "review", "state"),
+            "body": dig(payload, "review", "body"),
+            "url": dig(payload, "review", "html_url"),
         }

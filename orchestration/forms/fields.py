@@ -33,6 +33,14 @@ _SURROGATE = re.compile("[\ud800-\udfff]")
 NOT_UNICODE = "must be valid Unicode text"
 
 
+def dig(value: Any, *keys: str) -> Any:
+    """``value[k1][k2]...`` of a decoded JSON payload; None where a level is missing or not an
+    object (the form then says what is wrong with the field)."""
+    for key in keys:
+        value = value.get(key) if isinstance(value, dict) else None
+    return value
+
+
 def contains_nul(value: Any) -> bool:
     """True when a NUL byte hides anywhere in a JSON-like value (keys included)."""
     return any("\x00" in text for text in _strings(value))
