@@ -219,3 +219,16 @@ def test_docs_page_renders_the_operations_from_local_assets_only(
         external = re.findall(r'(?:src|href)="(https?:)?//', page)
         assert not external, external
     json.dumps(_document())  # serialisable as JSON
+
+
+def test_every_answer_documents_the_security_headers_it_carries(api: Any) -> None:
+    doc = _document()
+    for name, header in openapi.SECURITY_HEADERS.items():
+        for status, answer in doc["components"]["responses"].items():
+            assert answer["headers"][name] == header, status
+        for ops in doc["paths"].values():
+            for op in ops.values():
+                for status, answer in op["responses"].items():
+                    assert "$ref" in answer or answer["headers"][name] == header, status
+        for path in ("/api/status", "/api/nope", "/health", "/metrics"):
+            assert api.get(path)[name] == header["schema"]["const"], (path, name)

@@ -21,6 +21,19 @@ from orchestration.api.openapi_forms import form_schema, query_parameters
 from orchestration.api.openapi_operations import ERRORS, OPERATIONS, PUBLIC, Op
 
 PARAMETER_NAMES = {"pk": "id"}  # the URLconf's names, as the document calls them
+# Headers every answer carries (Django's security middleware), documented on each response.
+SECURITY_HEADERS = {
+    "X-Content-Type-Options": {
+        "required": True,
+        "schema": {"const": "nosniff"},
+        "description": "SECURE_CONTENT_TYPE_NOSNIFF",
+    },
+    "X-Frame-Options": {
+        "required": True,
+        "schema": {"const": "DENY"},
+        "description": "no page of Whim may be framed",
+    },
+}
 
 
 def view_name(callback: Any) -> str:
@@ -89,9 +102,14 @@ def operation(path: str, op: Op, operation_id: str) -> dict[str, Any]:
             "required": False,
             "content": {"application/json": {"schema": schema}},
         }
+        if op.example is not None:
+            doc["requestBody"]["content"]["application/json"]["example"] = op.example
     responses: dict[str, Any] = {}
     for status, answer in op.answers.items():
-        responses[str(status)] = {"description": "OK" if status < 300 else "Redirect"}
+        responses[str(status)] = {
+            "description": "OK" if status < 300 else "Redirect",
+            "headers": SECURITY_HEADERS,
+        }
         if answer is not None:
             responses[str(status)]["content"] = _content(answer)
         if status in op.links:
@@ -143,6 +161,7 @@ def openapi_document() -> dict[str, Any]:
             "responses": {
                 f"E{status}": {
                     "description": text,
+                    "headers": SECURITY_HEADERS,
                     "content": {
                         "application/json": {"schema": {"$ref": "#/components/schemas/Error"}}
                     },

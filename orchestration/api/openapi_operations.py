@@ -71,6 +71,7 @@ class Op:
     tag: str = "client"
     headers: tuple[dict[str, Any], ...] = ()
     also: tuple[type[ErrorFirstForm], ...] = ()  # forms read into headers or a nested body
+    example: dict[str, Any] | None = None  # a request body that succeeds
 
     @property
     def forms(self) -> set[type[ErrorFirstForm]]:
@@ -132,6 +133,7 @@ OPERATIONS: dict[str, Op] = {
         body=WorkItemSubmitForm,
         errors=(*CLIENT_POST_ERRORS, 429),
         links={201: _links("getWorkItem", "cancelWorkItem")},
+        example={"repo": "acme/widgets", "spec": "# Add a widget\n\nDetails", "priority": "high"},
     ),
     _n + "work_detail": Op(
         "get", "A work item", {200: WORK_ITEM_DETAIL_SCHEMA}, errors=(*CLIENT_ERRORS, 404)
