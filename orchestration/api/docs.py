@@ -60,7 +60,7 @@ def _operations(doc: dict[str, Any]) -> list[dict[str, Any]]:
                     "tag": op["tags"][0],
                     "auth": sorted({name for s in op["security"] for name in s}) or ["none"],
                     "parameters": [
-                        _row(p["name"], p["schema"], p["required"], p["in"])
+                        _row(p["name"], p["schema"], p["required"], p["in"], p.get("description"))
                         for p in op.get("parameters", [])
                     ],
                     "fields": [
@@ -75,7 +75,9 @@ def _operations(doc: dict[str, Any]) -> list[dict[str, Any]]:
     return rows
 
 
-def _row(name: str, schema: dict[str, Any], required: bool, where: str) -> dict[str, Any]:
+def _row(
+    name: str, schema: dict[str, Any], required: bool, where: str, about: str | None = None
+) -> dict[str, Any]:
     kind = schema.get("type", "enum" if "enum" in schema else "")
     bounds = [
         f"{k} {schema[k]}"
@@ -90,7 +92,7 @@ def _row(name: str, schema: dict[str, Any], required: bool, where: str) -> dict[
         "type": " | ".join(kind) if isinstance(kind, list) else kind,
         "required": required,
         "bounds": "; ".join(bounds),
-        "description": schema.get("description", ""),
+        "description": about or schema.get("description", ""),
         "nested": json.dumps(schema, indent=1)
         if "properties" in schema or "items" in schema
         else "",

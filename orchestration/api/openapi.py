@@ -77,7 +77,13 @@ def _path_parameters(path: str) -> list[dict[str, Any]]:
             schema = {"type": "integer", "minimum": 0}
         elif name == "token":
             schema = {"type": "string", "minLength": 1, "maxLength": 200, "pattern": "^[^/]+$"}
-        params.append({"name": name, "in": "path", "required": True, "schema": schema})
+        param = {"name": name, "in": "path", "required": True, "schema": schema}
+        if name == "token":
+            param["description"] = (
+                "The worker's token, carried in the callback base URL its container receives "
+                "(ORCHESTRATOR_URL=http://host:port/w/<token>); it opens only its own routes."
+            )
+        params.append(param)
     return params
 
 
