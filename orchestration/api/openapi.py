@@ -22,7 +22,7 @@ from orchestration.api.openapi_operations import ERRORS, OPERATIONS, PUBLIC, Op
 
 PARAMETER_NAMES = {"pk": "id"}  # the URLconf's names, as the document calls them
 # Headers every answer carries (Django's security middleware), documented on each response.
-SECURITY_HEADERS = {
+SECURITY_HEADERS: dict[str, dict[str, Any]] = {
     "X-Content-Type-Options": {
         "required": True,
         "schema": {"const": "nosniff"},
