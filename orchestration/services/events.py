@@ -31,7 +31,7 @@ def event_record(
     """
     data = dict(data or {})
     if rid := requestid.current():
-        data.setdefault(requestid.EVENT_KEY, rid)
+        data[requestid.EVENT_KEY] = rid  # the current one wins over any key passed in
     event = WorkItemEvent.objects.create(
         work_item_id=work_item.pk if isinstance(work_item, WorkItem) else work_item,
         worker_id=worker.pk if isinstance(worker, Worker) else worker,
