@@ -10,27 +10,21 @@ a spec attempt writes its spec, a work attempt implements it and opens the pull 
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import hmac
 import json
-import os
 import urllib.request
 import uuid
-from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-import docker
 import pytest
-from docker.types import Mount
 
 from intake.models import GitHubAction, GitHubActionStatus, Repository
 from orchestration.models import AttemptKind, Worker, WorkerStatus, WorkItem, WorkItemStatus
-from tests.conftest import ROOT
 from tests.docker_stack import make_bare_repo
 from tests.helpers import wait_for
-from tests.test_docker_pipeline import GITHUB_TOKEN
+from tests.test_docker_pipeline import GITHUB_TOKEN, fake_github_in_a_container
 from tests.test_docker_pipeline_b import agent_bin, nothing_left
 
 pytestmark = [pytest.mark.docker, pytest.mark.celery, pytest.mark.django_db(transaction=True)]
@@ -42,76 +36,11 @@ SECRET = "loop-webhook-secret"
 SPEC = "# Add a widget\n\n## Tasks\n\n- [ ] write widget.txt\n"
 ISSUE = {"number": 42, "title": "Add a widget", "body": "We need a widget.", "user": "octocat"}
 
-# The fake GitHub of tests/fakes, seeded from $FAKE_GITHUB_SEED, with two routes of its own
-# for the test: GET /_fake/state (labels, comments, pulls created) and the requests it served
-# printed as JSON lines.
-FAKE_GITHUB = """
-import json, os, time
-from tests.fakes.github import FakeGitHub
 
-class Seeded(FakeGitHub):
-    def _handle(self, request):
-        if request.path == "/_fake/state":
-            with self._lock:
-                labels = {r: {str(n): v for n, v in by.items()} for r, by in self.labels.items()}
-                comments = {r: {str(n): [c["body"] for c in v] for n, v in by.items()}
-                            for r, by in self.comments.items()}
-                return 200, {"labels": labels, "comments": comments}
-        status, answer = super()._handle(request)
-        print(json.dumps({"method": request.method, "path": request.path, "body": request.body,
-                          "status": status}), flush=True)
-        return status, answer
-
-fake = Seeded(host="0.0.0.0", port=8080)
-for issue in json.loads(os.environ.get("FAKE_GITHUB_SEED", "{}")).get("issues", []):
-    fake.add_issue(issue.pop("repo"), issue.pop("number"), **issue)
-fake.start()
-print("listening", flush=True)
-while True:
-    time.sleep(3600)
-"""
-
-
-@contextlib.contextmanager
-def seeded_github(seed: dict[str, Any]) -> Iterator[tuple[str, Callable[[], Any], Any]]:
-    """The fake GitHub in a container on a network of its own, seeded with ``seed``. Yields its
-    address, ``served()`` (the requests, as JSON objects) and ``state()``."""
-    client = docker.from_env()
-    tag = uuid.uuid4().hex[:8]
-    network = client.networks.create(f"whim-fakegh-{tag}", driver="bridge")
-    container = None
-    try:
-        container = client.containers.run(
-            os.environ.get("WORKER_IMAGE", "whim-worker:latest"),
-            entrypoint=["python3", "-c", FAKE_GITHUB],
-            name=f"whim-fakegh-{tag}",
-            user="0",
-            environment={
-                "PYTHONPATH": "/srv",
-                "PYTHONDONTWRITEBYTECODE": "1",
-                "FAKE_GITHUB_SEED": json.dumps(seed),
-            },
-            mounts=[Mount("/srv/tests", str(ROOT / "tests"), type="bind", read_only=True)],
-            network=network.name,
-            detach=True,
-        )
-        wait_for(lambda: b"listening" in container.logs(), timeout=30, what="the fake GitHub")
-        container.reload()
-        address = container.attrs["NetworkSettings"]["Networks"][network.name]["IPAddress"]
-
-        def served() -> list[dict[str, Any]]:
-            lines = container.logs(stderr=False).decode().splitlines()
-            return [json.loads(line) for line in lines if line.startswith("{")]
-
-        def state() -> Any:
-            with urllib.request.urlopen(f"http://{address}:8080/_fake/state", timeout=5) as r:
-                return json.loads(r.read())
-
-        yield address, served, state
-    finally:
-        if container is not None:
-            container.remove(force=True)
-        network.remove()
+def fake_state(address: str) -> Any:
+    """The fake GitHub's labels and comments (its /_fake/state)."""
+    with urllib.request.urlopen(f"http://{address}:8080/_fake/state", timeout=5) as answer:
+        return json.loads(answer.read())
 
 
 def deliver(base_url: str, event: str, payload: dict[str, Any], delivery: str) -> Any:
@@ -195,7 +124,7 @@ def test_a_labelled_issue_becomes_one_item_a_generated_spec_and_a_pr_that_closes
 ) -> None:
     scenario = {"spec": {"text": SPEC}, "steps": [{"write": {"widget.txt": "a widget\n"}}]}
     seed = {"issues": [{"repo": REPO, **ISSUE, "labels": ["whim"]}]}
-    with seeded_github(seed) as (address, served, state):
+    with fake_github_in_a_container(seed) as (address, served):
         stack = loop_stack(docker_stack, agent_bin, scenario, address)
 
         # The webhook first; the poll (every 2 s) sees the same labelled issue afterwards.
@@ -213,7 +142,7 @@ def test_a_labelled_issue_becomes_one_item_a_generated_spec_and_a_pr_that_closes
         )
         item = settled(item.pk)
         assert item.status == WorkItemStatus.COMPLETED, item.error
-        requests, seen = served(), state()
+        requests, seen = served(), fake_state(address)
 
     # One item, by webhook and poll, made as the issue describes it.
     assert WorkItem.objects.filter(repo=REPO).count() == 1
@@ -251,7 +180,7 @@ def test_a_spec_that_fails_every_try_fails_the_item_and_tells_the_issue_once(
 ) -> None:
     scenario = {"spec": {"text": SPEC, "failTimes": 3}}
     seed = {"issues": [{"repo": REPO, **ISSUE, "labels": ["whim"]}]}
-    with seeded_github(seed) as (address, _, state):
+    with fake_github_in_a_container(seed) as (address, _):
         loop_stack(docker_stack, agent_bin, scenario, address)  # the poll takes the issue
 
         item = wait_for(
@@ -260,7 +189,7 @@ def test_a_spec_that_fails_every_try_fails_the_item_and_tells_the_issue_once(
             what="the poll to take the issue",
         )
         item = settled(item.pk)
-        seen = state()
+        seen = fake_state(address)
 
     assert item.status == WorkItemStatus.FAILED
     assert item.spec == ""

@@ -246,18 +246,29 @@ def test_tests_failing_after_the_loop_get_one_fix_iteration_and_pass(
 # -- 3. a needs-work review, its fix pass, and the pull request's comment ---------------------
 
 GITHUB_TOKEN = "ghp_fake0123456789abcdefghijklmnopqrstuv"  # the fake GitHub's
+# The fake, seeded with issues from $FAKE_GITHUB_SEED; GET /_fake/state answers its labels and
+# comments; every request it serves is printed as a JSON line.
 FAKE_GITHUB = """
-import json, time
+import json, os, time
 from tests.fakes.github import FakeGitHub
 
 class Recording(FakeGitHub):
     def _handle(self, request):
+        if request.path == "/_fake/state":
+            with self._lock:
+                labels = {r: {str(n): v for n, v in by.items()} for r, by in self.labels.items()}
+                comments = {r: {str(n): [c["body"] for c in v] for n, v in by.items()}
+                            for r, by in self.comments.items()}
+                return 200, {"labels": labels, "comments": comments}
         status, answer = super()._handle(request)
         print(json.dumps({"method": request.method, "path": request.path, "body": request.body,
                           "authorization": request.authorization, "status": status}), flush=True)
         return status, answer
 
-Recording(host="0.0.0.0", port=8080).start()
+fake = Recording(host="0.0.0.0", port=8080)
+for issue in json.loads(os.environ.get("FAKE_GITHUB_SEED", "{}")).get("issues", []):
+    fake.add_issue(issue.pop("repo"), issue.pop("number"), **issue)
+fake.start()
 print("listening", flush=True)
 while True:
     time.sleep(3600)
@@ -265,10 +276,10 @@ while True:
 
 
 @contextlib.contextmanager
-def fake_github_in_a_container() -> Iterator[tuple[str, Any]]:
+def fake_github_in_a_container(seed: dict[str, Any] | None = None) -> Iterator[tuple[str, Any]]:
     """tests/fakes/github.py in a container on a network of its own (the worker network's
-    containers reach it only through the egress allowlist). Yields its address and a
-    function returning the requests it served, as JSON objects."""
+    containers reach it only through the egress allowlist), seeded with ``seed``'s issues.
+    Yields its address and a function returning the requests it served, as JSON objects."""
     client = docker.from_env()
     tag = uuid.uuid4().hex[:8]
     network = client.networks.create(f"whim-fakegh-{tag}", driver="bridge")
@@ -279,7 +290,11 @@ def fake_github_in_a_container() -> Iterator[tuple[str, Any]]:
             entrypoint=["python3", "-c", FAKE_GITHUB],
             name=f"whim-fakegh-{tag}",
             user="0",
-            environment={"PYTHONPATH": "/srv", "PYTHONDONTWRITEBYTECODE": "1"},
+            environment={
+                "PYTHONPATH": "/srv",
+                "PYTHONDONTWRITEBYTECODE": "1",
+                "FAKE_GITHUB_SEED": json.dumps(seed or {}),
+            },
             mounts=[Mount("/srv/tests", str(ROOT / "tests"), type="bind", read_only=True)],
             network=network.name,
             detach=True,

@@ -2,9 +2,11 @@
 
 from django.urls import path
 
-from orchestration.api import learnings, views
+from orchestration.api import docs, learnings, views
 
 urlpatterns = [
+    path("openapi.json", docs.openapi_json),
+    path("docs", docs.docs_page),
     path("work", views.work_submit),
     path("work/<str:pk>", views.work_detail),
     path("work/<str:pk>/cancel", views.work_cancel),

@@ -58,6 +58,12 @@ class PathListField(forms.Field):
     """A JSON list of repo-relative file paths, normalised and de-duplicated."""
 
     default_error_messages = MESSAGES
+    json_schema = {
+        "type": "array",
+        "maxItems": LOCK_FILES_MAX,
+        "items": {"type": "string", "minLength": 1, "maxLength": LOCK_PATH_MAX},
+        "description": "Repo-relative paths: not absolute, no '..', no NUL.",
+    }
 
     def to_python(self, value: Any) -> list[str]:
         if value in (None, ""):
@@ -79,6 +85,21 @@ class DiffLinesField(forms.Field):
     paths as the lock paths are (repo-relative, no '..'), ranges ordered 1 ≤ start ≤ end."""
 
     default_error_messages = MESSAGES
+    json_schema = {
+        "type": ["object", "null"],
+        "maxProperties": DIFF_FILES_MAX,
+        "additionalProperties": {
+            "type": "array",
+            "maxItems": DIFF_RANGES_MAX,
+            "items": {
+                "type": "array",
+                "items": {"type": "integer", "minimum": 1, "maximum": INT4_MAX},
+                "minItems": 2,
+                "maxItems": 2,
+            },
+        },
+        "description": "{path: [[start, end], ...]}, 1 <= start <= end.",
+    }
 
     def to_python(self, value: Any) -> dict[str, list[list[int]]] | None:
         if value in (None, {}):

@@ -61,12 +61,16 @@ class WorkItemSubmitForm(ErrorFirstForm):
     sourceRef = StrictCharField(required=False, max_length=200)
     metadata = JSONObjectField(required=False, widget=forms.Textarea)
     idempotencyKey = StrictCharField(required=False, max_length=200)
+    # Validators a ``clean_<field>`` applies after the field's own checks (the OpenAPI
+    # document reads them too: orchestration.api.openapi_forms).
+    CLEANED_BY = {"repo": (REPO_VALIDATOR,)}
 
     def clean_repo(self) -> str:
         """GitHub's rules, once the length bound has passed (so an over-long repo is told
         that, and not which of owner or name is too long)."""
         repo: str = self.cleaned_data["repo"]
-        REPO_VALIDATOR(repo)
+        for validator in self.CLEANED_BY["repo"]:
+            validator(repo)
         return repo
 
     def clean_priority(self) -> str:

@@ -199,6 +199,10 @@ class JSONObjectField(forms.Field):
     """A JSON object, given as an object (API) or as JSON text (form, command)."""
 
     default_error_messages = MESSAGES
+    json_schema = {
+        "type": ["object", "null"],
+        "description": f"A JSON object of at most {METADATA_MAX_BYTES} bytes as JSON, no NUL.",
+    }
 
     def to_python(self, value: Any) -> dict[str, Any]:
         if value in (None, ""):

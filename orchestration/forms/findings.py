@@ -123,10 +123,69 @@ def text_tree_check(value: Any) -> None:
         raise ValidationError(NOT_UNICODE, code="surrogate")
 
 
+def _text(limit: int, *, null: bool = False) -> dict[str, Any]:
+    return {"type": ["string", "null"] if null else "string", "maxLength": limit}
+
+
+def _texts_schema() -> dict[str, Any]:
+    return {"type": ["array", "null"], "maxItems": LIST_MAX, "items": _text(ITEM_TEXT_MAX)}
+
+
+# ReviewFindings as ``review_findings_clean`` accepts it (the OpenAPI document's schema).
+FINDINGS_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "required": ["specAlignment", "codeQuality", "overallSummary"],
+    "properties": {
+        "specAlignment": {
+            "type": "object",
+            "required": ["score", "summary"],
+            "properties": {
+                "score": {"enum": list(SPEC_ALIGNMENT_SCORES)},
+                "summary": _text(SUMMARY_MAX),
+                "gaps": _texts_schema(),
+                "extras": _texts_schema(),
+            },
+        },
+        "codeQuality": {
+            "type": "object",
+            "required": ["score", "summary"],
+            "properties": {
+                "score": {"enum": list(CODE_QUALITY_SCORES)},
+                "summary": _text(SUMMARY_MAX),
+                "concerns": {
+                    "type": ["array", "null"],
+                    "maxItems": LIST_MAX,
+                    "items": {
+                        "type": "object",
+                        "required": ["issue"],
+                        "properties": {
+                            "file": _text(PATH_MAX, null=True),
+                            "line": {
+                                "type": ["integer", "null"],
+                                "minimum": 0,
+                                "maximum": INT4_MAX,
+                            },
+                            "issue": _text(ITEM_TEXT_MAX),
+                            "suggestion": _text(ITEM_TEXT_MAX, null=True),
+                        },
+                    },
+                },
+            },
+        },
+        "overallSummary": _text(SUMMARY_MAX),
+    },
+}
+
+
 class ReviewField(forms.Field):
     """``review``: ``{modelUsed, findings: ReviewFindings}``; absent or null: no review."""
 
     default_error_messages = MESSAGES
+    json_schema = {
+        "type": ["object", "null"],
+        "required": ["modelUsed", "findings"],
+        "properties": {"modelUsed": _text(MODEL_MAX), "findings": FINDINGS_SCHEMA},
+    }
 
     def to_python(self, value: Any) -> dict[str, Any] | None:
         if value is None or value == {}:

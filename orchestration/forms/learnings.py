@@ -27,6 +27,18 @@ class LearningsField(forms.Field):
     """``learnings``: at most LEARNINGS_MAX ``{content, spec}`` objects, bounded strings."""
 
     default_error_messages = MESSAGES
+    json_schema = {
+        "type": ["array", "null"],
+        "maxItems": LEARNINGS_MAX,
+        "items": {
+            "type": "object",
+            "required": ["content"],
+            "properties": {
+                "content": {"type": "string", "minLength": 1, "maxLength": LEARNING_CONTENT_MAX},
+                "spec": {"type": ["string", "null"], "maxLength": LEARNING_SPEC_MAX},
+            },
+        },
+    }
 
     def to_python(self, value: Any) -> list[dict[str, str]]:
         if value is None:

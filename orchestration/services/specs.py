@@ -157,59 +157,35 @@ def spec_failure(
     with the reason. Only while the item is still where that try left it."""
     tries = item.retry_count + 1
     actor = actor or (f"worker:{worker.pk}" if worker is not None else "system")
+    fields: dict[str, Any] = {"retry_count": tries, "worker": None, "updated_at": now}
+    fields |= {"error_category": category[:40]}
+    data: dict[str, Any] = {"category": category}
+    delay = None
     if permanent or tries >= max(settings.SPEC_MAX_ATTEMPTS, 1):
-        reason = f"spec generation failed after {tries} attempt(s): {error}"
-        moved = _guarded(item, worker).update(
-            status=WorkItemStatus.FAILED,
-            retry_count=tries,
-            next_retry_at=None,
-            worker=None,
-            completed_at=now,
-            error=reason[:100_000],
-            error_category=category[:40],
-            updated_at=now,
-        )
-        if moved:
-            event_record(
-                work_item=item,
-                worker=worker,
-                kind=EventKind.SPEC_FAILED,
-                from_status=item.status,
-                to_status=WorkItemStatus.FAILED,
-                actor=actor,
-                message=reason[:2000],
-                data={"category": category, "attempts": tries},
-            )
-        return bool(moved)
-    delays = settings.RETRY_DELAYS or [60]
-    delay = delays[min(item.retry_count, len(delays) - 1)]
-    next_at = now + dt.timedelta(seconds=delay)
-    moved = _guarded(item, worker).update(
-        status=WorkItemStatus.GENERATING,
-        retry_count=tries,
-        next_retry_at=next_at,
-        worker=None,
-        error=error[:100_000],
-        error_category=category[:40],
-        updated_at=now,
-    )
+        kind, to_status = EventKind.SPEC_FAILED, WorkItemStatus.FAILED
+        message = f"spec generation failed after {tries} attempt(s): {error}"
+        fields |= {"next_retry_at": None, "completed_at": now}
+        data["attempts"] = tries
+    else:
+        kind, to_status, message = EventKind.RETRY_SCHEDULED, WorkItemStatus.GENERATING, error
+        delays = settings.RETRY_DELAYS or [60]
+        delay = delays[min(item.retry_count, len(delays) - 1)]
+        next_at = now + dt.timedelta(seconds=delay)
+        fields["next_retry_at"] = next_at
+        data |= {"specAttempt": tries, "delaySeconds": delay, "nextRetryAt": next_at.isoformat()}
+    moved = _guarded(item, worker).update(status=to_status, error=message[:100_000], **fields)
     if moved:
         event_record(
             work_item=item,
             worker=worker,
-            kind=EventKind.RETRY_SCHEDULED,
+            kind=kind,
             from_status=item.status,
-            to_status=WorkItemStatus.GENERATING,
+            to_status=to_status,
             actor=actor,
-            message=error[:2000],
-            data={
-                "category": category,
-                "specAttempt": tries,
-                "delaySeconds": delay,
-                "nextRetryAt": next_at.isoformat(),
-            },
+            message=message[:2000],
+            data=data,
         )
-        if not delay:
+        if delay == 0:
             spec_nudge(item)
     return bool(moved)
 
