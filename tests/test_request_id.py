@@ -22,6 +22,7 @@ from django.core.management.base import SystemCheckError
 from django.test import Client
 
 from orchestration import nudge, requestid
+from orchestration.api import openapi
 from orchestration.logfilters import (
     JsonFormatter,
     PlainFormatter,
@@ -285,3 +286,17 @@ def test_a_log_format_that_is_neither_is_refused_at_startup(settings: Any) -> No
 
     with pytest.raises(SystemCheckError, match="LOG_FORMAT 'xml' is not plain or json"):
         call_command("check", stdout=io.StringIO(), stderr=io.StringIO())
+
+
+def test_every_documented_answer_names_the_request_id_header() -> None:
+    """The OpenAPI document says each answer carries X-Request-ID (the live fuzz run checks
+    the header against this pattern), with the rule the middleware keeps an incoming one by."""
+    doc = openapi.openapi_document()
+    header = openapi.RESPONSE_HEADERS["X-Request-ID"]
+    assert re.fullmatch(header["schema"]["pattern"].strip("^$"), "a" * 128)
+    for status, answer in doc["components"]["responses"].items():
+        assert answer["headers"]["X-Request-ID"] == header, status
+    for ops in doc["paths"].values():
+        for op in ops.values():
+            for status, answer in op["responses"].items():
+                assert "$ref" in answer or answer["headers"]["X-Request-ID"] == header, status
