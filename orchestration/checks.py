@@ -324,6 +324,19 @@ def check_intake(app_configs: Any, **kwargs: Any) -> list[CheckMessage]:
     return errors
 
 
+@register()
+def check_log_format(app_configs: Any, **kwargs: Any) -> list[CheckMessage]:
+    """LOG_FORMAT is plain or json (a typo would otherwise log plain without a word)."""
+    if settings.LOG_FORMAT in ("plain", "json"):
+        return []
+    return [
+        Error(
+            f"LOG_FORMAT {str(settings.LOG_FORMAT)[:50]!r} is not plain or json.",
+            id="orchestration.E080",
+        )
+    ]
+
+
 @register(deploy=True)
 def check_broker(app_configs: Any, **kwargs: Any) -> list[CheckMessage]:
     """``manage.py check --deploy``: the broker answers."""

@@ -5,12 +5,20 @@ query parameter, nor any of these inside a traceback.
 ``RedactWorkerTokens`` is on Django's console handler (``settings.LOGGING``); gunicorn's own
 loggers (its access log and error log) get it from ``redact_server_logs``, which ``whim.wsgi``
 calls when gunicorn loads the app.
+
+``RequestIdFilter`` puts the current request id (``orchestration.requestid``) on every record
+as ``request_id``; ``PlainFormatter`` shows it in a line when there is one, and
+``JsonFormatter`` (``LOG_FORMAT=json``) writes one JSON object a line.
 """
 
 from __future__ import annotations
 
+import datetime as dt
+import json
 import logging
 import re
+
+from orchestration import requestid
 
 MARK = "***"
 _STOP = r"\s\"'<>,;"  # where a secret in a log line ends, besides its own delimiters
@@ -71,3 +79,47 @@ def redact_server_logs() -> None:
         logger = logging.getLogger(name)
         if not any(isinstance(f, RedactWorkerTokens) for f in logger.filters):
             logger.addFilter(RedactWorkerTokens())
+
+
+class RequestIdFilter(logging.Filter):
+    """Sets ``record.request_id``: the request's (or its task's) id, "" outside one."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not getattr(record, "request_id", ""):
+            record.request_id = requestid.current()
+        return True
+
+
+class PlainFormatter(logging.Formatter):
+    """``time LEVEL logger message``, with ``[request-id]`` before the message in a request."""
+
+    def __init__(self) -> None:
+        super().__init__("%(asctime)s %(levelname)s %(name)s %(rid)s%(message)s")
+
+    def format(self, record: logging.LogRecord) -> str:
+        rid = getattr(record, "request_id", "")
+        record.rid = f"[{rid}] " if rid else ""
+        return super().format(record)
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object a line: ``time`` (UTC, ISO 8601), ``level``, ``logger``, ``message``,
+    ``requestId`` when there is one, ``exception`` (the traceback's text) when there is one.
+    The message is the one the redacting filter already rewrote."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry: dict[str, object] = {
+            "time": dt.datetime.fromtimestamp(record.created, tz=dt.UTC).isoformat(),
+            "level": record.levelname,
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        if rid := getattr(record, "request_id", ""):
+            entry["requestId"] = rid
+        if record.exc_info and not record.exc_text:
+            record.exc_text = self.formatException(record.exc_info)
+        if record.exc_text:
+            entry["exception"] = record.exc_text
+        if record.stack_info:
+            entry["stack"] = record.stack_info
+        return json.dumps(entry, ensure_ascii=False, default=str)

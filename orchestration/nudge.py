@@ -15,6 +15,8 @@ import logging
 from celery import current_app
 from django.db import transaction
 
+from orchestration import requestid
+
 logger = logging.getLogger(__name__)
 
 
@@ -37,19 +39,25 @@ class TaskName:
 
 
 def send(name: str, *args: str) -> None:
-    """Send the message now. Raises when the broker is unreachable (callers decide)."""
-    current_app.send_task(name, args=list(args))
+    """Send the message now, carrying the current request id (if any) as a message header.
+    Raises when the broker is unreachable (callers decide)."""
+    rid = requestid.current()
+    headers = {requestid.TASK_HEADER: rid} if rid else None
+    current_app.send_task(name, args=list(args), headers=headers)
 
 
 def send_on_commit(name: str, *args: str) -> None:
     """Send the message after the current transaction commits (at once outside one).
 
-    A broker failure then is logged, not raised: the level-triggered sweep re-sends it.
+    A broker failure then is logged, not raised: the level-triggered sweep re-sends it. The
+    message carries the request id current now, whenever the commit comes.
     """
+    rid = requestid.current()
 
     def after_commit() -> None:
         try:
-            send(name, *args)
+            with requestid.bound(rid):
+                send(name, *args)
         except Exception as exc:  # broker down: the level-triggered sweep re-sends it
             logger.warning(
                 "could not enqueue %s (%s); a sweep will retry", name, type(exc).__name__

@@ -17,6 +17,7 @@ from django.core.management.base import CommandError
 from django.db import connection
 from django.test import Client
 from django.test.utils import CaptureQueriesContext
+from django.utils.module_loading import import_string
 
 from orchestration.models import (
     ApiKey,
@@ -358,11 +359,14 @@ def test_a_key_never_appears_in_any_log_record(
     assert any(r.name == "django.db.backends" for r in records)
     assert any(r.name == "django.request" and "Unauthorized" in r.getMessage() for r in records)
     logging_config: Any = django_settings.LOGGING
-    plain = logging.Formatter(logging_config["formatters"]["plain"]["format"])
+    # Every formatter the settings configure (plain and json), as the settings build it.
+    formatters = [import_string(spec["()"])() for spec in logging_config["formatters"].values()]
+    assert len(formatters) == 2
     for secret in (key, wrong, settings.API_KEY):
         for record in records:
             assert secret not in record.getMessage(), record.name
-            assert secret not in plain.format(record), record.name
+            for formatter in formatters:
+                assert secret not in formatter.format(record), record.name
             assert secret not in repr(record.args), record.name
             assert secret not in repr(getattr(record, "request", "")), record.name
         assert secret not in caplog.text

@@ -149,13 +149,14 @@ def test_requeue_of_a_running_item_is_refused(superuser_client: Client) -> None:
 def test_setting_the_priority_twice_changes_it_once(superuser_client: Client) -> None:
     item = WorkItemFactory.create(priority=Priority.LOW, priority_rank=0)
     form = {"apply": "yes", "reason": "customer escalation"}
+    superuser_client.defaults["HTTP_X_REQUEST_ID"] = "admin-1"  # on the event, as data
     action(superuser_client, "workitem", "priority_critical", [item.pk], **form)
     action(superuser_client, "workitem", "priority_critical", [item.pk], **form)
     item.refresh_from_db()
     assert (item.priority, item.priority_rank) == (Priority.CRITICAL, 3)
     event = WorkItemEvent.objects.get(work_item=item, kind="priority_changed")
     assert event.actor == "admin:admin"
-    assert event.data == {"from": "low", "to": "critical"}
+    assert event.data == {"from": "low", "to": "critical", "requestId": "admin-1"}
     assert event.message == "priority low → critical: customer escalation"
 
 

@@ -427,7 +427,8 @@ def test_a_container_killed_after_iteration_two_resumes_from_the_pushed_commit(
     assert made[1][0] == pushed and item.commit_sha == made[2][0]
     assert pushes(bare, branch) == [sha for sha, _, _ in made]  # nothing rewound or redone
     [resumed] = WorkItemEvent.objects.filter(work_item_id=item_id, kind="resumed")
-    assert resumed.worker_id == second.pk and resumed.data == {"commitSha": pushed}
+    assert resumed.worker_id == second.pk and resumed.data["commitSha"] == pushed
+    assert set(resumed.data) == {"commitSha", "requestId"}  # the heartbeat callback's id
     assert f"resumed from commit {pushed[:7]}" in text_of(page(stack, f"/work/{item_id}/", user))
 
 

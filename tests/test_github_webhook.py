@@ -100,7 +100,8 @@ def test_a_submitted_review_of_a_whim_pull_request_is_stored_on_its_item(
         "overallSummary": "Please add a test for the <script> edge case.",
     }
     event = WorkItemEvent.objects.get(work_item=item, kind="github_review")
-    assert event.actor == "github:octocat" and event.data == {"delivery": "d-1"}
+    assert event.actor == "github:octocat"
+    assert event.data == {"delivery": "d-1", "requestId": resp["X-Request-ID"]}
     shown = client.get("/api/reviews/pr/7", headers={"X-API-Key": api_key}).json()
     assert shown["modelUsed"] == "github:octocat"
     assert shown["findings"] == review.findings

@@ -124,13 +124,16 @@ def test_the_first_heartbeat_that_resumes_records_one_event(
 ) -> None:
     item, worker = running_attempt()
 
+    answers = []
     for iteration in (1, 2, 3):
         resp = call(client, worker, "heartbeat", {"iteration": iteration, "resumedFrom": RESUMED})
         assert resp.status_code == 200, resp.content
+        answers.append(resp)
 
     events = WorkItemEvent.objects.filter(work_item=item, kind="resumed")
+    first = answers[0]["X-Request-ID"]  # recorded by the first heartbeat, under its id
     assert [(e.message, e.worker_id, e.data) for e in events] == [
-        ("resumed from commit abcdef0", worker.pk, {"commitSha": RESUMED})
+        ("resumed from commit abcdef0", worker.pk, {"commitSha": RESUMED, "requestId": first})
     ]
     page = staff_client.get(f"/work/{item.pk}/").content.decode()
     assert "resumed from commit abcdef0" in page

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import contextvars
 import os
 from typing import Any
 
 from celery import Celery
-from celery.signals import worker_ready
+from celery.signals import task_postrun, task_prerun, worker_ready
+
+from orchestration import requestid
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "whim.settings")
 
@@ -22,3 +25,31 @@ def recover_at_startup(sender: Any = None, **kwargs: Any) -> None:
     so several workers starting together do no harm."""
     app.send_task("orchestration.sweep", args=["all"])
     app.send_task("orchestration.dispatch")
+
+
+# The request id bound for each running task, by task id (a pool of threads runs several).
+_bound: dict[str, contextvars.Token[str]] = {}
+
+
+@task_prerun.connect
+def bind_request_id(task_id: str = "", task: Any = None, **kwargs: Any) -> None:
+    """A task enqueued by a request runs under that request's id (``nudge.send`` put it in a
+    message header; Celery makes a custom header an attribute of ``task.request``): its log
+    records, the events it records and the tasks it enqueues carry it too."""
+    request = getattr(task, "request", None)
+    headers = getattr(request, "headers", None) or {}  # where an eager apply() keeps them
+    rid = requestid.sane(
+        getattr(request, requestid.TASK_HEADER, None) or headers.get(requestid.TASK_HEADER)
+    )
+    if rid and task_id:
+        _bound[task_id] = requestid.bind(rid)
+
+
+@task_postrun.connect
+def unbind_request_id(task_id: str = "", task: Any = None, **kwargs: Any) -> None:
+    token = _bound.pop(task_id, None)
+    if token is not None:
+        try:
+            requestid.unbind(token)
+        except ValueError:  # bound in another context: clear it here instead
+            requestid.bind("")

@@ -58,6 +58,7 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    "orchestration.api.middleware.RequestIdMiddleware",
     "orchestration.api.middleware.CallbackListenerMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whim.csp.ContentSecurityPolicyMiddleware",
@@ -367,34 +368,5 @@ CONTENT_SECURITY_POLICY = env.str(
     ),
 )
 
-# --- Logging: structured enough to grep, never a secret ------------------------
-LOG_LEVEL = env.str("LOG_LEVEL", default="INFO")
-LOGGING = {
-    "version": 1,
-    "disable_existing_loggers": False,
-    "formatters": {
-        "plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"},
-    },
-    "filters": {"redact": {"()": "orchestration.logfilters.RedactWorkerTokens"}},
-    "handlers": {
-        "console": {
-            "class": "logging.StreamHandler",
-            "formatter": "plain",
-            "filters": ["redact"],
-        }
-    },
-    "root": {"handlers": ["console"], "level": LOG_LEVEL},
-    "loggers": {
-        # Django's own handlers (its DEBUG console) would bypass the redacting filter.
-        "django": {"handlers": [], "level": "INFO", "propagate": True},
-        "django.server": {"handlers": ["console"], "level": "INFO", "propagate": False},
-        "django.db.backends": {"level": "WARNING"},
-        # Celery logs every task received and finished, and every beat send, at INFO: with
-        # ticks every few seconds that buries what matters. Whim's own loggers say what a task
-        # did (claims, sweeps that changed something); LOG_LEVEL=DEBUG shows Celery's too.
-        **{
-            name: {"level": "DEBUG" if LOG_LEVEL.upper() == "DEBUG" else "WARNING"}
-            for name in ("celery.app.trace", "celery.worker.strategy", "celery.beat")
-        },
-    },
-}
+# --- Logging: structured enough to grep, never a secret (LOG_LEVEL, LOG_FORMAT) -----
+from whim.settings_logging import *  # noqa: E402, F403

@@ -80,7 +80,8 @@ class EventKindFilter(admin.SimpleListFilter):
 class WorkItemEventAdmin(FastListAdmin):
     list_display = ("created_at", "work_item", "kind", "from_status", "to_status", "actor")
     list_filter = (EventKindFilter, "created_at")
-    search_fields = ("=work_item__id", "actor", "message")
+    # "=data__requestId": every event one request (and the tasks it enqueued) recorded.
+    search_fields = ("=work_item__id", "actor", "message", "=data__requestId")
     list_select_related = ("work_item",)
     date_hierarchy = "created_at"
     ordering = ("-created_at",)

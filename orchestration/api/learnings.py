@@ -29,7 +29,7 @@ from orchestration.services.learnings import LEARNINGS_LIST_MAX, learnings_list
 def learning_json(row: Learning) -> dict[str, Any]:
     """The original Whim's Learning object (no embeddings here: always null)."""
     return {
-        "id": row.pk,
+        "id": str(row.pk),  # a string, as the original's Learning.id
         "repo": row.repo,
         "spec": row.spec,
         "content": row.content,

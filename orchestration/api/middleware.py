@@ -1,6 +1,6 @@
 """Edge guards: body size (413), database down (503), no stack traces on the JSON routes;
 text that is not Unicode refused (400) on every route; the callback listener serving worker
-callbacks only."""
+callbacks only; a request id on every request (``X-Request-ID``)."""
 
 from __future__ import annotations
 
@@ -13,9 +13,26 @@ from django.core.exceptions import BadRequest, RequestDataTooBig, SuspiciousOper
 from django.db import DatabaseError, OperationalError
 from django.http import HttpRequest, HttpResponse, HttpResponseBadRequest
 
+from orchestration import requestid
 from orchestration.api.responses import error_response, is_api_path
 
 logger = logging.getLogger("whim.api")
+
+
+class RequestIdMiddleware:
+    """First of all: keep a sane incoming ``X-Request-ID`` (else make one), make it current
+    while the request is handled (log records, events, the tasks it enqueues) and answer it
+    as ``X-Request-ID``."""
+
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        rid = requestid.sane(request.META.get(requestid.META_KEY)) or requestid.new()
+        with requestid.bound(rid):
+            response = self.get_response(request)
+        response[requestid.HEADER] = rid
+        return response
 
 
 class ApiErrorMiddleware:

@@ -34,6 +34,16 @@ SECURITY_HEADERS: dict[str, dict[str, Any]] = {
         "description": "no page of Whim may be framed",
     },
 }
+# ...and the request id (orchestration.requestid; README "Request ids").
+RESPONSE_HEADERS: dict[str, dict[str, Any]] = {
+    **SECURITY_HEADERS,
+    "X-Request-ID": {
+        "required": True,
+        "schema": {"type": "string", "pattern": "^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$"},
+        "description": "the request's id: the caller's X-Request-ID when sane, else a new one; "
+        "on the events and in the tasks the request caused",
+    },
+}
 
 
 def view_name(callback: Any) -> str:
@@ -114,7 +124,7 @@ def operation(path: str, op: Op, operation_id: str) -> dict[str, Any]:
     for status, answer in op.answers.items():
         responses[str(status)] = {
             "description": "OK" if status < 300 else "Redirect",
-            "headers": SECURITY_HEADERS,
+            "headers": RESPONSE_HEADERS,
         }
         if answer is not None:
             responses[str(status)]["content"] = _content(answer)
@@ -167,7 +177,7 @@ def openapi_document() -> dict[str, Any]:
             "responses": {
                 f"E{status}": {
                     "description": text,
-                    "headers": SECURITY_HEADERS,
+                    "headers": RESPONSE_HEADERS,
                     "content": {
                         "application/json": {"schema": {"$ref": "#/components/schemas/Error"}}
                     },

@@ -249,7 +249,9 @@ OPERATIONS: dict[str, Op] = {
     _w + "heartbeat": _worker(
         "Heartbeat (refreshes lock leases)", HeartbeatForm, rs.SUCCESS_SCHEMA
     ),
-    _w + "lock": _worker("Lock files, all or nothing", LockForm, rs.LOCK_SCHEMA),
+    _w + "lock": _worker(
+        "Lock files, all or nothing (partial: true, the original's)", LockForm, rs.LOCK_SCHEMA
+    ),
     _w + "unlock": _worker("Unlock files", LockForm, rs.SUCCESS_SCHEMA),
     _w + "complete": _worker("Report the attempt complete", CompleteForm, rs.SUCCESS_SCHEMA),
     _w + "fail": _worker("Report the attempt failed", FailForm, rs.SUCCESS_SCHEMA),

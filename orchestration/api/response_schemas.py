@@ -144,7 +144,7 @@ REVIEW_SCHEMA = object_schema(
 
 LEARNING_SCHEMA = object_schema(
     {
-        "id": INTEGER,
+        "id": STRING,  # a string, as the original's Learning.id
         "repo": STRING,
         "spec": STRING,
         "content": STRING,
@@ -165,6 +165,7 @@ LOCK_SCHEMA = {
         "acquired": {"type": "boolean"},
         "conflictingWorker": STRING,
         "blockedFiles": {"type": "array", "items": STRING},
+        "acquiredFiles": {"type": "array", "items": STRING},  # asked with partial: true
     },
 }
 

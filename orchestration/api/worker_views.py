@@ -95,8 +95,17 @@ def heartbeat(request: HttpRequest, worker: Worker, body: dict[str, Any]) -> dic
 @worker_view
 def lock(request: HttpRequest, worker: Worker, body: dict[str, Any]) -> dict[str, Any]:
     data = LockForm.from_json(body).validated()
-    result = locks.locks_acquire(worker_id=worker.pk, repo=data["repo"], files=data["files"])
+    partial = data.get("partial") is True
+    result = locks.locks_acquire(
+        worker_id=worker.pk, repo=data["repo"], files=data["files"], partial=partial
+    )
     answer: dict[str, Any] = {"acquired": result.acquired}
+    if partial:  # the original's lists, both always present
+        answer["acquiredFiles"] = list(result.acquired_files)
+        answer["blockedFiles"] = list(result.blocked_files)
+        if not result.acquired:
+            answer["conflictingWorker"] = str(result.conflicting_worker or "")
+        return answer
     if not result.acquired:
         answer["conflictingWorker"] = str(result.conflicting_worker or "")
         answer["blockedFiles"] = list(result.blocked_files)

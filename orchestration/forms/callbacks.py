@@ -183,6 +183,8 @@ class LockForm(ErrorFirstForm):
     repo = StrictCharField(max_length=200, validators=[REPO_VALIDATOR])
     # The metaclass moves declared fields off the class, so BaseForm.files is not shadowed.
     files = PathListField()  # type: ignore[assignment]
+    # lock only: true asks for the original Whim's semantics (take the free paths, list both).
+    partial = StrictBooleanField(required=False)
 
 
 class CompleteForm(ErrorFirstForm):

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 from uuid import UUID
 
-from orchestration import registry
+from orchestration import registry, requestid
 from orchestration.models import Worker, WorkItem, WorkItemEvent
 
 
@@ -22,10 +22,16 @@ def event_record(
 ) -> WorkItemEvent:
     """Append one event; call it inside the transaction that made the change.
 
+    The current request id (the HTTP request, or the task it enqueued) goes in
+    ``data.requestId``.
+
     An event that moves the item (``to_status`` set and different) is also told to the
     ``registry.item_moved`` hooks, in the same transaction (the GitHub loop's outbox rows are
     written with the change they report, or not at all).
     """
+    data = dict(data or {})
+    if rid := requestid.current():
+        data[requestid.EVENT_KEY] = rid  # the current one wins over any key passed in
     event = WorkItemEvent.objects.create(
         work_item_id=work_item.pk if isinstance(work_item, WorkItem) else work_item,
         worker_id=worker.pk if isinstance(worker, Worker) else worker,
@@ -34,7 +40,7 @@ def event_record(
         to_status=to_status,
         actor=actor[:100],
         message=message[:10_000],
-        data=data or {},
+        data=data,
     )
     if to_status and to_status != from_status:
         for hook in registry.item_moved_hooks():

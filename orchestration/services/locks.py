@@ -1,4 +1,5 @@
-"""File locks: leases on repo paths held by one active worker, all or nothing per call.
+"""File locks: leases on repo paths held by one active worker, all or nothing per call
+(or, when the caller asks as the original Whim's worker does, each free path taken).
 
 A lease lasts LOCK_TTL and every heartbeat of its holder renews it while it is live (a lapsed
 one is never revived: the holder must lock the path again). A lease that expired, or
@@ -29,6 +30,7 @@ class LockResult:
     acquired: bool
     conflicting_worker: UUID | None = None
     blocked_files: tuple[str, ...] = ()
+    acquired_files: tuple[str, ...] = ()
 
 
 def _lease_end(now: dt.datetime) -> dt.datetime:
@@ -44,8 +46,17 @@ def _active_holder(worker_id: UUID | str, repo: str) -> Worker:
     return worker
 
 
-def locks_acquire(*, worker_id: UUID | str, repo: str, files: list[str]) -> LockResult:
-    """Lock every path in ``files`` for the worker, or none of them.
+def _clear_stale(repo: str, files: list[str], now: dt.datetime) -> None:
+    FileLock.objects.filter(repo=repo, path__in=files).filter(
+        Q(expires_at__lte=now) | ~Q(worker__status__in=Worker.ACTIVE)
+    ).delete()
+
+
+def locks_acquire(
+    *, worker_id: UUID | str, repo: str, files: list[str], partial: bool = False
+) -> LockResult:
+    """Lock every path in ``files`` for the worker, or none of them (``partial``: see
+    locks_acquire_partial).
 
     1. Lock the worker's item and worker rows (fencing: only an active worker may lock).
     2. Clear leases on these paths that expired or whose holder is no longer active.
@@ -53,12 +64,12 @@ def locks_acquire(*, worker_id: UUID | str, repo: str, files: list[str]) -> Lock
     4. Renew the worker's own leases; insert the rest. A concurrent insert of the same path
        by another worker loses on the unique constraint and is answered as a refusal.
     """
+    if partial:
+        return locks_acquire_partial(worker_id=worker_id, repo=repo, files=files)
     with transaction.atomic():
         worker = _active_holder(worker_id, repo)
         now = db_now()
-        FileLock.objects.filter(repo=repo, path__in=files).filter(
-            Q(expires_at__lte=now) | ~Q(worker__status__in=Worker.ACTIVE)
-        ).delete()
+        _clear_stale(repo, files, now)
         held = list(FileLock.objects.filter(repo=repo, path__in=files).select_for_update())
         blocked = sorted(lock.path for lock in held if lock.worker_id != worker.pk)
         if blocked:
@@ -85,7 +96,40 @@ def locks_acquire(*, worker_id: UUID | str, repo: str, files: list[str]) -> Lock
             _record(worker, EventKind.LOCK_BLOCKED, paths, first.worker_id if first else None)
             return LockResult(False, first.worker_id if first else None, tuple(paths))
         _record(worker, EventKind.LOCKS_ACQUIRED, files, None)
-    return LockResult(True)
+    return LockResult(True, acquired_files=tuple(sorted(set(files))))
+
+
+def locks_acquire_partial(*, worker_id: UUID | str, repo: str, files: list[str]) -> LockResult:
+    """The original Whim's semantics: take every path that is free (or already the worker's),
+    report the rest as blocked. ``acquired`` is True only when nothing was blocked.
+
+    Stale leases are cleared as in locks_acquire; the worker's own named leases are renewed;
+    the free paths are inserted with ON CONFLICT DO NOTHING (a concurrent insert of the same
+    path waits for the other transaction, then loses), and the rows read back decide. Paths
+    go in sorted order so that two callers never wait on each other's inserts in a cycle.
+    """
+    wanted = sorted(set(files))
+    with transaction.atomic():
+        worker = _active_holder(worker_id, repo)
+        now = db_now()
+        _clear_stale(repo, files, now)
+        lease = _lease_end(now)
+        FileLock.objects.filter(worker=worker, repo=repo, path__in=files).update(expires_at=lease)
+        FileLock.objects.bulk_create(
+            [FileLock(repo=repo, path=path, worker=worker, expires_at=lease) for path in wanted],
+            ignore_conflicts=True,
+        )
+        holders = dict(
+            FileLock.objects.filter(repo=repo, path__in=files).values_list("path", "worker_id")
+        )
+        acquired = [path for path in wanted if holders.get(path) == worker.pk]
+        blocked = [path for path in wanted if holders.get(path) != worker.pk]
+        holder = next((holders[p] for p in blocked if holders.get(p) is not None), None)
+        if acquired:
+            _record(worker, EventKind.LOCKS_ACQUIRED, acquired, None)
+        if blocked:
+            _record(worker, EventKind.LOCK_BLOCKED, blocked, holder)
+    return LockResult(not blocked, holder, tuple(blocked), tuple(acquired))
 
 
 def _record(worker: Worker, kind: EventKind, paths: list[str], holder: UUID | None) -> None:

@@ -169,7 +169,9 @@ class Git:
 
     def default_branch(self) -> str:
         """The remote's default branch: ``origin/HEAD`` as the clone set it, else the remote's
-        own answer (``ls-remote --symref origin HEAD``). The harness never pushes to it."""
+        own answer (``ls-remote --symref origin HEAD``), else — a bare repository whose HEAD
+        names a branch it lacks, as git's ``master`` default while only ``main`` was pushed —
+        its only branch, or ``main``. The harness never pushes to it."""
         prefix = "refs/remotes/origin/"
         try:
             ref = self.run("symbolic-ref", f"{prefix}HEAD").strip()
@@ -186,6 +188,22 @@ class Git:
             target, _, name = line.removeprefix("ref: ").partition("\t")
             if line.startswith("ref: ") and name == "HEAD" and target.startswith("refs/heads/"):
                 return target.removeprefix("refs/heads/")
+        return self._branch_for_a_dangling_head()
+
+    def _branch_for_a_dangling_head(self) -> str:
+        prefix = "refs/remotes/origin/"
+        listed = self.run("for-each-ref", "--format=%(refname)", prefix).splitlines()
+        branches = sorted(r.removeprefix(prefix) for r in listed if r != f"{prefix}HEAD")
+        if len(branches) == 1:
+            return branches[0]
+        if "main" in branches:
+            return "main"
+        if branches:
+            raise GitError(
+                f"the repository's HEAD names no branch it has, and of its {len(branches)} "
+                "branches none is main: set its HEAD (git symbolic-ref HEAD refs/heads/<name>)",
+                category=Category.CONFIG_ERROR,  # a retry would not help
+            )
         raise GitError(
             "the repository has no default branch (is it empty?)",
             category=Category.CLONE_ERROR,
