@@ -42,6 +42,7 @@ from orchestration.clock import db_now
 from orchestration.forms.branches import derive_branch
 from orchestration.models import Worker, WorkItem, WorkItemStatus
 from orchestration.nudge import TaskName, send_on_commit
+from orchestration.retry import retry_delay
 from orchestration.services.events import event_record
 
 logger = logging.getLogger(__name__)
@@ -168,8 +169,7 @@ def spec_failure(
         data["attempts"] = tries
     else:
         kind, to_status, message = EventKind.RETRY_SCHEDULED, WorkItemStatus.GENERATING, error
-        delays = settings.RETRY_DELAYS or [60]
-        delay = delays[min(item.retry_count, len(delays) - 1)]
+        delay = retry_delay(item.retry_count)
         next_at = now + dt.timedelta(seconds=delay)
         fields["next_retry_at"] = next_at
         data |= {"specAttempt": tries, "delaySeconds": delay, "nextRetryAt": next_at.isoformat()}

@@ -18,7 +18,6 @@ from orchestration.errors import Fenced, ValidationFailed
 from orchestration.models import (
     AttemptKind,
     Worker,
-    WorkerMetrics,
     WorkerStatus,
     WorkItem,
     WorkItemEvent,
@@ -27,12 +26,11 @@ from orchestration.models import (
 )
 from orchestration.rows import locked_item_and_worker, row_get
 from orchestration.services.commits import CommitVerdict, commit_verify
-from orchestration.services.costs import cost_charge
 from orchestration.services.events import event_record
 from orchestration.services.learnings import learnings_record
 from orchestration.services.locks import locks_release_all
 from orchestration.services.verification import verification_item_create, verification_report
-from orchestration.services.workers.lifecycle import tokens_rise_check
+from orchestration.services.workers.lifecycle import attempt_charge, attempt_metrics_record
 from orchestration.services.workers.spec_attempts import spec_attempt_complete
 from reviews.services import review_record_self
 
@@ -81,21 +79,9 @@ def worker_complete(*, worker_id: UUID | str, result: Completion) -> bool:
             return False
         if not worker.is_active:
             raise Fenced(f"Worker is {worker.status}; it can no longer complete")
-        tokens_rise_check(
-            worker=worker,
-            tokens={k: result.metrics.get(k) for k in ("tokensIn", "tokensOut")},
-            field="metrics",
-        )
         now = db_now()
-        m = result.metrics
-        cost_charge(
-            item=item,
-            worker=worker,
-            now=now,
-            tokens_in=m.get("tokensIn"),
-            tokens_out=m.get("tokensOut"),
-            cost_usd=m.get("costUsd"),
-            model=result.model,
+        attempt_charge(
+            item=item, worker=worker, metrics=result.metrics, model=result.model, now=now
         )
         Worker.objects.filter(pk=worker.pk, status__in=Worker.ACTIVE).update(
             status=WorkerStatus.COMPLETED, completed_at=now
@@ -127,23 +113,7 @@ def worker_complete(*, worker_id: UUID | str, result: Completion) -> bool:
         locks_release_all(worker_id=worker.pk)
         if moved:
             _after_completion(item=item, result=result, now=now)
-        WorkerMetrics.objects.update_or_create(
-            worker=worker,
-            defaults={
-                "work_item": item,
-                # The attempt's cumulatives as charged: the most any report said.
-                "tokens_in": worker.tokens_in,
-                "tokens_out": worker.tokens_out,
-                "cost_usd": worker.cost_usd,
-                "iterations": int(m.get("iterations") or worker.iteration),
-                "duration_ms": int(m.get("duration") or 0),
-                "files_modified": int(m.get("filesModified") or 0),
-                "tests_run": int(m.get("testsRun") or 0),
-                "tests_passed": int(m.get("testsPassed") or 0),
-                "tests_failed": int(m.get("testsFailed") or 0),
-                "test_status": str(m.get("testStatus") or "")[:40],
-            },
-        )
+        attempt_metrics_record(item=item, worker=worker, metrics=result.metrics)
         learnings_record(work_item=item, learnings=result.learnings)
         if result.warning:
             event_record(

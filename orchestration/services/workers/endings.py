@@ -35,6 +35,7 @@ from orchestration.models import (
     WorkItemType,
 )
 from orchestration.nudge import TaskName, send_on_commit
+from orchestration.retry import retry_delay
 from orchestration.rows import locked_item_and_worker
 from orchestration.services.events import event_record
 from orchestration.services.locks import locks_release_all
@@ -223,8 +224,7 @@ def _retry_or_fail(
     verification = item.type == WorkItemType.VERIFICATION
     max_retries = settings.VERIFICATION_MAX_RETRIES if verification else settings.MAX_RETRIES
     if retryable and item.retry_count < max_retries:
-        delays = [0] if verification else (settings.RETRY_DELAYS or [60])
-        delay = delays[min(item.retry_count, len(delays) - 1)]
+        delay = 0 if verification else retry_delay(item.retry_count)
         next_at = now + dt.timedelta(seconds=delay) if delay else None
         _item_move(
             item=item,

@@ -1,4 +1,5 @@
-"""An attempt's life while it runs: started, registered, heartbeat.
+"""An attempt's life while it runs: started, registered, heartbeat; and what every finishing
+attempt reports the same way (its spend, its metrics).
 
 Lock order everywhere: the work item row, then the worker row (``rows.locked_item_and_worker``).
 A change requested by a worker that is no longer the active attempt raises Fenced.
@@ -6,6 +7,7 @@ A change requested by a worker that is no longer the active attempt raises Fence
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 from decimal import Decimal
 from typing import Any
@@ -19,7 +21,14 @@ from django.db.models.functions import Coalesce
 from orchestration.choices import EventKind
 from orchestration.clock import db_now
 from orchestration.errors import Fenced, ValidationFailed
-from orchestration.models import Worker, WorkerStatus, WorkItem, WorkItemEvent, WorkItemStatus
+from orchestration.models import (
+    Worker,
+    WorkerMetrics,
+    WorkerStatus,
+    WorkItem,
+    WorkItemEvent,
+    WorkItemStatus,
+)
 from orchestration.rows import locked_item_and_worker
 from orchestration.services.costs import cost_charge, usd
 from orchestration.services.dispatch import usage_add
@@ -161,3 +170,46 @@ def worker_register(*, worker_id: UUID | str, work_item_id: UUID) -> WorkItem:
             last_heartbeat=now, registered_at=Coalesce("registered_at", Value(now))
         )
     return item
+
+
+def attempt_charge(
+    *, item: WorkItem, worker: Worker, metrics: dict[str, Any], model: str, now: dt.datetime
+) -> None:
+    """What a finishing attempt reports it spent (``metrics``): checked (tokens only rise, and
+    by a bounded step) and charged to the ledger. Call with the item and worker rows locked."""
+    tokens_rise_check(
+        worker=worker,
+        tokens={k: metrics.get(k) for k in ("tokensIn", "tokensOut")},
+        field="metrics",
+    )
+    cost_charge(
+        item=item,
+        worker=worker,
+        now=now,
+        tokens_in=metrics.get("tokensIn"),
+        tokens_out=metrics.get("tokensOut"),
+        cost_usd=metrics.get("costUsd"),
+        model=model,
+    )
+
+
+def attempt_metrics_record(*, item: WorkItem, worker: Worker, metrics: dict[str, Any]) -> None:
+    """Keep a finished attempt's reported metrics (missing ones as 0); its tokens and cost as
+    charged: the most any report said."""
+    m = metrics
+    WorkerMetrics.objects.update_or_create(
+        worker=worker,
+        defaults={
+            "work_item": item,
+            "tokens_in": worker.tokens_in,
+            "tokens_out": worker.tokens_out,
+            "cost_usd": worker.cost_usd,
+            "iterations": int(m.get("iterations") or worker.iteration),
+            "duration_ms": int(m.get("duration") or 0),
+            "files_modified": int(m.get("filesModified") or 0),
+            "tests_run": int(m.get("testsRun") or 0),
+            "tests_passed": int(m.get("testsPassed") or 0),
+            "tests_failed": int(m.get("testsFailed") or 0),
+            "test_status": str(m.get("testStatus") or "")[:40],
+        },
+    )

@@ -14,13 +14,12 @@ from django.db import transaction
 from orchestration.choices import ErrorCategory, EventKind
 from orchestration.clock import db_now
 from orchestration.errors import Fenced, ValidationFailed
-from orchestration.models import AttemptKind, Worker, WorkerMetrics, WorkerStatus, WorkItem
+from orchestration.models import AttemptKind, Worker, WorkerStatus, WorkItem
 from orchestration.rows import locked_item_and_worker
-from orchestration.services.costs import cost_charge
 from orchestration.services.events import event_record
 from orchestration.services.locks import locks_release_all
 from orchestration.services.specs import spec_accept, spec_failure, spec_problem
-from orchestration.services.workers.lifecycle import tokens_rise_check
+from orchestration.services.workers.lifecycle import attempt_charge, attempt_metrics_record
 
 logger = logging.getLogger(__name__)
 
@@ -53,21 +52,8 @@ def spec_attempt_complete(
             return False
         if not worker.is_active:
             raise Fenced(f"Worker is {worker.status}; it can no longer complete")
-        tokens_rise_check(
-            worker=worker,
-            tokens={k: metrics.get(k) for k in ("tokensIn", "tokensOut")},
-            field="metrics",
-        )
         now = db_now()
-        cost_charge(
-            item=item,
-            worker=worker,
-            now=now,
-            tokens_in=metrics.get("tokensIn"),
-            tokens_out=metrics.get("tokensOut"),
-            cost_usd=metrics.get("costUsd"),
-            model=model,
-        )
+        attempt_charge(item=item, worker=worker, metrics=metrics, model=model, now=now)
         problem = spec_problem(spec)
         error = f"generated spec rejected: {problem}" if problem else ""
         Worker.objects.filter(pk=worker.pk, status__in=Worker.ACTIVE).update(
@@ -99,16 +85,6 @@ def spec_attempt_complete(
             )
         else:
             spec_accept(item=item, spec=spec, now=now, worker=worker, actor=actor)
-        WorkerMetrics.objects.update_or_create(
-            worker=worker,
-            defaults={
-                "work_item": item,
-                "tokens_in": worker.tokens_in,
-                "tokens_out": worker.tokens_out,
-                "cost_usd": worker.cost_usd,
-                "iterations": int(metrics.get("iterations") or worker.iteration),
-                "duration_ms": int(metrics.get("duration") or 0),
-            },
-        )
+        attempt_metrics_record(item=item, worker=worker, metrics=metrics)
     logger.info("spec attempt %s finished (%s)", worker_id, problem or "spec accepted")
     return True
