@@ -17,9 +17,8 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from django.conf import settings
-from django.db import connection, models, transaction
+from django.db import transaction
 from django.db.models import Q
-from django.utils import timezone
 
 from intake.github import GitHubClient, GitHubError, RateLimited
 from intake.models import GitHubAction, GitHubActionStatus
@@ -78,42 +77,22 @@ def github_action_enqueue(
     work_item: WorkItem | None = None,
 ) -> GitHubAction | None:
     """Write one outbox row (None when ``key`` exists already) and nudge its delivery after
-    commit. Call inside the transaction of the change it reports.
-
-    One ``INSERT … ON CONFLICT (key) DO NOTHING``: two enqueues of one key at once both
-    succeed, one of them writes (no error, no savepoint to roll back).
-    """
-    table = GitHubAction._meta.db_table
-    columns = ["key", "kind", "repo", "number", "payload", "work_item_id"]
-    columns += ["status", "attempts", "last_error", "result", "created_at"]
-    json_field = GitHubAction._meta.get_field("payload")
-    assert isinstance(json_field, models.JSONField)
-    values = [
-        key[:300],
-        kind,
-        repo,
-        number,
-        json_field.get_db_prep_save(payload, connection),
-        work_item.pk if work_item is not None else None,
-        GitHubActionStatus.PENDING,
-        0,
-        "",
-        json_field.get_db_prep_save({}, connection),
-        timezone.now(),
-    ]
-    quoted = ", ".join(connection.ops.quote_name(c) for c in columns)
-    sql = (
-        f"INSERT INTO {connection.ops.quote_name(table)} ({quoted}) "  # noqa: S608  (names are ours)
-        f"VALUES ({', '.join(['%s'] * len(values))}) "
-        "ON CONFLICT (key) DO NOTHING RETURNING id"
+    commit. Call inside the transaction of the change it reports. Two enqueues of one key at
+    once: the unique key makes the second wait for the first and then find its row."""
+    action, created = GitHubAction.objects.get_or_create(
+        key=key[:300],
+        defaults={
+            "kind": kind,
+            "repo": repo,
+            "number": number,
+            "payload": payload,
+            "work_item": work_item,
+        },
     )
-    with connection.cursor() as cursor:
-        cursor.execute(sql, values)
-        row = cursor.fetchone()
-    if row is None:
+    if not created:
         return None
-    nudge.send_on_commit(nudge.TaskName.GITHUB_DELIVER, str(row[0]))
-    return GitHubAction.objects.get(pk=row[0])
+    nudge.send_on_commit(nudge.TaskName.GITHUB_DELIVER, str(action.pk))
+    return action
 
 
 def github_action_deliver(*, action_id: int | str) -> str:
