@@ -36,7 +36,6 @@ from .prompts import (
 )
 from .session import Session
 
-DIFF_CHARS = 150_000
 RETEST = ("failed", "error", "timeout")
 
 
@@ -184,22 +183,7 @@ class Execution:
         s = self.s
         git = s.repo.git
         diff = git.run("diff", f"refs/remotes/origin/{s.repo.default}...HEAD")
-        if len(diff) > DIFF_CHARS:
-            diff = diff[:DIFF_CHARS] + "\n… (diff cut)"
-        if s.config.reviewer == "anthropic":
-            model = s.config.review_model
-        else:  # the agent reviews with the model it works with
-            model = s.repo_settings.model or s.progress.snapshot().model or s.repo_settings.agent
-        outcome = review.review_run(
-            reviewer=s.config.reviewer,
-            spec=self.item.spec,
-            diff=diff,
-            model=model,
-            api_url=s.config.anthropic_base_url,
-            api_key=s.config.anthropic_api_key,
-            ask_agent=self._ask_agent,
-            log=s.log,
-        )
+        outcome = s.review_diff(diff, self._ask_agent)
         if outcome.findings is None:
             s.log(f"review unavailable: {outcome.note}")
         else:

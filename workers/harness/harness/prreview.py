@@ -24,7 +24,6 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from . import review
 from .checkout import Checkout, checkout_clone, exclude_private
 from .errors import AgentError, Category, ConfigError
 from .gitops import GitError
@@ -32,7 +31,6 @@ from .session import Session
 
 SHA = re.compile(r"^(?:[0-9a-f]{40}|[0-9a-f]{64})$")
 HUNK = re.compile(r"^@@ -\d+(?:,\d+)? \+(\d+)(?:,(\d+))? @@")
-DIFF_CHARS = 150_000
 DIFF_FILES_MAX = 1000  # what ``complete`` accepts (orchestration.forms.callbacks)
 DIFF_RANGES_MAX = 200
 PATH_MAX = 1024
@@ -121,23 +119,8 @@ def pull_review_run(s: Session) -> dict[str, Any]:
         category=Category.CLONE_ERROR,
     )
     diff_lines = diff_lines_parse(diff)
-    if len(diff) > DIFF_CHARS:
-        diff = diff[:DIFF_CHARS] + "\n… (diff cut)"
     s.progress.update(iteration=1)
-    if s.config.reviewer == "anthropic":
-        model = s.config.review_model
-    else:  # the agent reviews with the model it works with
-        model = s.repo_settings.model or s.progress.snapshot().model or s.repo_settings.agent
-    outcome = review.review_run(
-        reviewer=s.config.reviewer,
-        spec=item.spec,
-        diff=diff,
-        model=model,
-        api_url=s.config.anthropic_base_url,
-        api_key=s.config.anthropic_api_key,
-        ask_agent=lambda prompt: _ask_agent(s, prompt, head_sha),
-        log=s.log,
-    )
+    outcome = s.review_diff(diff, lambda prompt: _ask_agent(s, prompt, head_sha))
     if outcome.findings is None:
         raise AgentError(f"no review of #{item.pr_number}: {outcome.note}")
     body: dict[str, Any] = {

@@ -19,9 +19,10 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+from collections.abc import Callable
 from typing import Any
 
-from . import agents, learnings, procs, testrun
+from . import agents, learnings, procs, review, testrun
 from .checkout import Checkout, checkout_prepare, private_file_read, private_file_write
 from .client import OrchestratorClient
 from .config import Config, WorkItem
@@ -35,6 +36,9 @@ from .supervisor import JUDGE_HOME_PREFIX, WORK_GID
 
 # Not for the repository's tests: the agent's model credentials.
 TEST_ENV_WITHHELD = ("ANTHROPIC_API_KEY", "OPENAI_API_KEY", "CODEX_API_KEY")
+
+# A diff longer than this is cut before a reviewer reads it.
+DIFF_CHARS = 150_000
 
 
 class Session:
@@ -196,6 +200,28 @@ class Session:
             shutil.rmtree(home, ignore_errors=True)
 
     # -- tests and learnings ---------------------------------------------------------------
+
+    def review_diff(self, diff: str, ask_agent: Callable[[str], str]) -> review.ReviewOutcome:
+        """The reviewer's findings on ``diff`` (cut to DIFF_CHARS) against the item's spec:
+        WHIM_REVIEWER's reviewer, the agent with the model it works with or the Messages API
+        with AI_REVIEW_MODEL. ``ask_agent`` runs the agent as a judge."""
+        if len(diff) > DIFF_CHARS:
+            diff = diff[:DIFF_CHARS] + "\n… (diff cut)"
+        if self.config.reviewer == "anthropic":
+            model = self.config.review_model
+        else:  # the agent reviews with the model it works with
+            model = self.repo_settings.model or self.progress.snapshot().model
+            model = model or self.repo_settings.agent
+        return review.review_run(
+            reviewer=self.config.reviewer,
+            spec=self.item.spec,
+            diff=diff,
+            model=model,
+            api_url=self.config.anthropic_base_url,
+            api_key=self.config.anthropic_api_key,
+            ask_agent=ask_agent,
+            log=self.log,
+        )
 
     def run_as_agent(self, argv: list[str], timeout: float) -> tuple[int | None, str]:
         """The tests' runner: as the agent user, never as the harness (untrusted code)."""
