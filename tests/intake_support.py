@@ -6,6 +6,7 @@ keeps its own."""
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import hashlib
 import hmac
@@ -28,25 +29,33 @@ SECRET = "s3cret-for-the-webhook"
 URL = "/webhooks/github"
 
 
-@pytest.fixture
-def github(settings: Any) -> Iterator[FakeGitHub]:
-    """The fake GitHub, a token for it, ``acme/widgets`` watched, the webhook's secret."""
+@contextlib.contextmanager
+def fake_github_serving(settings: Any) -> Iterator[FakeGitHub]:
+    """A started fake GitHub that the loop's client calls (GITHUB_API_URL, a 2 s timeout),
+    the client's token cache empty before and after."""
     fake = FakeGitHub().start()
     settings.GITHUB_API_URL = fake.url
-    settings.GITHUB_TOKEN = "test-token"
-    settings.GITHUB_APP_ID = ""
-    settings.GITHUB_APP_PRIVATE_KEY = ""
     settings.GITHUB_TIMEOUT = 2.0
-    settings.GITHUB_WEBHOOK_SECRET = SECRET
-    settings.INTAKE_REPOS = [REPO]
-    settings.INTAKE_ALLOWED_USERS = []
-    fake.collaborators[REPO].update({"octocat", "maintainer"})
     credentials.loop_tokens_clear()
     try:
         yield fake
     finally:
         fake.stop()
         credentials.loop_tokens_clear()
+
+
+@pytest.fixture
+def github(settings: Any) -> Iterator[FakeGitHub]:
+    """The fake GitHub, a token for it, ``acme/widgets`` watched, the webhook's secret."""
+    with fake_github_serving(settings) as fake:
+        settings.GITHUB_TOKEN = "test-token"
+        settings.GITHUB_APP_ID = ""
+        settings.GITHUB_APP_PRIVATE_KEY = ""
+        settings.GITHUB_WEBHOOK_SECRET = SECRET
+        settings.INTAKE_REPOS = [REPO]
+        settings.INTAKE_ALLOWED_USERS = []
+        fake.collaborators[REPO].update({"octocat", "maintainer"})
+        yield fake
 
 
 def issue_json(

@@ -15,6 +15,7 @@ import pytest
 from intake import credentials
 from intake.github import GitHubClient, GitHubError, RateLimited
 from tests.fakes.github import FakeGitHub
+from tests.intake_support import fake_github_serving
 
 TOKEN = "ghp_loop0123456789abcdefghijklmnopqrstuv"
 REPO = "acme/widgets"
@@ -22,17 +23,10 @@ REPO = "acme/widgets"
 
 @pytest.fixture
 def github(settings: Any) -> Iterator[FakeGitHub]:
-    fake = FakeGitHub().start()
-    settings.GITHUB_API_URL = fake.url
-    settings.GITHUB_TOKEN = TOKEN
-    settings.GITHUB_APP_ID = settings.GITHUB_APP_PRIVATE_KEY = ""
-    settings.GITHUB_TIMEOUT = 2.0
-    credentials.loop_tokens_clear()
-    try:
+    with fake_github_serving(settings) as fake:
+        settings.GITHUB_TOKEN = TOKEN
+        settings.GITHUB_APP_ID = settings.GITHUB_APP_PRIVATE_KEY = ""
         yield fake
-    finally:
-        fake.stop()
-        credentials.loop_tokens_clear()
 
 
 def test_it_sends_githubs_headers_and_the_token(github: FakeGitHub) -> None:

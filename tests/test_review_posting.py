@@ -12,7 +12,6 @@ from typing import Any
 
 import pytest
 
-from intake import credentials
 from intake.models import GitHubAction, Repository
 from intake.outbox import github_action_deliver
 from intake.pull_forms import PullForm, pull_fields
@@ -32,6 +31,7 @@ from orchestration.services.workers import (
 from reviews.models import PRReview
 from tests.factories import WorkItemFactory, running_item
 from tests.fakes.github import FakeGitHub
+from tests.intake_support import fake_github_serving
 
 pytestmark = pytest.mark.django_db
 
@@ -47,18 +47,11 @@ def _app(settings: Any, app_keys: tuple[str, str]) -> None:
 
 @pytest.fixture
 def github(settings: Any, app_keys: tuple[str, str]) -> Iterator[FakeGitHub]:
-    fake = FakeGitHub().start()
-    fake.app_public_key = app_keys[1]
-    settings.GITHUB_API_URL = fake.url
-    settings.GITHUB_TIMEOUT = 2.0
-    settings.INTAKE_REPOS = [REPO]
-    settings.REVIEW_CHECK_NAME = "Whim review"
-    credentials.loop_tokens_clear()
-    try:
+    with fake_github_serving(settings) as fake:
+        fake.app_public_key = app_keys[1]
+        settings.INTAKE_REPOS = [REPO]
+        settings.REVIEW_CHECK_NAME = "Whim review"
         yield fake
-    finally:
-        fake.stop()
-        credentials.loop_tokens_clear()
 
 
 def findings(spec: str = "aligned", quality: str = "needs-work") -> dict[str, Any]:
