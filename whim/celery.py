@@ -1,4 +1,8 @@
-"""The Celery app: ``celery -A whim worker`` / ``celery -A whim beat``."""
+"""The Celery app: ``celery -A whim worker`` / ``celery -A whim beat``.
+
+Its signal handlers run sweeps when a worker starts, bind the request id a task arrived with,
+and turn tracing on (``whim.telemetry``) where a worker, a pool process or beat starts.
+"""
 
 from __future__ import annotations
 
@@ -7,9 +11,18 @@ import os
 from typing import Any
 
 from celery import Celery
-from celery.signals import task_postrun, task_prerun, worker_ready
+from celery.signals import (
+    beat_init,
+    task_postrun,
+    task_prerun,
+    worker_init,
+    worker_process_init,
+    worker_process_shutdown,
+    worker_ready,
+)
 
 from orchestration import requestid
+from whim import telemetry
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "whim.settings")
 
@@ -49,7 +62,46 @@ def bind_request_id(task_id: str = "", task: Any = None, **kwargs: Any) -> None:
 def unbind_request_id(task_id: str = "", task: Any = None, **kwargs: Any) -> None:
     token = _bound.pop(task_id, None)
     if token is not None:
+        telemetry.tag_request_id(requestid.current())  # on the task's run span, if traced
         try:
             requestid.unbind(token)
         except ValueError:  # bound in another context: clear it here instead
             requestid.bind("")
+
+
+# --- tracing (whim.telemetry: a no-op unless an OTLP endpoint is configured) ----------------
+
+
+def _forks(worker: Any) -> bool:
+    """Whether the worker's pool forks its processes (prefork, the default)."""
+    from celery.concurrency import get_implementation  # the pool class, as the worker resolves it
+    from celery.concurrency.prefork import TaskPool
+
+    try:
+        pool = get_implementation(worker.pool_cls)
+    except Exception:
+        return True
+    return isinstance(pool, type) and issubclass(pool, TaskPool)
+
+
+@worker_init.connect
+def trace_worker(sender: Any = None, **kwargs: Any) -> None:
+    """A threads / solo pool runs tasks in this process. A prefork pool runs them in children,
+    which start tracing themselves (an exporter's connections must not cross a fork)."""
+    if telemetry.configured() and not _forks(sender):
+        telemetry.setup("whim-worker", django=False)
+
+
+@worker_process_init.connect
+def trace_pool_process(**kwargs: Any) -> None:
+    telemetry.setup("whim-worker", django=False)
+
+
+@worker_process_shutdown.connect
+def flush_pool_process(**kwargs: Any) -> None:
+    telemetry.flush()
+
+
+@beat_init.connect
+def trace_beat(**kwargs: Any) -> None:
+    telemetry.setup("whim-beat", django=False)
