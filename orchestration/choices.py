@@ -146,8 +146,8 @@ class ErrorCategory(Spelled):
     QUARANTINED = "QUARANTINED"  # the verdict on a crash loop: the item is failed
     CANCELLED = "CANCELLED"  # the item was cancelled; its running attempt killed with it
     # An operator killed the attempt. Not the task's fault, so not permanent: the kill says
-    # whether the item is retried (the API's kill, as the original Whim's, by default) or
-    # fails (``retry: false``; the console's, admin's and CLI's kill).
+    # whether the item is retried (the default everywhere, as the original Whim's) or fails
+    # (``retry: false``; the console's "Kill and fail", the admin's, ``whim kill --no-retry``).
     KILLED = "KILLED"
 
 

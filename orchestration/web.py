@@ -30,8 +30,8 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 from django_htmx.middleware import HtmxDetails
 
 from orchestration.errors import QueueFull, ValidationFailed, WhimError
+from orchestration.forms import clients  # the submit, queue query and kill forms the API uses
 from orchestration.forms.branches import derive_branch, validate_branch, validate_unprotected
-from orchestration.forms.clients import QueueQueryForm, WorkItemSubmitForm, parse_uuid_list
 from orchestration.models import QUEUE_STATUS_NAMES, Worker, WorkItem
 from orchestration.nudge import broker_reachable
 from orchestration.pages import console, explain
@@ -86,7 +86,7 @@ def dashboard_page(request: HttpRequest) -> HttpResponse:
 @require_http_methods(["GET", "POST"])
 def work_new(request: HttpRequest) -> HttpResponse:
     """The submit form: the same validation and service as POST /api/work."""
-    form = WorkItemSubmitForm(data=request.POST or None)
+    form = clients.WorkItemSubmitForm(data=request.POST or None)
     status = 200
     if request.method == "POST":
         if form.is_valid():
@@ -145,7 +145,7 @@ def _queue_filters(data: Any) -> dict[str, str]:
 @require_GET
 def queue_page(request: HttpRequest) -> HttpResponse:
     """Filterable (query string), cursor-paginated list with bulk cancel / requeue."""
-    form = QueueQueryForm(data=request.GET)
+    form = clients.QueueQueryForm(data=request.GET)
     context: dict[str, Any] = {
         "filters": _queue_filters(request.GET),
         "status_choices": QUEUE_STATUS_NAMES,
@@ -194,14 +194,14 @@ def _bulk_targets(
     eligible = WorkItem.UNFINISHED if action == WorkItemAction.CANCEL else WorkItem.REQUEUEABLE
     if scope == "matching":
         filters = _queue_filters(request.POST)
-        form = QueueQueryForm(data=filters)
+        form = clients.QueueQueryForm(data=filters)
         if not form.is_valid():
             raise ValidationFailed("; ".join(form.error_details().values()))
         qs = queue_filter(**{k: form.cleaned_data.get(k) or "" for k in filters})
         if asof is not None:
             qs = qs.filter(created_at__lte=asof)
     else:
-        ids = parse_uuid_list(request.POST.getlist("ids"), limit=BULK_MAX)
+        ids = clients.parse_uuid_list(request.POST.getlist("ids"), limit=BULK_MAX)
         qs = WorkItem.objects.filter(pk__in=ids)
     qs = qs.filter(status__in=eligible)
     counted = qs.aggregate(total=Count("pk"), newest=Max("created_at"))
@@ -380,13 +380,15 @@ def workers_page(request: HttpRequest) -> HttpResponse:
 @requires(OPERATE)
 @require_POST
 def worker_kill_view(request: HttpRequest, pk: UUID) -> HttpResponse:
-    reason = request.POST.get("reason", "").strip()[:1000] or "killed from the console"
-    try:
-        done = worker_kill(worker_id=pk, reason=reason, actor=_actor(request))
+    try:  # "Kill" retries the item, "Kill and fail" sends retry=false: KillForm, as the API
+        kill = clients.KillForm(data=request.POST).kill_options()
+        done = worker_kill(worker_id=pk, actor=_actor(request), **kill)
     except WhimError as exc:
-        messages.error(request, exc.message)
+        messages.error(request, "; ".join([exc.message, *(exc.details or {}).values()]))
     else:
-        messages.success(request, f"Worker {pk} killed." if done else "It was already killed.")
+        then = "is retried unless out of retries" if kill["retry"] else "failed"
+        said = f"Worker {pk} killed; its item {then}." if done else "It was already killed."
+        messages.success(request, said)
     return redirect("workers")
 
 

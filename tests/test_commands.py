@@ -292,14 +292,37 @@ def test_workers_with_none_prints_an_empty_list() -> None:
     assert whim("workers").json == []
 
 
-def test_kill_stops_a_running_worker(django_capture_on_commit_callbacks: Any) -> None:
-    _, worker = running_item()
+def test_kill_stops_a_running_worker_and_retries_its_item(
+    django_capture_on_commit_callbacks: Any,
+) -> None:
+    item, worker = running_item()
     with django_capture_on_commit_callbacks(execute=False):
         run = whim("kill", str(worker.pk), "--reason", "operator said so")
     assert run.json == {"success": True}
     worker.refresh_from_db()
+    item.refresh_from_db()
     assert worker.status == WorkerStatus.KILLED
     assert "operator said so" in worker.error
+    assert (item.status, item.retry_count) == (WorkItemStatus.QUEUED, 1)
+    assert WorkItemEvent.objects.get(work_item=item, kind="retry_scheduled").actor == "cli"
+
+
+def test_kill_with_no_retry_fails_the_item_as_a_manual_kill() -> None:
+    item, worker = running_item()
+    run = whim("kill", str(worker.pk), "--no-retry")
+    assert run.json == {"success": True}
+    item.refresh_from_db()
+    assert (item.status, item.retry_count) == (WorkItemStatus.FAILED, 0)
+    assert item.error == "killed: Manual kill"
+
+
+def test_kill_with_a_reason_too_long_exits_2_like_the_api() -> None:
+    _, worker = running_item()
+    run = whim("kill", str(worker.pk), "--reason", "x" * 1001)
+    assert_refused(run, 2, "VALIDATION_ERROR")
+    assert "reason" in run.err
+    worker.refresh_from_db()
+    assert worker.status == WorkerStatus.RUNNING
 
 
 @pytest.mark.parametrize("bad_id", [UNKNOWN, "nope"])

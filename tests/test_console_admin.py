@@ -160,10 +160,15 @@ def test_setting_the_priority_twice_changes_it_once(superuser_client: Client) ->
     assert event.message == "priority low → critical: customer escalation"
 
 
-def test_kill_asks_for_a_reason_and_records_it(superuser_client: Client) -> None:
+def running_worker() -> tuple[WorkItem, Worker]:
     item = WorkItemFactory.create(status=WorkItemStatus.IN_PROGRESS)
     worker = WorkerFactory.create(work_item=item, status=WorkerStatus.RUNNING)
     WorkItem.objects.filter(pk=item.pk).update(worker=worker)
+    return item, worker
+
+
+def test_kill_asks_for_a_reason_records_it_and_retries_the_item(superuser_client: Client) -> None:
+    item, worker = running_worker()
     ask = action(superuser_client, "worker", "kill", [worker.pk])
     assert 'id="apply-action"' in ask.content.decode()
     form = {"apply": "yes", "reason": "runaway loop"}
@@ -171,10 +176,33 @@ def test_kill_asks_for_a_reason_and_records_it(superuser_client: Client) -> None
     again = action(superuser_client, "worker", "kill", [worker.pk], **form)
     assert "Kill: 0 changed, 1 already so" in again.content.decode()
     worker.refresh_from_db()
+    item.refresh_from_db()
     assert worker.status == WorkerStatus.KILLED
-    event = WorkItemEvent.objects.get(work_item=item, kind="failed")
+    assert (item.status, item.retry_count, item.error) == (
+        WorkItemStatus.QUEUED,
+        1,
+        "killed: runaway loop",
+    )
+    event = WorkItemEvent.objects.get(work_item=item, kind="retry_scheduled")
     assert event.actor == "admin:admin"
     assert "runaway loop" in event.message
+
+
+def test_kill_and_fail_fails_the_item_and_an_empty_reason_is_manual_kill(
+    superuser_client: Client,
+) -> None:
+    item, worker = running_worker()
+    ask = action(superuser_client, "worker", "kill_and_fail", [worker.pk])
+    assert 'id="apply-action"' in ask.content.decode()
+    done = action(superuser_client, "worker", "kill_and_fail", [worker.pk], apply="yes", reason="")
+    assert "Kill and fail: 1 changed" in done.content.decode()
+    worker.refresh_from_db()
+    item.refresh_from_db()
+    assert worker.status == WorkerStatus.KILLED
+    assert (item.status, item.retry_count) == (WorkItemStatus.FAILED, 0)
+    assert item.error == "killed: Manual kill"
+    event = WorkItemEvent.objects.get(work_item=item, kind="failed")
+    assert event.actor == "admin:admin"
 
 
 def test_show_logs_renders_the_tail_escaped(superuser_client: Client) -> None:

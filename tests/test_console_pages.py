@@ -604,16 +604,54 @@ def test_the_workers_page_shows_heartbeat_progress_and_kills_with_a_reason(
     assert "3 / 10" in page
     assert '<progress max="100" value="30"' in page
     assert re.search(r"4[2-9] s ago", page)
-    staff_client.post(f"/workers/{worker.pk}/kill/", {"reason": "runaway"})
+    assert ">Kill and fail</button>" in page
+    done = staff_client.post(f"/workers/{worker.pk}/kill/", {"reason": "runaway"}, follow=True)
+    assert "killed; its item is retried unless out of retries." in done.content.decode()
     again = staff_client.post(f"/workers/{worker.pk}/kill/", {"reason": "runaway"}, follow=True)
     assert "It was already killed." in again.content.decode()
     worker.refresh_from_db()
     item.refresh_from_db()
     assert worker.status == WorkerStatus.KILLED
-    assert item.status == WorkItemStatus.FAILED
-    event = WorkItemEvent.objects.get(work_item=item, kind="failed")
+    assert (item.status, item.retry_count, item.error) == (
+        WorkItemStatus.QUEUED,
+        1,
+        "killed: runaway",
+    )
+    event = WorkItemEvent.objects.get(work_item=item, kind="retry_scheduled")
     assert event.actor == "user:grace"
     assert "runaway" in event.message
+
+
+def test_kill_and_fail_from_the_workers_page_fails_the_item(staff_client: Client) -> None:
+    item, worker = running_item()
+    # The "Kill and fail" button sends retry=false with the form's (empty) reason.
+    done = staff_client.post(
+        f"/workers/{worker.pk}/kill/", {"reason": "", "retry": "false"}, follow=True
+    )
+    assert "killed; its item failed." in done.content.decode()
+    worker.refresh_from_db()
+    item.refresh_from_db()
+    assert worker.status == WorkerStatus.KILLED
+    assert (item.status, item.retry_count) == (WorkItemStatus.FAILED, 0)
+    assert item.error == "killed: Manual kill"
+    assert WorkItemEvent.objects.get(work_item=item, kind="failed").actor == "user:grace"
+
+
+@pytest.mark.parametrize(
+    ("form", "message"),
+    [
+        ({"reason": "x" * 1001}, "reason"),
+        ({"retry": "maybe"}, "must be true or false"),
+    ],
+)
+def test_a_bad_kill_form_kills_nothing_and_says_why(
+    staff_client: Client, form: dict[str, str], message: str
+) -> None:
+    _, worker = running_item()
+    page = staff_client.post(f"/workers/{worker.pk}/kill/", form, follow=True).content.decode()
+    assert "Invalid request" in page and message in page
+    worker.refresh_from_db()
+    assert worker.status == WorkerStatus.RUNNING
 
 
 def test_empty_workers_and_locks_pages(staff_client: Client) -> None:

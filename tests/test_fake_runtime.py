@@ -218,7 +218,7 @@ def test_start_of_a_worker_killed_meanwhile_does_nothing(
 ) -> None:
     use_runtime(RecordingRuntime)
     item, worker = claimed()
-    worker_kill(worker_id=worker.pk, reason="changed plans")
+    worker_kill(worker_id=worker.pk, reason="changed plans", retry=False)
     item.refresh_from_db()
     before = kinds(item)
 
@@ -236,7 +236,9 @@ def test_a_worker_killed_while_its_container_starts_gets_that_container_stopped(
     use_runtime: Any, nudges: dict[str, mock.MagicMock]
 ) -> None:
     use_runtime(RecordingRuntime)
-    RecordingRuntime.on_start = lambda w: worker_kill(worker_id=w.pk, reason="too slow")
+    RecordingRuntime.on_start = lambda w: worker_kill(
+        worker_id=w.pk, reason="too slow", retry=False
+    )
     item, worker = claimed()
 
     start_worker(str(worker.pk))
@@ -322,7 +324,7 @@ def test_a_mock_run_of_a_worker_that_is_not_running_does_nothing(
     nudges: dict[str, mock.MagicMock],
 ) -> None:
     item, worker = running("success")
-    worker_kill(worker_id=worker.pk)
+    worker_kill(worker_id=worker.pk, retry=False)
     before = kinds(item)
 
     fake_run(str(worker.pk))

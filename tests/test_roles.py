@@ -155,6 +155,12 @@ ACTIONS = [
         lambda x: Worker.objects.get(pk=x["worker"].pk).status == WorkerStatus.KILLED,
     ),
     ConsoleAction(
+        "kill and fail",
+        _running,
+        lambda c, x: c.post(f"/workers/{x['worker'].pk}/kill/", {"retry": "false"}),
+        lambda x: Worker.objects.get(pk=x["worker"].pk).status == WorkerStatus.KILLED,
+    ),
+    ConsoleAction(
         "bulk cancel: the confirmation",
         _queued,
         lambda c, x: c.post("/queue/bulk/", {"op": "cancel:selected", "ids": [x["item"].pk]}),
@@ -255,6 +261,7 @@ def test_a_viewer_reads_every_page_but_sees_no_action_button(
         'id="cancel-button"',
         'id="requeue-button"',
         ">Kill</button>",
+        ">Kill and fail</button>",
         'href="/work/new/"',
     ]
     seen_by_operator = "".join(staff_client.get(p).content.decode() for p in pages.values())
@@ -309,6 +316,12 @@ WORK_ACTIONS = [
     (
         "worker",
         "kill",
+        _running,
+        lambda x: Worker.objects.get(pk=x["worker"].pk).status == WorkerStatus.KILLED,
+    ),
+    (
+        "worker",
+        "kill_and_fail",
         _running,
         lambda x: Worker.objects.get(pk=x["worker"].pk).status == WorkerStatus.KILLED,
     ),

@@ -1,11 +1,12 @@
-"""The worker (attempt) admin: its list and page, and the actions on it — kill (asks why,
-calls ``worker_kill``) and show the logs of the selected workers."""
+"""The worker (attempt) admin: its list and page, and the actions on it — kill, retrying the
+item, and kill and fail (each asks why, calls ``worker_kill``) — and show the logs of the
+selected workers."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from django.contrib import admin
+from django.contrib import admin, messages
 from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse
 from django.template.response import TemplateResponse
@@ -20,6 +21,8 @@ from orchestration.admin.base import (
     with_reason,
 )
 from orchestration.choices import ErrorCategory
+from orchestration.errors import ValidationFailed
+from orchestration.forms.clients import KillForm
 from orchestration.models import Worker
 from orchestration.registry import runtime
 from orchestration.services import workers
@@ -79,7 +82,7 @@ class WorkerAdmin(FastListAdmin):
         "error_category",
         "log_tail",
     )
-    actions = ("kill", "show_logs")
+    actions = ("kill", "kill_and_fail", "show_logs")
 
     @admin.display(description="id", ordering="id")
     def short_id(self, obj: Worker) -> str:
@@ -90,23 +93,48 @@ class WorkerAdmin(FastListAdmin):
         url = reverse("work-detail", args=[obj.work_item_id])
         return format_html('<a href="{}">open its work item page</a> (live log)', url)
 
-    @admin.action(description="Kill selected workers (asks for a reason)", permissions=["operate"])
+    @admin.action(
+        description="Kill selected workers, retry their items (asks for a reason)",
+        permissions=["operate"],
+    )
     def kill(self, request: HttpRequest, queryset: QuerySet[Worker]) -> HttpResponse | None:
+        return self._kill(request, queryset, retry=True)
+
+    @admin.action(
+        description="Kill selected workers and fail their items (asks for a reason)",
+        permissions=["operate"],
+    )
+    def kill_and_fail(
+        self, request: HttpRequest, queryset: QuerySet[Worker]
+    ) -> HttpResponse | None:
+        return self._kill(request, queryset, retry=False)
+
+    def _kill(
+        self, request: HttpRequest, queryset: QuerySet[Worker], *, retry: bool
+    ) -> HttpResponse | None:
+        """Both kill actions: the reason asked for, then KillForm and ``worker_kill`` as the
+        API, the console and ``whim kill`` use them."""
         actor = admin_actor(request)
 
         def apply(reason: str) -> None:
+            try:
+                kill = KillForm(data={"reason": reason, "retry": str(retry)}).kill_options()
+            except ValidationFailed as exc:
+                messages.error(request, "; ".join([exc.message, *(exc.details or {}).values()]))
+                return
             apply_each(
                 request,
                 queryset,
-                "Kill",
-                lambda pk: workers.worker_kill(
-                    worker_id=pk, reason=reason or f"killed by {actor}", actor=actor
-                ),
+                "Kill" if retry else "Kill and fail",
+                lambda pk: workers.worker_kill(worker_id=pk, actor=actor, **kill),
             )
 
-        return with_reason(
-            self, request, queryset, action="kill", title="Kill workers", apply=apply
+        action, title = (
+            ("kill", "Kill workers")
+            if retry
+            else ("kill_and_fail", "Kill workers and fail their items")
         )
+        return with_reason(self, request, queryset, action=action, title=title, apply=apply)
 
     @admin.action(description="Show logs of selected workers")
     def show_logs(self, request: HttpRequest, queryset: QuerySet[Worker]) -> HttpResponse:

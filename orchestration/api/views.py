@@ -110,13 +110,8 @@ def workers_list(request: HttpRequest, *, body: dict[str, Any], actor: str) -> A
 
 @api_view("POST")
 def worker_kill(request: HttpRequest, *, body: dict[str, Any], actor: str, pk: str) -> Any:
-    data = KillForm.from_json(body).validated()
-    workers.worker_kill(
-        worker_id=row_get(Worker, pk, "Worker").pk,
-        reason=data.get("reason") or "Manual kill",
-        actor=actor,
-        retry=data.get("retry") is not False,
-    )
+    kill = KillForm.from_json(body).kill_options()
+    workers.worker_kill(worker_id=row_get(Worker, pk, "Worker").pk, actor=actor, **kill)
     return {"success": True}
 
 

@@ -148,11 +148,18 @@ class RequeueForm(ErrorFirstForm):
 
 
 class KillForm(ErrorFirstForm):
-    """POST /api/workers/<id>/kill."""
+    """Killing an attempt, at every edge: POST /api/workers/<id>/kill, the console's "Kill" and
+    "Kill and fail", the admin's two kill actions and ``whim kill [--no-retry]``."""
 
     reason = StrictCharField(required=False, max_length=1000)
     # As the original Whim: a killed attempt's item is retried with backoff unless false.
     retry = StrictBooleanField(required=False)
+
+    def kill_options(self) -> dict[str, Any]:
+        """``worker_kill``'s ``reason`` and ``retry`` (true unless given false), or
+        ValidationFailed."""
+        data = self.validated()
+        return {"reason": data.get("reason") or "", "retry": data.get("retry") is not False}
 
 
 class QueueQueryForm(ErrorFirstForm):

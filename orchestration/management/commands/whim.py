@@ -17,7 +17,7 @@ from django.core.management.base import BaseCommand, CommandParser, SystemCheckE
 from orchestration.api.queries import queue_page
 from orchestration.api.serializers import work_item_detail_json, work_item_json, worker_json
 from orchestration.errors import ValidationFailed, WhimError
-from orchestration.forms.clients import ContinueForm, WorkItemSubmitForm
+from orchestration.forms.clients import ContinueForm, KillForm, WorkItemSubmitForm
 from orchestration.models import Worker
 from orchestration.nudge import broker_reachable
 from orchestration.registry import sweeps
@@ -81,9 +81,10 @@ class Command(BaseCommand):
         sub.add_parser("workers", help="list workers, newest first")
         sweep = sub.add_parser("sweep", help="run a supervision sweep now (default: all)")
         sweep.add_argument("name", nargs="?", default="all", choices=[*sweeps(), "all"])
-        kill = sub.add_parser("kill", help="kill a worker")
+        kill = sub.add_parser("kill", help="kill a worker; its item is retried unless --no-retry")
         kill.add_argument("id")
         kill.add_argument("--reason", default="")
+        kill.add_argument("--no-retry", action="store_true", help="fail the item instead")
 
     def handle(self, *args: Any, **options: Any) -> None:
         try:
@@ -162,5 +163,8 @@ class Command(BaseCommand):
         return sweep_run(name=o["name"])
 
     def do_kill(self, o: dict[str, Any]) -> dict[str, Any]:
-        workers.worker_kill(worker_id=o["id"], reason=o["reason"][:1000], actor=ACTOR)
+        form = KillForm(
+            data={"reason": o["reason"], **({"retry": "false"} if o["no_retry"] else {})}
+        )
+        workers.worker_kill(worker_id=o["id"], actor=ACTOR, **form.kill_options())
         return {"success": True}

@@ -332,19 +332,24 @@ def worker_expire(
     return ended
 
 
+# The reason a kill records when none is given (the original Whim's).
+KILL_REASON = "Manual kill"
+
+
 def worker_kill(
-    *, worker_id: UUID | str, reason: str = "", actor: str = "system", retry: bool = False
+    *, worker_id: UUID | str, reason: str = "", actor: str = "system", retry: bool = True
 ) -> bool:
-    """An operator kills an attempt: its container is stopped and its item fails (requeue it
-    to try again), or, with ``retry`` (the API's default, as the original Whim), is retried
-    with backoff while retries are left. Killing a killed worker is a no-op; killing a
-    finished one is InvalidState.
+    """An operator kills an attempt: its container is stopped and its item is retried with
+    backoff while retries are left (as the original Whim: a manual kill is not the task's
+    fault), or, with ``retry=False``, fails. Every edge (API, console, admin, ``whim kill``)
+    parses its input with ``KillForm`` and calls this. Killing a killed worker is a no-op;
+    killing a finished one is InvalidState.
     """
     try:
         killed = _end_attempt(
             worker_id=worker_id,
             to=WorkerStatus.KILLED,
-            error=f"killed: {reason}" if reason else "killed",
+            error=f"killed: {reason.strip() or KILL_REASON}",
             category=ErrorCategory.KILLED,
             actor=actor,
             retry=retry,
