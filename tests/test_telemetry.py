@@ -181,7 +181,8 @@ def test_a_request_its_enqueued_task_and_the_task_run_share_one_trace(
     assert "traceparent" in headers
     from celery.app.trace import build_tracer
 
-    task = app.tasks["orchestration.dispatch"]
+    from orchestration.tasks import dispatch as task  # registered by importing it, as a worker does
+
     run_task = build_tracer(task.name, task, app=app, eager=True)
     task_id = headers["id"]
     run_task(task_id, [], {}, {**headers, "id": task_id, "hostname": "test@local"})

@@ -155,5 +155,9 @@ def test_a_submitted_items_request_and_task_run_arrive_in_one_trace(
         assert any(r["parent"] == publish["span"] for r in runs), runs
         assert all(r["kind"] == Span.SPAN_KIND_CONSUMER for r in runs)
         assert set(receiver.paths) == {"/v1/traces"}
+        # The exporter's own POSTs are not traced (no span about sending spans).
+        with receiver.lock:
+            client_spans = [s for s in receiver.spans if s["kind"] == Span.SPAN_KIND_CLIENT]
+        assert not [s for s in client_spans if "/v1/traces" in json.dumps(s["attributes"])]
     finally:
         stop_processes([web], grace=10)

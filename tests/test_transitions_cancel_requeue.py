@@ -137,7 +137,7 @@ def test_requeue_of_a_finished_item_queues_it_now(status: str, reset: bool) -> N
     item = WorkItemFactory.create(retry_count=2)
     item, worker = running_attempt(item)
     if status == WorkItemStatus.FAILED:
-        worker_kill(worker_id=worker.pk)
+        worker_kill(worker_id=worker.pk, retry=False)
     else:
         work_item_cancel(work_item_id=item.pk)
     before = len(events_of(item))
