@@ -303,7 +303,10 @@ def start_web(*, env: dict[str, str], binds: list[str], log: Path) -> subprocess
 
 
 def _like(current: Any, value: str) -> Any:
-    """``value`` (an env string) cast to the type of the setting it overrides."""
+    """``value`` (an env string) cast to the type of the setting it overrides (a number for
+    an unset optional one, such as NODE_MAX_WORKERS)."""
+    if current is None:
+        return int(value) if value.lstrip("-").isdigit() else value
     if isinstance(current, list):
         return [type(current[0])(v) if current else v for v in value.split(",")]
     if isinstance(current, bool):
