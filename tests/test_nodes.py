@@ -29,7 +29,7 @@ from orchestration.services.nodes import (
 from orchestration.services.workers import worker_kill, worker_mark_started
 from tests.callbacks_support import call
 from tests.factories import WorkItemFactory
-from tests.helpers import task_mocks
+from tests.helpers import assert_error, task_mocks
 
 pytestmark = pytest.mark.django_db
 
@@ -315,3 +315,25 @@ def test_the_explainer_names_node_reasons() -> None:
 
     node_drain(name="b", actor="op")
     assert any("The nodes with label gpu are draining or lost" in r for r in why_not_running(gpu))
+
+
+# --- the edge ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "labels",
+    ["gpu", ["GPU"], ["gpu", 3], [f"l{n}" for n in range(11)], ["-x"], ["a" * 64]],
+)
+def test_node_labels_are_validated_at_the_edge(api: Client, labels: Any) -> None:
+    body = {"repo": "acme/widgets", "spec": "# x", "metadata": {"nodeLabels": labels}}
+    resp = api.post("/api/work", body, content_type="application/json")
+    assert_error(resp, 400, "VALIDATION_ERROR")
+    assert "metadata" in resp.json()["details"]
+    assert not WorkItem.objects.exists()
+
+
+def test_valid_node_labels_are_accepted(api: Client) -> None:
+    body = {"repo": "acme/widgets", "spec": "# x", "metadata": {"nodeLabels": ["gpu", "arm64"]}}
+    resp = api.post("/api/work", body, content_type="application/json")
+    assert resp.status_code == 201, resp.content
+    assert WorkItem.objects.get().metadata["nodeLabels"] == ["gpu", "arm64"]
