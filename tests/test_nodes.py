@@ -45,6 +45,12 @@ def claim_all() -> list[Worker]:
     return claimed
 
 
+def claimed() -> Worker:
+    worker_id = dispatch_claim_one()
+    assert worker_id is not None, "nothing was claimed"
+    return Worker.objects.get(pk=worker_id)
+
+
 def silence(name: str, seconds: float) -> None:
     Node.objects.filter(name=name).update(last_heartbeat=db_now() - dt.timedelta(seconds=seconds))
 
@@ -128,8 +134,7 @@ def test_a_draining_node_gets_no_claims_and_a_resumed_one_does() -> None:
     assert dispatch_claim_one() is None
 
     node_resume(name="a", actor="op")
-    worker_id = dispatch_claim_one()
-    assert Worker.objects.get(pk=worker_id).node_id == "a"
+    assert claimed().node_id == "a"
 
 
 def test_drain_and_resume_are_idempotent_and_an_unknown_node_is_not_found() -> None:
@@ -232,7 +237,7 @@ def test_a_silent_node_is_lost_and_its_attempts_are_retried_elsewhere(
 
     # Due again: it runs on a live node (b is back and free; a is busy).
     WorkItem.objects.filter(pk=item.pk).update(next_retry_at=None)
-    retried = Worker.objects.get(pk=dispatch_claim_one())
+    retried = claimed()
     assert retried.work_item_id == item.pk and retried.node_id == "b"
 
 
@@ -287,7 +292,7 @@ def test_a_returning_node_re_registers_with_its_new_settings_and_stays_draining(
 def test_a_silent_draining_nodes_attempts_are_failed_too(settings: Any) -> None:
     node("a", capacity=1)
     WorkItemFactory.create()
-    worker = Worker.objects.get(pk=dispatch_claim_one())
+    worker = claimed()
     node_drain(name="a", actor="op")
     silence("a", settings.NODE_TIMEOUT + 30)
 

@@ -53,7 +53,8 @@ def test_a_node_bound_message_lands_on_the_nodes_own_redis_queue() -> None:
             TaskName.STOP_CONTAINER, "00000000-0000-0000-0000-000000000000", queue=node_queue(name)
         )
         assert client.llen(f"whim.node.{name}") == 1
-        assert b"workers.stop_container" in client.lindex(f"whim.node.{name}", 0)
+        message = client.lindex(f"whim.node.{name}", 0)
+        assert isinstance(message, bytes) and b"workers.stop_container" in message
     finally:
         client.delete(f"whim.node.{name}")
         client.close()
@@ -71,8 +72,9 @@ def test_a_celery_worker_registers_and_heartbeats_its_node(celery_workers: Any) 
     node = Node.objects.get(name=name)
     assert (node.capacity, node.labels, node.runtime) == (4, ["big-mem", "gpu"], "fake")
     first = node.last_heartbeat
+    assert first is not None
     wait_for(
-        lambda: Node.objects.get(name=name).last_heartbeat > first,
+        lambda: (Node.objects.get(name=name).last_heartbeat or first) > first,
         timeout=10,
         what="a heartbeat from the worker's timer",
     )
@@ -84,8 +86,7 @@ def test_observation_leaves_other_nodes_containers_and_attempts_alone(settings: 
     for name in ("a", "b"):
         node_register(name=name, runtime="dict", capacity=5, labels=[])
     WorkItemFactory.create_batch(2)
-    ids = [dispatch_claim_one(), dispatch_claim_one()]
-    workers = list(Worker.objects.filter(pk__in=ids))
+    workers = [claimed(), claimed()]
     for w in workers:
         Worker.objects.filter(pk=w.pk).update(
             status=WorkerStatus.RUNNING, container_id=f"c-{w.pk}", started_at=db_now()
@@ -108,6 +109,12 @@ def test_observation_leaves_other_nodes_containers_and_attempts_alone(settings: 
     connection.close()
 
 
+def claimed() -> Worker:
+    worker_id = dispatch_claim_one()
+    assert worker_id is not None, "nothing was claimed"
+    return Worker.objects.get(pk=worker_id)
+
+
 def _labels(worker: object, node: str) -> dict[str, str]:
     return {"whim.instance": "obs-test", "whim.worker": str(worker), "whim.node": node}
 
@@ -117,7 +124,7 @@ def test_a_node_coming_back_removes_its_lost_attempts_leftovers(settings: Any) -
     node_register(name="a", runtime="dict", capacity=5, labels=[])
     node_register(name="b", runtime="dict", capacity=5, labels=[])
     WorkItemFactory.create()
-    worker = Worker.objects.get(pk=dispatch_claim_one())
+    worker = claimed()
     Worker.objects.filter(pk=worker.pk).update(status=WorkerStatus.LOST, container_id="c-old")
     runtime = DictRuntime()
     runtime.add("c-old", "running", labels=_labels(worker.pk, worker.node_id or ""))
