@@ -47,7 +47,10 @@ def send(name: str, *args: str, queue: str | None = None) -> None:
     (callers decide)."""
     rid = requestid.current()
     headers = {requestid.TASK_HEADER: rid} if rid else None
-    current_app.send_task(name, args=list(args), headers=headers, queue=queue)
+    if queue:
+        current_app.send_task(name, args=list(args), headers=headers, queue=queue)
+    else:  # the default queue (CELERY_TASK_DEFAULT_QUEUE): the message as before nodes
+        current_app.send_task(name, args=list(args), headers=headers)
 
 
 def send_on_commit(name: str, *args: str, queue: str | None = None) -> None:
