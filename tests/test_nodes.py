@@ -342,3 +342,15 @@ def test_valid_node_labels_are_accepted(api: Client) -> None:
     resp = api.post("/api/work", body, content_type="application/json")
     assert resp.status_code == 201, resp.content
     assert WorkItem.objects.get().metadata["nodeLabels"] == ["gpu", "arm64"]
+
+
+def test_the_system_checks_refuse_a_bad_node_name_and_a_timeout_shorter_than_3_beats(
+    settings: Any,
+) -> None:
+    from orchestration.checks_nodes import check_nodes
+
+    assert check_nodes(None) == []
+    settings.WHIM_NODE, settings.NODE_LABELS = "Bad Name", ["ok", "no way"]
+    settings.NODE_HEARTBEAT_INTERVAL, settings.NODE_TIMEOUT = 10, 20
+    ids = {message.id for message in check_nodes(None)}
+    assert ids == {"orchestration.E080", "orchestration.E082", "orchestration.E084"}
