@@ -27,7 +27,13 @@ from django.conf import settings
 
 from orchestration.models import Worker, WorkItem
 from workers.agent_bin import local_path
-from workers.runtime import ContainerRuntime, ContainerState, register, worker_environment
+from workers.runtime import (
+    LABEL_NODE,
+    ContainerRuntime,
+    ContainerState,
+    register,
+    worker_environment,
+)
 
 HARNESS_PATH = Path(__file__).resolve().parent / "harness"
 PREFIX = "local-"
@@ -108,6 +114,7 @@ class LocalRuntime(ContainerRuntime):
                     "whim.worker": str(worker.pk),
                     "whim.work_item": str(work_item.pk),
                     "whim.instance": settings.WHIM_INSTANCE,
+                    LABEL_NODE: worker.node_id or settings.WHIM_NODE,
                 }
             )
         )
