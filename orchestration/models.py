@@ -15,6 +15,10 @@ from django.db.models import Count, Q, QuerySet
 from orchestration.access import ApiKey as ApiKey
 from orchestration.access import LoginThrottle as LoginThrottle
 
+# The fleet (one row per Docker host): its own module, re-exported here.
+from orchestration.fleet import Node as Node
+from orchestration.fleet import NodeState as NodeState
+
 # The ledgers live in their own module; imported here so the app's models are all in one place.
 from orchestration.ledger import CostUsage as CostUsage
 from orchestration.ledger import DailyUsage as DailyUsage
@@ -275,6 +279,10 @@ class Worker(models.Model):
         max_length=64, blank=True, default="", editable=False, db_index=True
     )
     container_id = models.CharField(max_length=100, blank=True, default="")
+    # Where its container runs (null: an attempt from before nodes, on the implicit node).
+    node = models.ForeignKey(
+        Node, null=True, blank=True, on_delete=models.PROTECT, related_name="workers"
+    )
     last_heartbeat = models.DateTimeField(null=True, blank=True)
     registered_at = models.DateTimeField(null=True, blank=True)
     last_progress_at = models.DateTimeField(null=True, blank=True)

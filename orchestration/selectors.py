@@ -6,7 +6,7 @@ import base64
 import datetime as dt
 import uuid
 from decimal import Decimal
-from typing import Any
+from typing import Any, TypedDict
 
 from django.conf import settings
 from django.db.models import (
@@ -27,6 +27,8 @@ from orchestration.models import (
     QUEUE_STATUS_FILTERS,
     DailyUsage,
     DispatchState,
+    Node,
+    NodeState,
     Priority,
     Worker,
     WorkerMetrics,
@@ -232,3 +234,38 @@ def metrics_summary() -> dict[str, Any]:
             "estimatedCostUsd": round(float(cost), 4),
         },
     }
+
+
+class NodeRow(TypedDict):
+    """One node as the console, the API and /metrics show it."""
+
+    name: str
+    state: str  # active | draining | drained | lost (drained: draining with nothing running)
+    capacity: int
+    running: int
+    labels: list[str]
+    last_heartbeat: dt.datetime | None
+
+
+def nodes_overview() -> list[NodeRow]:
+    """Every node by name, with its attempts running now (active workers on it)."""
+    nodes = Node.objects.annotate(
+        running=Count("workers", filter=Q(workers__status__in=Worker.ACTIVE))
+    ).order_by("name")
+    rows: list[NodeRow] = []
+    for node in nodes:
+        running = int(node.running)
+        state = node.state
+        if state == NodeState.DRAINING and running == 0:
+            state = "drained"
+        rows.append(
+            NodeRow(
+                name=node.name,
+                state=state,
+                capacity=node.capacity,
+                running=running,
+                labels=list(node.labels or []),
+                last_heartbeat=node.last_heartbeat,
+            )
+        )
+    return rows

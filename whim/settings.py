@@ -275,6 +275,7 @@ API_KEY = env.str("API_KEY", default="").strip()
 # The shared secret of the GitHub review webhook (POST /webhooks/github); unset: refused.
 GITHUB_WEBHOOK_SECRET = env.str("GITHUB_WEBHOOK_SECRET", default="").strip()
 from whim.settings_github import *  # noqa: E402, F403  (intake, spec generation, review bot)
+from whim.settings_nodes import *  # noqa: E402, F403  (the fleet: WHIM_NODE, NODE_*)
 from whim.settings_pipeline import *  # noqa: E402, F403  (money limits, the harness's knobs)
 
 # --- Containment bounds (issue 9): what an attempt may claim and consume ----------
@@ -300,6 +301,7 @@ SWEEP_PERIODS: dict[str, float] = {
     "heartbeats": env.float("SWEEP_HEARTBEATS_EVERY", default=5.0),
     "containers": env.float("SWEEP_CONTAINERS_EVERY", default=LOOP_INTERVAL),
     "stuck": env.float("SWEEP_STUCK_EVERY", default=30.0),
+    "nodes": env.float("SWEEP_NODES_EVERY", default=10.0),  # silent nodes marked lost
     "locks": env.float("SWEEP_LOCKS_EVERY", default=60.0),
     "retention": env.float("SWEEP_RETENTION_EVERY", default=3600.0),
     "github": env.float("SWEEP_GITHUB_EVERY", default=30.0),  # the outbox (intake/)
