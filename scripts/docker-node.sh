@@ -33,8 +33,10 @@
 #                           loaded with `docker save | docker load`, no registry, and only
 #                           when the image id differs
 #   DOCKER_NODE_DIR         state directory (default .run/dockerd-NODE)
-#   DOCKER_NODE_BRIDGE_CIDR the bridge interface's address (default 10.213.N.1/24)
-#   DOCKER_NODE_POOL        address pool for its networks (default 10.214.0.0/16, /24 each)
+#   DOCKER_NODE_BRIDGE_CIDR the bridge interface's address (default 10.213.X.1/24, X from a
+#                           hash of the state directory)
+#   DOCKER_NODE_POOL        address pool for its networks, /24 each (default 10.Y.0.0/16,
+#                           Y in 214..253 from the same hash)
 #   DOCKER_TIMEOUT          seconds to wait for the engine (default 60)
 set -euo pipefail
 
@@ -53,11 +55,12 @@ SOCK="$DIR.sock"
 HOST="unix://$SOCK"
 PID_FILE="$DIR/dockerd.pid"
 LOG_FILE="$DIR/dockerd.log"
-BRIDGE="wdocker-$NODE"
-# A stable per-node third octet, so two node engines never share a subnet.
-OCTET=$((16#$(printf '%s' "$NODE" | sha256sum | cut -c1-2) % 200 + 20))
-BRIDGE_CIDR="${DOCKER_NODE_BRIDGE_CIDR:-10.213.$OCTET.1/24}"
-POOL="${DOCKER_NODE_POOL:-10.214.0.0/16}"
+# Interface names and subnets are the kernel's, shared by every engine on this machine (and
+# by every checkout that runs its own node engines): derive them from the state directory.
+TAG="$(printf '%s' "$DIR" | sha256sum | cut -c1-8)"
+BRIDGE="wd-$TAG"
+BRIDGE_CIDR="${DOCKER_NODE_BRIDGE_CIDR:-10.213.$((16#${TAG:0:2} % 250 + 1)).1/24}"
+POOL="${DOCKER_NODE_POOL:-10.$((16#${TAG:2:2} % 40 + 214)).0.0/16}"
 IMAGE="${WORKER_IMAGE:-whim-worker:latest}"
 
 log() { printf '[docker-node %s] %s\n' "$NODE" "$*" >&2; }
