@@ -82,7 +82,9 @@ def second_engine() -> Iterator[Engine]:
         pytest.skip("a second dockerd needs root")
     missing = [tool for tool in ("dockerd", "docker", "ip", "flock") if not shutil.which(tool)]
     if missing:
-        pytest.skip(f"a second dockerd needs {', '.join(missing)} (scripts/docker.sh installs them)")
+        pytest.skip(
+            f"a second dockerd needs {', '.join(missing)} (scripts/docker.sh installs them)"
+        )
     engine = Engine(node="b", host=_script("host", "b").stdout.strip())
     # The first start loads the worker image (about a minute for 1 GB); later ones find it.
     out = _script("start", engine.node, timeout=900)
@@ -140,8 +142,18 @@ class TwoNodes:
 def _start_beat(env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
     with open(log, "wb") as out:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "celery", "-A", "whim", "beat", "-l", "INFO", "-s",
-             str(log.with_suffix(".schedule"))],
+            [
+                sys.executable,
+                "-m",
+                "celery",
+                "-A",
+                "whim",
+                "beat",
+                "-l",
+                "INFO",
+                "-s",
+                str(log.with_suffix(".schedule")),
+            ],
             cwd=ROOT,
             env=env,
             stdout=out,
@@ -185,9 +197,7 @@ def _remove_stack(client: docker.DockerClient, instance: str, network: str) -> s
 
 
 @pytest.fixture
-def two_nodes(
-    second_engine: Engine, celery_workers: Any, settings: Any
-) -> Iterator[Any]:
+def two_nodes(second_engine: Engine, celery_workers: Any, settings: Any) -> Iterator[Any]:
     """Factory: ``two_nodes(**env)`` starts the stack with ``env`` overrides for every
     process (``a_env=`` / ``b_env=`` for one node only) and returns a TwoNodes."""
     main = docker.from_env()
@@ -258,9 +268,7 @@ def two_nodes(
                 log=ROOT / "test-artifacts" / f"{instance}-web.log",
             )
         )
-        procs.append(
-            _start_beat(base_env, ROOT / "test-artifacts" / f"{instance}-beat.log")
-        )
+        procs.append(_start_beat(base_env, ROOT / "test-artifacts" / f"{instance}-beat.log"))
         stack = TwoNodes(
             base_url=f"http://127.0.0.1:{port}",
             api_key=key,

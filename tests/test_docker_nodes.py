@@ -208,12 +208,12 @@ def test_a_draining_node_takes_nothing_new_and_finishes_what_it_runs(two_nodes: 
     later = [submit(stack, f"later-{i}", mockSeconds=1) for i in range(4)]
 
     wait_for(lambda: all_finished(first + later), timeout=150, interval=0.5, what="all items")
-    assert set(
-        Worker.objects.filter(work_item_id__in=later).values_list("node_id", flat=True)
-    ) == {"b"}
-    assert set(
-        Worker.objects.filter(pk__in=running_on_a).values_list("status", flat=True)
-    ) == {WorkerStatus.COMPLETED}
+    assert set(Worker.objects.filter(work_item_id__in=later).values_list("node_id", flat=True)) == {
+        "b"
+    }
+    assert set(Worker.objects.filter(pk__in=running_on_a).values_list("status", flat=True)) == {
+        WorkerStatus.COMPLETED
+    }
     assert not Worker.objects.filter(node_id="a").exclude(pk__in=running_on_a).exists()
     _, nodes = call(stack, "GET", "/api/nodes")
     assert {n["name"]: n["state"] for n in nodes} == {"a": "drained", "b": "active"}
