@@ -64,6 +64,9 @@ class EventKind(Spelled):
 
     # The runtime could not stop or remove a container (at most one per ten minutes).
     CONTAINER_CLEANUP_FAILED = "container_cleanup_failed"
+    # The node running the attempt fell silent for NODE_TIMEOUT: the attempt was failed there
+    # (NODE_LOST) to run elsewhere; the node cannot complete it if it comes back.
+    NODE_LOST = "node_lost"
     # Someone reviewed the item's pull request on GitHub (reviews' webhook).
     GITHUB_REVIEW = "github_review"
     # A worker's complete was refused: its commit is not on the pushed branch (or missing).
@@ -93,6 +96,7 @@ class ErrorCategory(Spelled):
     START_TIMEOUT = "START_TIMEOUT"  # no container came up within ASSIGNED_TIMEOUT
     START_ERROR = "START_ERROR"  # the runtime refused to start the container
     TERMINATED = "TERMINATED"  # the harness got SIGTERM/SIGINT (a host or container stop)
+    NODE_LOST = "NODE_LOST"  # the attempt's node fell silent for NODE_TIMEOUT (a dead host)
 
     # --- permanent: never retried. The same input would fail the same way again.
     VALIDATION_ERROR = "VALIDATION_ERROR"  # a worker reports the work item itself is invalid
@@ -161,6 +165,7 @@ INFRASTRUCTURE_CATEGORIES: frozenset[str] = frozenset(
         ErrorCategory.START_TIMEOUT,
         ErrorCategory.START_ERROR,
         ErrorCategory.TERMINATED,
+        ErrorCategory.NODE_LOST,
     }
 )
 

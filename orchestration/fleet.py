@@ -9,6 +9,7 @@ each attempt (services/dispatch.py), and the "nodes" sweep marks a silent one lo
 from __future__ import annotations
 
 import re
+from uuid import UUID
 
 from django.db import models
 
@@ -55,3 +56,10 @@ class Node(models.Model):
 def node_queue(name: str) -> str:
     """The Celery queue only ``name``'s workers consume."""
     return f"whim.node.{name}"
+
+
+def node_queue_of(worker_id: UUID | str) -> str | None:
+    """The queue of the node an attempt runs on (None for an attempt from before nodes: the
+    default queue, which a single host's worker consumes)."""
+    name = Node.objects.filter(workers__pk=worker_id).values_list("name", flat=True).first()
+    return node_queue(name) if name else None

@@ -38,15 +38,17 @@ class TaskName:
     INTAKE_POLL = "intake.poll"
 
 
-def send(name: str, *args: str) -> None:
+def send(name: str, *args: str, queue: str | None = None) -> None:
     """Send the message now, carrying the current request id (if any) as a message header.
-    Raises when the broker is unreachable (callers decide)."""
+    ``queue``: a node's own queue (``whim.node.<name>``) for a task only that node's worker may
+    run (its containers); None: the default queue. Raises when the broker is unreachable
+    (callers decide)."""
     rid = requestid.current()
     headers = {requestid.TASK_HEADER: rid} if rid else None
-    current_app.send_task(name, args=list(args), headers=headers)
+    current_app.send_task(name, args=list(args), headers=headers, queue=queue)
 
 
-def send_on_commit(name: str, *args: str) -> None:
+def send_on_commit(name: str, *args: str, queue: str | None = None) -> None:
     """Send the message after the current transaction commits (at once outside one).
 
     A broker failure then is logged, not raised: the level-triggered sweep re-sends it. The
@@ -57,7 +59,7 @@ def send_on_commit(name: str, *args: str) -> None:
     def after_commit() -> None:
         try:
             with requestid.bound(rid):
-                send(name, *args)
+                send(name, *args, queue=queue)
         except Exception as exc:  # broker down: the level-triggered sweep re-sends it
             logger.warning(
                 "could not enqueue %s (%s); a sweep will retry", name, type(exc).__name__

@@ -104,11 +104,15 @@ def task_mocks(*names: str) -> Iterator[dict[str, mock.MagicMock]]:
     """Record the messages services send to the tasks ``names`` (one mock each, called with
     the message's arguments) instead of sending them; other messages are dropped. Services
     enqueue by task name through ``orchestration.nudge``, so this is the one place to catch
-    them."""
+    them. Each mock's ``queues`` lists the queue each message was sent to (None: the
+    default queue; ``whim.node.<name>``: a node's own)."""
     mocks = {name: mock.MagicMock(name=name) for name in names}
+    for each in mocks.values():
+        each.queues = []
 
-    def record(name: str, *args: str) -> None:
+    def record(name: str, *args: str, queue: str | None = None) -> None:
         if name in mocks:
+            mocks[name].queues.append(queue)
             mocks[name](*args)
 
     with mock.patch("orchestration.nudge.send", side_effect=record):

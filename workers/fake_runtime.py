@@ -3,6 +3,7 @@ agent (for demos, development and tests that are not about containers)."""
 
 from __future__ import annotations
 
+from orchestration.fleet import node_queue
 from orchestration.models import Worker, WorkItem
 from orchestration.nudge import TaskName, send_on_commit
 from workers.runtime import ContainerRuntime, register
@@ -17,7 +18,9 @@ class FakeRuntime(ContainerRuntime):
     observable = False
 
     def start(self, *, worker: Worker, work_item: WorkItem, token: str) -> str:
-        send_on_commit(TaskName.FAKE_RUN, str(worker.pk))
+        # On the node that started it: its worker is the one "running the container".
+        queue = node_queue(worker.node_id) if worker.node_id else None
+        send_on_commit(TaskName.FAKE_RUN, str(worker.pk), queue=queue)
         return f"fake-{worker.pk}"
 
     def logs(self, *, container_id: str, lines: int) -> list[str] | None:

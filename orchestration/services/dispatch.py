@@ -24,6 +24,7 @@ from django.db.models import F, Q, QuerySet
 from orchestration import nudge
 from orchestration.choices import EventKind
 from orchestration.clock import budget_date, db_now, next_budget_day_start
+from orchestration.fleet import node_queue
 from orchestration.models import (
     AttemptKind,
     DailyUsage,
@@ -36,6 +37,13 @@ from orchestration.models import (
 from orchestration.nudge import TaskName, send_on_commit
 from orchestration.services.costs import cost_spent_today, daily_cost_budget
 from orchestration.services.events import event_record
+from orchestration.services.placement import (
+    NodeSlots,
+    node_implicit_ensure,
+    node_pick,
+    nodes_slots,
+    wanted_labels,
+)
 from orchestration.services.specs import spec_attempts_due, spec_generator
 
 logger = logging.getLogger(__name__)
@@ -114,16 +122,26 @@ def queue_next_claimable(now: dt.datetime) -> QuerySet[WorkItem]:
     )
 
 
+# How many queued items one claim looks at past the ones no free node can take.
+CLAIM_SCAN = 500
+
+
 def dispatch_claim_one(*, use_gate: bool = True) -> UUID | None:
-    """Claim one item and create its attempt; returns the new worker id, or None.
+    """Claim one item, pick its node and create its attempt; returns the new worker id, or None.
 
     1. Lock the gate row (one claim at a time decides the limits).
     2. Read the database clock and evaluate capacity, cooldown and budget.
-    3. Lock the next claimable item, skipping rows another transaction holds.
-    4. Create the Worker (``starting``), move the item to ``assigned``, charge the budget,
-       record the spawn time and an event — all in this transaction.
-    5. After commit, enqueue "start worker <id>".
-    ``use_gate=False`` skips steps 1 and 2 (used to test the queue claim on its own).
+    3. Read the nodes with a free slot (with none registered at all: register this host's,
+       the implicit node). None free: nothing to claim.
+    4. Walk the claimable items in claim order; the first one some free node offers every
+       label of (metadata.nodeLabels) is locked (rows another transaction holds are
+       skipped) and gets the node with the most free slots. An item no free node can take
+       is passed over: it does not hold up the items after it.
+    5. Create the Worker (``starting``, on that node), move the item to ``assigned``, charge
+       the budget, record the spawn time and an event — all in this transaction.
+    6. After commit, enqueue "start worker <id>" on the node's own queue.
+    ``use_gate=False`` skips steps 1 and 2 and the nodes' capacity (used to test the queue
+    claim on its own).
     """
     with transaction.atomic():
         now = db_now()
@@ -134,9 +152,14 @@ def dispatch_claim_one(*, use_gate: bool = True) -> UUID | None:
             decision = gate_evaluate(now=now, last_spawn_at=state.last_spawn_at)
             if not decision.open:
                 return None
-        item = queue_next_claimable(now).first()
-        if item is None:
+        node_implicit_ensure(now)
+        nodes = nodes_slots()
+        if not any(n.free > 0 or not use_gate for n in nodes):
             return None
+        picked = _claim_item(now, nodes, use_capacity=use_gate)
+        if picked is None:
+            return None
+        item, node = picked
         # A ``generating`` item's attempt writes its spec; any other does the item's job.
         kind = AttemptKind.SPEC if item.status == WorkItemStatus.GENERATING else AttemptKind.WORK
         worker = Worker(
@@ -145,6 +168,7 @@ def dispatch_claim_one(*, use_gate: bool = True) -> UUID | None:
             attempt=item.workers.count() + 1,
             kind=kind,
             last_heartbeat=now,
+            node_id=node,
         )
         worker.token_hash = token_digest(worker_token(worker.id))
         worker.save()
@@ -166,11 +190,37 @@ def dispatch_claim_one(*, use_gate: bool = True) -> UUID | None:
             kind=EventKind.CLAIMED,
             from_status=item.status,
             to_status=WorkItemStatus.ASSIGNED,
-            data={"attempt": worker.attempt, "kind": kind},
+            data={"attempt": worker.attempt, "kind": kind, "node": node},
         )
-        send_on_commit(TaskName.START_WORKER, str(worker.pk))
-    logger.info("claimed work item %s as worker %s", item.pk, worker.pk)
+        send_on_commit(TaskName.START_WORKER, str(worker.pk), queue=node_queue(node))
+    logger.info("claimed work item %s as worker %s on node %s", item.pk, worker.pk, node)
     return worker.pk
+
+
+def _claim_item(
+    now: dt.datetime, nodes: list[NodeSlots], *, use_capacity: bool
+) -> tuple[WorkItem, str] | None:
+    """Step 4 of the claim: the first claimable item a free node can take, locked, with the
+    node's name. The scan reads ids and wanted labels only, without locks; the item found is
+    then locked with SKIP LOCKED and its claimability re-checked under the lock."""
+    claimable = queue_next_claimable(now)
+    scan = WorkItem.objects.claimable(now, generating=spec_generator() == "agent")
+    offset, page = 0, 20
+    while offset < CLAIM_SCAN:
+        rows = list(scan.values_list("pk", "metadata__nodeLabels")[offset : offset + page])
+        for pk, labels in rows:
+            wanted = wanted_labels({"nodeLabels": labels})
+            node = node_pick(nodes, wanted, use_capacity=use_capacity)
+            if node is None:
+                continue
+            item = claimable.filter(pk=pk).first()
+            if item is not None:
+                return item, node.name
+        if len(rows) < page:
+            return None
+        offset += page
+        page = min(page * 5, CLAIM_SCAN)
+    return None
 
 
 def dispatch_run(*, max_claims: int = 50) -> int:
@@ -196,10 +246,11 @@ def dispatch_renudge_starts() -> int:
         Q(start_nudged_at__isnull=True) | Q(start_nudged_at__lt=cutoff)
     )
     nudged = 0
-    for worker_id in list(due.values_list("pk", flat=True)[:100]):
+    for worker_id, node in list(due.values_list("pk", "node_id")[:100]):
         if due.filter(pk=worker_id).update(start_nudged_at=now):
             try:
-                nudge.send(TaskName.START_WORKER, str(worker_id))
+                queue = node_queue(node) if node else None
+                nudge.send(TaskName.START_WORKER, str(worker_id), queue=queue)
             except Exception as exc:  # broker down: sent again a period later (the mark stays)
                 logger.warning("could not re-send start of %s (%s)", worker_id, type(exc).__name__)
                 continue

@@ -17,6 +17,7 @@ from django.db.models import Q
 from orchestration.choices import ErrorCategory, EventKind
 from orchestration.clock import advisory_xact_lock, db_now
 from orchestration.errors import InvalidState, NotFound, QueueFull, ValidationFailed
+from orchestration.fleet import node_queue
 from orchestration.forms.branches import derive_branch
 from orchestration.models import (
     PRIORITY_RANK,
@@ -166,7 +167,8 @@ def work_item_cancel(*, work_item_id: UUID | str, actor: str = "system", reason:
             )
             locks_release_all(worker_id=worker.pk)
             if worker.container_id:
-                send_on_commit(TaskName.STOP_CONTAINER, str(worker.pk))
+                queue = node_queue(worker.node_id) if worker.node_id else None
+                send_on_commit(TaskName.STOP_CONTAINER, str(worker.pk), queue=queue)
         WorkItem.objects.filter(pk=item.pk, status=item.status).update(
             status=WorkItemStatus.CANCELLED,
             completed_at=now,

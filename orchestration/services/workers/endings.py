@@ -25,6 +25,7 @@ from orchestration.choices import (
 )
 from orchestration.clock import db_now
 from orchestration.errors import Fenced, InvalidState
+from orchestration.fleet import node_queue_of
 from orchestration.models import (
     AttemptKind,
     Worker,
@@ -328,7 +329,7 @@ def worker_expire(
     except Fenced:
         return False  # it ended some other way first
     if ended:
-        send_on_commit(TaskName.STOP_CONTAINER, str(worker_id))
+        send_on_commit(TaskName.STOP_CONTAINER, str(worker_id), queue=node_queue_of(worker_id))
     return ended
 
 
@@ -353,5 +354,5 @@ def worker_kill(
     except Fenced as exc:
         raise InvalidState(str(exc)) from None
     if killed:
-        send_on_commit(TaskName.STOP_CONTAINER, str(worker_id))
+        send_on_commit(TaskName.STOP_CONTAINER, str(worker_id), queue=node_queue_of(worker_id))
     return killed
