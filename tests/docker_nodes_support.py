@@ -129,7 +129,7 @@ class TwoNodes:
     def start_worker(self, node: str) -> None:
         """(Re)start ``node``'s Celery worker, as its host's process manager would."""
         entry = self.nodes[node]
-        entry.proc = entry.workers.start(concurrency=3, **entry.env)
+        entry.proc = entry.workers.start(concurrency=3, **entry.env)  # type: ignore[arg-type]
         entry.logs.append(entry.workers.logs[-1])
 
     def kill_worker(self, node: str) -> None:

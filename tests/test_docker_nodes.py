@@ -166,6 +166,7 @@ def test_a_dead_node_s_attempts_run_again_on_the_other_and_its_leftovers_go(
     for item_id in ids:
         item = WorkItem.objects.get(pk=item_id)
         assert item.status == WorkItemStatus.COMPLETED, item.error
+        assert item.worker_id is not None
         assert Worker.objects.get(pk=item.worker_id).node_id == "a"
     # Late callbacks from b's attempts are fenced off.
     for worker_id, token in tokens.items():
@@ -238,5 +239,6 @@ def test_an_item_asking_for_a_label_only_b_has_waits_for_b(two_nodes: Any) -> No
     wait_for(lambda: all_finished([*busy, waiting]), timeout=120, interval=0.5, what="the items")
     item = WorkItem.objects.get(pk=waiting)
     assert item.status == WorkItemStatus.COMPLETED, item.error
+    assert item.worker_id is not None
     assert Worker.objects.get(pk=item.worker_id).node_id == "b"
     assert_fleet_invariants(stack)
