@@ -139,7 +139,10 @@ class TwoNodes:
         entry.workers.kill9(entry.proc)
 
 
-def _start_beat(env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
+def _start_beat(
+    env: dict[str, str], log: Path, procs: list[subprocess.Popen[bytes]]
+) -> subprocess.Popen[bytes]:
+    """``celery -A whim beat``, added to ``procs`` at once (stopped even if it never starts)."""
     with open(log, "wb") as out:
         proc = subprocess.Popen(
             [
@@ -160,8 +163,9 @@ def _start_beat(env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )
+    procs.append(proc)
     wait_for(
-        lambda: b"beat: Starting" in log.read_bytes() or proc.poll() is not None,
+        lambda: b"Configuration ->" in log.read_bytes() or proc.poll() is not None,
         timeout=60,
         what="celery beat to start",
     )
@@ -245,7 +249,6 @@ def two_nodes(second_engine: Engine, celery_workers: Any, settings: Any) -> Iter
             "WORKER_MEMORY": "512m",
             "WORKER_EGRESS": "none",
             "FAST_EXIT_SECONDS": "10",
-            "NODE_MAX_WORKERS": "2",
             "NODE_TIMEOUT": "6",
             "NODE_HEARTBEAT_INTERVAL": "1",
             "WHIM_AGENT": "mock",
@@ -268,7 +271,7 @@ def two_nodes(second_engine: Engine, celery_workers: Any, settings: Any) -> Iter
                 log=ROOT / "test-artifacts" / f"{instance}-web.log",
             )
         )
-        procs.append(_start_beat(base_env, ROOT / "test-artifacts" / f"{instance}-beat.log"))
+        _start_beat(base_env, ROOT / "test-artifacts" / f"{instance}-beat.log", procs)
         stack = TwoNodes(
             base_url=f"http://127.0.0.1:{port}",
             api_key=key,
@@ -281,12 +284,14 @@ def two_nodes(second_engine: Engine, celery_workers: Any, settings: Any) -> Iter
         node_env = {
             "a": {
                 "WHIM_NODE": "a",
+                "NODE_MAX_WORKERS": "2",
                 "DOCKER_HOST": main_env.get("DOCKER_HOST", "unix:///var/run/docker.sock"),
                 "WHIM_CALLBACK_URL": f"http://{gateway_a}:{callback_port}",
                 **(a_env or {}),
             },
             "b": {
                 "WHIM_NODE": "b",
+                "NODE_MAX_WORKERS": "2",
                 "DOCKER_HOST": second_engine.host,
                 "WHIM_CALLBACK_URL": f"http://{gateway_b}:{callback_port}",
                 **(b_env or {}),
