@@ -32,6 +32,8 @@ class TaskName:
     START_WORKER = "orchestration.start_worker"
     STOP_CONTAINER = "workers.stop_container"
     FAKE_RUN = "workers.fake_run"
+    # One node's container observation and reconciler, sent to that node's queue.
+    OBSERVE_CONTAINERS = "workers.observe_containers"
     # Defined in intake/tasks.py: deliver one outbox row (a GitHub call); poll the watched
     # repositories for labelled issues and pull requests.
     GITHUB_DELIVER = "intake.deliver"

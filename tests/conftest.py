@@ -174,6 +174,9 @@ class CeleryWorkers:
                 f"{db['PORT'] or 5432}/{db['NAME']}"
             ),
             "CELERY_QUEUE": self.queue,
+            # Its own node too (its queue whim.node.<name>): nothing an earlier test left
+            # on a node's queue reaches it either.
+            "WHIM_NODE": self.queue,
             "COOLDOWN_SECONDS": "0",
             "MAX_WORKERS": "50",
             "DAILY_BUDGET": "10000",
@@ -300,7 +303,10 @@ def start_web(*, env: dict[str, str], binds: list[str], log: Path) -> subprocess
 
 
 def _like(current: Any, value: str) -> Any:
-    """``value`` (an env string) cast to the type of the setting it overrides."""
+    """``value`` (an env string) cast to the type of the setting it overrides (a number for
+    an unset optional one, such as NODE_MAX_WORKERS)."""
+    if current is None:
+        return int(value) if value.lstrip("-").isdigit() else value
     if isinstance(current, list):
         return [type(current[0])(v) if current else v for v in value.split(",")]
     if isinstance(current, bool):
@@ -322,6 +328,7 @@ def celery_workers(transactional_db: None, settings: Any) -> Iterator[Callable[.
     def make(**env: str) -> CeleryWorkers:
         handle = CeleryWorkers(env)
         app.conf.task_default_queue = handle.queue
+        settings.WHIM_NODE = handle.env["WHIM_NODE"]  # a claim here picks the workers' node
         for key, value in env.items():  # this process sees what the workers see
             if hasattr(settings, key):
                 setattr(settings, key, _like(getattr(settings, key), value))

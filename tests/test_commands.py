@@ -407,6 +407,7 @@ def test_a_sweep_by_hand_does_its_work_and_prints_what_it_did(command: str) -> N
         "stuck",
         "locks",
         "containers",
+        "nodes",  # silent nodes marked lost (orchestration.services.nodes)
         "retention",
         "github",  # intake's outbox (registered by IntakeConfig.ready)
     }

@@ -22,10 +22,16 @@ class WorkersConfig(AppConfig):
             runtime_register,
             sweep_register,
         )
-        from workers import docker_runtime, fake_runtime, github_app, local_runtime  # noqa: F401
+        from workers import (  # noqa: F401
+            docker_runtime,
+            fake_runtime,
+            github_app,
+            local_runtime,
+            node_agent,
+        )
         from workers.provider import WorkersRuntimeProvider
-        from workers.services import containers_observe
+        from workers.services import containers_fan_out
 
         runtime_register(WorkersRuntimeProvider())
         github_credentials_register(github_app.AppCredentials())
-        sweep_register("containers", containers_observe)
+        sweep_register("containers", containers_fan_out)

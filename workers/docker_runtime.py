@@ -35,6 +35,7 @@ from workers import firewall, github_app
 from workers.agent_bin import container_agent_bin
 from workers.repo_mounts import repository_mounts
 from workers.runtime import (
+    LABEL_NODE,
     ContainerRuntime,
     ContainerState,
     DiskUsage,
@@ -84,10 +85,12 @@ ICC_OPTION = "com.docker.network.bridge.enable_icc"
 BRIDGE_NAME_OPTION = "com.docker.network.bridge.name"
 
 
-def bridge_name(network: str) -> str:
+def bridge_name(network: str, node: str | None = None) -> str:
     """A stable interface name for the network's bridge (at most 15 characters), so the
-    firewall can name it."""
-    return "whim" + hashlib.sha256(network.encode()).hexdigest()[:10]
+    firewall can name it. Derived from the node (WHIM_NODE) too: two engines on one host
+    share the kernel's interface names, and each makes its own network."""
+    key = f"{network}\0{node or settings.WHIM_NODE}"
+    return "whim" + hashlib.sha256(key.encode()).hexdigest()[:10]
 
 
 def _revoke_unused_token(env: dict[str, str]) -> None:
@@ -203,6 +206,7 @@ class DockerRuntime(ContainerRuntime):
                 LABEL_WORKER: str(worker.pk),
                 LABEL_WORK_ITEM: str(work_item.pk),
                 LABEL_INSTANCE: settings.WHIM_INSTANCE,
+                LABEL_NODE: worker.node_id or settings.WHIM_NODE,
             },
             # The supervisor starts as root to run the harness and the agent as two users
             # (uid 1000 and 1001): those three capabilities are all it keeps.

@@ -46,6 +46,8 @@ class ContainerState:
 
 # A workspace with less than this left is full: the agent is writing against its limit.
 WORKSPACE_FULL_SLACK_BYTES = 1024 * 1024
+# The label naming the node whose worker started a container: only that node reconciles it.
+LABEL_NODE = "whim.node"
 
 
 @dataclasses.dataclass(frozen=True)

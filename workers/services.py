@@ -7,14 +7,18 @@ import datetime as dt
 import logging
 
 from django.conf import settings
+from django.db.models import Q
 
+from orchestration import nudge
 from orchestration.choices import ErrorCategory, EventKind
 from orchestration.clock import db_now
 from orchestration.errors import Fenced
-from orchestration.models import Worker, WorkerStatus, WorkItemEvent
+from orchestration.fleet import node_queue
+from orchestration.models import Node, NodeState, Worker, WorkerStatus, WorkItemEvent
+from orchestration.nudge import TaskName
 from orchestration.services.events import event_record
 from orchestration.services.workers import worker_fail
-from workers.runtime import ContainerRuntime, ContainerState, get_runtime
+from workers.runtime import LABEL_NODE, ContainerRuntime, ContainerState, get_runtime
 
 logger = logging.getLogger(__name__)
 
@@ -62,15 +66,24 @@ def classify_exit(
     return ErrorCategory.CRASHED, f"container {how} while the attempt was active"
 
 
-def containers_observe(*, runtime: ContainerRuntime | None = None) -> dict[str, int]:
-    """One pass over containers; safe to run twice at once and from several processes.
+def containers_observe(
+    *, runtime: ContainerRuntime | None = None, node: str | None = None
+) -> dict[str, int]:
+    """One pass over one node's containers (``node``, default this process's WHIM_NODE: the
+    engine ``runtime`` talks to); safe to run twice at once and from several processes.
 
-    1. Every active worker with a container: gone → CONTAINER_LOST; finished → its last
+    Only the node's own attempts and containers are looked at: another node's attempt has
+    no container on this engine (it is not "gone"), and a container labelled for another
+    node is not this node's to remove. Attempts from before nodes (no node) and containers
+    without the label count as the node's only when it is the only node.
+
+    1. Every active worker of the node with a container: gone → CONTAINER_LOST; finished → its last
        lines kept, the exit classified and the attempt failed (retry or fail), the container
        removed; running past WORKER_TIMEOUT → killed and failed with TIMEOUT; running with
        a full /workspace (the runtime's ``workspace_usage``) → killed, RESOURCE_ERROR.
-    2. Every container labelled for this instance whose worker is no longer active (or
-       unknown): last lines kept, stopped (10 s grace) and removed.
+    2. Every container labelled for this instance and node whose worker is no longer active
+       (or unknown): last lines kept, stopped (10 s grace) and removed. This is also what a
+       node coming back does with what its lost attempts left behind.
     Transitions are conditional, so a callback that lands first simply wins (Fenced here).
     """
     runtime = runtime or get_runtime()
@@ -85,7 +98,10 @@ def containers_observe(*, runtime: ContainerRuntime | None = None) -> dict[str, 
     if not runtime.observable:
         return counts
     now = db_now()
-    active = Worker.objects.filter(status__in=Worker.ACTIVE).exclude(container_id="")
+    node = node or settings.WHIM_NODE
+    alone = not Node.objects.exclude(name=node).exists()
+    mine = Q(node_id=node) | Q(node__isnull=True) if alone else Q(node_id=node)
+    active = Worker.objects.filter(mine, status__in=Worker.ACTIVE).exclude(container_id="")
     for worker in active.order_by("created_at")[:500]:
         try:
             _observe_one(runtime=runtime, worker=worker, now=now, counts=counts)
@@ -93,6 +109,8 @@ def containers_observe(*, runtime: ContainerRuntime | None = None) -> dict[str, 
             counts["cleanup_failed"] += 1
             _record_cleanup_failure(worker, worker.container_id, exc)
     for state in runtime.list_labelled():
+        if state.labels.get(LABEL_NODE, node if alone else "") != node:
+            continue  # another node's (two engines on one host may both list it)
         worker_id = state.labels.get("whim.worker", "")
         owner = Worker.objects.filter(pk=worker_id).first() if _is_uuid(worker_id) else None
         if owner is not None and owner.is_active:
@@ -108,6 +126,28 @@ def containers_observe(*, runtime: ContainerRuntime | None = None) -> dict[str, 
             counts["cleanup_failed"] += 1
             _record_cleanup_failure(owner, state.id, exc)
     return counts
+
+
+def containers_fan_out() -> dict[str, int]:
+    """The "containers" sweep (beat's, on any worker): one observation message per node that
+    is not lost, on its own queue, so each node's worker observes its own engine. With no
+    node registered yet, this host's. Nothing for a runtime with no containers to observe.
+    A node that stopped consuming keeps at most NODE_TIMEOUT's worth of them: then it is
+    lost, and each of them is a quick no-op when it comes back."""
+    if not get_runtime().observable:
+        return {"nodes": 0}
+    names = list(Node.objects.exclude(state=NodeState.LOST).values_list("name", flat=True))
+    if not Node.objects.exists():
+        names = [settings.WHIM_NODE]
+    sent = 0
+    for name in names:
+        try:
+            nudge.send(TaskName.OBSERVE_CONTAINERS, name, queue=node_queue(name))
+        except Exception as exc:  # broker down: the next period sends it again
+            logger.warning("could not send observation to %s (%s)", name, type(exc).__name__)
+            continue
+        sent += 1
+    return {"nodes": sent}
 
 
 def _observe_one(

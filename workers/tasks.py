@@ -17,6 +17,7 @@ from django.db.models import Value
 from django.db.models.functions import Concat, Right
 
 from orchestration.choices import ErrorCategory
+from orchestration.clock import advisory_try_lock
 from orchestration.errors import Fenced, NotFound
 from orchestration.forms.fields import bounded_seconds
 from orchestration.models import AttemptKind, Worker, WorkerStatus
@@ -35,7 +36,7 @@ from orchestration.services.workers import (
 from workers.github_app import GitHubAppError
 from workers.repo_mounts import RepositoryRefused
 from workers.runtime import get_runtime
-from workers.services import container_keep_logs
+from workers.services import container_keep_logs, containers_observe
 
 logger = logging.getLogger(__name__)
 
@@ -103,6 +104,22 @@ def stop_worker_container(worker_id: str) -> None:
     runtime.stop(container_id=worker.container_id, grace_seconds=10)
     container_keep_logs(runtime=runtime, worker=worker)
     runtime.remove(container_id=worker.container_id)
+
+
+@shared_task(name=TaskName.OBSERVE_CONTAINERS, time_limit=600, soft_time_limit=570)
+def observe_containers(node: str) -> dict[str, int]:
+    """One node's container observation and reconciler (``containers_observe``), on that
+    node's queue. A copy already running on the node: skipped (the next period catches up)."""
+    if node != settings.WHIM_NODE:  # a queue bound by hand to the wrong worker: not its engine
+        logger.warning("observation of node %s reached node %s: ignored", node, settings.WHIM_NODE)
+        return {}
+    with advisory_try_lock(f"whim.observe.{node}") as mine:
+        if not mine:
+            return {}
+        counts = containers_observe(node=node)
+    if any(counts.values()):
+        logger.info("containers of node %s: %s", node, counts)
+    return counts
 
 
 def _log(worker_id: str, line: str) -> None:

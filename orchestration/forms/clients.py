@@ -13,6 +13,7 @@ from uuid import UUID
 from django import forms
 from django.core.exceptions import ValidationError
 
+from orchestration.fleet import MAX_NODE_LABELS, NODE_LABEL_RE
 from orchestration.forms.branches import (
     derive_branch,
     protected_message,
@@ -90,6 +91,17 @@ class WorkItemSubmitForm(ErrorFirstForm):
             raise ValidationError("mockFile must be a repo-relative path")
         if "mockLock" in meta and not isinstance(meta["mockLock"], bool):
             raise ValidationError("mockLock must be true or false")
+        if "nodeLabels" in meta:  # the labels a node must offer to run it (services.placement)
+            labels = meta["nodeLabels"]
+            if not (
+                isinstance(labels, list)
+                and len(labels) <= MAX_NODE_LABELS
+                and all(isinstance(x, str) and NODE_LABEL_RE.fullmatch(x) for x in labels)
+            ):
+                raise ValidationError(
+                    f"nodeLabels must be a list of at most {MAX_NODE_LABELS} labels, each "
+                    "[a-z0-9][a-z0-9_.-]{0,62}"
+                )
         if "maxCostUsd" in meta:  # the item's cost cap (services.costs; 0: none)
             try:
                 dollars(meta["maxCostUsd"], cap=MAX_COST_CAP_USD)

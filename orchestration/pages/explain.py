@@ -14,9 +14,17 @@ from django.utils import timezone
 
 from orchestration.choices import EventKind
 from orchestration.clock import db_now
-from orchestration.models import WorkItem, WorkItemEvent, WorkItemStatus, WorkItemType
+from orchestration.models import (
+    Node,
+    NodeState,
+    WorkItem,
+    WorkItemEvent,
+    WorkItemStatus,
+    WorkItemType,
+)
 from orchestration.services.costs import item_cost_cap, usd, usd_text
 from orchestration.services.dispatch import GateDecision, gate_status
+from orchestration.services.placement import nodes_slots, wanted_labels
 
 
 def _when(value: dt.datetime) -> str:
@@ -83,6 +91,34 @@ def _reviews_busy(item: WorkItem) -> str:
     )
 
 
+def _node_reasons(item: WorkItem) -> list[str]:
+    """Why no node can take the item now ([] when one can, or none is registered yet: the
+    claim registers this host's). Label X, or "labels X, Y", are what it asks for."""
+    nodes = nodes_slots(states=NodeState.values)
+    if not nodes:
+        return []
+    wanted = wanted_labels(item.metadata)
+    what = ", ".join(sorted(wanted))
+    named = f"label{'s' if len(wanted) > 1 else ''} {what}"
+    offering = [n for n in nodes if n.offers(wanted)]
+    if not offering:
+        return [f"No node has {named} (NODE_LABELS on the node's worker)."]
+    active = [n for n in offering if n.state == NodeState.ACTIVE]
+    if not active:
+        which = f"The nodes with {named}" if wanted else "All nodes"
+        states = ", ".join(f"{n.name} is {n.state}" for n in offering)
+        return [f"{which} are draining or lost ({states}); none takes new work."]
+    if all(n.free == 0 for n in active):
+        running = sum(n.running for n in active)
+        capacity = sum(n.capacity for n in active)
+        scope = f" with {named}" if wanted else ""
+        return [
+            f"All nodes are full: the active nodes{scope} run {running} of {capacity} "
+            "attempts they take at once (NODE_MAX_WORKERS)."
+        ]
+    return []
+
+
 def why_not_running(item: WorkItem) -> list[str]:
     """Plain-language reasons the item is not (or not yet) making progress; [] if it is."""
     now = db_now()
@@ -101,6 +137,7 @@ def why_not_running(item: WorkItem) -> list[str]:
         sentence = gate_sentence(gate_status(), now=now)
         if sentence:
             reasons.append(sentence)
+        reasons.extend(_node_reasons(item))
         ahead = _ahead_in_queue(item, now)
         if ahead:
             reasons.append(
@@ -122,7 +159,12 @@ def why_not_running(item: WorkItem) -> list[str]:
             "far is pushed. An operator continues it with a raised cap."
         ]
     if item.status == WorkItemStatus.ASSIGNED:
-        return [f"Worker {item.worker_id} was assigned; its container is starting."]
+        node = Node.objects.filter(workers=item.worker_id).first() if item.worker_id else None
+        where = f" on node {node.name}" if node is not None else ""
+        starting = [f"Worker {item.worker_id} was assigned{where}; its container is starting."]
+        if node is not None and node.state != NodeState.ACTIVE:
+            starting.append(f"Node {node.name} is {node.state}.")
+        return starting
     if item.status == WorkItemStatus.IN_PROGRESS:
         blocked = _lock_block(item)
         if blocked is not None:
