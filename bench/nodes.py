@@ -20,7 +20,7 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "whim.settings")
 os.environ.setdefault("LOG_LEVEL", "WARNING")
 os.environ["DATABASE_TEST_NAME"] = "whim_bench_nodes"
 if not os.environ.get("DATABASE_URL"):
-    sys.exit("bench: set DATABASE_URL (eval \"$(scripts/services.sh)\")")
+    sys.exit('bench: set DATABASE_URL (eval "$(scripts/services.sh)")')
 
 import django
 
