@@ -23,6 +23,7 @@ MYPY := $(VENV)/bin/mypy
 PYTEST_ARGS ?=
 BENCH_ARGS ?=
 COMPOSE_FILE := docker-compose.yml
+COMPOSE_NODE_FILE := docker-compose.node.yml
 # Not $(MAKE) in recipes: with .ONESHELL a recipe naming $(MAKE) runs even under `make -n`.
 SUBMAKE := $(MAKE) --no-print-directory
 
@@ -91,14 +92,20 @@ imports:
 # `docker compose` (v2 plugin), `docker-compose` (Debian's v1, installed by bootstrap.sh),
 # then a structural check with PyYAML. Required variables get placeholder values here only.
 compose-check:
-	@echo "== compose config ($(COMPOSE_FILE))"
+	@echo "== compose config ($(COMPOSE_FILE), $(COMPOSE_FILE) + $(COMPOSE_NODE_FILE))"
 	export SECRET_KEY="$${SECRET_KEY:-compose-validation-only}"
 	export FLOWER_BASIC_AUTH="$${FLOWER_BASIC_AUTH:-validate:only}"
+	# The worker-only host's required settings, placeholders for validation only.
+	node_env=(WHIM_DATABASE_URL=postgres://whim:x@db.invalid:5432/whim
+		WHIM_REDIS_URL=redis://queue.invalid:6379/0 WHIM_NODE=validate
+		WHIM_CALLBACK_URL=http://web.invalid:8001)
 	if docker compose version >/dev/null 2>&1; then
 		docker compose -f $(COMPOSE_FILE) config -q
+		env "$${node_env[@]}" docker compose -f $(COMPOSE_FILE) -f $(COMPOSE_NODE_FILE) config -q
 		echo "docker compose config: OK"
 	elif command -v docker-compose >/dev/null 2>&1; then
 		docker-compose -f $(COMPOSE_FILE) config -q
+		env "$${node_env[@]}" docker-compose -f $(COMPOSE_FILE) -f $(COMPOSE_NODE_FILE) config -q
 		echo "docker-compose (v1) config: OK"
 	else
 		pybin=""
@@ -111,7 +118,7 @@ compose-check:
 			exit 1
 		fi
 		# (no indented Python here: .ONESHELL strips leading whitespace from recipe lines)
-		"$$pybin" - $(COMPOSE_FILE) <<-'EOF'
+		"$$pybin" - $(COMPOSE_FILE) $(COMPOSE_NODE_FILE) <<-'EOF'
 		import sys, yaml
 		doc = yaml.safe_load(open(sys.argv[1]))
 		services = doc.get("services") or {}
@@ -122,6 +129,12 @@ compose-check:
 		deps = [(n, d) for n, s in services.items() for d in s.get("depends_on") or {}]
 		unknown = [f"{n} -> {d}" for n, d in deps if d not in services]
 		assert not unknown, f"depends_on unknown services: {unknown}"
+		node = yaml.safe_load(open(sys.argv[2]))
+		extra = set(node.get("services") or {}) - set(services)
+		assert not extra, f"the node override names services docker-compose.yml lacks: {extra}"
+		env = node["services"]["worker"]["environment"]
+		needed = {"DATABASE_URL", "REDIS_URL", "WHIM_NODE", "WHIM_CALLBACK_URL"} - set(env)
+		assert not needed, f"the node override does not set {sorted(needed)}"
 		print("compose structure (PyYAML fallback): OK")
 		EOF
 	fi

@@ -16,9 +16,12 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from orchestration.clock import db_now
+from orchestration.fleet import NodeState
 from orchestration.models import Worker, WorkerStatus, WorkItem, WorkItemStatus
-from orchestration.selectors import usage_today
+from orchestration.selectors import nodes_overview, usage_today
 from orchestration.services.costs import cost_spent_today
+
+NODE_DISPLAY_STATES = (*NodeState.values, "drained")
 
 
 class WhimCollector(Collector):
@@ -62,6 +65,28 @@ class WhimCollector(Collector):
             "DAILY_COST_BUDGET (0: no limit)",
             value=settings.DAILY_COST_BUDGET,
         )
+
+        yield from node_gauges()
+
+
+def node_gauges() -> Iterator[GaugeMetricFamily]:
+    """Per node (one query): its capacity, its running attempts, and its display state as a
+    1/0 gauge per state (active, draining, drained, lost)."""
+    capacity = GaugeMetricFamily("whim_node_capacity", "NODE_MAX_WORKERS", labels=["node"])
+    running = GaugeMetricFamily(
+        "whim_node_running", "Attempts running on the node", labels=["node"]
+    )
+    state = GaugeMetricFamily(
+        "whim_node_state", "The node's state (1 for its current one)", labels=["node", "state"]
+    )
+    for row in nodes_overview():
+        capacity.add_metric([row["name"]], row["capacity"])
+        running.add_metric([row["name"]], row["running"])
+        for name in NODE_DISPLAY_STATES:
+            state.add_metric([row["name"], name], 1 if row["state"] == name else 0)
+    yield capacity
+    yield running
+    yield state
 
 
 def metrics_view(request: HttpRequest) -> HttpResponse:

@@ -37,7 +37,7 @@ from tests.helpers import (
 
 ROOT = Path(__file__).resolve().parent.parent
 
-pytest_plugins = ["tests.docker_stack", "tests.intake_support"]
+pytest_plugins = ["tests.docker_stack", "tests.docker_nodes_support", "tests.intake_support"]
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

@@ -46,3 +46,27 @@ def test_the_projects_commands_are_found() -> None:
 def test_every_management_command_has_a_test() -> None:
     untested = sorted(c for c in project_commands() if not named_in_a_test(c))
     assert untested == [], f"management commands without a test: {untested}"
+
+
+def whim_subcommands() -> set[str]:
+    """The subcommands of ``whim`` (``whim nodes``, ``whim node drain``, …)."""
+    from orchestration.management.commands.whim import Command
+
+    parser = Command().create_parser("manage.py", "whim")
+    [sub] = [a for a in parser._actions if a.dest == "action"]
+    return set(sub.choices or ())
+
+
+def test_every_whim_subcommand_is_run_by_a_test() -> None:
+    """A module that runs ``whim`` names each of its subcommands (``whim("nodes")``)."""
+    runs = [
+        path.read_text()
+        for path in TESTS.glob("test_*.py")
+        if path.resolve() != Path(__file__).resolve()
+        and re.search(r"""\bwhim\(|["']whim["']""", path.read_text())
+    ]
+    untested = sorted(
+        s for s in whim_subcommands() if not any(re.search(rf"""["']{s}["']""", t) for t in runs)
+    )
+    assert {"nodes", "node"} <= whim_subcommands()
+    assert untested == [], f"whim subcommands without a test: {untested}"

@@ -4,7 +4,7 @@ from django.contrib import admin
 from django.contrib.auth import views as auth_views
 from django.urls import include, path, re_path
 
-from orchestration import accounts, web, web_cost
+from orchestration import accounts, web, web_cost, web_nodes
 from orchestration.api import learnings as api_learnings
 from orchestration.api import views as api_views
 from orchestration.prometheus import metrics_view
@@ -44,4 +44,7 @@ urlpatterns = [
     path("workers/", web.workers_page, name="workers"),
     path("workers/<uuid:pk>/kill/", web.worker_kill_view, name="worker-kill"),
     path("locks/", web.locks_page, name="locks"),
+    path("nodes/", web_nodes.nodes_page, name="nodes"),
+    path("nodes/<str:name>/drain/", web_nodes.node_action, {"verb": "drain"}, name="node-drain"),
+    path("nodes/<str:name>/resume/", web_nodes.node_action, {"verb": "resume"}, name="node-resume"),
 ]

@@ -9,9 +9,10 @@ its modules to run their ``@admin.register`` calls:
 - ``workers``: workers (attempts), kill and show logs;
 - ``ledger``: file locks, events, daily usage, dispatch state, worker metrics, API keys;
 - ``learnings``: learnings, read-only (deletable: a model wrote them);
+- ``nodes``: the nodes (Docker hosts), drain and resume;
 - ``schedules``: the beat schedules (django-celery-beat's ``PeriodicTask``), audited.
 """
 
-from orchestration.admin import base, learnings, ledger, schedules, work_items, workers
+from orchestration.admin import base, learnings, ledger, nodes, schedules, work_items, workers
 
-__all__ = ["base", "learnings", "ledger", "schedules", "work_items", "workers"]
+__all__ = ["base", "learnings", "ledger", "nodes", "schedules", "work_items", "workers"]

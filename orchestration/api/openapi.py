@@ -83,6 +83,8 @@ def _path_parameters(path: str) -> list[dict[str, Any]]:
         schema: dict[str, Any] = {"type": "string", "minLength": 1}
         if name == "id":
             schema = {"type": "string", "format": "uuid"}
+        elif name == "name":  # a node's (orchestration.fleet.NODE_NAME_RE)
+            schema = {"type": "string", "pattern": "^[a-z0-9][a-z0-9_.-]{0,62}$"}
         elif name == "number":
             schema = {"type": "integer", "minimum": 0}
         elif name == "token":

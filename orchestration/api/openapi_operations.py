@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from orchestration.api import response_schemas as rs
+from orchestration.api.nodes import NODE_SCHEMA
 from orchestration.api.openapi_forms import form_schema, picked_body
 from orchestration.api.serializers import WORK_ITEM_DETAIL_SCHEMA, WORK_ITEM_SCHEMA, WORKER_SCHEMA
 from orchestration.forms.callbacks import (
@@ -123,6 +124,7 @@ WEBHOOK_BODY = {
 }
 WEBHOOK_BODY["properties"]["action"] = form_schema(GitHubDeliveryForm)["properties"]["action"]
 _review_list = {"type": "array", "items": rs.REVIEW_SCHEMA}
+_node_list = {"type": "array", "items": NODE_SCHEMA}
 _n = "orchestration.api.views."
 _w = "orchestration.api.worker_views."
 OPERATIONS: dict[str, Op] = {
@@ -188,6 +190,23 @@ OPERATIONS: dict[str, Op] = {
     ),
     _n + "metrics": Op(
         "get", "Today's throughput, verification and token usage", {200: rs.METRICS_SUMMARY_SCHEMA}
+    ),
+    "orchestration.api.nodes.nodes_list": Op(
+        "get", "The nodes (Docker hosts) and their state", {200: _node_list}, tag="nodes"
+    ),
+    "orchestration.api.nodes.node_drain": Op(
+        "post",
+        "Drain a node: no new attempts; running ones finish",
+        {200: NODE_SCHEMA},
+        errors=(*CLIENT_POST_ERRORS, 404),
+        tag="nodes",
+    ),
+    "orchestration.api.nodes.node_resume": Op(
+        "post",
+        "Resume a draining or lost node",
+        {200: NODE_SCHEMA},
+        errors=(*CLIENT_POST_ERRORS, 404),
+        tag="nodes",
     ),
     _n + "reviews_list": Op("get", "PR reviews, newest first", {200: _review_list}),
     _n + "reviews_for_item": Op(

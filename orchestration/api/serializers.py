@@ -155,8 +155,10 @@ WORKER_SCHEMA = object_schema(
         "completedAt": NULLABLE_DATE_TIME,
         "containerId": nullable("string"),
         "error": nullable("string"),
+        "node": nullable("string"),
     },
-    description="API.md's Worker object",
+    description="API.md's Worker object, plus node: the node its container runs on (null for "
+    "an attempt from before nodes)",
 )
 
 
@@ -171,6 +173,7 @@ def worker_json(worker: Worker) -> dict[str, Any]:
         "completedAt": iso(worker.completed_at),
         "containerId": worker.container_id or None,
         "error": worker.error or None,
+        "node": worker.node_id,
     }
 
 

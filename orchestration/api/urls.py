@@ -2,7 +2,7 @@
 
 from django.urls import path
 
-from orchestration.api import docs, learnings, views
+from orchestration.api import docs, learnings, nodes, views
 
 urlpatterns = [
     path("openapi.json", docs.openapi_json),
@@ -19,6 +19,9 @@ urlpatterns = [
     path("workers/<str:pk>/kill", views.worker_kill),
     path("workers/<str:pk>/logs", views.worker_logs),
     path("metrics", views.metrics),
+    path("nodes", nodes.nodes_list),
+    path("nodes/<str:name>/drain", nodes.node_drain),
+    path("nodes/<str:name>/resume", nodes.node_resume),
     path("learnings", learnings.learnings),
     path("reviews", views.reviews_list),
     path("reviews/work-item/<str:pk>", views.reviews_for_item),

@@ -14,15 +14,17 @@ from typing import Any
 from django.core import checks
 from django.core.management.base import BaseCommand, CommandParser, SystemCheckError
 
+from orchestration.api.nodes import node_answer, node_json
 from orchestration.api.queries import queue_page
 from orchestration.api.serializers import work_item_detail_json, work_item_json, worker_json
 from orchestration.errors import ValidationFailed, WhimError
 from orchestration.forms.clients import ContinueForm, KillForm, WorkItemSubmitForm
+from orchestration.forms.node_name import node_name_parsed
 from orchestration.models import Worker
 from orchestration.nudge import broker_reachable
 from orchestration.registry import sweeps
-from orchestration.selectors import status_summary
-from orchestration.services import work_items, workers
+from orchestration.selectors import nodes_overview, status_summary
+from orchestration.services import nodes, work_items, workers
 from orchestration.services.sweeps import sweep_run
 
 ACTOR = "cli"
@@ -31,7 +33,7 @@ ACTOR = "cli"
 class Command(BaseCommand):
     help = (
         "Submit and manage Whim work: submit, status, queue, cancel, requeue, continue, workers, "
-        "kill, sweep."
+        "kill, sweep, nodes, node drain|resume."
     )
 
     def check(self, *args: Any, **kwargs: Any) -> None:
@@ -85,6 +87,10 @@ class Command(BaseCommand):
         kill.add_argument("id")
         kill.add_argument("--reason", default="")
         kill.add_argument("--no-retry", action="store_true", help="fail the item instead")
+        sub.add_parser("nodes", help="list the nodes (Docker hosts) and their state")
+        node = sub.add_parser("node", help="drain or resume a node")
+        node.add_argument("verb", choices=["drain", "resume"])
+        node.add_argument("name")
 
     def handle(self, *args: Any, **options: Any) -> None:
         try:
@@ -168,3 +174,11 @@ class Command(BaseCommand):
         )
         workers.worker_kill(worker_id=o["id"], actor=ACTOR, **form.kill_options())
         return {"success": True}
+
+    def do_nodes(self, o: dict[str, Any]) -> list[dict[str, Any]]:
+        return [node_json(row) for row in nodes_overview()]
+
+    def do_node(self, o: dict[str, Any]) -> dict[str, Any]:
+        """The same services, and the same answer, as ``POST /api/nodes/<name>/<verb>``."""
+        act = nodes.node_drain if o["verb"] == "drain" else nodes.node_resume
+        return node_answer(act(name=node_name_parsed(o["name"]), actor=ACTOR).name)
