@@ -12,6 +12,7 @@ import re
 from uuid import UUID
 
 from django.db import models
+from django.db.models.functions import Coalesce
 
 # A node's name: what WHIM_NODE, the API's path and the Celery queue ``whim.node.<name>`` carry.
 NODE_NAME_RE = re.compile(r"[a-z0-9][a-z0-9_.-]{0,62}")
@@ -63,3 +64,19 @@ def node_queue_of(worker_id: UUID | str) -> str | None:
     default queue, which a single host's worker consumes)."""
     name = Node.objects.filter(workers__pk=worker_id).values_list("name", flat=True).first()
     return node_queue(name) if name else None
+
+
+def node_running() -> Coalesce:
+    """An annotation: the node's active attempts, counted by a correlated subquery that the
+    partial index ``worker_active_node`` answers (never every attempt ever run).
+    ``Node.objects.annotate(running=node_running())``."""
+    from orchestration.models import Worker  # defined after this module is imported
+
+    active = (
+        Worker.objects.filter(node=models.OuterRef("pk"), status__in=Worker.ACTIVE)
+        .order_by()
+        .values("node")
+        .annotate(n=models.Count("pk"))
+        .values("n")
+    )
+    return Coalesce(models.Subquery(active), 0)

@@ -303,6 +303,12 @@ class Worker(models.Model):
                 name="worker_stale_scan",
                 condition=Q(status__in=list(WORKER_ACTIVE)),
             ),
+            # Each node's running attempts (the claim, /nodes/, /metrics).
+            models.Index(
+                fields=["node"],
+                name="worker_active_node",
+                condition=Q(status__in=list(WORKER_ACTIVE)),
+            ),
         ]
         constraints: ClassVar[list[models.BaseConstraint]] = [
             # Never two live attempts for one item.

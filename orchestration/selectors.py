@@ -22,6 +22,7 @@ from django.db.models import (
 
 from orchestration.clock import budget_date, db_now, next_budget_day_start
 from orchestration.errors import ValidationFailed
+from orchestration.fleet import node_running
 from orchestration.models import (
     CLAIM_ORDER,
     QUEUE_STATUS_FILTERS,
@@ -249,9 +250,7 @@ class NodeRow(TypedDict):
 
 def nodes_overview() -> list[NodeRow]:
     """Every node by name, with its attempts running now (active workers on it)."""
-    nodes = Node.objects.annotate(
-        running=Count("workers", filter=Q(workers__status__in=Worker.ACTIVE))
-    ).order_by("name")
+    nodes = Node.objects.annotate(running=node_running()).order_by("name")
     rows: list[NodeRow] = []
     for node in nodes:
         running = int(node.running)

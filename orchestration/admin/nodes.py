@@ -6,11 +6,12 @@ from __future__ import annotations
 from typing import Any
 
 from django.contrib import admin
-from django.db.models import Count, Q, QuerySet
+from django.db.models import QuerySet
 from django.http import HttpRequest
 
 from orchestration.admin.base import FastListAdmin, admin_actor, apply_each
-from orchestration.models import Node, Worker
+from orchestration.fleet import node_running
+from orchestration.models import Node
 from orchestration.services.nodes import node_drain, node_resume
 
 
@@ -32,11 +33,7 @@ class NodeAdmin(FastListAdmin):
     actions = ("drain", "resume")
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[Node]:
-        return (
-            super()
-            .get_queryset(request)
-            .annotate(running=Count("workers", filter=Q(workers__status__in=Worker.ACTIVE)))
-        )
+        return super().get_queryset(request).annotate(running=node_running())
 
     @admin.display(description="running")
     def running(self, obj: Any) -> int:

@@ -14,10 +14,9 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from django.conf import settings
-from django.db.models import Count, Q
 
-from orchestration.fleet import NODE_LABEL_RE, node_name_valid
-from orchestration.models import Node, NodeState, Worker
+from orchestration.fleet import NODE_LABEL_RE, node_name_valid, node_running
+from orchestration.models import Node, NodeState
 
 
 @dataclasses.dataclass(frozen=True)
@@ -75,7 +74,7 @@ def nodes_slots(*, states: Iterable[str] = (NodeState.ACTIVE,)) -> list[NodeSlot
     """The nodes in ``states`` with their running attempts (active workers on them)."""
     rows = (
         Node.objects.filter(state__in=list(states))
-        .annotate(running=Count("workers", filter=Q(workers__status__in=Worker.ACTIVE)))
+        .annotate(running=node_running())
         .values_list("name", "state", "labels", "capacity", "running")
     )
     return [
