@@ -82,7 +82,8 @@ def containers_observe(*, runtime: ContainerRuntime | None = None) -> dict[str, 
         "removed": 0,
         "cleanup_failed": 0,
     }
-    if not runtime.observable:
+    if not runtime.observable:  # nothing to inspect; lost runs are sent again (fake)
+        counts["revived"] = runtime.revive()
         return counts
     now = db_now()
     active = Worker.objects.filter(status__in=Worker.ACTIVE).exclude(container_id="")
