@@ -88,7 +88,7 @@ def test_a_fake_attempt_whose_run_redis_lost_is_played_again_and_finishes(
         STALE_THRESHOLD="3600",
     )
     with task_mocks():  # this process's nudges go nowhere: the beat in the worker dispatches
-        item = WorkItemFactory(metadata={"mockSeconds": 6})
+        item: WorkItem = WorkItemFactory.create(metadata={"mockSeconds": 6})
     first = workers.start(beat=True)
 
     def running() -> Worker | None:

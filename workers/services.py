@@ -83,7 +83,8 @@ def containers_observe(*, runtime: ContainerRuntime | None = None) -> dict[str, 
         "cleanup_failed": 0,
     }
     if not runtime.observable:  # nothing to inspect; lost runs are sent again (fake)
-        counts["revived"] = runtime.revive()
+        if revived := runtime.revive():
+            counts["revived"] = revived
         return counts
     now = db_now()
     active = Worker.objects.filter(status__in=Worker.ACTIVE).exclude(container_id="")
