@@ -55,32 +55,34 @@ def worker_authenticate(token: str) -> Worker | None:
     return worker
 
 
-def worker_view(
-    view: WorkerView | None = None, *, atomic: bool = False
-) -> Callable[..., HttpResponse] | Callable[[WorkerView], Callable[..., HttpResponse]]:
-    """POST only; authenticate the worker by token; the route's id must be that worker.
-    ``atomic=True``: the authentication and the route run in one transaction (the heartbeat,
+def worker_view(view: WorkerView) -> Callable[..., HttpResponse]:
+    """POST only; authenticate the worker by token; the route's id must be that worker."""
+    return _worker_route(view, atomic=False)
+
+
+def atomic_worker_view(view: WorkerView) -> Callable[..., HttpResponse]:
+    """``worker_view`` whose authentication and route run in one transaction (the heartbeat,
     whose service opens none of its own then: one BEGIN … COMMIT a beat)."""
+    return _worker_route(view, atomic=True)
 
-    def decorate(view: WorkerView) -> Callable[..., HttpResponse]:
-        @csrf_exempt
-        @functools.wraps(view)
-        def wrapped(
-            request: HttpRequest, token: str | None = None, pk: str | None = None
-        ) -> HttpResponse:
-            if refused := method_refused(request, ("POST",)):
-                return refused
-            with transaction.atomic() if atomic else contextlib.nullcontext():
-                worker = worker_authenticate(_presented_token(request, token))
-                if worker is None:
-                    return error_response(401, "UNAUTHORIZED", "A valid worker token is required")
-                if pk is not None and str(worker.pk) != pk:
-                    return error_response(403, "FORBIDDEN", "This token belongs to another worker")
-                return json_answer(lambda: view(request, worker, parse_json_body(request)))
 
-        return wrapped
+def _worker_route(view: WorkerView, *, atomic: bool) -> Callable[..., HttpResponse]:
+    @csrf_exempt
+    @functools.wraps(view)
+    def wrapped(
+        request: HttpRequest, token: str | None = None, pk: str | None = None
+    ) -> HttpResponse:
+        if refused := method_refused(request, ("POST",)):
+            return refused
+        with transaction.atomic() if atomic else contextlib.nullcontext():
+            worker = worker_authenticate(_presented_token(request, token))
+            if worker is None:
+                return error_response(401, "UNAUTHORIZED", "A valid worker token is required")
+            if pk is not None and str(worker.pk) != pk:
+                return error_response(403, "FORBIDDEN", "This token belongs to another worker")
+            return json_answer(lambda: view(request, worker, parse_json_body(request)))
 
-    return decorate(view) if view is not None else decorate
+    return wrapped
 
 
 @worker_view
@@ -90,7 +92,7 @@ def register(request: HttpRequest, worker: Worker, body: dict[str, Any]) -> Http
     return JsonResponse({"workerId": str(worker.pk), "workItem": work_item_json(item)}, status=201)
 
 
-@worker_view(atomic=True)
+@atomic_worker_view
 def heartbeat(request: HttpRequest, worker: Worker, body: dict[str, Any]) -> dict[str, Any]:
     data = HeartbeatForm.from_json(body).validated()
     workers.worker_heartbeat(
