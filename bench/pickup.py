@@ -72,18 +72,22 @@ class Sides:
         plain.app.send_task(name, args=list(args), queue=self.plain_queue)
 
     def submit(self, count: int) -> tuple[list[uuid.UUID], float]:
-        """``count`` items committed in one transaction; their ids and the commit time."""
-        box: dict[str, float] = {}
-        ids = []
-        with transaction.atomic():
-            # Registered first, so it runs first at commit (before the dispatch nudge).
-            transaction.on_commit(lambda: box.setdefault("t0", time.time()))
-            for _ in range(count):
-                item, _ = work_item_submit(
-                    repo=f"acme/r{uuid.uuid4().hex[:6]}", spec="# x", metadata={"mockSeconds": 0}
-                )
-                ids.append(item.pk)
-        return ids, box["t0"]
+        return submit_items(count)
+
+
+def submit_items(count: int) -> tuple[list[uuid.UUID], float]:
+    """``count`` items committed in one transaction; their ids and the commit time."""
+    box: dict[str, float] = {}
+    ids = []
+    with transaction.atomic():
+        # Registered first, so it runs first at commit (before the dispatch nudge).
+        transaction.on_commit(lambda: box.setdefault("t0", time.time()))
+        for _ in range(count):
+            item, _ = work_item_submit(
+                repo=f"acme/r{uuid.uuid4().hex[:6]}", spec="# x", metadata={"mockSeconds": 0}
+            )
+            ids.append(item.pk)
+    return ids, box["t0"]
 
 
 def started_times(ids: list[uuid.UUID]) -> list[float]:

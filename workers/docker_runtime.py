@@ -26,7 +26,7 @@ from urllib.parse import urlsplit
 
 import docker
 from django.conf import settings
-from docker.errors import APIError, DockerException, NotFound
+from docker.errors import APIError, DockerException, ImageNotFound, NotFound
 from docker.models.containers import Container
 
 from orchestration.choices import WorkerEgress
@@ -126,13 +126,20 @@ class DockerRuntime(ContainerRuntime):
 
     def __init__(self) -> None:
         self.client = docker.from_env(timeout=settings.DOCKER_TIMEOUT)
+        # The worker network's gateway, by network name, once per process (a start looked
+        # the network up twice, ~4 ms each); dropped when a create finds the network gone.
+        self._gateways: dict[str, str] = {}
 
     # -- network ---------------------------------------------------------------------------
     def ensure_network(self) -> str:
         """The instance's worker network's gateway address; the network is created on first
         use (inter-container traffic off, a bridge name of our own) and its firewall
-        (``workers/firewall.py``) applied once per process."""
+        (``workers/firewall.py``) applied once per process. Looked up once per process and
+        network name (``_gateways``)."""
         name = settings.WHIM_DOCKER_NETWORK
+        cached = self._gateways.get(name)
+        if cached is not None:
+            return cached
         try:
             network = self.client.networks.get(name)
         except NotFound:
@@ -160,6 +167,7 @@ class DockerRuntime(ContainerRuntime):
             )
         bridge = options.get(BRIDGE_NAME_OPTION) or f"br-{(network.id or '')[:12]}"
         _firewall_once(bridge, settings.WHIM_CALLBACK_PORT, settings.WORKER_EGRESS, gateway)
+        self._gateways[name] = gateway
         return gateway
 
     def callback_base(self) -> str:
@@ -187,6 +195,34 @@ class DockerRuntime(ContainerRuntime):
         existing = self._find(name)
         if existing is not None:
             return self._adopt(name).id or name
+        options, env = self.container_options(worker=worker, work_item=work_item, token=token)
+        try:
+            try:
+                container = self.client.containers.run(**options)
+            except NotFound as exc:
+                if isinstance(exc, ImageNotFound) or not self._gateways:
+                    raise
+                # The network went away since this process looked it up: anew, once (its
+                # gateway, so the callback URL, may have changed).
+                _revoke_unused_token(env)
+                self._gateways.clear()
+                options, env = self.container_options(
+                    worker=worker, work_item=work_item, token=token
+                )
+                container = self.client.containers.run(**options)
+        except APIError as exc:
+            _revoke_unused_token(env)  # no container of ours will use it
+            if exc.status_code != 409:
+                raise
+            container = self._adopt(name)  # a concurrent start is making it
+        return container.id or name
+
+    def container_options(
+        self, *, worker: Worker, work_item: WorkItem, token: str
+    ) -> tuple[dict[str, Any], dict[str, str]]:
+        """docker-py's ``containers.run`` arguments for the attempt's container (every
+        hardening option), and its environment (the same dict as ``options["environment"]``).
+        The benchmark's bare docker-py baseline starts the same container from these."""
         # The network, with the firewall of this process's settings (once per process), even
         # when WHIM_CALLBACK_URL spares us the gateway: a process that only set the callback
         # URL (scripts/run.sh, compose) must not start containers under another's policy.
@@ -196,7 +232,7 @@ class DockerRuntime(ContainerRuntime):
         )
         options: dict[str, Any] = {
             "image": settings.WORKER_IMAGE,
-            "name": name,
+            "name": container_name(worker.pk),
             "detach": True,
             "environment": env,
             "labels": {
@@ -244,14 +280,7 @@ class DockerRuntime(ContainerRuntime):
         env.update(agent_env)
         if settings.WHIM_DOCKER_RUNTIME:
             options["runtime"] = settings.WHIM_DOCKER_RUNTIME
-        try:
-            container = self.client.containers.run(**options)
-        except APIError as exc:
-            _revoke_unused_token(env)  # no container of ours will use it
-            if exc.status_code != 409:
-                raise
-            container = self._adopt(name)  # a concurrent start is making it
-        return container.id or name
+        return options, env
 
     def _adopt(self, name: str) -> Container:
         """The container a concurrent start is creating under ``name``.
