@@ -1,7 +1,7 @@
 """Container start overhead: an item committed → its attempt's container started (the Docker
 runtime, through the dispatch run and the start task), against bare docker-py
 ``containers.create`` + ``start`` of the same image with the same options (every hardening
-option: ``DockerRuntime.container_options``). Target: p50 ≤ 1.15×.
+option: ``DockerRuntime.container_options``). Target: p50 ≤ 1.15x.
 
 Each started container is removed at once (the harness inside never gets a web server to
 call back: only the start is measured). Runs on a network and instance of its own
@@ -34,7 +34,7 @@ def containers(ctx: Context) -> list[Figure]:
             out = []
             for _ in range(per_round):
                 ids, t0 = submit_items(1)
-                got = wait_for(lambda: started_times(ids), 120, "the container to start")
+                got = wait_for(lambda ids=ids: started_times(ids), 120, "the container to start")
                 out.append((got[0] - t0) * 1000)
                 worker = Worker.objects.get(work_item_id=ids[0])
                 docker_env.remove(worker.container_id)
@@ -77,7 +77,5 @@ def containers(ctx: Context) -> list[Figure]:
 
 
 BENCHMARKS = [
-    Benchmark(
-        "containers", "submit → container started vs bare docker-py", containers, ("docker",)
-    )
+    Benchmark("containers", "submit → container started vs bare docker-py", containers, ("docker",))
 ]

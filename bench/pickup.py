@@ -3,10 +3,10 @@
 1. pickup: an item committed → its attempt started (``Worker.started_at``, written by the
    start task), one item at a time; against a plain two-hop Celery chain (``plain.hop1``
    sends ``plain.hop2``, which records its latency). Whim's pickup is two hops too: the
-   dispatch run that claims, then the start. Targets: p50 ≤ 2×, p99 ≤ 3×.
+   dispatch run that claims, then the start. Targets: p50 ≤ 2x, p99 ≤ 3x.
 2. dispatch: N items committed at once (one transaction) → every attempt started, items/s;
    against N plain no-op tasks sent at once → all run, at the same worker concurrency.
-   Target ≥ 1×.
+   Target ≥ 1x.
 
 Whim's worker is ``celery -A whim worker`` on this run's queue, the baseline's is
 ``celery -A bench.plain worker`` on its own queue of the same Redis, both prefork with the
@@ -28,7 +28,7 @@ from django.db import transaction
 
 from bench import plain, procs
 from bench.core import Benchmark, Context, Figure, Target, interleave
-from orchestration.models import Worker, WorkItem
+from orchestration.models import Worker
 from orchestration.services.work_items import work_item_submit
 
 CONCURRENCY = 2  # Celery worker processes on each side (the machine has 2 cores)
@@ -119,7 +119,7 @@ def pickup(ctx: Context) -> list[Figure]:
         out = []
         for _ in range(per_round):
             ids, t0 = sides.submit(1)
-            got = wait_for(lambda: started_times(ids), 30, "the attempt to start")
+            got = wait_for(lambda ids=ids: started_times(ids), 30, "the attempt to start")
             out.append((got[0] - t0) * 1000)
             claimed = Worker.objects.filter(work_item_id=ids[0]).values_list("created_at")[0][0]
             hops.append(((claimed.timestamp() - t0) * 1000, (got[0] - claimed.timestamp()) * 1000))
