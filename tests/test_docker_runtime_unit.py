@@ -191,6 +191,71 @@ def test_a_start_installs_this_processs_egress_policy_though_the_callback_url_is
     assert client.containers.run.call_args.kwargs["network"] == settings.WHIM_DOCKER_NETWORK
 
 
+def _network_client(gateway: str) -> Any:
+    client = mock.Mock()
+    client.containers.get.side_effect = docker.errors.NotFound("no")
+    client.containers.run.return_value.id = "abc"
+    client.networks.get.return_value.attrs = {
+        "IPAM": {"Config": [{"Gateway": gateway}]},
+        "Options": {ICC_OPTION: "false", BRIDGE_NAME_OPTION: "whimunit00002"},
+    }
+    return client
+
+
+def test_a_start_looks_the_worker_network_up_once_per_process(settings: Any) -> None:
+    settings.WHIM_CALLBACK_URL = ""  # the gateway is the callback host: looked up too
+    client = _network_client("172.30.0.1")
+    with (
+        mock.patch("workers.docker_runtime.docker.from_env", return_value=client),
+        mock.patch.object(firewall, "usable", return_value=False),
+    ):
+        runtime = DockerRuntime()
+        for _ in range(3):
+            worker = WorkerFactory.create()
+            runtime.start(worker=worker, work_item=worker.work_item, token="t0k")
+
+    assert client.networks.get.call_count == 1  # was two a start
+    env = client.containers.run.call_args.kwargs["environment"]
+    assert env["ORCHESTRATOR_URL"].startswith("http://172.30.0.1:")
+
+
+def test_a_start_that_finds_the_network_gone_looks_it_up_again(settings: Any) -> None:
+    settings.WHIM_CALLBACK_URL = ""
+    client = _network_client("172.30.0.1")
+    worker = WorkerFactory.create()
+    with (
+        mock.patch("workers.docker_runtime.docker.from_env", return_value=client),
+        mock.patch.object(firewall, "usable", return_value=False),
+    ):
+        runtime = DockerRuntime()
+        runtime.start(worker=worker, work_item=worker.work_item, token="t0k")
+        # Removed and made anew (another gateway): the next create is refused once.
+        client.networks.get.return_value.attrs["IPAM"]["Config"][0]["Gateway"] = "172.31.0.1"
+        client.containers.run.side_effect = [
+            docker.errors.NotFound("network not found"),
+            mock.DEFAULT,
+        ]
+        worker = WorkerFactory.create()
+        assert runtime.start(worker=worker, work_item=worker.work_item, token="t0k") == "abc"
+
+    assert client.networks.get.call_count == 2
+    env = client.containers.run.call_args.kwargs["environment"]
+    assert env["ORCHESTRATOR_URL"].startswith("http://172.31.0.1:")  # the new gateway
+
+
+def test_a_start_whose_image_is_missing_is_not_retried(settings: Any) -> None:
+    client = _network_client("172.30.0.1")
+    client.containers.run.side_effect = docker.errors.ImageNotFound("no image")
+    worker = WorkerFactory.create()
+    with (
+        mock.patch("workers.docker_runtime.docker.from_env", return_value=client),
+        mock.patch.object(firewall, "usable", return_value=False),
+        pytest.raises(docker.errors.ImageNotFound),
+    ):
+        DockerRuntime().start(worker=worker, work_item=worker.work_item, token="t0k")
+    assert client.containers.run.call_count == 1
+
+
 # --- bounded disk (issue 9) -------------------------------------------------------------------
 
 
