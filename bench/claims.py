@@ -61,7 +61,7 @@ def drain(claimers: int, use_gate: bool) -> float:
 
 
 def claims(ctx: Context) -> list[Figure]:
-    n = ctx.size(2000, 40)
+    n = ctx.size(500, 40)
     k = 8 if not ctx.smoke else 2
     patches = [
         mock.patch("celery.app.task.Task.delay", lambda *a, **kw: None),
