@@ -10,6 +10,7 @@ call back: only the start is measured). Runs on a network and instance of its ow
 
 from __future__ import annotations
 
+import functools
 import time
 import uuid
 from unittest import mock
@@ -34,7 +35,7 @@ def containers(ctx: Context) -> list[Figure]:
             out = []
             for _ in range(per_round):
                 ids, t0 = submit_items(1)
-                got = wait_for(lambda ids=ids: started_times(ids), 120, "the container to start")
+                got = wait_for(functools.partial(started_times, ids), 120, "the container start")
                 out.append((got[0] - t0) * 1000)
                 worker = Worker.objects.get(work_item_id=ids[0])
                 docker_env.remove(worker.container_id)
@@ -53,7 +54,7 @@ def containers(ctx: Context) -> list[Figure]:
                 container = docker_env.client.containers.create(**options)
                 container.start()
                 out.append((time.perf_counter() - started) * 1000)
-                docker_env.remove(container.id)
+                docker_env.remove(str(container.id))
             return out
 
         with mock.patch.multiple(settings, **LIMITS):

@@ -16,6 +16,7 @@ times are this host's clock on both sides (PostgreSQL runs here, ``clock_timesta
 
 from __future__ import annotations
 
+import functools
 import statistics
 import time
 import uuid
@@ -32,7 +33,7 @@ from orchestration.models import Worker
 from orchestration.services.work_items import work_item_submit
 
 CONCURRENCY = 2  # Celery worker processes on each side (the machine has 2 cores)
-LIMITS = {
+LIMITS: dict[str, Any] = {
     "MAX_WORKERS": 10**9,
     "DAILY_BUDGET": 10**9,
     "COOLDOWN_SECONDS": 0,
@@ -65,7 +66,7 @@ class Sides:
             queue=self.plain_queue,
             PLAIN_QUEUE=self.plain_queue,
         )
-        plain.app.conf.broker_url = ctx.redis_url
+        plain.app.conf["broker_url"] = ctx.redis_url
         self.redis = ctx.redis()
 
     def send(self, name: str, *args: object) -> None:
@@ -91,12 +92,8 @@ def submit_items(count: int) -> tuple[list[uuid.UUID], float]:
 
 
 def started_times(ids: list[uuid.UUID]) -> list[float]:
-    return [
-        t.timestamp()
-        for t in Worker.objects.filter(work_item_id__in=ids, started_at__isnull=False)
-        .values_list("started_at", flat=True)
-        .order_by()
-    ]
+    rows = Worker.objects.filter(work_item_id__in=ids, started_at__isnull=False)
+    return [t.timestamp() for t in rows.values_list("started_at", flat=True).order_by() if t]
 
 
 def settle(ids: list[uuid.UUID], timeout: float = 60) -> None:
@@ -119,7 +116,7 @@ def pickup(ctx: Context) -> list[Figure]:
         out = []
         for _ in range(per_round):
             ids, t0 = sides.submit(1)
-            got = wait_for(lambda ids=ids: started_times(ids), 30, "the attempt to start")
+            got = wait_for(functools.partial(started_times, ids), 30, "the attempt to start")
             out.append((got[0] - t0) * 1000)
             claimed = Worker.objects.filter(work_item_id=ids[0]).values_list("created_at")[0][0]
             hops.append(((claimed.timestamp() - t0) * 1000, (got[0] - claimed.timestamp()) * 1000))
