@@ -14,9 +14,9 @@ from workers.docker_runtime import (
     BRIDGE_NAME_OPTION,
     ICC_OPTION,
     DockerRuntime,
-    _state,
     container_name,
 )
+from workers.docker_state import container_state
 from workers.runtime import FORBIDDEN_ENV, worker_environment
 
 pytestmark = pytest.mark.django_db
@@ -67,6 +67,12 @@ def test_start_hardens_labels_and_names_the_container(settings: Any) -> None:
     assert options["security_opt"] == ["no-new-privileges:true"] and options["read_only"]
     assert options["privileged"] is False and options["runtime"] == "runsc"
     assert options["mem_limit"] == options["memswap_limit"]
+    # A container printing without end cannot fill the host's disk with its log.
+    assert options["log_config"]["type"] == "json-file"
+    assert options["log_config"]["config"]["max-file"] == "2"
+    assert int(options["log_config"]["config"]["max-size"]) <= 2 * max(
+        settings.LOG_TAIL_BYTES, 1 << 20
+    )
     assert options["labels"]["whim.worker"] == str(worker.pk)
     assert options["labels"]["whim.work_item"] == str(worker.work_item_id)
     assert "network_mode" not in options and "pid_mode" not in options
@@ -105,16 +111,16 @@ def test_the_state_says_how_long_a_finished_container_ran_by_the_daemons_clock()
             "FinishedAt": "2026-11-22T09:00:00.373456789Z",
         }
     }
-    state = _state(container)
+    state = container_state(container)
     assert state.ran_seconds == pytest.approx(0.25)
     assert (state.exit_code, state.labels) == (7, {"whim.worker": "w"})
 
     container.attrs["State"]["FinishedAt"] = "0001-01-01T00:00:00Z"  # still running
-    assert _state(container).ran_seconds is None
+    assert container_state(container).ran_seconds is None
     container.attrs["State"]["FinishedAt"] = "2026-11-22T09:00:01Z"
     for garbage in ("garbage", "2026-11-22T25:00:00Z", "2026-11-22T09:00:00+25:00", None):
         container.attrs["State"]["StartedAt"] = garbage
-        assert _state(container).ran_seconds is None, garbage
+        assert container_state(container).ran_seconds is None, garbage
 
 
 @pytest.mark.parametrize("status", [404, 409])
@@ -189,6 +195,71 @@ def test_a_start_installs_this_processs_egress_policy_though_the_callback_url_is
         )
     )
     assert client.containers.run.call_args.kwargs["network"] == settings.WHIM_DOCKER_NETWORK
+
+
+def _network_client(gateway: str) -> Any:
+    client = mock.Mock()
+    client.containers.get.side_effect = docker.errors.NotFound("no")
+    client.containers.run.return_value.id = "abc"
+    client.networks.get.return_value.attrs = {
+        "IPAM": {"Config": [{"Gateway": gateway}]},
+        "Options": {ICC_OPTION: "false", BRIDGE_NAME_OPTION: "whimunit00002"},
+    }
+    return client
+
+
+def test_a_start_looks_the_worker_network_up_once_per_process(settings: Any) -> None:
+    settings.WHIM_CALLBACK_URL = ""  # the gateway is the callback host: looked up too
+    client = _network_client("172.30.0.1")
+    with (
+        mock.patch("workers.docker_runtime.docker.from_env", return_value=client),
+        mock.patch.object(firewall, "usable", return_value=False),
+    ):
+        runtime = DockerRuntime()
+        for _ in range(3):
+            worker = WorkerFactory.create()
+            runtime.start(worker=worker, work_item=worker.work_item, token="t0k")
+
+    assert client.networks.get.call_count == 1  # was two a start
+    env = client.containers.run.call_args.kwargs["environment"]
+    assert env["ORCHESTRATOR_URL"].startswith("http://172.30.0.1:")
+
+
+def test_a_start_that_finds_the_network_gone_looks_it_up_again(settings: Any) -> None:
+    settings.WHIM_CALLBACK_URL = ""
+    client = _network_client("172.30.0.1")
+    worker = WorkerFactory.create()
+    with (
+        mock.patch("workers.docker_runtime.docker.from_env", return_value=client),
+        mock.patch.object(firewall, "usable", return_value=False),
+    ):
+        runtime = DockerRuntime()
+        runtime.start(worker=worker, work_item=worker.work_item, token="t0k")
+        # Removed and made anew (another gateway): the next create is refused once.
+        client.networks.get.return_value.attrs["IPAM"]["Config"][0]["Gateway"] = "172.31.0.1"
+        client.containers.run.side_effect = [
+            docker.errors.NotFound("network not found"),
+            mock.DEFAULT,
+        ]
+        worker = WorkerFactory.create()
+        assert runtime.start(worker=worker, work_item=worker.work_item, token="t0k") == "abc"
+
+    assert client.networks.get.call_count == 2
+    env = client.containers.run.call_args.kwargs["environment"]
+    assert env["ORCHESTRATOR_URL"].startswith("http://172.31.0.1:")  # the new gateway
+
+
+def test_a_start_whose_image_is_missing_is_not_retried(settings: Any) -> None:
+    client = _network_client("172.30.0.1")
+    client.containers.run.side_effect = docker.errors.ImageNotFound("no image")
+    worker = WorkerFactory.create()
+    with (
+        mock.patch("workers.docker_runtime.docker.from_env", return_value=client),
+        mock.patch.object(firewall, "usable", return_value=False),
+        pytest.raises(docker.errors.ImageNotFound),
+    ):
+        DockerRuntime().start(worker=worker, work_item=worker.work_item, token="t0k")
+    assert client.containers.run.call_count == 1
 
 
 # --- bounded disk (issue 9) -------------------------------------------------------------------

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import collections
 import contextlib
-import datetime as dt
 import functools
 import hashlib
 import logging
@@ -26,13 +25,14 @@ from urllib.parse import urlsplit
 
 import docker
 from django.conf import settings
-from docker.errors import APIError, DockerException, NotFound
+from docker.errors import APIError, DockerException, ImageNotFound, NotFound
 from docker.models.containers import Container
 
 from orchestration.choices import WorkerEgress
 from orchestration.models import Worker, WorkItem
 from workers import firewall, github_app
 from workers.agent_bin import container_agent_bin
+from workers.docker_state import container_state, parse_statfs
 from workers.repo_mounts import repository_mounts
 from workers.runtime import (
     LABEL_NODE,
@@ -54,31 +54,6 @@ WORKSPACE = "/workspace"
 def container_name(worker_id: object) -> str:
     """Deterministic per worker, so a retried create finds the container it already made."""
     return f"whim-{settings.WHIM_INSTANCE}-{worker_id}"
-
-
-def _state(container: Container) -> ContainerState:
-    attrs = container.attrs.get("State", {})
-    started, finished = _docker_time(attrs.get("StartedAt")), _docker_time(attrs.get("FinishedAt"))
-    ran = (finished - started).total_seconds() if started and finished else None
-    return ContainerState(
-        id=container.id or "",
-        status=container.status,
-        exit_code=attrs.get("ExitCode"),
-        oom_killed=bool(attrs.get("OOMKilled")),
-        labels=dict(container.labels or {}),
-        ran_seconds=ran if ran is not None and ran >= 0 else None,
-    )
-
-
-def _docker_time(value: object) -> dt.datetime | None:
-    """Docker's RFC 3339 time (nanoseconds, ``Z``); None for its zero time or garbage."""
-    if not isinstance(value, str):
-        return None
-    try:
-        parsed = dt.datetime.fromisoformat(value)
-    except ValueError:
-        return None
-    return None if parsed.year == 1 or parsed.tzinfo is None else parsed
 
 
 ICC_OPTION = "com.docker.network.bridge.enable_icc"
@@ -129,13 +104,20 @@ class DockerRuntime(ContainerRuntime):
 
     def __init__(self) -> None:
         self.client = docker.from_env(timeout=settings.DOCKER_TIMEOUT)
+        # The worker network's gateway, by network name, once per process (a start looked
+        # the network up twice, ~4 ms each); dropped when a create finds the network gone.
+        self._gateways: dict[str, str] = {}
 
     # -- network ---------------------------------------------------------------------------
     def ensure_network(self) -> str:
         """The instance's worker network's gateway address; the network is created on first
         use (inter-container traffic off, a bridge name of our own) and its firewall
-        (``workers/firewall.py``) applied once per process."""
+        (``workers/firewall.py``) applied once per process. Looked up once per process and
+        network name (``_gateways``)."""
         name = settings.WHIM_DOCKER_NETWORK
+        cached = self._gateways.get(name)
+        if cached is not None:
+            return cached
         try:
             network = self.client.networks.get(name)
         except NotFound:
@@ -163,6 +145,7 @@ class DockerRuntime(ContainerRuntime):
             )
         bridge = options.get(BRIDGE_NAME_OPTION) or f"br-{(network.id or '')[:12]}"
         _firewall_once(bridge, settings.WHIM_CALLBACK_PORT, settings.WORKER_EGRESS, gateway)
+        self._gateways[name] = gateway
         return gateway
 
     def callback_base(self) -> str:
@@ -190,6 +173,34 @@ class DockerRuntime(ContainerRuntime):
         existing = self._find(name)
         if existing is not None:
             return self._adopt(name).id or name
+        options, env = self.container_options(worker=worker, work_item=work_item, token=token)
+        try:
+            try:
+                container = self.client.containers.run(**options)
+            except NotFound as exc:
+                if isinstance(exc, ImageNotFound) or not self._gateways:
+                    raise
+                # The network went away since this process looked it up: anew, once (its
+                # gateway, so the callback URL, may have changed).
+                _revoke_unused_token(env)
+                self._gateways.clear()
+                options, env = self.container_options(
+                    worker=worker, work_item=work_item, token=token
+                )
+                container = self.client.containers.run(**options)
+        except APIError as exc:
+            _revoke_unused_token(env)  # no container of ours will use it
+            if exc.status_code != 409:
+                raise
+            container = self._adopt(name)  # a concurrent start is making it
+        return container.id or name
+
+    def container_options(
+        self, *, worker: Worker, work_item: WorkItem, token: str
+    ) -> tuple[dict[str, Any], dict[str, str]]:
+        """docker-py's ``containers.run`` arguments for the attempt's container (every
+        hardening option), and its environment (the same dict as ``options["environment"]``).
+        The benchmark's bare docker-py baseline starts the same container from these."""
         # The network, with the firewall of this process's settings (once per process), even
         # when WHIM_CALLBACK_URL spares us the gateway: a process that only set the callback
         # URL (scripts/run.sh, compose) must not start containers under another's policy.
@@ -199,7 +210,7 @@ class DockerRuntime(ContainerRuntime):
         )
         options: dict[str, Any] = {
             "image": settings.WORKER_IMAGE,
-            "name": name,
+            "name": container_name(worker.pk),
             "detach": True,
             "environment": env,
             "labels": {
@@ -236,6 +247,12 @@ class DockerRuntime(ContainerRuntime):
             "memswap_limit": settings.WORKER_MEMORY,
             "nano_cpus": int(settings.WORKER_CPUS * 1_000_000_000),
             "pids_limit": settings.WORKER_PIDS,
+            # What the agent prints is capped on the host's disk too: two rotated files, each
+            # at least the tail Whim keeps (the engine's default json-file log is unbounded).
+            "log_config": {
+                "type": "json-file",
+                "config": {"max-size": f"{max(settings.LOG_TAIL_BYTES, 1 << 20)}", "max-file": "2"},
+            },
             "privileged": False,
             "network": settings.WHIM_DOCKER_NETWORK,
             "init": True,
@@ -248,14 +265,7 @@ class DockerRuntime(ContainerRuntime):
         env.update(agent_env)
         if settings.WHIM_DOCKER_RUNTIME:
             options["runtime"] = settings.WHIM_DOCKER_RUNTIME
-        try:
-            container = self.client.containers.run(**options)
-        except APIError as exc:
-            _revoke_unused_token(env)  # no container of ours will use it
-            if exc.status_code != 409:
-                raise
-            container = self._adopt(name)  # a concurrent start is making it
-        return container.id or name
+        return options, env
 
     def _adopt(self, name: str) -> Container:
         """The container a concurrent start is creating under ``name``.
@@ -305,7 +315,7 @@ class DockerRuntime(ContainerRuntime):
 
     def inspect(self, *, container_id: str) -> ContainerState | None:
         container = self._find(container_id)
-        return _state(container) if container is not None else None
+        return container_state(container) if container is not None else None
 
     def list_labelled(self) -> list[ContainerState]:
         found = self.client.containers.list(
@@ -313,7 +323,7 @@ class DockerRuntime(ContainerRuntime):
             ignore_removed=True,  # one removed meanwhile is not an error
             filters={"label": f"{LABEL_INSTANCE}={settings.WHIM_INSTANCE}"},
         )
-        return [_state(c) for c in found]
+        return [container_state(c) for c in found]
 
     def logs(self, *, container_id: str, lines: int) -> list[str] | None:
         """The last ``lines`` lines, read as a stream and capped at LOG_TAIL_BYTES, so a
@@ -351,17 +361,6 @@ class DockerRuntime(ContainerRuntime):
             return None
         output = result.output if isinstance(result.output, bytes) else None  # not streamed
         return parse_statfs(result.exit_code, output)
-
-
-def parse_statfs(exit_code: int | None, output: bytes | None) -> DiskUsage | None:
-    """``stat -f -c '%S %b %a'`` (block size, blocks, blocks available) as a DiskUsage."""
-    if exit_code != 0 or not output:
-        return None
-    try:
-        block, blocks, available = (int(field) for field in output.split()[:3])
-    except ValueError:
-        return None
-    return DiskUsage(size_bytes=block * blocks, free_bytes=block * available)
 
 
 def docker_available() -> bool:

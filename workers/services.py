@@ -95,7 +95,7 @@ def containers_observe(
         "removed": 0,
         "cleanup_failed": 0,
     }
-    if not runtime.observable:
+    if not runtime.observable:  # nothing to inspect (fake: ``containers_fan_out`` revives)
         return counts
     now = db_now()
     node = node or settings.WHIM_NODE
@@ -131,11 +131,13 @@ def containers_observe(
 def containers_fan_out() -> dict[str, int]:
     """The "containers" sweep (beat's, on any worker): one observation message per node that
     is not lost, on its own queue, so each node's worker observes its own engine. With no
-    node registered yet, this host's. Nothing for a runtime with no containers to observe.
+    node registered yet, this host's. A runtime with no containers to observe (fake) has
+    its lost runs sent again instead (``revive``).
     A node that stopped consuming keeps at most NODE_TIMEOUT's worth of them: then it is
     lost, and each of them is a quick no-op when it comes back."""
-    if not get_runtime().observable:
-        return {"nodes": 0}
+    runtime = get_runtime()
+    if not runtime.observable:  # no containers: lost runs are sent again, each to its node
+        return {"nodes": 0, "revived": runtime.revive()}
     names = list(Node.objects.exclude(state=NodeState.LOST).values_list("name", flat=True))
     if not Node.objects.exists():
         names = [settings.WHIM_NODE]
