@@ -336,7 +336,15 @@ def test_beat_skips_a_sweep_another_process_is_running_and_runs_it_once_free() -
 
 def test_sweeps_run_by_name_or_all() -> None:
     result = sweep_run(name="all")
-    assert set(result) == {"heartbeats", "stuck", "locks", "containers", "retention", "github"}
+    assert set(result) == {
+        "heartbeats",
+        "stuck",
+        "locks",
+        "containers",
+        "retention",
+        "github",
+        "tallies",
+    }
 
 
 def test_two_sweeps_at_once_end_a_stale_worker_exactly_once(settings: Any) -> None:

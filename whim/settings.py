@@ -302,6 +302,7 @@ SWEEP_PERIODS: dict[str, float] = {
     "stuck": env.float("SWEEP_STUCK_EVERY", default=30.0),
     "locks": env.float("SWEEP_LOCKS_EVERY", default=60.0),
     "retention": env.float("SWEEP_RETENTION_EVERY", default=3600.0),
+    "tallies": env.float("SWEEP_TALLIES_EVERY", default=60.0),  # fold the page counts' deltas
     "github": env.float("SWEEP_GITHUB_EVERY", default=30.0),  # the outbox (intake/)
 }
 

@@ -19,8 +19,9 @@ from orchestration.models import FileLock, Learning, Worker, WorkerMetrics, Work
 from orchestration.pages.charts import Chart, Throughput, queue_depth_chart, throughput_chart
 from orchestration.pages.costs import CostPanel, cost_panel
 from orchestration.pages.explain import gate_sentence
+from orchestration.readings import readings_read
 from orchestration.selectors import metrics_summary, status_summary
-from orchestration.services.dispatch import GateDecision, gate_status
+from orchestration.services.dispatch import GateDecision, gate_decide
 
 # --- dashboard -------------------------------------------------------------------------------
 
@@ -44,14 +45,23 @@ class DashboardSummary(TypedDict):
 
 
 def dashboard_summary(*, broker_ok: bool = True) -> DashboardSummary:
-    """Everything the dashboard shows, from the same selectors as /api/status and /api/metrics."""
-    now = db_now()
-    status = status_summary(broker_ok=broker_ok)
-    metrics = metrics_summary()
-    gate = gate_status()
+    """Everything the dashboard shows, from the same selectors as /api/status and /api/metrics,
+    which share one reading of the tallies, the clock and today's finished items."""
+    readings = readings_read()
+    now = readings.scalars.now
+    status = status_summary(broker_ok=broker_ok, readings=readings)
+    metrics = metrics_summary(readings=readings)
+    gate = gate_decide(
+        now=now,
+        last_spawn_at=readings.scalars.last_spawn_at,
+        active=readings.scalars.active_workers,
+        spawns=readings.scalars.spawns_today,
+        spent=readings.scalars.cost_today,
+    )
     budget_used = status["rateLimits"]["iterationsToday"]
     budget = status["rateLimits"]["dailyBudget"] or 0
     oldest = status["queue"]["oldest"]
+    pending = readings.tallies.count(statuses=WorkItem.PENDING)
     return {
         "now": now,
         "status": status,
@@ -62,8 +72,8 @@ def dashboard_summary(*, broker_ok: bool = True) -> DashboardSummary:
         "oldest": dt.datetime.fromisoformat(oldest) if oldest else None,
         "avg_duration": dt.timedelta(milliseconds=metrics["avgCompletionTime"]),
         "success_percent": round(metrics["successRate"] * 100, 1),
-        "throughput": throughput_chart(now),
-        "queue_depth": queue_depth_chart(now),
+        "throughput": throughput_chart(now, hourly=readings.recent.hourly),
+        "queue_depth": queue_depth_chart(now, depth_now=pending, flow=readings.recent.flow),
         "cost": cost_panel(now),
         "flower_url": flower_url(),
     }

@@ -34,6 +34,7 @@ from orchestration.nudge import TaskName, send_on_commit
 from orchestration.registry import sweep_register, sweeps
 from orchestration.services.events import event_record
 from orchestration.services.specs import spec_nudge
+from orchestration.services.tallies import tallies_compact
 from orchestration.services.workers import worker_expire
 from reviews.models import WebhookDelivery
 
@@ -227,6 +228,7 @@ sweep_register("heartbeats", sweep_heartbeats)
 sweep_register("stuck", sweep_stuck)
 sweep_register("locks", sweep_locks)
 sweep_register("retention", sweep_retention)
+sweep_register("tallies", tallies_compact)  # fold the tallies' delta rows (services.tallies)
 
 
 def sweep_run(*, name: str, exclusive: bool = False) -> dict[str, dict[str, int]]:
