@@ -104,7 +104,8 @@ def tallies_read(*, repo: str = "") -> Tallies:
     """Every tally in one query (items of ``repo`` only, when given)."""
     if connection.vendor != "postgresql":
         return _tallies_counted(repo=repo)
-    where, params = ("WHERE repo = %s", [repo]) if repo else ("", [])
+    # Repo '' holds every repository's items at once (tally_sql: grouping sets).
+    where, params = "WHERE repo = %s", [repo]
     items: dict[ItemKey, int] = {}
     workers: dict[str, int] = {}
     metrics: dict[str, Any] = {}

@@ -21,7 +21,9 @@ from django.db import models
 
 
 class ItemTally(models.Model):
-    """Work items per (repo, type, status, priority, verdict): ``n`` is a signed delta."""
+    """Work items per (repo, type, status, priority, verdict): ``n`` is a signed delta. Each
+    change is tallied twice: under its repository and under repo "" (every repository), so
+    an unfiltered count sums a few hundred rows however many repositories there are."""
 
     repo = models.CharField(max_length=200)
     type = models.CharField(max_length=20)

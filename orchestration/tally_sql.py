@@ -25,6 +25,16 @@ _TOOK = "(extract(epoch FROM {0}completed_at - {0}created_at) * 1000000)::bigint
 _PENDING = "('generating', 'queued')"
 
 
+def _item_rows(rows: str, sign: str) -> str:
+    """Per repository, and for every repository at once (repo ''): the pages' unfiltered
+    counts sum a few hundred rows, not one per repository."""
+    return (
+        f"INSERT INTO {_ITEM_TALLY} SELECT coalesce(repo, ''), type, status, priority, "
+        f"verification_passed, {sign}count(*) FROM {rows} GROUP BY GROUPING SETS "
+        f"(({_ITEM_KEY}), (type, status, priority, verification_passed))"
+    )
+
+
 def _finished_rows(rows: str, sign: str) -> str:
     return (
         f"INSERT INTO {_FINISHED_TALLY} SELECT {BIN.format('completed_at')}, type, status, "
@@ -94,10 +104,8 @@ INSTALL = (
     _statement_triggers(
         "orchestration_workitem",
         "item",
-        f"INSERT INTO {_ITEM_TALLY} SELECT {_ITEM_KEY}, count(*) FROM new_rows "
-        f"GROUP BY {_ITEM_KEY}",
-        f"INSERT INTO {_ITEM_TALLY} SELECT {_ITEM_KEY}, -count(*) FROM old_rows "
-        f"GROUP BY {_ITEM_KEY}",
+        _item_rows("new_rows", ""),
+        _item_rows("old_rows", "-"),
     )
     + _row_update_trigger(
         "orchestration_workitem",
@@ -105,7 +113,9 @@ INSTALL = (
         _ITEM_KEY,
         f"INSERT INTO {_ITEM_TALLY} VALUES "
         "(OLD.repo, OLD.type, OLD.status, OLD.priority, OLD.verification_passed, -1), "
-        "(NEW.repo, NEW.type, NEW.status, NEW.priority, NEW.verification_passed, 1)",
+        "('', OLD.type, OLD.status, OLD.priority, OLD.verification_passed, -1), "
+        "(NEW.repo, NEW.type, NEW.status, NEW.priority, NEW.verification_passed, 1), "
+        "('', NEW.type, NEW.status, NEW.priority, NEW.verification_passed, 1)",
     )
     + _statement_triggers(
         "orchestration_worker",
@@ -170,8 +180,7 @@ BEGIN
   DELETE FROM orchestration_queueflowtally;
   {_finished_rows("orchestration_workitem", "")};
   {_flow_rows("orchestration_workitemevent", "")};
-  INSERT INTO {_ITEM_TALLY} SELECT {_ITEM_KEY}, count(*) FROM orchestration_workitem
-    GROUP BY {_ITEM_KEY};
+  {_item_rows("orchestration_workitem", "")};
   INSERT INTO {_WORKER_TALLY} SELECT status, count(*) FROM orchestration_worker GROUP BY status;
   INSERT INTO {_METRICS_TALLY} {_metrics_sums("orchestration_workermetrics", "")};
 END $$;
