@@ -126,7 +126,8 @@ compose-check:
 		EOF
 	fi
 
-# Benchmarks print figures against a baseline measured in the same run (bench/__main__.py).
+# Benchmarks print figures against a baseline measured in the same run (bench/core.py says how
+# a module plugs in). BENCH_ARGS passes e.g. --smoke, --only pickup, --json PATH.
 bench:
 	@bash scripts/bootstrap.sh
 	services_env="$$(bash scripts/services.sh)"

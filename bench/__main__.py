@@ -1,127 +1,138 @@
-"""Claim and submit throughput on real PostgreSQL, against a baseline measured in the same run.
+"""``python -m bench [--smoke] [--only NAME ...] [--json PATH]`` — run the benchmark suite.
 
-Run with ``make bench`` (it starts PostgreSQL and Redis): a scratch database is created,
-migrated, used and dropped; nothing touches the ``whim`` database.
-
-Figures:
-1. submit: ``work_item_submit`` calls per second (one connection) — the baseline for 2.
-2. claim, 1 claimer: ``dispatch_claim_one`` per second over a queue of N items.
-3. claim, K claimers: the same queue drained by K threads (own connections) at once; the
-   speed-up over 2 shows what SKIP LOCKED buys (the gate row serialises the gated claim, so
-   the ungated claim is measured too).
+The run creates a scratch PostgreSQL database (``BENCH_DATABASE_NAME``, default
+``whim_bench``) and uses a scratch Redis database (``BENCH_REDIS_URL``, default the
+``REDIS_URL`` server's db 14), empties both when it starts and drops them when it ends; it
+never touches the ``whim`` database. How a module plugs in: bench/core.py's docstring.
 """
 
 from __future__ import annotations
 
+import argparse
+import importlib
 import os
 import sys
-import threading
 import time
-from collections.abc import Callable
-from functools import partial
-from unittest import mock
+import traceback
+import uuid
+from pathlib import Path
 
-os.environ.setdefault("DJANGO_SETTINGS_MODULE", "whim.settings")
-os.environ.setdefault("LOG_LEVEL", "WARNING")
-# Its own scratch database, never the test suite's (test_whim) nor the real one.
-os.environ["DATABASE_TEST_NAME"] = "whim_bench"
-if not os.environ.get("DATABASE_URL"):
-    sys.exit("bench: set DATABASE_URL (make bench does) — the embedded SQLite is not measured")
-
-import django
-
-django.setup()
-
-from django.conf import settings  # noqa: E402
-from django.db import connection  # noqa: E402
-
-from orchestration.models import PRIORITY_RANK, Priority, WorkItem  # noqa: E402
-from orchestration.services.dispatch import dispatch_claim_one  # noqa: E402
-from orchestration.services.work_items import work_item_submit  # noqa: E402
-
-N = int(os.environ.get("BENCH_ITEMS", "2000"))
-K = int(os.environ.get("BENCH_CLAIMERS", "8"))
+# One line per benchmark module (bench/core.py: "Plug-in interface").
+MODULES = (
+    "bench.claims",
+    "bench.pickup",
+    "bench.heartbeats",
+    "bench.containers",
+    "bench.memory",
+)
 
 
-def seed(n: int) -> None:
-    WorkItem.objects.all().delete()
-    WorkItem.objects.bulk_create(
-        WorkItem(
-            repo=f"acme/r{i % 20}",
-            branch=f"b{i}",
-            spec="# x",
-            priority=Priority.MEDIUM,
-            priority_rank=PRIORITY_RANK[Priority.MEDIUM],
-        )
-        for i in range(n)
+def parse(argv: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
+    parser.add_argument("--smoke", action="store_true", help="tiny sizes, targets not enforced")
+    parser.add_argument("--only", nargs="+", default=[], metavar="NAME", help="benchmarks by name")
+    parser.add_argument("--json", type=Path, default=None, help="where to write the figures")
+    parser.add_argument("--rounds", type=int, default=None, help="A/B rounds (default 5)")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse(sys.argv[1:] if argv is None else argv)
+    if not os.environ.get("DATABASE_URL") or not os.environ.get("REDIS_URL"):
+        sys.exit("bench: set DATABASE_URL and REDIS_URL (make bench does)")
+    from bench.core import with_db
+
+    database = os.environ.get("BENCH_DATABASE_NAME", "whim_bench")
+    redis_url = os.environ.get("BENCH_REDIS_URL") or with_db(os.environ["REDIS_URL"], 14)
+    if redis_url == os.environ["REDIS_URL"]:
+        sys.exit("bench: BENCH_REDIS_URL must not be REDIS_URL (the run empties it)")
+    queue = f"whim-bench-{uuid.uuid4().hex[:8]}"
+    # This process publishes to the scratch Redis and queue, and its ORM uses the scratch db.
+    os.environ.update(
+        DJANGO_SETTINGS_MODULE="whim.settings",
+        LOG_LEVEL=os.environ.get("BENCH_LOG_LEVEL", "WARNING"),
+        DATABASE_TEST_NAME=database,
+        REDIS_URL=redis_url,
+        CELERY_QUEUE=queue,
     )
+    import django
 
+    django.setup()
+    from django.db import connection
 
-def drain(claimers: int, use_gate: bool) -> float:
-    """Seconds for ``claimers`` threads to claim every queued item."""
-    barrier = threading.Barrier(claimers)
+    from bench import core, procs
 
-    def loop() -> None:
-        barrier.wait()
-        try:
-            while dispatch_claim_one(use_gate=use_gate) is not None:
-                pass
-        finally:
-            connection.close()
-
-    threads = [threading.Thread(target=loop) for _ in range(claimers)]
-    started = time.perf_counter()
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    return time.perf_counter() - started
-
-
-def timed(label: str, n: int, fn: Callable[[], float]) -> float:
-    seconds = fn()
-    rate = n / seconds
-    print(f"{label:<44} {n:>6} in {seconds:7.2f} s = {rate:9.1f}/s")
-    return rate
-
-
-def main() -> None:
-    # Limits out of the way: this measures the claim, not the gate's decisions.
-    settings.MAX_WORKERS = 10**9
-    settings.DAILY_BUDGET = 10**9
-    settings.COOLDOWN_SECONDS = 0
-    settings.MAX_QUEUED = settings.MAX_QUEUED_PER_REPO = 10**9
-    # Nudges go nowhere: the broker and the workers are not what is measured here.
-    mock.patch("celery.app.task.Task.delay", lambda *args, **kwargs: None).start()
+    benchmarks = []
+    for name in MODULES:
+        module = importlib.import_module(name)
+        for bench in module.BENCHMARKS:
+            if not args.only or bench.name in args.only or name.split(".")[-1] in args.only:
+                benchmarks.append(bench)
+    if not benchmarks:
+        sys.exit(f"bench: nothing matches {args.only}")
     old_name = connection.settings_dict["NAME"]
-    test_name = connection.creation.create_test_db(verbosity=0, autoclobber=True)
-    print(f"bench: scratch database {test_name}, {N} items, {K} claimers\n")
+    created = connection.creation.create_test_db(verbosity=0, autoclobber=True, keepdb=False)
+    ctx = core.Context(
+        smoke=args.smoke,
+        database=created,
+        redis_url=redis_url,
+        queue=queue,
+        database_url=core.with_db(os.environ["DATABASE_URL"], created),
+        rounds=args.rounds or (2 if args.smoke else 5),
+    )
+    ctx.redis().flushdb()
+    print(f"bench: database {created}, redis {redis_url}, {len(benchmarks)} benchmark(s)")
+    figures: list[core.Figure] = []
+    failed = False
+    started = time.monotonic()
     try:
-
-        def submit_all() -> float:
-            WorkItem.objects.all().delete()
-            started = time.perf_counter()
-            for i in range(N // 4):
-                work_item_submit(repo=f"acme/r{i % 20}", spec=f"# Item {i}")
-            return time.perf_counter() - started
-
-        submit_rate = timed("submit (baseline)", N // 4, submit_all)
-        results = {}
-        for gate in (True, False):
-            for claimers in (1, K):
-                seed(N)
-                label = f"claim, {claimers} claimer(s), gate {'on' if gate else 'off'}"
-                results[(gate, claimers)] = timed(label, N, partial(drain, claimers, gate))
-        print()
-        for gate in (True, False):
-            one, many = results[(gate, 1)], results[(gate, K)]
-            print(
-                f"gate {'on ' if gate else 'off'}: {K} claimers vs 1 = x{many / one:.2f}; "
-                f"1 claimer vs submit = x{one / submit_rate:.2f}"
-            )
+        for bench in benchmarks:
+            missing = [n for n in bench.needs if not _available(n)]
+            if missing:
+                figures.append(
+                    core.Figure(bench.name, "", [], skipped=f"needs {missing}", bench=bench.name)
+                )
+                continue
+            print(f"\n== {bench.name}: {bench.description}", flush=True)
+            t0 = time.monotonic()
+            try:
+                got = bench.run(ctx)
+            except Exception:
+                traceback.print_exc()
+                failed = True
+                got = [core.Figure(bench.name, "", [], skipped="raised (see above)")]
+            finally:
+                procs.stop(ctx.processes)
+                ctx.processes.clear()
+            for fig in got:
+                fig.bench = bench.name
+            print(core.table(got, smoke=args.smoke))
+            print(f"   ({time.monotonic() - t0:.1f} s)", flush=True)
+            figures.extend(got)
     finally:
+        procs.stop(ctx.processes)
+        connection.close()
         connection.creation.destroy_test_db(old_name, verbosity=0)
+        ctx.redis().flushdb()
+    took = time.monotonic() - started
+    print("\n" + core.table(figures, smoke=args.smoke))
+    out = args.json or core.default_json_path()
+    core.write_json(out, figures=figures, smoke=args.smoke, took=took)
+    print(f"\nfigures written to {out} ({took:.0f} s)")
+    return 1 if failed else 0
+
+
+def _available(need: str) -> bool:
+    if need == "docker":
+        try:
+            import docker
+
+            docker.from_env().ping()
+            return True
+        except Exception:
+            return False
+    return True
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -11,8 +11,10 @@ module: tasks import services, never the reverse (DESIGN.md §10). The task bodi
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 from celery import current_app
+from django.conf import settings
 from django.db import transaction
 
 from orchestration import requestid
@@ -50,14 +52,18 @@ def send_on_commit(name: str, *args: str) -> None:
     """Send the message after the current transaction commits (at once outside one).
 
     A broker failure then is logged, not raised: the level-triggered sweep re-sends it. The
-    message carries the request id current now, whenever the commit comes.
+    message carries the request id current now, whenever the commit comes. A dispatch nudge
+    is coalesced (``dispatch_nudge``).
     """
     rid = requestid.current()
 
     def after_commit() -> None:
         try:
             with requestid.bound(rid):
-                send(name, *args)
+                if name == TaskName.DISPATCH and not args:
+                    dispatch_nudge()
+                else:
+                    send(name, *args)
         except Exception as exc:  # broker down: the level-triggered sweep re-sends it
             logger.warning(
                 "could not enqueue %s (%s); a sweep will retry", name, type(exc).__name__
@@ -74,3 +80,62 @@ def broker_reachable() -> bool:
         return True
     except Exception:
         return False
+
+
+# --- Coalesced dispatch nudges ---
+# One dispatch run claims up to 50 items, so a burst of submissions needs one run, not one
+# per item. A nudge sends a run only when none is pending: the flag (a Redis key with a
+# short expiry, per queue) is set by the nudge that sends the run and cleared by that run
+# before it claims — an item committed before the clear is seen by the claim, one committed
+# after it sends a new run. A lost message leaves the flag set for at most
+# DISPATCH_PENDING_SECONDS, and the beat's level-triggered dispatch tick (LOOP_INTERVAL) runs
+# whatever is claimable regardless: nothing is lost, at worst delayed by a tick.
+DISPATCH_PENDING_SECONDS = 2.0
+
+
+def _pending_key() -> str:
+    return f"whim:dispatch-pending:{current_app.conf.task_default_queue}"
+
+
+_redis_clients: dict[str, Any] = {}
+
+
+def _redis() -> Any:
+    """A client of the broker's Redis, or None (the embedded broker: no coalescing)."""
+    url = getattr(settings, "REDIS_URL", "")
+    if not url:
+        return None
+    client = _redis_clients.get(url)
+    if client is None:
+        import redis  # only with a Redis broker (the embedded stack has no server)
+
+        client = _redis_clients[url] = redis.Redis.from_url(
+            url, socket_timeout=2, socket_connect_timeout=2
+        )
+    return client
+
+
+def dispatch_nudge() -> bool:
+    """Send a dispatch run unless one is pending already; returns whether one was sent.
+    Raises when the broker is unreachable (as ``send``); Redis errors on the flag send."""
+    client = _redis()
+    if client is not None:
+        try:
+            ttl_ms = int(DISPATCH_PENDING_SECONDS * 1000)
+            if not client.set(_pending_key(), "1", nx=True, px=ttl_ms):
+                return False
+        except Exception as exc:  # the flag is an optimisation: send the run anyway
+            logger.info("dispatch flag unavailable (%s); sending the run", type(exc).__name__)
+    send(TaskName.DISPATCH)
+    return True
+
+
+def dispatch_pending_clear() -> None:
+    """A dispatch run starts: later commits must send a new run (call before claiming)."""
+    client = _redis()
+    if client is None:
+        return
+    try:
+        client.delete(_pending_key())
+    except Exception:  # then it expires on its own within DISPATCH_PENDING_SECONDS
+        logger.info("could not clear the dispatch flag; it expires on its own")

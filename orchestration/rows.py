@@ -10,7 +10,7 @@ from uuid import UUID
 
 from django.core.exceptions import ObjectDoesNotExist
 from django.core.exceptions import ValidationError as DjangoValidationError
-from django.db.models import Model
+from django.db.models import Model, QuerySet
 
 from orchestration.errors import NotFound
 from orchestration.models import Worker, WorkItem
@@ -18,10 +18,12 @@ from orchestration.models import Worker, WorkItem
 M = TypeVar("M", bound=Model)
 
 
-def row_get(model: type[M], pk: object, what: str) -> M:
-    """The row with primary key ``pk``, or NotFound (also for a malformed id)."""
+def row_get(model: type[M] | QuerySet[M], pk: object, what: str) -> M:
+    """The row with primary key ``pk`` (of the model, or of a query set of it), or NotFound
+    (also for a malformed id)."""
+    rows = model if isinstance(model, QuerySet) else model._default_manager.all()
     try:
-        return model._default_manager.get(pk=pk)
+        return rows.get(pk=pk)
     except (ObjectDoesNotExist, ValueError, TypeError, DjangoValidationError):
         raise NotFound(f"{what} not found") from None
 

@@ -11,9 +11,11 @@ import logging
 from celery import shared_task
 from django.conf import settings
 
+from orchestration import nudge
 from orchestration.nudge import TaskName
 from orchestration.retry import RETRY_ON_DB_ERRORS
 from orchestration.services.dispatch import (
+    DISPATCH_BATCH,
     dispatch_renudge_generation,
     dispatch_renudge_starts,
     dispatch_run,
@@ -26,8 +28,14 @@ logger = logging.getLogger(__name__)
 
 @shared_task(name=TaskName.DISPATCH, time_limit=120, soft_time_limit=100)
 def dispatch() -> int:
-    """Claim queued work while the gate allows; re-nudge starts and generations left behind."""
-    claimed = dispatch_run()
+    """Claim queued work while the gate allows; re-nudge starts and generations left behind.
+
+    Nudges are coalesced (``nudge.dispatch_nudge``): the run clears the pending flag before
+    it claims, and when it claimed a full batch it nudges the next run itself."""
+    nudge.dispatch_pending_clear()
+    claimed = dispatch_run(max_claims=DISPATCH_BATCH)
+    if claimed >= DISPATCH_BATCH:  # more may be waiting: the next run, coalesced
+        nudge.send_on_commit(TaskName.DISPATCH)
     dispatch_renudge_starts()
     dispatch_renudge_generation()
     return claimed

@@ -49,6 +49,15 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 
 @pytest.fixture(autouse=True)
+def _no_dispatch_pending() -> None:
+    """Dispatch nudges are coalesced (orchestration.nudge): an earlier test's pending flag
+    must not swallow this test's nudge, so each test starts with no run pending."""
+    from orchestration import nudge  # after Django is set up
+
+    nudge.dispatch_pending_clear()
+
+
+@pytest.fixture(autouse=True)
 def _test_limits(settings: Any) -> None:
     """Defaults that keep tests fast; each test overrides what it is about."""
     settings.COOLDOWN_SECONDS = 0

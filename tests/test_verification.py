@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 from django.test import Client
 
+from orchestration import nudge
 from orchestration.choices import EventKind
 from orchestration.models import WorkItem, WorkItemEvent, WorkItemStatus, WorkItemType
 from orchestration.nudge import TaskName
@@ -145,6 +146,7 @@ def test_a_failed_verification_is_retried_at_once_up_to_its_own_bound(
 
     for retry in (1, 2):
         child, verifier = running_attempt(child)
+        nudge.dispatch_pending_clear()  # the previous retry's dispatch run ran (coalescing)
         with (
             task_mocks(TaskName.DISPATCH) as sent,
             django_capture_on_commit_callbacks(execute=True),

@@ -8,6 +8,7 @@ from typing import Any
 
 from celery import Celery
 from celery.signals import task_postrun, task_prerun, worker_ready
+from django.db import close_old_connections
 
 from orchestration import requestid
 
@@ -15,7 +16,22 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "whim.settings")
 
 app = Celery("whim")
 app.config_from_object("django.conf:settings", namespace="CELERY")
+# Celery's Django fixup closes every database connection before and after each task unless
+# told to reuse them, so CONN_MAX_AGE did nothing here and each task paid a new PostgreSQL
+# session (~8 ms). Its own close is pushed out of reach (it counts tasks, never ages), and
+# Django's request-cycle rule runs around each task instead (``reuse_connections``).
+app.conf["CELERY_DB_REUSE_MAX"] = 2**62
 app.autodiscover_tasks()
+
+
+@task_prerun.connect
+@task_postrun.connect
+def reuse_connections(**kwargs: Any) -> None:
+    """Around every task, what Django does around every request: drop a connection that is
+    past CONN_MAX_AGE, broken by an error, or left in a transaction, and keep the rest —
+    with CONN_HEALTH_CHECKS, a kept one is pinged on its first use in the next task, so one
+    that died meanwhile (PostgreSQL restarted) is replaced, never reused."""
+    close_old_connections()
 
 
 @worker_ready.connect

@@ -105,6 +105,11 @@ class ContainerRuntime(abc.ABC):
         """How full a running container's /workspace is, or None when it cannot tell."""
         return None
 
+    def revive(self) -> int:
+        """For a runtime whose "containers" cannot be observed: start again the runs that were
+        lost (the containers sweep calls it); returns how many. Observable runtimes: 0."""
+        return 0
+
     @classmethod
     def usable(cls) -> bool:
         """Whether this runtime can run here now (``WHIM_RUNTIME=auto`` picks the first)."""

@@ -82,7 +82,9 @@ def containers_observe(*, runtime: ContainerRuntime | None = None) -> dict[str, 
         "removed": 0,
         "cleanup_failed": 0,
     }
-    if not runtime.observable:
+    if not runtime.observable:  # nothing to inspect; lost runs are sent again (fake)
+        if revived := runtime.revive():
+            counts["revived"] = revived
         return counts
     now = db_now()
     active = Worker.objects.filter(status__in=Worker.ACTIVE).exclude(container_id="")

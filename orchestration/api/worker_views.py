@@ -7,12 +7,14 @@ safe to repeat; a worker that is no longer the active attempt gets 409 for a sta
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hmac
 import json
 from collections.abc import Callable
 from typing import Any
 
+from django.db import transaction
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.views.decorators.csrf import csrf_exempt
 
@@ -40,34 +42,45 @@ def _presented_token(request: HttpRequest, path_token: str | None) -> str:
 
 
 def worker_authenticate(token: str) -> Worker | None:
-    """The worker a token belongs to (constant-time check of its digest), or None."""
+    """The worker a token belongs to (constant-time check of its digest), or None. Only the
+    columns the routes read first are fetched (the services lock and re-read the rest)."""
     if not token or len(token) > 200:
         return None
     digest = token_digest(token)
-    worker = Worker.objects.filter(token_hash=digest).first()
+    worker = (
+        Worker.objects.only("id", "token_hash", "work_item_id").filter(token_hash=digest).first()
+    )
     if worker is None or not hmac.compare_digest(worker.token_hash, digest):
         return None
     return worker
 
 
-def worker_view(view: WorkerView) -> Callable[..., HttpResponse]:
-    """POST only; authenticate the worker by token; the route's id must be that worker."""
+def worker_view(
+    view: WorkerView | None = None, *, atomic: bool = False
+) -> Callable[..., HttpResponse] | Callable[[WorkerView], Callable[..., HttpResponse]]:
+    """POST only; authenticate the worker by token; the route's id must be that worker.
+    ``atomic=True``: the authentication and the route run in one transaction (the heartbeat,
+    whose service opens none of its own then: one BEGIN … COMMIT a beat)."""
 
-    @csrf_exempt
-    @functools.wraps(view)
-    def wrapped(
-        request: HttpRequest, token: str | None = None, pk: str | None = None
-    ) -> HttpResponse:
-        if refused := method_refused(request, ("POST",)):
-            return refused
-        worker = worker_authenticate(_presented_token(request, token))
-        if worker is None:
-            return error_response(401, "UNAUTHORIZED", "A valid worker token is required")
-        if pk is not None and str(worker.pk) != pk:
-            return error_response(403, "FORBIDDEN", "This token belongs to another worker")
-        return json_answer(lambda: view(request, worker, parse_json_body(request)))
+    def decorate(view: WorkerView) -> Callable[..., HttpResponse]:
+        @csrf_exempt
+        @functools.wraps(view)
+        def wrapped(
+            request: HttpRequest, token: str | None = None, pk: str | None = None
+        ) -> HttpResponse:
+            if refused := method_refused(request, ("POST",)):
+                return refused
+            with transaction.atomic() if atomic else contextlib.nullcontext():
+                worker = worker_authenticate(_presented_token(request, token))
+                if worker is None:
+                    return error_response(401, "UNAUTHORIZED", "A valid worker token is required")
+                if pk is not None and str(worker.pk) != pk:
+                    return error_response(403, "FORBIDDEN", "This token belongs to another worker")
+                return json_answer(lambda: view(request, worker, parse_json_body(request)))
 
-    return wrapped
+        return wrapped
+
+    return decorate(view) if view is not None else decorate
 
 
 @worker_view
@@ -77,7 +90,7 @@ def register(request: HttpRequest, worker: Worker, body: dict[str, Any]) -> Http
     return JsonResponse({"workerId": str(worker.pk), "workItem": work_item_json(item)}, status=201)
 
 
-@worker_view
+@worker_view(atomic=True)
 def heartbeat(request: HttpRequest, worker: Worker, body: dict[str, Any]) -> dict[str, Any]:
     data = HeartbeatForm.from_json(body).validated()
     workers.worker_heartbeat(
@@ -88,6 +101,7 @@ def heartbeat(request: HttpRequest, worker: Worker, body: dict[str, Any]) -> dic
         resumed_from=data.get("resumedFrom") or "",
         cost_usd=data.get("costUsd"),
         model=data.get("model") or None,
+        work_item_id=worker.work_item_id,
     )
     return {"success": True}
 

@@ -15,11 +15,13 @@ import hashlib
 import hmac
 import logging
 from decimal import Decimal
+from typing import cast
 from uuid import UUID
 
 from django.conf import settings
 from django.db import transaction
 from django.db.models import F, Q, QuerySet
+from django.db.models.functions import Now
 
 from orchestration import nudge
 from orchestration.choices import EventKind
@@ -186,8 +188,16 @@ def dispatch_claim_one(*, use_gate: bool = True) -> UUID | None:
     return worker.pk
 
 
-def dispatch_run(*, max_claims: int = 50) -> int:
-    """Claim while the gate allows (bounded per call); returns how many were claimed."""
+DISPATCH_BATCH = 50  # claims per dispatch run
+
+
+def dispatch_run(*, max_claims: int = DISPATCH_BATCH) -> int:
+    """Claim while the gate allows (bounded per call); returns how many were claimed. A run
+    that finds nothing claimable stops at one unlocked EXISTS (no gate lock, no clock read)."""
+    generating = spec_generator() == "agent"
+    db_clock = cast(dt.datetime, Now())  # the database's clock, in the query (one clock)
+    if not WorkItem.objects.claimable(db_clock, generating=generating).exists():
+        return 0
     claimed = 0
     while claimed < max_claims and dispatch_claim_one() is not None:
         claimed += 1

@@ -7,6 +7,7 @@ A change requested by a worker that is no longer the active attempt raises Fence
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import logging
 from decimal import Decimal
@@ -14,14 +15,15 @@ from typing import Any
 from uuid import UUID
 
 from django.conf import settings
-from django.db import transaction
-from django.db.models import Value
+from django.db import connection, transaction
+from django.db.models import DateTimeField, Exists, Func, OuterRef, Value
 from django.db.models.functions import Coalesce
 
 from orchestration.choices import EventKind
 from orchestration.clock import db_now
-from orchestration.errors import Fenced, ValidationFailed
+from orchestration.errors import Fenced, ValidationFailed, WhimError
 from orchestration.models import (
+    FileLock,
     Worker,
     WorkerMetrics,
     WorkerStatus,
@@ -29,7 +31,7 @@ from orchestration.models import (
     WorkItemEvent,
     WorkItemStatus,
 )
-from orchestration.rows import locked_item_and_worker
+from orchestration.rows import locked_item_and_worker, row_get
 from orchestration.services.costs import cost_charge, usd
 from orchestration.services.dispatch import usage_add
 from orchestration.services.events import event_record
@@ -75,6 +77,7 @@ def worker_heartbeat(
     cost_usd: Decimal | None = None,
     model: str | None = None,
     resumed_from: str = "",
+    work_item_id: UUID | None = None,
 ) -> None:
     """Record liveness (and progress when the iteration or token counts rise).
 
@@ -83,39 +86,112 @@ def worker_heartbeat(
     MAX_TOKENS_PER_HEARTBEAT since the last report is refused (the form bounds the totals by
     MAX_TOKENS_PER_ATTEMPT and MAX_COST_PER_ATTEMPT_USD). ``resumed_from``: the pushed commit
     the attempt continues from; the first heartbeat that carries it records one ``resumed``
-    event for the attempt."""
-    with transaction.atomic():
-        item, worker = locked_item_and_worker(worker_id)
-        if not worker.is_active:
-            raise Fenced(f"Worker is {worker.status}; it is no longer the active attempt")
-        tokens_rise_check(worker=worker, tokens={"tokensIn": tokens_in, "tokensOut": tokens_out})
-        now = db_now()
-        fields: dict[str, Any] = {"last_heartbeat": now}
-        progressed = (
-            iteration > worker.iteration
-            or (tokens_in or 0) > worker.tokens_in
-            or (tokens_out or 0) > worker.tokens_out
-            or usd(cost_usd) > worker.cost_usd
-        )
-        if progressed:
-            fields["last_progress_at"] = now
-        fields["iteration"] = max(iteration, worker.iteration)
-        Worker.objects.filter(pk=worker.pk, status__in=Worker.ACTIVE).update(**fields)
-        cost_charge(
-            item=item,
-            worker=worker,
-            now=now,
-            tokens_in=tokens_in,
-            tokens_out=tokens_out,
-            cost_usd=cost_usd,
-            model=model,
-        )
+    event for the attempt. ``work_item_id``: the worker's item when the caller read it
+    already (the callback's authentication did), saving a read.
+
+    The hot path (every running attempt, every few seconds): one transaction, the two row
+    locks in the one order with only the columns it needs, the clock and "holds any lease?"
+    read with the worker's lock, and the worker row written once; leases are renewed only
+    when there are any, the item only on progress. Inside a caller's transaction it adds no
+    savepoint; a refusal (Fenced, NotFound, ValidationFailed) is raised before anything is
+    written and outside its atomic block, so the caller's transaction stays usable."""
+    refused: WhimError | None = None
+    with transaction.atomic(savepoint=False):
+        try:  # a refusal writes nothing and leaves the block normally (see above)
+            item, worker, now, holds_locks = _heartbeat_rows(worker_id, work_item_id)
+            if not worker.is_active:
+                raise Fenced(f"Worker is {worker.status}; it is no longer the active attempt")
+            tokens = {"tokensIn": tokens_in, "tokensOut": tokens_out}
+            tokens_rise_check(worker=worker, tokens=tokens)
+        except WhimError as exc:
+            refused = exc
+        else:
+            _heartbeat_write(
+                item=item,
+                worker=worker,
+                now=now,
+                holds_locks=holds_locks,
+                report=_Report(iteration, tokens_in, tokens_out, cost_usd, model, resumed_from),
+            )
+    if refused is not None:
+        raise refused
+
+
+@dataclasses.dataclass(frozen=True)
+class _Report:
+    iteration: int
+    tokens_in: int | None
+    tokens_out: int | None
+    cost_usd: Decimal | None
+    model: str | None
+    resumed_from: str
+
+
+def _heartbeat_write(
+    *, item: WorkItem, worker: Worker, now: dt.datetime, holds_locks: bool, report: _Report
+) -> None:
+    """What a heartbeat writes, under its row locks (``worker`` as read under them)."""
+    r = report
+    fields: dict[str, Any] = {"last_heartbeat": now}
+    progressed = (
+        r.iteration > worker.iteration
+        or (r.tokens_in or 0) > worker.tokens_in
+        or (r.tokens_out or 0) > worker.tokens_out
+        or usd(r.cost_usd) > worker.cost_usd
+    )
+    if progressed:
+        fields["last_progress_at"] = now
+    fields["iteration"] = max(r.iteration, worker.iteration)
+    Worker.objects.filter(pk=worker.pk, status__in=Worker.ACTIVE).update(**fields)
+    cost_charge(
+        item=item,
+        worker=worker,
+        now=now,
+        tokens_in=r.tokens_in,
+        tokens_out=r.tokens_out,
+        cost_usd=r.cost_usd,
+        model=r.model,
+    )
+    if holds_locks:
         locks_renew(worker_id=worker.pk, now=now)
-        if iteration > worker.iteration:
-            WorkItem.objects.filter(pk=item.pk, worker_id=worker.pk).update(iteration=iteration)
-            usage_add(now=now, iterations=iteration - worker.iteration)
-        if resumed_from:
-            _resumed_record(item=item, worker=worker, commit=resumed_from)
+    if r.iteration > worker.iteration:
+        WorkItem.objects.filter(pk=item.pk, worker_id=worker.pk).update(iteration=r.iteration)
+        usage_add(now=now, iterations=r.iteration - worker.iteration)
+    if r.resumed_from:
+        _resumed_record(item=item, worker=worker, commit=r.resumed_from)
+
+
+# What a heartbeat reads of its rows (the rest, spec and log_tail above all, stays on disk).
+_ITEM_COLUMNS = ("id", "status", "worker_id", "repo")
+_WORKER_COLUMNS = (
+    "id", "work_item_id", "status", "iteration", "tokens_in", "tokens_out", "cost_usd", "model",
+)  # fmt: skip
+
+
+def _heartbeat_rows(
+    worker_id: UUID | str, work_item_id: UUID | None
+) -> tuple[WorkItem, Worker, dt.datetime, bool]:
+    """Lock the item, then the worker (``rows.locked_item_and_worker``'s order), reading only
+    what a heartbeat needs; with the worker's lock, the database clock and whether the worker
+    holds any live lease. Inside a transaction."""
+    if work_item_id is None:
+        work_item_id = row_get(Worker, worker_id, "Worker").work_item_id
+    item = row_get(
+        WorkItem.objects.select_for_update().only(*_ITEM_COLUMNS), work_item_id, "Work item"
+    )
+    rows = Worker.objects.select_for_update().only(*_WORKER_COLUMNS).filter(work_item_id=item.pk)
+    if connection.vendor != "postgresql":  # the embedded SQLite: this host's clock
+        worker = row_get(rows, worker_id, "Worker")
+        return item, worker, db_now(), FileLock.objects.filter(worker_id=worker.pk).exists()
+    worker = row_get(
+        rows.annotate(
+            db_clock=Func(function="clock_timestamp", output_field=DateTimeField()),
+            holds_locks=Exists(FileLock.objects.filter(worker_id=OuterRef("pk"))),
+        ),
+        worker_id,
+        "Worker",
+    )
+    return item, worker, worker.db_clock, worker.holds_locks  # type: ignore[attr-defined]
 
 
 def _resumed_record(*, item: WorkItem, worker: Worker, commit: str) -> None:

@@ -1,0 +1,75 @@
+"""The heartbeat is the hottest callback (every running attempt, every few seconds): through
+the route it is one transaction of four statements — the token lookup, the item's row lock,
+the worker's row lock (with the database clock and "holds a lease?"), one UPDATE — and it
+never reads the item's spec or the worker's log tail. Semantics: tests/test_transitions_heartbeat.py
+and tests/test_worker_callbacks_register_heartbeat.py."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from django.db import connection
+from django.test import Client
+
+from orchestration.models import FileLock
+from tests.callbacks_support import call, hold
+from tests.factories import running_attempt
+
+pytestmark = [pytest.mark.usefixtures("retry_policy")]
+
+
+class Statements:
+    """Every statement the connection runs, with the outermost atomic block it ran in."""
+
+    def __init__(self) -> None:
+        self.sql: list[str] = []
+        self.blocks: list[int | None] = []
+
+    def __call__(
+        self, execute: Callable[..., Any], sql: str, params: Any, many: bool, context: Any
+    ) -> Any:
+        self.sql.append(sql)
+        blocks = connection.atomic_blocks
+        self.blocks.append(id(blocks[0]) if blocks else None)
+        return execute(sql, params, many, context)
+
+
+def beat(client: Client, worker: Any, body: dict[str, Any]) -> Statements:
+    seen = Statements()
+    with connection.execute_wrapper(seen):
+        resp = call(client, worker, "heartbeat", body)
+    assert resp.status_code == 200, resp.content
+    return seen
+
+
+def test_a_liveness_heartbeat_is_one_transaction_of_four_statements(
+    client: Client, transactional_db: None
+) -> None:
+    _item, worker = running_attempt()
+    call(client, worker, "heartbeat", {"iteration": 1})  # progress once; this one is liveness
+
+    seen = beat(client, worker, {"iteration": 1})
+
+    assert len(seen.sql) == 4, "\n".join(seen.sql)
+    assert None not in seen.blocks and len(set(seen.blocks)) == 1, "not one transaction"
+    assert [s.split()[0] for s in seen.sql] == ["SELECT", "SELECT", "SELECT", "UPDATE"]
+    assert all("FOR UPDATE" in s for s in seen.sql[1:3])
+    for sql in seen.sql:
+        assert '"spec"' not in sql and '"log_tail"' not in sql, sql
+
+
+def test_a_heartbeat_that_holds_leases_renews_them_in_one_more_statement(
+    client: Client, transactional_db: None
+) -> None:
+    _item, worker = running_attempt(repo="acme/shared")
+    hold(worker, "a.py", seconds=5)
+    call(client, worker, "heartbeat", {"iteration": 1})
+    before = FileLock.objects.get(path="a.py").expires_at
+
+    seen = beat(client, worker, {"iteration": 1})
+
+    assert len(seen.sql) == 5, "\n".join(seen.sql)
+    assert len(set(seen.blocks)) == 1
+    assert FileLock.objects.get(path="a.py").expires_at > before
