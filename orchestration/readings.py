@@ -236,7 +236,8 @@ class Recent:
 
     today: dict[str, int]
     hourly: dict[tuple[dt.datetime, str], int]
-    # hour → items that entered the waiting states minus those that left them.
+    # hour → items that entered the waiting states minus those that left them (hours where
+    # the two are equal are left out).
     flow: dict[dt.datetime, int]
 
 
@@ -290,7 +291,7 @@ def finished_recent(now: dt.datetime) -> Recent:
                 if status == WorkItemStatus.COMPLETED:
                     took_us += int(extra)
     totals["completed_ms"] = round(took_us / 1000)
-    return Recent(today=totals, hourly=hourly, flow=flow)
+    return Recent(today=totals, hourly=hourly, flow={h: d for h, d in flow.items() if d})
 
 
 def _recent_counted(*, since: dt.datetime, day_start: dt.datetime) -> Recent:
@@ -335,7 +336,7 @@ def _recent_counted(*, since: dt.datetime, day_start: dt.datetime) -> Recent:
         .annotate(entered=Count("pk", filter=entered), left=Count("pk", filter=left))
     )
     flow = {row["hour"]: row["entered"] - row["left"] for row in events}
-    return Recent(today=totals, hourly=hourly, flow=flow)
+    return Recent(today=totals, hourly=hourly, flow={h: d for h, d in flow.items() if d})
 
 
 @dataclasses.dataclass(frozen=True)

@@ -178,9 +178,20 @@ def locks_list(*, limit: int = 500) -> LocksPage:
 # --- one work item -----------------------------------------------------------------------------
 
 
-def item_attempts(item: WorkItem) -> list[Worker]:
-    """The item's attempts, oldest first, with their metrics."""
-    return list(item.workers.order_by("created_at").select_related("metrics"))
+def item_and_attempts(pk: Any) -> tuple[WorkItem | None, list[Worker]]:
+    """The item and its attempts, oldest first, with their metrics: one query when it has
+    any (the attempts bring their item), two when it has none; (None, []) if it is gone."""
+    attempts = list(
+        Worker.objects.filter(work_item_id=pk)
+        .select_related("work_item", "metrics")
+        .order_by("created_at")
+    )
+    if not attempts:
+        return WorkItem.objects.filter(pk=pk).first(), []
+    item = attempts[0].work_item
+    for attempt in attempts:
+        attempt.work_item = item  # one instance for the page
+    return item, attempts
 
 
 # Learnings listed on an item's page at most (the admin has the rest).
@@ -198,17 +209,28 @@ class ItemOutcome(TypedDict):
     learnings_more: bool
 
 
-def item_outcome(item: WorkItem) -> ItemOutcome:
+def item_outcome(item: WorkItem, attempts: list[Worker]) -> ItemOutcome:
     """The verification children (newest first), the latest attempt's metrics (tests), the
-    reviews (oldest first) and the learnings (newest first) of ``item``."""
+    reviews (oldest first) and the learnings (newest first) of ``item``.
+
+    All of them are what an attempt's completion leaves (``services.workers.completion``
+    records learnings and creates the verification child; reviews are of the pull request
+    an attempt opened): an item no attempt ran has none, and costs no query."""
+    if not attempts:
+        return {
+            "verifications": [],
+            "latest_metrics": None,
+            "reviews": [],
+            "learnings": [],
+            "learnings_more": False,
+        }
     learnings = list(item.learnings.order_by("-created_at", "-id")[: ITEM_LEARNINGS_MAX + 1])
+    reported = [a.metrics for a in attempts if hasattr(a, "metrics")]
     return {
         "verifications": list(
             item.children.filter(type=WorkItemType.VERIFICATION).order_by("-created_at")
         ),
-        "latest_metrics": WorkerMetrics.objects.filter(work_item=item)
-        .order_by("-created_at", "-id")
-        .first(),
+        "latest_metrics": max(reported, key=lambda m: (m.created_at, m.pk), default=None),
         "reviews": list(item.reviews.order_by("created_at")),
         "learnings": learnings[:ITEM_LEARNINGS_MAX],
         "learnings_more": len(learnings) > ITEM_LEARNINGS_MAX,
