@@ -23,7 +23,7 @@ from typing import Any
 
 from django.conf import settings
 from django.db import connection
-from django.db.models import Count, DurationField, ExpressionWrapper, F, Min, Q, Sum
+from django.db.models import Count, DurationField, ExpressionWrapper, F, Min, Q, QuerySet, Sum
 from django.db.models.functions import TruncHour
 from django.utils import timezone
 
@@ -168,10 +168,12 @@ class Scalars:
     spawns_today: int
     cost_today: Decimal
     active_workers: int
+    # The rows of the ``count`` queryset given to scalars_read (None without one).
+    counted: int | None = None
 
 
 _SCALARS_SQL = """
-WITH t AS (SELECT clock_timestamp() AS now)
+WITH t AS (SELECT coalesce(%(now)s::timestamptz, clock_timestamp()) AS now)
 SELECT t.now,
   (SELECT min(created_at) FROM orchestration_workitem WHERE status = %(queued)s),
   (SELECT last_spawn_at FROM orchestration_dispatchstate WHERE id = 1),
@@ -179,16 +181,19 @@ SELECT t.now,
     WHERE date = (t.now AT TIME ZONE %(zone)s)::date),
   (SELECT sum(cost_usd) FROM orchestration_costusage
     WHERE date = (t.now AT TIME ZONE %(zone)s)::date),
-  (SELECT count(*) FROM orchestration_worker WHERE status = ANY(%(active)s))
+  (SELECT count(*) FROM orchestration_worker WHERE status = ANY(%(active)s)),
+  {counted}
 FROM t
 """
 
 
-def scalars_read() -> Scalars:
+def scalars_read(*, now: dt.datetime | None = None, count: QuerySet[Any] | None = None) -> Scalars:
     """The clock, the oldest queued item, the last spawn, today's attempts and cost (the
-    calendar day in WHIM_TIMEZONE) and the active attempts: one query on PostgreSQL."""
+    calendar day in WHIM_TIMEZONE) and the active attempts: one query on PostgreSQL.
+    ``count``: a queryset whose rows are counted in the same query (``Scalars.counted``).
+    ``now``: the clock already read (a caller's ``db_now()``), else the query reads it."""
     if connection.vendor != "postgresql":
-        now = db_now()
+        now = now or db_now()
         usage = DailyUsage.objects.filter(date=budget_date(now)).first()
         state = DispatchState.objects.filter(pk=1).first()
         queued = WorkItem.objects.filter(status=WorkItemStatus.QUEUED)
@@ -200,24 +205,33 @@ def scalars_read() -> Scalars:
             spawns_today=usage.spawns if usage else 0,
             cost_today=cost or Decimal(0),
             active_workers=Worker.objects.filter(status__in=Worker.ACTIVE).count(),
+            counted=count.count() if count is not None else None,
         )
+    params: dict[str, Any] = {
+        "now": now,
+        "queued": WorkItemStatus.QUEUED.value,
+        "zone": settings.WHIM_TIMEZONE,
+        "active": [str(s) for s in Worker.ACTIVE],
+    }
+    counted_sql = "NULL"
+    if count is not None:
+        # The queryset's own SQL as a subquery; its parameters go in by name.
+        inner, inner_params = count.values("pk").query.sql_with_params()
+        names = [f"c{i}" for i in range(len(inner_params))]
+        params.update(zip(names, inner_params, strict=True))
+        inner = inner.replace("%%", "%%%%") % tuple(f"%({n})s" for n in names)
+        counted_sql = f"(SELECT count(*) FROM ({inner}) counted)"  # noqa: S608 (ORM SQL)
     with connection.cursor() as cursor:
-        cursor.execute(
-            _SCALARS_SQL,
-            {
-                "queued": WorkItemStatus.QUEUED.value,
-                "zone": settings.WHIM_TIMEZONE,
-                "active": [str(s) for s in Worker.ACTIVE],
-            },
-        )
-        now, oldest, last_spawn, spawns, cost, active = cursor.fetchone()
+        cursor.execute(_SCALARS_SQL.format(counted=counted_sql), params)
+        clock, oldest, last_spawn, spawns, cost, active, counted = cursor.fetchone()
     return Scalars(
-        now=now,
+        now=clock,
         oldest_queued=oldest,
         last_spawn_at=last_spawn,
         spawns_today=spawns or 0,
         cost_today=cost or Decimal(0),
         active_workers=active,
+        counted=counted,
     )
 
 
@@ -247,23 +261,21 @@ def chart_start(now: dt.datetime, hours: int = CHART_HOURS) -> dt.datetime:
 
 
 _RECENT_SQL = """
-SELECT 'f', bucket, type, status, sum(n), sum(took_us)
-  FROM orchestration_finishedtally WHERE bucket >= %(since)s GROUP BY bucket, type, status
+SELECT 'f', date_trunc('hour', bucket, %(zone)s), type, status, sum(n),
+  coalesce(sum(n) FILTER (WHERE bucket >= %(day_start)s), 0),
+  coalesce(sum(took_us) FILTER (WHERE bucket >= %(day_start)s), 0)
+  FROM orchestration_finishedtally
+  WHERE bucket >= %(since)s AND status = ANY(%(finished)s) GROUP BY 2, 3, 4
 UNION ALL
-SELECT 'q', bucket, '', '', sum(entered), sum(exited)
-  FROM orchestration_queueflowtally WHERE bucket >= %(since)s GROUP BY bucket
+SELECT 'q', date_trunc('hour', bucket, %(zone)s), '', '', sum(entered) - sum(exited), 0, 0
+  FROM orchestration_queueflowtally WHERE bucket >= %(since)s GROUP BY 2
 """
-
-
-def _hour(when: dt.datetime) -> dt.datetime:
-    """The hour ``when`` falls in, in the current time zone (as ``TruncHour`` truncates)."""
-    return timezone.localtime(when).replace(minute=0, second=0, microsecond=0)
 
 
 def finished_recent(now: dt.datetime) -> Recent:
     """What finished since the earlier of today's start and the charts' first hour (both
     within the last 24 hours) and how the queue filled and drained per hour: one query over
-    the quarter-hour tallies, a hundred rows a day whatever the throughput."""
+    the quarter-hour tallies, grouped by hour in the current time zone (as ``TruncHour``)."""
     day_start = next_budget_day_start(now) - dt.timedelta(days=1)
     since = min(day_start, chart_start(now))
     if connection.vendor != "postgresql":
@@ -274,23 +286,27 @@ def finished_recent(now: dt.datetime) -> Recent:
     hourly: dict[tuple[dt.datetime, str], int] = {}
     flow: dict[dt.datetime, int] = {}
     took_us = 0
+    params = {
+        "zone": timezone.get_current_timezone_name(),
+        # A quarter hour is wholly in today or wholly before: midnight falls on one.
+        "day_start": day_start,
+        "since": since,
+        "finished": [str(s) for s in WorkItem.FINISHED],
+    }
     with connection.cursor() as cursor:
-        cursor.execute(_RECENT_SQL, {"since": since})
-        for kind, bucket, type_, status, n, extra in cursor.fetchall():
+        cursor.execute(_RECENT_SQL, params)
+        for kind, hour, type_, status, n, today, took in cursor.fetchall():
             if kind == "q":
-                flow[_hour(bucket)] = flow.get(_hour(bucket), 0) + int(n) - int(extra)
+                flow[hour] = int(n)
                 continue
-            if status not in WorkItem.FINISHED or not n:
-                continue
-            key = (_hour(bucket), status)
-            hourly[key] = hourly.get(key, 0) + int(n)
-            if bucket >= day_start:  # a quarter hour is wholly in today or wholly before
-                totals[status] += int(n)
-                if type_ == WorkItemType.REVIEW:
-                    totals[f"review_{status}"] += int(n)
-                if status == WorkItemStatus.COMPLETED:
-                    took_us += int(extra)
+            hourly[(hour, status)] = hourly.get((hour, status), 0) + int(n)
+            totals[status] += int(today)
+            if type_ == WorkItemType.REVIEW:
+                totals[f"review_{status}"] += int(today)
+            if status == WorkItemStatus.COMPLETED:
+                took_us += int(took)
     totals["completed_ms"] = round(took_us / 1000)
+    hourly = {key: n for key, n in hourly.items() if n}
     return Recent(today=totals, hourly=hourly, flow={h: d for h, d in flow.items() if d})
 
 
@@ -348,6 +364,7 @@ class Readings:
     recent: Recent
 
 
-def readings_read() -> Readings:
-    scalars = scalars_read()
+def readings_read(*, now: dt.datetime | None = None) -> Readings:
+    """The three readings; ``now``: the clock already read, else the first query reads it."""
+    scalars = scalars_read(now=now)
     return Readings(scalars=scalars, tallies=tallies_read(), recent=finished_recent(scalars.now))

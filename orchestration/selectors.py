@@ -14,7 +14,7 @@ from django.db.models import (
     QuerySet,
 )
 
-from orchestration.clock import budget_date
+from orchestration.clock import budget_date, db_now
 from orchestration.errors import ValidationFailed
 from orchestration.models import (
     CLAIM_ORDER,
@@ -107,8 +107,9 @@ def usage_today(now: dt.datetime) -> DailyUsage:
 
 def status_summary(*, broker_ok: bool, readings: Readings | None = None) -> dict[str, Any]:
     """GET /api/status: health, workers, queue and rate limits (``readings``: already read by
-    the caller, e.g. the dashboard, which shows /api/metrics' figures too)."""
-    r = readings or readings_read()
+    the caller, e.g. the dashboard, which shows /api/metrics' figures too). The clock is read
+    through ``db_now`` like every selector's (one clock; tests pin it)."""
+    r = readings or readings_read(now=db_now())
     oldest = r.scalars.oldest_queued
     health = "healthy" if broker_ok else "degraded"
     active = r.scalars.active_workers
@@ -151,7 +152,7 @@ def review_stats(readings: Readings) -> dict[str, int]:
 def metrics_summary(*, readings: Readings | None = None) -> dict[str, Any]:
     """GET /api/metrics: today's throughput, success rate and durations (today = the calendar
     day in WHIM_TIMEZONE), and token usage and cost over all the metrics still kept."""
-    r = readings or readings_read()
+    r = readings or readings_read(now=db_now())
     today = r.recent.today
     completed_n, failed_n = today["completed"], today["failed"]
     # Each attempt at what its agent reported, or, reporting none, its tokens at the prices.

@@ -68,7 +68,7 @@ def _submit(rng: random.Random) -> None:
         spec=f"# Item {rng.random()}",
         priority=rng.choice(Priority.values),
         type=kind,
-        **({"pr_number": rng.randrange(1, 1000)} if kind == WorkItemType.REVIEW else {}),
+        pr_number=rng.randrange(1, 1000) if kind == WorkItemType.REVIEW else None,
     )
 
 

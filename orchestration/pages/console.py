@@ -213,14 +213,15 @@ def item_outcome(item: WorkItem, attempts: list[Worker]) -> ItemOutcome:
     """The verification children (newest first), the latest attempt's metrics (tests), the
     reviews (oldest first) and the learnings (newest first) of ``item``.
 
-    All of them are what an attempt's completion leaves (``services.workers.completion``
-    records learnings and creates the verification child; reviews are of the pull request
-    an attempt opened): an item no attempt ran has none, and costs no query."""
+    Learnings and verification children are what an attempt's completion leaves
+    (``services.workers.completion``): an item no attempt ran has none, and costs no query
+    for them. Reviews are read always (a GitHub review names the item by its pull request)."""
+    reviews = list(item.reviews.order_by("created_at"))
     if not attempts:
         return {
             "verifications": [],
             "latest_metrics": None,
-            "reviews": [],
+            "reviews": reviews,
             "learnings": [],
             "learnings_more": False,
         }
@@ -231,7 +232,7 @@ def item_outcome(item: WorkItem, attempts: list[Worker]) -> ItemOutcome:
             item.children.filter(type=WorkItemType.VERIFICATION).order_by("-created_at")
         ),
         "latest_metrics": max(reported, key=lambda m: (m.created_at, m.pk), default=None),
-        "reviews": list(item.reviews.order_by("created_at")),
+        "reviews": reviews,
         "learnings": learnings[:ITEM_LEARNINGS_MAX],
         "learnings_more": len(learnings) > ITEM_LEARNINGS_MAX,
     }

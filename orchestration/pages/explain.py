@@ -9,8 +9,11 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Sequence
+from typing import cast
 
 from django.conf import settings
+from django.db.models import QuerySet
+from django.db.models.functions import Now
 from django.utils import timezone
 
 from orchestration.choices import EventKind
@@ -72,9 +75,10 @@ def _lock_block(
     return latest if latest is not None and latest.kind == EventKind.LOCK_BLOCKED else None
 
 
-def _ahead_in_queue(item: WorkItem, now: dt.datetime) -> int:
-    """Claimable items the claim would take before this one (its claim order)."""
-    return WorkItem.objects.claimable(now).claimed_before(item).count()
+def _ahead(item: WorkItem) -> QuerySet[WorkItem]:
+    """Claimable items the claim would take before this one (its claim order), due by the
+    database's clock."""
+    return WorkItem.objects.claimable(cast(dt.datetime, Now())).claimed_before(item)
 
 
 def _reviews_busy(item: WorkItem) -> str:
@@ -98,8 +102,9 @@ def why_not_running(
     if item.status == WorkItemStatus.GENERATING:
         return ["Its spec is being generated from the description; then it joins the queue."]
     if item.status == WorkItemStatus.QUEUED:
-        # The clock and the gate's figures in one query (readings.scalars_read).
-        scalars = scalars_read()
+        # The clock, the gate's figures and the items ahead in one query (scalars_read);
+        # "now" in the count is the database's, as the claim reads it.
+        scalars = scalars_read(count=_ahead(item))
         now = scalars.now
         if item.next_retry_at and item.next_retry_at > now:
             return [
@@ -120,7 +125,7 @@ def why_not_running(
         sentence = gate_sentence(gate, now=now)
         if sentence:
             reasons.append(sentence)
-        ahead = _ahead_in_queue(item, now)
+        ahead = scalars.counted or 0
         if ahead:
             reasons.append(
                 f"{ahead} item{'s' if ahead != 1 else ''} ahead of it in the queue "
