@@ -286,7 +286,7 @@ def finished_recent(now: dt.datetime) -> Recent:
     hourly: dict[tuple[dt.datetime, str], int] = {}
     flow: dict[dt.datetime, int] = {}
     took_us = 0
-    params = {
+    params: dict[str, Any] = {
         "zone": timezone.get_current_timezone_name(),
         # A quarter hour is wholly in today or wholly before: midnight falls on one.
         "day_start": day_start,
