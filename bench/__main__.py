@@ -24,6 +24,7 @@ MODULES = (
     "bench.heartbeats",
     "bench.containers",
     "bench.memory",
+    "bench.pages",
 )
 
 

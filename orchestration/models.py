@@ -27,6 +27,13 @@ from orchestration.ledger import DailyUsage as DailyUsage
 from orchestration.outcomes import Learning as Learning
 from orchestration.outcomes import WorkerMetrics as WorkerMetrics
 
+# The counts the pages read at any size (trigger-kept deltas): their own module too.
+from orchestration.tallies import FinishedTally as FinishedTally
+from orchestration.tallies import ItemTally as ItemTally
+from orchestration.tallies import MetricsTally as MetricsTally
+from orchestration.tallies import QueueFlowTally as QueueFlowTally
+from orchestration.tallies import WorkerTally as WorkerTally
+
 
 class Priority(models.TextChoices):
     LOW = "low"
@@ -117,6 +124,14 @@ class WorkItemQuerySet(models.QuerySet["WorkItem"]):
         return self.filter(before)
 
 
+# WorkItem.UNFINISHED, at module level for the index that reads it (the tuples are equal).
+ITEM_UNFINISHED: tuple[str, ...] = (
+    WorkItemStatus.GENERATING,
+    WorkItemStatus.QUEUED,
+    WorkItemStatus.ASSIGNED,
+    WorkItemStatus.IN_PROGRESS,
+    WorkItemStatus.PAUSED,
+)
 # A worker holding its item (the constraint and index below read it too, hence module level).
 WORKER_ACTIVE: tuple[str, ...] = (WorkerStatus.STARTING, WorkerStatus.RUNNING)
 
@@ -131,7 +146,7 @@ class WorkItem(models.Model):
     # Held for an operator (the cost cap): not dispatched, retried, swept or purged.
     HELD: ClassVar[tuple[str, ...]] = (WorkItemStatus.PAUSED,)
     # Not finished yet: what can be cancelled, and what the queue shows by default.
-    UNFINISHED: ClassVar[tuple[str, ...]] = (*PENDING, *ACTIVE, *HELD)
+    UNFINISHED: ClassVar[tuple[str, ...]] = (*PENDING, *ACTIVE, *HELD)  # == ITEM_UNFINISHED
     TERMINAL: ClassVar[tuple[str, ...]] = (
         WorkItemStatus.COMPLETED,
         WorkItemStatus.FAILED,
@@ -197,6 +212,20 @@ class WorkItem(models.Model):
                 condition=Q(status=WorkItemStatus.QUEUED),
             ),
             models.Index(fields=["status", "created_at"], name="workitem_status_created"),
+            # The queue's default view (waiting, running, paused), newest first: a small index
+            # however long the history (unfinished items are bounded by the queue limits).
+            models.Index(
+                fields=["created_at", "id"],
+                name="workitem_unfinished",
+                condition=Q(status__in=list(ITEM_UNFINISHED)),
+            ),
+            # What finished when (today's figures, the throughput chart), read index-only.
+            models.Index(
+                fields=["completed_at"],
+                include=["status", "type", "created_at"],
+                name="workitem_completed",
+                condition=Q(completed_at__isnull=False),
+            ),
             # The GitHub webhook finds the item a pull request belongs to.
             models.Index(
                 fields=["pr_number"],

@@ -9,56 +9,48 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 from django.conf import settings
-from django.db.models import Count
 from django.http import HttpRequest, HttpResponse
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from orchestration.clock import db_now
 from orchestration.fleet import NodeState
-from orchestration.models import Worker, WorkerStatus, WorkItem, WorkItemStatus
-from orchestration.selectors import nodes_overview, usage_today
-from orchestration.services.costs import cost_spent_today
+from orchestration.readings import scalars_read, tallies_read
+from orchestration.selectors import nodes_overview
 
 NODE_DISPLAY_STATES = (*NodeState.values, "drained")
 
 
 class WhimCollector(Collector):
     def collect(self) -> Iterator[GaugeMetricFamily]:
+        # Exact counts from the tallies and the small scalars: two queries at any size.
+        tallies = tallies_read()
+        scalars = scalars_read()
         items = GaugeMetricFamily("whim_work_items", "Work items by status", labels=["status"])
-        counts = dict(WorkItem.objects.values_list("status").annotate(n=Count("pk")))
-        for status in WorkItemStatus.values:
-            items.add_metric([status], counts.get(status, 0))
+        for status, n in tallies.by_status().items():
+            items.add_metric([status], n)
         yield items
 
         workers = GaugeMetricFamily("whim_workers", "Worker attempts by status", labels=["status"])
-        wcounts = dict(Worker.objects.values_list("status").annotate(n=Count("pk")))
-        for status in WorkerStatus.values:
-            workers.add_metric([status], wcounts.get(status, 0))
+        for status, n in tallies.workers_by_status().items():
+            workers.add_metric([status], n)
         yield workers
 
-        now = db_now()
-        oldest = (
-            WorkItem.objects.filter(status=WorkItemStatus.QUEUED)
-            .order_by("created_at")
-            .values_list("created_at", flat=True)
-            .first()
-        )
+        now, oldest = scalars.now, scalars.oldest_queued
         yield GaugeMetricFamily(
             "whim_queue_oldest_age_seconds",
             "Age of the oldest queued item (0 when the queue is empty)",
             value=(now - oldest).total_seconds() if oldest else 0,
         )
         yield GaugeMetricFamily(
-            "whim_budget_used", "Attempts started today", value=usage_today(now).spawns
+            "whim_budget_used", "Attempts started today", value=scalars.spawns_today
         )
         yield GaugeMetricFamily("whim_budget_limit", "DAILY_BUDGET", value=settings.DAILY_BUDGET)
         yield GaugeMetricFamily("whim_max_workers", "MAX_WORKERS", value=settings.MAX_WORKERS)
         yield GaugeMetricFamily(
             "whim_cost_today_usd",
             "USD the cost ledger charged today (WHIM_TIMEZONE)",
-            value=float(cost_spent_today(now)),
+            value=float(scalars.cost_today),
         )
         yield GaugeMetricFamily(
             "whim_cost_budget_usd",

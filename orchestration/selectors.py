@@ -10,33 +10,24 @@ from typing import Any, TypedDict
 
 from django.conf import settings
 from django.db.models import (
-    Avg,
-    Count,
-    DurationField,
-    ExpressionWrapper,
-    F,
     Q,
     QuerySet,
-    Sum,
 )
 
-from orchestration.clock import budget_date, db_now, next_budget_day_start
+from orchestration.clock import budget_date, db_now
 from orchestration.errors import ValidationFailed
 from orchestration.fleet import node_running
 from orchestration.models import (
     CLAIM_ORDER,
     QUEUE_STATUS_FILTERS,
     DailyUsage,
-    DispatchState,
     Node,
     NodeState,
-    Priority,
-    Worker,
-    WorkerMetrics,
     WorkItem,
     WorkItemStatus,
     WorkItemType,
 )
+from orchestration.readings import Readings, readings_read, tallies_read
 from orchestration.registry import runtime
 from orchestration.services.costs import estimated_cost
 
@@ -101,17 +92,15 @@ def queue_in_dispatch_order(*, type: str = "", repo: str = "") -> dict[str, Any]
 
 
 def queue_stats(*, type: str = "", repo: str = "") -> dict[str, Any]:
-    """Counts by status and by priority over every item the type/repo filter keeps."""
-    base = queue_filter(type=type, repo=repo, status="all")
-    by_status = {s: 0 for s in WorkItemStatus.values}
-    by_status.update(
-        {row["status"]: row["n"] for row in base.values("status").annotate(n=Count("pk"))}
-    )
-    by_priority = {p: 0 for p in Priority.values}
-    by_priority.update(
-        {row["priority"]: row["n"] for row in base.values("priority").annotate(n=Count("pk"))}
-    )
-    return {"total": sum(by_status.values()), "byStatus": by_status, "byPriority": by_priority}
+    """Counts by status and by priority over every item the type/repo filter keeps: exact,
+    from the tallies (one query, whatever the history's size)."""
+    tallies = tallies_read(repo=repo)
+    by_status = tallies.by_status(type=type)
+    return {
+        "total": sum(by_status.values()),
+        "byStatus": by_status,
+        "byPriority": tallies.by_priority(type=type),
+    }
 
 
 def usage_today(now: dt.datetime) -> DailyUsage:
@@ -119,17 +108,17 @@ def usage_today(now: dt.datetime) -> DailyUsage:
     return DailyUsage.objects.filter(date=day).first() or DailyUsage(date=day)
 
 
-def status_summary(*, broker_ok: bool) -> dict[str, Any]:
-    """GET /api/status: health, workers, queue and rate limits."""
-    now = db_now()
-    queued = WorkItem.objects.filter(status=WorkItemStatus.QUEUED)
-    oldest = queued.order_by("created_at").values_list("created_at", flat=True).first()
-    state = DispatchState.objects.filter(pk=1).first()
-    usage = usage_today(now)
+def status_summary(*, broker_ok: bool, readings: Readings | None = None) -> dict[str, Any]:
+    """GET /api/status: health, workers, queue and rate limits (``readings``: already read by
+    the caller, e.g. the dashboard, which shows /api/metrics' figures too). The clock is read
+    through ``db_now`` like every selector's (one clock; tests pin it)."""
+    r = readings or readings_read(now=db_now())
+    oldest = r.scalars.oldest_queued
     health = "healthy" if broker_ok else "degraded"
-    active = Worker.objects.filter(status__in=Worker.ACTIVE).count()
-    size = queued.count()
-    today = finished_today(now)
+    active = r.scalars.active_workers
+    size = r.tallies.count(statuses=(WorkItemStatus.QUEUED,))
+    today = r.recent.today
+    last_spawn = r.scalars.last_spawn_at
     return {
         "status": health,
         "runtime": runtime().info(),
@@ -142,96 +131,66 @@ def status_summary(*, broker_ok: bool) -> dict[str, Any]:
             "completedToday": today["completed"],
             "failedToday": today["failed"],
         },
-        "reviews": review_stats(now),
+        "reviews": review_stats(r),
         "rateLimits": {
-            "iterationsToday": usage.spawns,
+            "iterationsToday": r.scalars.spawns_today,
             "dailyBudget": settings.DAILY_BUDGET,
-            "lastSpawn": state.last_spawn_at.isoformat() if state and state.last_spawn_at else None,
+            "lastSpawn": last_spawn.isoformat() if last_spawn else None,
             "cooldownSeconds": settings.COOLDOWN_SECONDS,
         },
     }
 
 
-def review_stats(now: dt.datetime) -> dict[str, int]:
+def review_stats(readings: Readings) -> dict[str, int]:
     """The review bot's jobs: waiting, running, and finished today (WHIM_TIMEZONE's day)."""
-    day_start = next_budget_day_start(now) - dt.timedelta(days=1)
-    reviews = WorkItem.objects.filter(type=WorkItemType.REVIEW)
-    return reviews.aggregate(
-        queued=Count("pk", filter=Q(status=WorkItemStatus.QUEUED)),
-        running=Count("pk", filter=Q(status__in=WorkItem.ACTIVE)),
-        completedToday=Count(
-            "pk", filter=Q(status=WorkItemStatus.COMPLETED, completed_at__gte=day_start)
-        ),
-        failedToday=Count(
-            "pk", filter=Q(status=WorkItemStatus.FAILED, completed_at__gte=day_start)
-        ),
-    )
+    tallies, today = readings.tallies, readings.recent.today
+    return {
+        "queued": tallies.count(statuses=(WorkItemStatus.QUEUED,), type=WorkItemType.REVIEW),
+        "running": tallies.count(statuses=WorkItem.ACTIVE, type=WorkItemType.REVIEW),
+        "completedToday": today["review_completed"],
+        "failedToday": today["review_failed"],
+    }
 
 
-def finished_today(now: dt.datetime) -> dict[str, int]:
-    """Items completed and failed since today began (WHIM_TIMEZONE's day), in one query."""
-    day_start = next_budget_day_start(now) - dt.timedelta(days=1)
-    return WorkItem.objects.filter(completed_at__gte=day_start).aggregate(
-        completed=Count("pk", filter=Q(status=WorkItemStatus.COMPLETED)),
-        failed=Count("pk", filter=Q(status=WorkItemStatus.FAILED)),
-    )
-
-
-def metrics_summary() -> dict[str, Any]:
+def metrics_summary(*, readings: Readings | None = None) -> dict[str, Any]:
     """GET /api/metrics: today's throughput, success rate and durations (today = the calendar
     day in WHIM_TIMEZONE), and token usage and cost over all the metrics still kept."""
-    now = db_now()
-    day_start = next_budget_day_start(now) - dt.timedelta(days=1)
-    completed = WorkItem.objects.filter(
-        completed_at__gte=day_start, status=WorkItemStatus.COMPLETED
-    )
-    today = finished_today(now)
+    r = readings or readings_read(now=db_now())
+    today = r.recent.today
     completed_n, failed_n = today["completed"], today["failed"]
-    avg = completed.aggregate(
-        d=Avg(ExpressionWrapper(F("completed_at") - F("created_at"), output_field=DurationField()))
-    )["d"]
     # Each attempt at what its agent reported, or, reporting none, its tokens at the prices.
-    unpriced = Q(cost_usd__lte=0)
-    tokens = WorkerMetrics.objects.aggregate(
-        i=Sum("tokens_in"),
-        o=Sum("tokens_out"),
-        reported=Sum("cost_usd", filter=~unpriced),
-        ui=Sum("tokens_in", filter=unpriced),
-        uo=Sum("tokens_out", filter=unpriced),
+    m = r.tallies.metrics
+    cost = m["reported_usd"] + estimated_cost(
+        tokens_in=m["unpriced_in"], tokens_out=m["unpriced_out"], reported=Decimal(0)
     )
-    tokens_in, tokens_out = tokens["i"] or 0, tokens["o"] or 0
-    cost = (tokens["reported"] or 0) + estimated_cost(
-        tokens_in=tokens["ui"] or 0, tokens_out=tokens["uo"] or 0, reported=Decimal(0)
-    )
-    v = WorkItem.objects.filter(type=WorkItemType.VERIFICATION).aggregate(
-        total=Count("pk"),
-        passed=Count("pk", filter=Q(verification_passed=True)),
-        failed=Count("pk", filter=Q(verification_passed=False)),
-        # The original's pending: waiting or running (queued, assigned, in progress).
-        pending=Count("pk", filter=Q(status__in=(WorkItemStatus.QUEUED, *WorkItem.ACTIVE))),
-    )
-    v_passed, v_failed = v["passed"], v["failed"]
+    t = r.tallies
+    verification = WorkItemType.VERIFICATION
+    v_passed = t.count(type=verification, verdict=True)
+    v_failed = t.count(type=verification, verdict=False)
     return {
-        "activeWorkers": Worker.objects.filter(status__in=Worker.ACTIVE).count(),
-        "queuedItems": WorkItem.objects.filter(status=WorkItemStatus.QUEUED).count(),
+        "activeWorkers": r.scalars.active_workers,
+        "queuedItems": t.count(statuses=(WorkItemStatus.QUEUED,)),
         "completedToday": completed_n,
         "failedToday": failed_n,
-        "iterationsToday": usage_today(now).spawns,
+        "iterationsToday": r.scalars.spawns_today,
         "dailyBudget": settings.DAILY_BUDGET,
-        "avgCompletionTime": round(avg.total_seconds() * 1000) if avg else 0,
+        "avgCompletionTime": round(today["completed_ms"] / completed_n) if completed_n else 0,
         "successRate": round(completed_n / (completed_n + failed_n), 4)
         if completed_n + failed_n
         else 0.0,
         "verification": {
-            "total": v["total"],
+            "total": t.count(type=verification),
             "passed": v_passed,
             "failed": v_failed,
-            "pending": v["pending"],
+            # The original's pending: waiting or running (queued, assigned, in progress).
+            "pending": t.count(
+                statuses=(WorkItemStatus.QUEUED, *WorkItem.ACTIVE), type=verification
+            ),
             "passRate": round(v_passed / (v_passed + v_failed), 4) if v_passed + v_failed else 0.0,
         },
         "tokenUsage": {
-            "tokensIn": tokens_in,
-            "tokensOut": tokens_out,
+            "tokensIn": m["tokens_in"],
+            "tokensOut": m["tokens_out"],
             "estimatedCostUsd": round(float(cost), 4),
         },
     }

@@ -20,7 +20,7 @@ from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.db.models import Count, Max
-from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
+from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.utils import timezone
@@ -275,18 +275,21 @@ def queue_bulk(request: HttpRequest) -> HttpResponse:
 # --- one work item -----------------------------------------------------------------------------
 
 
-def _work_live_context(request: HttpRequest, item: WorkItem) -> dict[str, Any]:
+def _work_live_context(request: HttpRequest, pk: UUID) -> dict[str, Any]:
+    item, attempts = console.item_and_attempts(pk)
+    if item is None:
+        raise Http404("No such work item")
     events_qs = item.events.select_related(None).order_by("-created_at", "-id")
     events = list(events_qs[: TIMELINE_MAX + 1])
     more = len(events) > TIMELINE_MAX
     events = list(reversed(events[:TIMELINE_MAX]))
     return {
         "item": item,
-        "why": explain.why_not_running(item),
-        "attempts": console.item_attempts(item),
+        "why": explain.why_not_running(item, events, all_events=not more),
+        "attempts": attempts,
         "events": events,
         "events_more": more,
-        **console.item_outcome(item),
+        **console.item_outcome(item, attempts),
         "full": request.GET.get("full", ""),
         "live": not item.is_terminal,
         "cost_cap": item_cost_cap(item),
@@ -299,8 +302,7 @@ def _work_live_context(request: HttpRequest, item: WorkItem) -> dict[str, Any]:
 @require_GET
 def work_detail(request: HttpRequest, pk: UUID) -> HttpResponse:
     """Status, why it is not running, attempts, result, reviews, timeline and the log tail."""
-    item = get_object_or_404(WorkItem, pk=pk)
-    context = _work_live_context(request, item)
+    context = _work_live_context(request, pk)
     return _page_or_fragment(
         request, "orchestration/work_detail.html", "orchestration/_work_live.html", context
     )

@@ -39,6 +39,7 @@ DEFAULTS = {
     "whim-sweep-stuck": ("orchestration.sweep", '["stuck"]', 30),
     "whim-sweep-locks": ("orchestration.sweep", '["locks"]', 60),
     "whim-sweep-retention": ("orchestration.sweep", '["retention"]', 3600),
+    "whim-sweep-tallies": ("orchestration.sweep", '["tallies"]', 60),
 }
 
 

@@ -304,6 +304,7 @@ SWEEP_PERIODS: dict[str, float] = {
     "nodes": env.float("SWEEP_NODES_EVERY", default=10.0),  # silent nodes marked lost
     "locks": env.float("SWEEP_LOCKS_EVERY", default=60.0),
     "retention": env.float("SWEEP_RETENTION_EVERY", default=3600.0),
+    "tallies": env.float("SWEEP_TALLIES_EVERY", default=60.0),  # fold the page counts' deltas
     "github": env.float("SWEEP_GITHUB_EVERY", default=30.0),  # the outbox (intake/)
 }
 

@@ -43,6 +43,11 @@ class CappedCountPaginator(Paginator):
     numbers stay meaningful on a huge table without scanning it.
     """
 
+    # How the list's count reads when it is not exact: "about" (the planner's estimate) or
+    # "at least" (the cap); "" for an exact count. The admin's pagination line shows it
+    # (templates/admin/orchestration/pagination.html).
+    count_note = ""
+
     @cached_property
     def count(self) -> int:
         qs = self.object_list
@@ -59,7 +64,9 @@ class CappedCountPaginator(Paginator):
                 )
                 row = cursor.fetchone()
             if row and row[0] > COUNT_CAP:
+                self.count_note = "about"
                 return int(row[0])
+        self.count_note = "at least"
         return COUNT_CAP
 
 

@@ -101,23 +101,29 @@ def _bars(
     )
 
 
-def throughput_chart(now: dt.datetime, *, hours: int = CHART_HOURS) -> Throughput:
-    """Items finished per hour over the last ``hours``: completed and failed, one query."""
+def throughput_chart(
+    now: dt.datetime,
+    *,
+    hours: int = CHART_HOURS,
+    hourly: dict[tuple[dt.datetime, str], int] | None = None,
+) -> Throughput:
+    """Items finished per hour over the last ``hours``: completed and failed, one query, or
+    none given ``hourly`` ((hour, status) → items, as ``readings.finished_recent`` reads)."""
     end = _hour_floor(now)
     start = end - dt.timedelta(hours=hours - 1)
     slots = [start + dt.timedelta(hours=i) for i in range(hours)]
-    rows = (
-        WorkItem.objects.filter(
-            completed_at__gte=start,
-            status__in=WorkItem.FINISHED,
+    if hourly is None:
+        rows = (
+            WorkItem.objects.filter(
+                completed_at__gte=start,
+                status__in=WorkItem.FINISHED,
+            )
+            .annotate(hour=TruncHour("completed_at"))
+            .values("hour", "status")
+            .annotate(n=Count("pk"))
         )
-        .annotate(hour=TruncHour("completed_at"))
-        .values("hour", "status")
-        .annotate(n=Count("pk"))
-    )
-    counts: dict[tuple[dt.datetime, str], int] = {
-        (row["hour"], row["status"]): row["n"] for row in rows
-    }
+        hourly = {(row["hour"], row["status"]): row["n"] for row in rows}
+    counts = hourly
     completed = [counts.get((s, WorkItemStatus.COMPLETED), 0) for s in slots]
     failed = [counts.get((s, WorkItemStatus.FAILED), 0) for s in slots]
     chart = _bars(
@@ -131,26 +137,36 @@ def throughput_chart(now: dt.datetime, *, hours: int = CHART_HOURS) -> Throughpu
     return {"chart": chart, "completed": sum(completed), "failed": sum(failed)}
 
 
-def queue_depth_chart(now: dt.datetime, *, hours: int = CHART_HOURS) -> Chart:
+def queue_depth_chart(
+    now: dt.datetime,
+    *,
+    hours: int = CHART_HOURS,
+    depth_now: int | None = None,
+    flow: dict[dt.datetime, int] | None = None,
+) -> Chart:
     """Items waiting (generating + queued) at the end of each of the last ``hours``.
 
-    1. Take the depth now from the rows.
-    2. Count, per hour, the events that entered the waiting states and those that left them.
+    1. Take the depth now from the rows (or ``depth_now``, read from the tallies).
+    2. Count, per hour, the events that entered the waiting states and those that left them
+       (or take ``flow``, hour → entered - left, read from the tallies).
     3. Walk back from now: depth before an hour = depth after it - entered + left.
     """
     pending = tuple(str(s) for s in WorkItem.PENDING)
-    depth_now = WorkItem.objects.filter(status__in=pending).count()
+    if depth_now is None:
+        depth_now = WorkItem.objects.filter(status__in=pending).count()
     end = _hour_floor(now)
     start = end - dt.timedelta(hours=hours - 1)
-    recent = WorkItemEvent.objects.filter(created_at__gte=start)
-    entered = Q(to_status__in=pending) & ~Q(from_status__in=pending)
-    left = Q(from_status__in=pending) & ~Q(to_status__in=pending) & ~Q(to_status="")
-    rows = (
-        recent.annotate(hour=TruncHour("created_at"))
-        .values("hour")
-        .annotate(entered=Count("pk", filter=entered), left=Count("pk", filter=left))
-    )
-    delta = {row["hour"]: row["entered"] - row["left"] for row in rows}
+    if flow is None:
+        recent = WorkItemEvent.objects.filter(created_at__gte=start)
+        entered = Q(to_status__in=pending) & ~Q(from_status__in=pending)
+        left = Q(from_status__in=pending) & ~Q(to_status__in=pending) & ~Q(to_status="")
+        rows = (
+            recent.annotate(hour=TruncHour("created_at"))
+            .values("hour")
+            .annotate(entered=Count("pk", filter=entered), left=Count("pk", filter=left))
+        )
+        flow = {row["hour"]: row["entered"] - row["left"] for row in rows}
+    delta = flow
     slots = [start + dt.timedelta(hours=i) for i in range(hours)]
     depths: list[int] = []
     depth = depth_now

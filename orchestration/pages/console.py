@@ -19,8 +19,9 @@ from orchestration.models import FileLock, Learning, Worker, WorkerMetrics, Work
 from orchestration.pages.charts import Chart, Throughput, queue_depth_chart, throughput_chart
 from orchestration.pages.costs import CostPanel, cost_panel
 from orchestration.pages.explain import gate_sentence
+from orchestration.readings import readings_read
 from orchestration.selectors import metrics_summary, status_summary
-from orchestration.services.dispatch import GateDecision, gate_status
+from orchestration.services.dispatch import GateDecision, gate_decide
 
 # --- dashboard -------------------------------------------------------------------------------
 
@@ -44,14 +45,23 @@ class DashboardSummary(TypedDict):
 
 
 def dashboard_summary(*, broker_ok: bool = True) -> DashboardSummary:
-    """Everything the dashboard shows, from the same selectors as /api/status and /api/metrics."""
-    now = db_now()
-    status = status_summary(broker_ok=broker_ok)
-    metrics = metrics_summary()
-    gate = gate_status()
+    """Everything the dashboard shows, from the same selectors as /api/status and /api/metrics,
+    which share one reading of the tallies, the clock and today's finished items."""
+    readings = readings_read()
+    now = readings.scalars.now
+    status = status_summary(broker_ok=broker_ok, readings=readings)
+    metrics = metrics_summary(readings=readings)
+    gate = gate_decide(
+        now=now,
+        last_spawn_at=readings.scalars.last_spawn_at,
+        active=readings.scalars.active_workers,
+        spawns=readings.scalars.spawns_today,
+        spent=readings.scalars.cost_today,
+    )
     budget_used = status["rateLimits"]["iterationsToday"]
     budget = status["rateLimits"]["dailyBudget"] or 0
     oldest = status["queue"]["oldest"]
+    pending = readings.tallies.count(statuses=WorkItem.PENDING)
     return {
         "now": now,
         "status": status,
@@ -62,8 +72,8 @@ def dashboard_summary(*, broker_ok: bool = True) -> DashboardSummary:
         "oldest": dt.datetime.fromisoformat(oldest) if oldest else None,
         "avg_duration": dt.timedelta(milliseconds=metrics["avgCompletionTime"]),
         "success_percent": round(metrics["successRate"] * 100, 1),
-        "throughput": throughput_chart(now),
-        "queue_depth": queue_depth_chart(now),
+        "throughput": throughput_chart(now, hourly=readings.recent.hourly),
+        "queue_depth": queue_depth_chart(now, depth_now=pending, flow=readings.recent.flow),
         "cost": cost_panel(now),
         "flower_url": flower_url(),
     }
@@ -168,9 +178,20 @@ def locks_list(*, limit: int = 500) -> LocksPage:
 # --- one work item -----------------------------------------------------------------------------
 
 
-def item_attempts(item: WorkItem) -> list[Worker]:
-    """The item's attempts, oldest first, with their metrics."""
-    return list(item.workers.order_by("created_at").select_related("metrics"))
+def item_and_attempts(pk: Any) -> tuple[WorkItem | None, list[Worker]]:
+    """The item and its attempts, oldest first, with their metrics: one query when it has
+    any (the attempts bring their item), two when it has none; (None, []) if it is gone."""
+    attempts = list(
+        Worker.objects.filter(work_item_id=pk)
+        .select_related("work_item", "metrics")
+        .order_by("created_at")
+    )
+    if not attempts:
+        return WorkItem.objects.filter(pk=pk).first(), []
+    item = attempts[0].work_item
+    for attempt in attempts:
+        attempt.work_item = item  # one instance for the page
+    return item, attempts
 
 
 # Learnings listed on an item's page at most (the admin has the rest).
@@ -188,18 +209,30 @@ class ItemOutcome(TypedDict):
     learnings_more: bool
 
 
-def item_outcome(item: WorkItem) -> ItemOutcome:
+def item_outcome(item: WorkItem, attempts: list[Worker]) -> ItemOutcome:
     """The verification children (newest first), the latest attempt's metrics (tests), the
-    reviews (oldest first) and the learnings (newest first) of ``item``."""
+    reviews (oldest first) and the learnings (newest first) of ``item``.
+
+    Learnings and verification children are what an attempt's completion leaves
+    (``services.workers.completion``): an item no attempt ran has none, and costs no query
+    for them. Reviews are read always (a GitHub review names the item by its pull request)."""
+    reviews = list(item.reviews.order_by("created_at"))
+    if not attempts:
+        return {
+            "verifications": [],
+            "latest_metrics": None,
+            "reviews": reviews,
+            "learnings": [],
+            "learnings_more": False,
+        }
     learnings = list(item.learnings.order_by("-created_at", "-id")[: ITEM_LEARNINGS_MAX + 1])
+    reported = [a.metrics for a in attempts if hasattr(a, "metrics")]
     return {
         "verifications": list(
             item.children.filter(type=WorkItemType.VERIFICATION).order_by("-created_at")
         ),
-        "latest_metrics": WorkerMetrics.objects.filter(work_item=item)
-        .order_by("-created_at", "-id")
-        .first(),
-        "reviews": list(item.reviews.order_by("created_at")),
+        "latest_metrics": max(reported, key=lambda m: (m.created_at, m.pk), default=None),
+        "reviews": reviews,
         "learnings": learnings[:ITEM_LEARNINGS_MAX],
         "learnings_more": len(learnings) > ITEM_LEARNINGS_MAX,
     }

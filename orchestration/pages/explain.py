@@ -8,12 +8,15 @@ the claim order and its attempt's latest lock event; ``gate_sentence`` says why 
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Sequence
+from typing import cast
 
 from django.conf import settings
+from django.db.models import QuerySet
+from django.db.models.functions import Now
 from django.utils import timezone
 
 from orchestration.choices import EventKind
-from orchestration.clock import db_now
 from orchestration.models import (
     Node,
     NodeState,
@@ -22,8 +25,9 @@ from orchestration.models import (
     WorkItemStatus,
     WorkItemType,
 )
+from orchestration.readings import scalars_read
 from orchestration.services.costs import item_cost_cap, usd, usd_text
-from orchestration.services.dispatch import GateDecision, gate_status
+from orchestration.services.dispatch import GateDecision, gate_decide
 from orchestration.services.placement import nodes_slots, wanted_labels
 
 
@@ -57,25 +61,32 @@ def gate_sentence(gate: GateDecision, *, now: dt.datetime) -> str:
     return f"The dispatch gate is closed ({gate.reason})."
 
 
-def _lock_block(item: WorkItem) -> WorkItemEvent | None:
-    """The current attempt's latest lock event, when it is a refusal (it still waits)."""
+def _lock_block(
+    item: WorkItem, recent: Sequence[WorkItemEvent] = (), *, all_of_them: bool = False
+) -> WorkItemEvent | None:
+    """The current attempt's latest lock event, when it is a refusal (it still waits).
+
+    ``recent``: the item's latest events (any order) the caller already read; when they hold
+    a lock event of the attempt, or are ``all_of_them``, no query is needed."""
     if item.worker_id is None:
         return None
-    latest = (
-        WorkItemEvent.objects.filter(
-            work_item=item,
-            worker_id=item.worker_id,
-            kind__in=(EventKind.LOCK_BLOCKED, EventKind.LOCKS_ACQUIRED),
+    kinds = (EventKind.LOCK_BLOCKED, EventKind.LOCKS_ACQUIRED)
+    mine = [e for e in recent if e.worker_id == item.worker_id and e.kind in kinds]
+    if mine or all_of_them:
+        latest = max(mine, key=lambda e: (e.created_at, e.id)) if mine else None
+    else:
+        latest = (
+            WorkItemEvent.objects.filter(work_item=item, worker_id=item.worker_id, kind__in=kinds)
+            .order_by("-created_at", "-id")
+            .first()
         )
-        .order_by("-created_at", "-id")
-        .first()
-    )
     return latest if latest is not None and latest.kind == EventKind.LOCK_BLOCKED else None
 
 
-def _ahead_in_queue(item: WorkItem, now: dt.datetime) -> int:
-    """Claimable items the claim would take before this one (its claim order)."""
-    return WorkItem.objects.claimable(now).claimed_before(item).count()
+def _ahead(item: WorkItem) -> QuerySet[WorkItem]:
+    """Claimable items the claim would take before this one (its claim order), due by the
+    database's clock."""
+    return WorkItem.objects.claimable(cast(dt.datetime, Now())).claimed_before(item)
 
 
 def _reviews_busy(item: WorkItem) -> str:
@@ -119,12 +130,18 @@ def _node_reasons(item: WorkItem) -> list[str]:
     return []
 
 
-def why_not_running(item: WorkItem) -> list[str]:
-    """Plain-language reasons the item is not (or not yet) making progress; [] if it is."""
-    now = db_now()
+def why_not_running(
+    item: WorkItem, recent: Sequence[WorkItemEvent] = (), *, all_events: bool = False
+) -> list[str]:
+    """Plain-language reasons the item is not (or not yet) making progress; [] if it is.
+    ``recent`` / ``all_events``: the item's latest events, already read (see _lock_block)."""
     if item.status == WorkItemStatus.GENERATING:
         return ["Its spec is being generated from the description; then it joins the queue."]
     if item.status == WorkItemStatus.QUEUED:
+        # The clock, the gate's figures and the items ahead in one query (scalars_read);
+        # "now" in the count is the database's, as the claim reads it.
+        scalars = scalars_read(count=_ahead(item))
+        now = scalars.now
         if item.next_retry_at and item.next_retry_at > now:
             return [
                 f"Retry {item.retry_count} of {settings.MAX_RETRIES} is scheduled at "
@@ -134,11 +151,19 @@ def why_not_running(item: WorkItem) -> list[str]:
         busy = _reviews_busy(item)
         if busy:
             reasons.append(busy)
-        sentence = gate_sentence(gate_status(), now=now)
+        gate = gate_decide(
+            now=now,
+            last_spawn_at=scalars.last_spawn_at,
+            active=scalars.active_workers,
+            spawns=scalars.spawns_today,
+            spent=scalars.cost_today,
+        )
+        sentence = gate_sentence(gate, now=now)
         if sentence:
             reasons.append(sentence)
-        reasons.extend(_node_reasons(item))
-        ahead = _ahead_in_queue(item, now)
+        if not sentence:  # the gate is open: can a node take it?
+            reasons.extend(_node_reasons(item))
+        ahead = scalars.counted or 0
         if ahead:
             reasons.append(
                 f"{ahead} item{'s' if ahead != 1 else ''} ahead of it in the queue "
@@ -166,7 +191,7 @@ def why_not_running(item: WorkItem) -> list[str]:
             starting.append(f"Node {node.name} is {node.state}.")
         return starting
     if item.status == WorkItemStatus.IN_PROGRESS:
-        blocked = _lock_block(item)
+        blocked = _lock_block(item, recent, all_of_them=all_events)
         if blocked is not None:
             holder = (blocked.data or {}).get("holder") or "another worker"
             files = blocked.message or ", ".join((blocked.data or {}).get("files") or [])

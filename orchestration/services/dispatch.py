@@ -90,6 +90,19 @@ def gate_evaluate(*, now: dt.datetime, last_spawn_at: dt.datetime | None) -> Gat
     active = Worker.objects.filter(status__in=Worker.ACTIVE).count()
     usage = DailyUsage.objects.filter(date=budget_date(now)).first()
     spawns = usage.spawns if usage else 0
+    return gate_decide(now=now, last_spawn_at=last_spawn_at, active=active, spawns=spawns)
+
+
+def gate_decide(
+    *,
+    now: dt.datetime,
+    last_spawn_at: dt.datetime | None,
+    active: int,
+    spawns: int,
+    spent: Decimal | None = None,
+) -> GateDecision:
+    """The gate's decision from figures already read (``spent``: today's cost, read from the
+    ledger when None and DAILY_COST_BUDGET is on). Status pages read them in one query."""
     if active >= settings.MAX_WORKERS:
         return GateDecision(False, "capacity", None, active, spawns)
     if last_spawn_at is not None and settings.COOLDOWN_SECONDS > 0:
@@ -100,7 +113,7 @@ def gate_evaluate(*, now: dt.datetime, last_spawn_at: dt.datetime | None) -> Gat
         return GateDecision(False, "budget", next_budget_day_start(now), active, spawns)
     budget = daily_cost_budget()
     if budget is not None:
-        spent = cost_spent_today(now)
+        spent = cost_spent_today(now) if spent is None else spent
         if spent >= budget:
             until = next_budget_day_start(now)
             return GateDecision(False, "cost_budget", until, active, spawns, spent)

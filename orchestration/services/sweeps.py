@@ -35,6 +35,7 @@ from orchestration.registry import sweep_register, sweeps
 from orchestration.services.events import event_record
 from orchestration.services.nodes import nodes_mark_lost
 from orchestration.services.specs import spec_nudge
+from orchestration.services.tallies import tallies_compact
 from orchestration.services.workers import worker_expire
 from reviews.models import WebhookDelivery
 
@@ -229,6 +230,7 @@ sweep_register("stuck", sweep_stuck)
 sweep_register("locks", sweep_locks)
 sweep_register("retention", sweep_retention)
 sweep_register("nodes", lambda: {"lost": nodes_mark_lost()})
+sweep_register("tallies", tallies_compact)  # fold the tallies' delta rows (services.tallies)
 
 
 def sweep_run(*, name: str, exclusive: bool = False) -> dict[str, dict[str, int]]:
