@@ -26,6 +26,7 @@ from tests.factories import WorkItemFactory
 from tests.helpers import wait_for
 from tests.test_claim_races import claim_until_empty, run_concurrently
 from tests.test_container_observer import DictRuntime
+from workers.provider import WorkersRuntimeProvider
 from workers.services import containers_observe
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -153,3 +154,46 @@ def test_two_nodes_heartbeat_without_blocking_each_other() -> None:
         t.join(30)
     assert not errors
     assert set(Node.objects.values_list("name", flat=True)) == {"a", "b"}
+
+
+def test_in_a_fleet_a_running_containers_lines_reach_its_row_for_other_nodes_webs(
+    settings: Any,
+) -> None:
+    settings.WHIM_INSTANCE = "obs-test"
+    settings.WHIM_NODE = "web-host"  # the web reading the logs runs on neither node
+    for name in ("a", "b"):
+        node_register(name=name, runtime="dict", capacity=5, labels=[])
+    WorkItemFactory.create()
+    worker = claimed()
+    Worker.objects.filter(pk=worker.pk).update(
+        status=WorkerStatus.RUNNING, container_id="c-live", started_at=db_now()
+    )
+    runtime = DictRuntime()
+    runtime.add("c-live", "running", labels=_labels(worker.pk, worker.node_id or ""))
+    runtime.output["c-live"] = ["step 1", "step 2"]
+
+    containers_observe(runtime=runtime, node=worker.node_id)
+
+    worker.refresh_from_db()
+    assert worker.status == WorkerStatus.RUNNING
+    assert worker.log_tail.splitlines() == ["step 1", "step 2"]
+    lines, source = WorkersRuntimeProvider().worker_logs(worker, lines=10)
+    assert lines == ["step 1", "step 2"] and f"node {worker.node_id}" in source
+    connection.close()
+
+
+def test_alone_a_running_containers_lines_are_not_copied_each_pass(settings: Any) -> None:
+    settings.WHIM_INSTANCE = "obs-test"
+    node_register(name="a", runtime="dict", capacity=5, labels=[])
+    WorkItemFactory.create()
+    worker = claimed()
+    Worker.objects.filter(pk=worker.pk).update(
+        status=WorkerStatus.RUNNING, container_id="c-live", started_at=db_now()
+    )
+    runtime = DictRuntime()
+    runtime.add("c-live", "running", labels=_labels(worker.pk, "a"))
+
+    containers_observe(runtime=runtime, node="a")
+
+    assert Worker.objects.get(pk=worker.pk).log_tail == ""  # the web asks the engine itself
+    connection.close()

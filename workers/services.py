@@ -23,11 +23,19 @@ from workers.runtime import LABEL_NODE, ContainerRuntime, ContainerState, get_ru
 logger = logging.getLogger(__name__)
 
 
-def container_keep_logs(*, runtime: ContainerRuntime, worker: Worker) -> None:
+# What an observation pass copies of a running container's output onto its row, for the web
+# of another node to show (the whole LOG_TAIL_BYTES is kept when the container ends).
+LIVE_TAIL_BYTES = 64 * 1024
+
+
+def container_keep_logs(
+    *, runtime: ContainerRuntime, worker: Worker, max_bytes: int | None = None
+) -> None:
     """Copy the container's last lines (bounded) onto the worker row, so they outlive it."""
     lines = runtime.logs(container_id=worker.container_id, lines=settings.LOG_TAIL_LINES)
     if lines:
-        text = "\n".join(lines)[-settings.LOG_TAIL_BYTES :]
+        limit = min(max_bytes or settings.LOG_TAIL_BYTES, settings.LOG_TAIL_BYTES)
+        text = "\n".join(lines)[-limit:]
         Worker.objects.filter(pk=worker.pk).update(log_tail=text)
 
 
@@ -104,7 +112,7 @@ def containers_observe(
     active = Worker.objects.filter(mine, status__in=Worker.ACTIVE).exclude(container_id="")
     for worker in active.order_by("created_at")[:500]:
         try:
-            _observe_one(runtime=runtime, worker=worker, now=now, counts=counts)
+            _observe_one(runtime=runtime, worker=worker, now=now, counts=counts, fleet=not alone)
         except Exception as exc:  # one bad container must not stall the others
             counts["cleanup_failed"] += 1
             _record_cleanup_failure(worker, worker.container_id, exc)
@@ -153,9 +161,16 @@ def containers_fan_out() -> dict[str, int]:
 
 
 def _observe_one(
-    *, runtime: ContainerRuntime, worker: Worker, now: dt.datetime, counts: dict[str, int]
+    *,
+    runtime: ContainerRuntime,
+    worker: Worker,
+    now: dt.datetime,
+    counts: dict[str, int],
+    fleet: bool = False,
 ) -> None:
-    """Step 1 of ``containers_observe`` for one active worker."""
+    """Step 1 of ``containers_observe`` for one active worker. In a fleet (``fleet``: more
+    than one node), a running container's last lines are copied onto its row each pass: the
+    web on another node cannot ask this engine, so that is what it shows."""
     state = runtime.inspect(container_id=worker.container_id)
     if state is None:
         if worker.status == WorkerStatus.RUNNING:
@@ -183,6 +198,8 @@ def _observe_one(
         runtime.kill(container_id=worker.container_id)
         counts["timed_out"] += 1
     elif state.status == "running":
+        if fleet:
+            container_keep_logs(runtime=runtime, worker=worker, max_bytes=LIVE_TAIL_BYTES)
         _observe_disk(runtime=runtime, worker=worker, counts=counts)
 
 
