@@ -11,6 +11,9 @@ from django.conf import settings
 from django.db import models
 from django.db.models import Count, Q, QuerySet
 
+# The counts the pages read at any size (trigger-kept deltas): imported to register them.
+from orchestration import tallies as tallies
+
 # Who may call (API keys, the login throttle): their own module, re-exported here too.
 from orchestration.access import ApiKey as ApiKey
 from orchestration.access import LoginThrottle as LoginThrottle
@@ -26,13 +29,6 @@ from orchestration.ledger import DailyUsage as DailyUsage
 # What attempts leave behind (metrics, learnings): their own module too.
 from orchestration.outcomes import Learning as Learning
 from orchestration.outcomes import WorkerMetrics as WorkerMetrics
-
-# The counts the pages read at any size (trigger-kept deltas): their own module too.
-from orchestration.tallies import FinishedTally as FinishedTally
-from orchestration.tallies import ItemTally as ItemTally
-from orchestration.tallies import MetricsTally as MetricsTally
-from orchestration.tallies import QueueFlowTally as QueueFlowTally
-from orchestration.tallies import WorkerTally as WorkerTally
 
 
 class Priority(models.TextChoices):
@@ -134,6 +130,7 @@ ITEM_UNFINISHED: tuple[str, ...] = (
 )
 # A worker holding its item (the constraint and index below read it too, hence module level).
 WORKER_ACTIVE: tuple[str, ...] = (WorkerStatus.STARTING, WorkerStatus.RUNNING)
+HOLDING = Q(status__in=list(WORKER_ACTIVE))
 
 
 class WorkItem(models.Model):
@@ -330,20 +327,16 @@ class Worker(models.Model):
             models.Index(
                 fields=["last_heartbeat"],
                 name="worker_stale_scan",
-                condition=Q(status__in=list(WORKER_ACTIVE)),
+                condition=HOLDING,
             ),
             # Each node's running attempts (the claim, /nodes/, /metrics).
-            models.Index(
-                fields=["node"],
-                name="worker_active_node",
-                condition=Q(status__in=list(WORKER_ACTIVE)),
-            ),
+            models.Index(fields=["node"], name="worker_active_node", condition=HOLDING),
         ]
         constraints: ClassVar[list[models.BaseConstraint]] = [
             # Never two live attempts for one item.
             models.UniqueConstraint(
                 fields=["work_item"],
-                condition=Q(status__in=list(WORKER_ACTIVE)),
+                condition=HOLDING,
                 name="worker_one_active_per_item",
             ),
         ]

@@ -32,7 +32,7 @@ from django_htmx.middleware import HtmxDetails
 from orchestration.errors import QueueFull, ValidationFailed, WhimError
 from orchestration.forms import clients  # the submit, queue query and kill forms the API uses
 from orchestration.forms.branches import derive_branch, validate_branch, validate_unprotected
-from orchestration.models import QUEUE_STATUS_NAMES, Worker, WorkItem
+from orchestration.models import QUEUE_STATUS_NAMES, WorkItem
 from orchestration.nudge import broker_reachable
 from orchestration.pages import console, explain
 from orchestration.registry import runtime
@@ -313,11 +313,7 @@ def work_detail(request: HttpRequest, pk: UUID) -> HttpResponse:
 def work_log(request: HttpRequest, pk: UUID) -> HttpResponse:
     """htmx: the log tail of the item's current (or last) attempt, ANSI stripped."""
     item = get_object_or_404(WorkItem, pk=pk)
-    worker = (
-        Worker.objects.filter(pk=item.worker_id).first()
-        if item.worker_id
-        else item.workers.order_by("-created_at").first()
-    )
+    worker = item.workers.order_by("-created_at").first()  # its current attempt is its newest
     lines, source = runtime().worker_logs(worker, lines=LOG_LINES) if worker else ([], "")
     return render(
         request,
