@@ -28,6 +28,7 @@ from django.db.models.functions import TruncHour
 from django.utils import timezone
 
 from orchestration.clock import budget_date, db_now, next_budget_day_start
+from orchestration.fleet import NodeState
 from orchestration.models import (
     CostUsage,
     DailyUsage,
@@ -41,6 +42,7 @@ from orchestration.models import (
     WorkItemStatus,
     WorkItemType,
 )
+from orchestration.services.placement import NodeSlots, nodes_slots
 
 ItemKey = tuple[str, str, str, "bool | None"]  # (type, status, priority, verdict)
 
@@ -170,6 +172,8 @@ class Scalars:
     active_workers: int
     # The rows of the ``count`` queryset given to scalars_read (None without one).
     counted: int | None = None
+    # Every node with its running attempts (the explainer's node reasons).
+    nodes: tuple[NodeSlots, ...] = ()
 
 
 _SCALARS_SQL = """
@@ -182,7 +186,11 @@ SELECT t.now,
   (SELECT sum(cost_usd) FROM orchestration_costusage
     WHERE date = (t.now AT TIME ZONE %(zone)s)::date),
   (SELECT count(*) FROM orchestration_worker WHERE status = ANY(%(active)s)),
-  {counted}
+  {counted},
+  (SELECT json_agg(json_build_array(n.name, n.state, n.labels, n.capacity,
+     (SELECT count(*) FROM orchestration_worker w
+       WHERE w.node_id = n.name AND w.status = ANY(%(active)s))))
+   FROM orchestration_node n)
 FROM t
 """
 
@@ -206,6 +214,7 @@ def scalars_read(*, now: dt.datetime | None = None, count: QuerySet[Any] | None 
             cost_today=cost or Decimal(0),
             active_workers=Worker.objects.filter(status__in=Worker.ACTIVE).count(),
             counted=count.count() if count is not None else None,
+            nodes=tuple(nodes_slots(states=NodeState.values)),
         )
     params: dict[str, Any] = {
         "now": now,
@@ -223,7 +232,7 @@ def scalars_read(*, now: dt.datetime | None = None, count: QuerySet[Any] | None 
         counted_sql = f"(SELECT count(*) FROM ({inner}) counted)"  # noqa: S608 (ORM SQL)
     with connection.cursor() as cursor:
         cursor.execute(_SCALARS_SQL.format(counted=counted_sql), params)
-        clock, oldest, last_spawn, spawns, cost, active, counted = cursor.fetchone()
+        clock, oldest, last_spawn, spawns, cost, active, counted, nodes = cursor.fetchone()
     return Scalars(
         now=clock,
         oldest_queued=oldest,
@@ -232,6 +241,10 @@ def scalars_read(*, now: dt.datetime | None = None, count: QuerySet[Any] | None 
         cost_today=cost or Decimal(0),
         active_workers=active,
         counted=counted,
+        nodes=tuple(
+            NodeSlots(name, state, frozenset(map(str, labels or [])), capacity, running)
+            for name, state, labels, capacity, running in nodes or []
+        ),
     )
 
 

@@ -16,7 +16,6 @@ from django.db import connection
 from bench.seed import seed
 from orchestration.clock import db_now, next_budget_day_start
 from orchestration.models import (
-    ItemTally,
     Priority,
     Worker,
     WorkerMetrics,
@@ -43,6 +42,7 @@ from orchestration.services.workers import (
     worker_fail,
     worker_mark_started,
 )
+from orchestration.tallies import ItemTally
 from tests.callbacks_support import SHA
 from tests.factories import running_attempt
 

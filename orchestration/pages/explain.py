@@ -28,7 +28,7 @@ from orchestration.models import (
 from orchestration.readings import scalars_read
 from orchestration.services.costs import item_cost_cap, usd, usd_text
 from orchestration.services.dispatch import GateDecision, gate_decide
-from orchestration.services.placement import nodes_slots, wanted_labels
+from orchestration.services.placement import NodeSlots, wanted_labels
 
 
 def _when(value: dt.datetime) -> str:
@@ -102,10 +102,9 @@ def _reviews_busy(item: WorkItem) -> str:
     )
 
 
-def _node_reasons(item: WorkItem) -> list[str]:
+def _node_reasons(item: WorkItem, nodes: Sequence[NodeSlots]) -> list[str]:
     """Why no node can take the item now ([] when one can, or none is registered yet: the
     claim registers this host's). Label X, or "labels X, Y", are what it asks for."""
-    nodes = nodes_slots(states=NodeState.values)
     if not nodes:
         return []
     wanted = wanted_labels(item.metadata)
@@ -162,7 +161,7 @@ def why_not_running(
         if sentence:
             reasons.append(sentence)
         if not sentence:  # the gate is open: can a node take it?
-            reasons.extend(_node_reasons(item))
+            reasons.extend(_node_reasons(item, scalars.nodes))
         ahead = scalars.counted or 0
         if ahead:
             reasons.append(
