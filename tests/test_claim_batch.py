@@ -121,8 +121,8 @@ def test_labels_are_honoured_and_an_item_no_node_can_take_does_not_hold_up_the_r
     settings.MAX_WORKERS = 100
     node("gpu", capacity=1, labels=["gpu"])
     node("cpu", capacity=5)
-    gpu = [WorkItemFactory(metadata={"nodeLabels": ["gpu"]}) for _ in range(3)]
-    arm = WorkItemFactory(metadata={"nodeLabels": ["arm"]})
+    gpu = [WorkItemFactory.create(metadata={"nodeLabels": ["gpu"]}) for _ in range(3)]
+    arm = WorkItemFactory.create(metadata={"nodeLabels": ["arm"]})
     plain = WorkItemFactory.create_batch(3)
 
     claimed = Worker.objects.filter(pk__in=dispatch_claim(10))
