@@ -39,9 +39,15 @@ _thread: list[threading.Thread] = []
 
 @celeryd_after_setup.connect
 def consume_node_queue(sender: Any = None, instance: Any = None, **kwargs: Any) -> None:
-    """Step 1: this worker also consumes its node's own queue."""
-    if instance is not None:
+    """Step 1: this worker also consumes its node's own queue. Only Whim's own app: another
+    Celery app started in a process that imported this module (the bench's plain baseline)
+    would take the node's "start worker" messages and drop them as unknown tasks."""
+    if instance is not None and _whim_app(instance.app):
         instance.app.amqp.queues.select_add(node_queue(settings.WHIM_NODE))
+
+
+def _whim_app(app: Any) -> bool:
+    return getattr(app, "main", None) == "whim"
 
 
 def register() -> None:
@@ -56,7 +62,9 @@ def register() -> None:
 
 @worker_ready.connect
 def node_start(sender: Any = None, **kwargs: Any) -> None:
-    """Step 2 and the start of step 3."""
+    """Step 2 and the start of step 3 (Whim's own app only, as step 1)."""
+    if sender is not None and not _whim_app(getattr(sender, "app", None)):
+        return
     try:
         register()
         send(TaskName.OBSERVE_CONTAINERS, settings.WHIM_NODE, queue=node_queue(settings.WHIM_NODE))

@@ -19,8 +19,8 @@ from typing import cast
 from uuid import UUID
 
 from django.conf import settings
-from django.db import transaction
-from django.db.models import F, Q, QuerySet
+from django.db import connection, transaction
+from django.db.models import Case, F, Q, Value, When
 from django.db.models.functions import Now
 
 from orchestration import nudge
@@ -34,18 +34,14 @@ from orchestration.models import (
     Worker,
     WorkerStatus,
     WorkItem,
+    WorkItemEvent,
     WorkItemStatus,
 )
 from orchestration.nudge import TaskName, send_on_commit
+from orchestration.services.claim_walk import claim_items
 from orchestration.services.costs import cost_spent_today, daily_cost_budget
-from orchestration.services.events import event_record
-from orchestration.services.placement import (
-    NodeSlots,
-    node_implicit_ensure,
-    node_pick,
-    nodes_slots,
-    wanted_labels,
-)
+from orchestration.services.events import events_record_many
+from orchestration.services.placement import node_implicit_ensure, nodes_slots
 from orchestration.services.specs import spec_attempts_due, spec_generator
 
 logger = logging.getLogger(__name__)
@@ -84,13 +80,41 @@ def usage_add(*, now: dt.datetime, spawns: int = 0, iterations: int = 0) -> None
     )
 
 
+def gate_figures(now: dt.datetime) -> tuple[int, int]:
+    """The active attempts and the attempts charged on ``now``'s budget day: one statement."""
+    statuses = list(Worker.ACTIVE)
+    marks = ", ".join(["%s"] * len(statuses))
+    workers, usage = Worker._meta.db_table, DailyUsage._meta.db_table  # the models' own names
+    active_sql = f"SELECT COUNT(*) FROM {workers} WHERE status IN ({marks})"  # noqa: S608
+    spawns_sql = f"SELECT spawns FROM {usage} WHERE date = %s"  # noqa: S608
+    with connection.cursor() as cursor:
+        cursor.execute(f"SELECT ({active_sql}), ({spawns_sql})", [*statuses, budget_date(now)])
+        active, spawns = cursor.fetchone()
+    return int(active), int(spawns or 0)
+
+
 def gate_evaluate(*, now: dt.datetime, last_spawn_at: dt.datetime | None) -> GateDecision:
     """Capacity, then cooldown, then the day's budget of attempts, then of money (when
     DAILY_COST_BUDGET is on). Read-only; the caller holds the lock."""
-    active = Worker.objects.filter(status__in=Worker.ACTIVE).count()
-    usage = DailyUsage.objects.filter(date=budget_date(now)).first()
-    spawns = usage.spawns if usage else 0
+    active, spawns = gate_figures(now)
     return gate_decide(now=now, last_spawn_at=last_spawn_at, active=active, spawns=spawns)
+
+
+def gate_room(decision: GateDecision) -> int:
+    """How many claims in a row an open gate lets through, as that many single claims under
+    the lock would decide: capacity and the day's attempts are counted down by each; any
+    cooldown closes the gate after the first; today's cost does not move with a claim."""
+    if not decision.open:
+        return 0
+    if settings.COOLDOWN_SECONDS > 0:
+        return 1
+    return max(
+        min(
+            settings.MAX_WORKERS - decision.active_workers,
+            settings.DAILY_BUDGET - decision.spawns_today,
+        ),
+        0,
+    )
 
 
 def gate_decide(
@@ -127,115 +151,106 @@ def gate_status() -> GateDecision:
     return gate_evaluate(now=db_now(), last_spawn_at=state.last_spawn_at if state else None)
 
 
-def queue_next_claimable(now: dt.datetime) -> QuerySet[WorkItem]:
-    """Queued items due now, in claim order: execution before verification, then priority
-    (critical first), then oldest. Rows locked by another claimer are skipped. With the agent
-    spec generator, ``generating`` items due now are claimable too (a ``spec`` attempt)."""
-    generating = spec_generator() == "agent"
-    return WorkItem.objects.claimable(now, generating=generating).select_for_update(
-        skip_locked=True
-    )
-
-
-# How many queued items one claim looks at past the ones no free node can take.
-CLAIM_SCAN = 500
-
-
 def dispatch_claim_one(*, use_gate: bool = True) -> UUID | None:
-    """Claim one item, pick its node and create its attempt; returns the new worker id, or None.
+    """Claim one item (``dispatch_claim`` of one); returns the new worker id, or None."""
+    claimed = dispatch_claim(1, use_gate=use_gate)
+    return claimed[0] if claimed else None
 
-    1. Lock the gate row (one claim at a time decides the limits).
-    2. Read the database clock and evaluate capacity, cooldown and budget.
+
+def dispatch_claim(limit: int, *, use_gate: bool = True) -> list[UUID]:
+    """Claim up to ``limit`` items in one transaction, each on a node, each with an attempt;
+    returns the new worker ids in claim order.
+
+    1. Lock the gate row (one claimer at a time decides the limits).
+    2. Read the database clock and evaluate capacity, cooldown and budget: the batch is what
+       that many single claims would let through (``gate_room``; 1 with a cooldown).
     3. Read the nodes with a free slot (with none registered at all: register this host's,
        the implicit node). None free: nothing to claim.
-    4. Walk the claimable items in claim order; the first one some free node offers every
-       label of (metadata.nodeLabels) is locked (rows another transaction holds are
-       skipped) and gets the node with the most free slots. An item no free node can take
-       is passed over: it does not hold up the items after it.
-    5. Create the Worker (``starting``, on that node), move the item to ``assigned``, charge
-       the budget, record the spawn time and an event — all in this transaction.
-    6. After commit, enqueue "start worker <id>" on the node's own queue.
+    4. Walk the claimable items in claim order; each one some free node offers every label
+       of (metadata.nodeLabels) takes the node with the most free slots left. An item no
+       free node can take is passed over: it does not hold up the items after it. The ones
+       picked are locked in one statement (rows another transaction holds are skipped, and
+       the walk goes on past them).
+    5. Create the Workers (``starting``, on their nodes), move the items to ``assigned``,
+       charge the budget once for all, record the spawn time and an event per item — all in
+       this transaction, in a fixed number of statements whatever the batch's size.
+    6. After commit, enqueue "start worker <id>" for each on its node's own queue.
     ``use_gate=False`` skips steps 1 and 2 and the nodes' capacity (used to test the queue
     claim on its own).
     """
+    if limit < 1:
+        return []
     with transaction.atomic():
-        now = db_now()
         if use_gate:
-            DispatchState.objects.bulk_create([DispatchState(pk=1)], ignore_conflicts=True)
-            state = DispatchState.objects.select_for_update().get(pk=1)
+            state = DispatchState.objects.select_for_update().filter(pk=1).first()
+            if state is None:
+                DispatchState.objects.bulk_create([DispatchState(pk=1)], ignore_conflicts=True)
+                state = DispatchState.objects.select_for_update().get(pk=1)
             now = db_now()
-            decision = gate_evaluate(now=now, last_spawn_at=state.last_spawn_at)
-            if not decision.open:
-                return None
-        node_implicit_ensure(now)
+            limit = min(limit, gate_room(gate_evaluate(now=now, last_spawn_at=state.last_spawn_at)))
+            if limit < 1:
+                return []
+        else:
+            now = db_now()
         nodes = nodes_slots()
-        if not any(n.free > 0 or not use_gate for n in nodes):
-            return None
-        picked = _claim_item(now, nodes, use_capacity=use_gate)
-        if picked is None:
-            return None
-        item, node = picked
-        # A ``generating`` item's attempt writes its spec; any other does the item's job.
-        kind = AttemptKind.SPEC if item.status == WorkItemStatus.GENERATING else AttemptKind.WORK
-        worker = Worker(
-            work_item=item,
-            status=WorkerStatus.STARTING,
-            attempt=item.workers.count() + 1,
-            kind=kind,
-            last_heartbeat=now,
-            node_id=node,
-        )
-        worker.token_hash = token_digest(worker_token(worker.id))
-        worker.save()
-        moved = WorkItem.objects.filter(pk=item.pk, status=item.status).update(
+        if not nodes:
+            node_implicit_ensure(now)
+            nodes = nodes_slots()
+        if use_gate and not any(n.free > 0 for n in nodes):
+            return []
+        picked = claim_items(now, nodes, limit, use_capacity=use_gate)
+        if not picked:
+            return []
+        workers = [
+            Worker(
+                work_item=item,
+                status=WorkerStatus.STARTING,
+                attempt=getattr(item, "prior_attempts", 0) + 1,
+                # A ``generating`` item's attempt writes its spec; any other does its job.
+                kind=AttemptKind.SPEC
+                if item.status == WorkItemStatus.GENERATING
+                else AttemptKind.WORK,
+                last_heartbeat=now,
+                node_id=node,
+            )
+            for item, node in picked
+        ]
+        for worker in workers:
+            worker.token_hash = token_digest(worker_token(worker.id))
+        Worker.objects.bulk_create(workers)
+        pks = [item.pk for item, _ in picked]
+        moved = WorkItem.objects.filter(
+            pk__in=pks, status__in=[WorkItemStatus.QUEUED, WorkItemStatus.GENERATING]
+        ).update(
             status=WorkItemStatus.ASSIGNED,
-            worker=worker,
+            worker=Case(*[When(pk=w.work_item_id, then=Value(w.pk)) for w in workers]),
             updated_at=now,
             error="",
             error_category="",
         )
-        if moved != 1:  # cannot happen while we hold the row lock; refuse loudly if it does
-            raise RuntimeError(f"claimed item {item.pk} changed under its row lock")
+        if moved != len(pks):  # cannot happen while we hold the row locks; refuse loudly
+            raise RuntimeError(f"claimed items {pks} changed under their row locks")
         if use_gate:
-            usage_add(now=now, spawns=1)
+            usage_add(now=now, spawns=len(workers))
             DispatchState.objects.filter(pk=1).update(last_spawn_at=now)
-        event_record(
-            work_item=item,
-            worker=worker,
-            kind=EventKind.CLAIMED,
-            from_status=item.status,
-            to_status=WorkItemStatus.ASSIGNED,
-            data={"attempt": worker.attempt, "kind": kind, "node": node},
+        events_record_many(
+            [
+                WorkItemEvent(
+                    work_item_id=item.pk,
+                    worker_id=worker.pk,
+                    kind=EventKind.CLAIMED,
+                    from_status=item.status,
+                    to_status=WorkItemStatus.ASSIGNED,
+                    data={"attempt": worker.attempt, "kind": worker.kind, "node": node},
+                )
+                for (item, node), worker in zip(picked, workers, strict=True)
+            ]
         )
-        send_on_commit(TaskName.START_WORKER, str(worker.pk), queue=node_queue(node))
-    logger.info("claimed work item %s as worker %s on node %s", item.pk, worker.pk, node)
-    return worker.pk
-
-
-def _claim_item(
-    now: dt.datetime, nodes: list[NodeSlots], *, use_capacity: bool
-) -> tuple[WorkItem, str] | None:
-    """Step 4 of the claim: the first claimable item a free node can take, locked, with the
-    node's name. The scan reads ids and wanted labels only, without locks; the item found is
-    then locked with SKIP LOCKED and its claimability re-checked under the lock."""
-    claimable = queue_next_claimable(now)
-    scan = WorkItem.objects.claimable(now, generating=spec_generator() == "agent")
-    offset, page = 0, 20
-    while offset < CLAIM_SCAN:
-        rows = list(scan.values_list("pk", "metadata__nodeLabels")[offset : offset + page])
-        for pk, labels in rows:
-            wanted = wanted_labels({"nodeLabels": labels})
-            node = node_pick(nodes, wanted, use_capacity=use_capacity)
-            if node is None:
-                continue
-            item = claimable.filter(pk=pk).first()
-            if item is not None:
-                return item, node.name
-        if len(rows) < page:
-            return None
-        offset += page
-        page = min(page * 5, CLAIM_SCAN)
-    return None
+        for (_, node), worker in zip(picked, workers, strict=True):
+            send_on_commit(TaskName.START_WORKER, str(worker.pk), queue=node_queue(node))
+    for (item, node), worker in zip(picked, workers, strict=True):
+        logger.info("claimed work item %s as worker %s on node %s", item.pk, worker.pk, node)
+    return [worker.pk for worker in workers]
 
 
 DISPATCH_BATCH = 50  # claims per dispatch run
@@ -249,8 +264,12 @@ def dispatch_run(*, max_claims: int = DISPATCH_BATCH) -> int:
     if not WorkItem.objects.claimable(db_clock, generating=generating).exists():
         return 0
     claimed = 0
-    while claimed < max_claims and dispatch_claim_one() is not None:
-        claimed += 1
+    while claimed < max_claims:
+        want = max_claims - claimed
+        got = len(dispatch_claim(want))
+        claimed += got
+        if got < want:  # the gate, the nodes or the queue gave out: a next batch finds nothing
+            break
     return claimed
 
 
