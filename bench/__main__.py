@@ -25,6 +25,7 @@ MODULES = (
     "bench.containers",
     "bench.memory",
     "bench.pages",
+    "bench.nodes",
 )
 
 

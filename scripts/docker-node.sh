@@ -6,8 +6,8 @@
 #
 #     scripts/docker-node.sh start [NODE]   # start (idempotent) and load the worker image
 #     scripts/docker-node.sh stop [NODE]    # SIGTERM: dockerd stops its containers and exits
-#     scripts/docker-node.sh kill [NODE]    # SIGKILL dockerd only: a crashed engine; its
-#                                           # containers run on under their shims
+#     scripts/docker-node.sh kill [NODE]    # SIGKILL: the host dies (dockerd, containerd,
+#                                           # shims and containers)
 #     scripts/docker-node.sh status [NODE]  # exit 0 when the engine answers
 #     scripts/docker-node.sh host [NODE]    # print its DOCKER_HOST (unix://...)
 #     scripts/docker-node.sh destroy [NODE] # stop, kill what is left, remove bridge and data
@@ -118,6 +118,11 @@ start() {
             --config-file "$DIR/daemon.json" # never /etc/docker/daemon.json: the main one's
             --bridge "$BRIDGE"
             --default-address-pool "base=$POOL,size=24"
+            # A dockerd that finds a stale default "bridge" network at start, with an address
+            # pool set and live restore off, deletes the interface named docker0: the MAIN
+            # engine's bridge on this host. Live restore skips that (and a crash test kills
+            # the containers itself: see "kill").
+            --live-restore
             --iptables=false
             --ip-forward=false # a kernel setting the main engine already owns
             --ip-masq=false
@@ -182,7 +187,7 @@ stop() {
 local_shims() {
     local f
     for f in /proc/[0-9]*/cmdline; do
-        if tr '\0' ' ' <"$f" 2>/dev/null | grep -qF -- "-address $1 "; then
+        if tr '\0' ' ' 2>/dev/null <"$f" | grep -qF -- "-address $1 "; then
             f="${f#/proc/}"
             echo "${f%/cmdline}"
         fi
@@ -202,12 +207,21 @@ start)
     ;;
 stop) stop ;;
 kill)
+    # The host dies: its dockerd, its containerd and every container with them (SIGKILL).
     p="$(pid)"
     if running; then
-        log "SIGKILL dockerd (pid $p)"
+        log "SIGKILL dockerd (pid $p), its containerd and its containers"
         kill -KILL "$p"
         while alive "$p"; do sleep 0.1; done
     fi
+    c="$(containerd_pid)"
+    local_shims "$DIR/exec/containerd/containerd.sock" | xargs -r kill -KILL 2>/dev/null || true
+    if alive "$c" containerd; then
+        kill -KILL "$c" 2>/dev/null || true
+    fi
+    # The containers' own processes, by the cgroup parent this engine puts them under.
+    cat /sys/fs/cgroup/pids/whim-docker-"$NODE"/*/cgroup.procs \
+        /sys/fs/cgroup/whim-docker-"$NODE"/*/cgroup.procs 2>/dev/null | xargs -r kill -KILL 2>/dev/null || true
     ;;
 status) answers ;;
 host) echo "$HOST" ;;
