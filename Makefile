@@ -65,26 +65,8 @@ test:
 	echo "== Docker engine and worker image (end-to-end tests)"
 	bash scripts/docker.sh
 	bash workers/image/build.sh
-	# Two groups at once (the end-to-end ones mostly wait on containers and processes, the
-	# others on the CPU), each with its own test database and Redis db; then the fault tests
-	# alone, since they stop PostgreSQL, Redis and dockerd under everything else.
-	echo "== pytest: end-to-end (docker, celery, embedded) beside the rest, then the fault tests"
-	redis="redis://127.0.0.1:$${REDIS_PORT:-6379}"
-	e2e="docker or celery or embedded"
-	mkdir -p .run
-	DATABASE_TEST_NAME=test_whim_e2e REDIS_URL="$$redis/13" $(PY) -m pytest -m "$$e2e" \
-		--ignore=tests/test_faults.py $(PYTEST_ARGS) >.run/pytest-e2e.log 2>&1 &
-	e2e_pid=$$!
-	unit_rc=0
-	REDIS_URL="$$redis/15" $(PY) -m pytest -m "not ($$e2e)" --ignore=tests/test_faults.py \
-		$(PYTEST_ARGS) || unit_rc=$$?
-	e2e_rc=0
-	wait "$$e2e_pid" || e2e_rc=$$?
-	echo "== pytest: end-to-end group (.run/pytest-e2e.log)"
-	cat .run/pytest-e2e.log
-	faults_rc=0
-	REDIS_URL="$$redis/15" $(PY) -m pytest tests/test_faults.py $(PYTEST_ARGS) || faults_rc=$$?
-	for rc in "$$unit_rc" "$$e2e_rc" "$$faults_rc"; do [[ "$$rc" == 0 || "$$rc" == 5 ]] || exit 1; done
+	echo "== pytest"
+	REDIS_URL="redis://127.0.0.1:$${REDIS_PORT:-6379}/15" $(PY) -m pytest $(PYTEST_ARGS)
 
 # The static checks alone (no database needed): make check
 check: lint typecheck imports compose-check
