@@ -16,7 +16,6 @@ import os
 import shutil
 import subprocess
 import sys
-import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,7 +29,7 @@ from django.conf import settings as django_settings
 from orchestration.fleet import node_queue
 from orchestration.services.apikeys import apikey_create
 from tests.conftest import ROOT, CeleryWorkers, free_ports, start_web, stop_processes
-from tests.docker_stack import REPOS_ROOT
+from tests.docker_stack import docker_instance
 from tests.helpers import wait_for
 
 SCRIPT = ROOT / "scripts" / "docker-node.sh"
@@ -204,20 +203,10 @@ def _remove_stack(client: docker.DockerClient, instance: str, network: str) -> s
 def two_nodes(second_engine: Engine, celery_workers: Any, settings: Any) -> Iterator[Any]:
     """Factory: ``two_nodes(**env)`` starts the stack with ``env`` overrides for every
     process (``a_env=`` / ``b_env=`` for one node only) and returns a TwoNodes."""
-    main = docker.from_env()
-    try:
-        main.ping()
-        main.images.get(os.environ.get("WORKER_IMAGE", "whim-worker:latest"))
-    except Exception as exc:
-        pytest.fail(f"these tests need dockerd and the worker image (`make worker-image`): {exc}")
+    main, instance, network, repos = docker_instance(settings)
     from workers import firewall
     from workers.docker_runtime import DockerRuntime
 
-    instance = f"test-{uuid.uuid4().hex[:8]}"
-    network = f"whim-{instance}"
-    settings.WHIM_INSTANCE, settings.WHIM_DOCKER_NETWORK = instance, network
-    repos = REPOS_ROOT / instance
-    repos.mkdir(parents=True)
     procs: list[subprocess.Popen[bytes]] = []
     made: list[TwoNodes] = []
     second_engine.start()  # a test before may have left it killed

@@ -76,25 +76,33 @@ class DockerStack:
         return git("--git-dir", str(self.repos / f"{repo}.git"), "show", f"{ref}:{path}")
 
 
-@pytest.fixture
-def docker_stack(celery_workers: Any, settings: Any) -> Iterator[Any]:
-    """Factory: ``docker_stack(**env)`` starts gunicorn + Celery worker/beat on the docker
-    runtime with ``env`` overrides, and returns a DockerStack. Everything is stopped and every
-    labelled container removed afterwards."""
+def docker_instance(settings: Any) -> tuple[docker.DockerClient, str, str, Path]:
+    """The main engine (with the worker image, else the test fails saying so), and a fresh
+    instance: its name, its own worker network's name (as in production) and its bare-repos
+    directory; the first two set in ``settings``."""
     client = docker.from_env()
     try:
         client.ping()
         client.images.get(os.environ.get("WORKER_IMAGE", "whim-worker:latest"))
     except Exception as exc:
         pytest.fail(f"these tests need dockerd and the worker image (`make worker-image`): {exc}")
-    from workers import firewall
-    from workers.docker_runtime import DockerRuntime, bridge_name
-
     instance = f"test-{uuid.uuid4().hex[:8]}"
-    network = f"whim-{instance}"  # the instance's own worker network, as in production
+    network = f"whim-{instance}"
     settings.WHIM_INSTANCE, settings.WHIM_DOCKER_NETWORK = instance, network
     repos = REPOS_ROOT / instance
     repos.mkdir(parents=True)
+    return client, instance, network, repos
+
+
+@pytest.fixture
+def docker_stack(celery_workers: Any, settings: Any) -> Iterator[Any]:
+    """Factory: ``docker_stack(**env)`` starts gunicorn + Celery worker/beat on the docker
+    runtime with ``env`` overrides, and returns a DockerStack. Everything is stopped and every
+    labelled container removed afterwards."""
+    client, instance, network, repos = docker_instance(settings)
+    from workers import firewall
+    from workers.docker_runtime import DockerRuntime, bridge_name
+
     procs: list[subprocess.Popen[bytes]] = []
     made: list[DockerStack] = []
 
