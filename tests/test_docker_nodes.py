@@ -152,13 +152,22 @@ def test_a_dead_node_s_attempts_run_again_on_the_other_and_its_leftovers_go(
     stack.kill_worker("b")
     stack.engine_b.kill()
 
-    lost = wait_for(
-        lambda: Node.objects.get(pk="b").state == "lost" or None,
+    # The sweep marks the node lost, then ends its attempts one by one (level-triggered):
+    # wait for both, then check how they ended.
+    def b_lost_and_its_attempts_ended() -> bool:
+        return (
+            Node.objects.get(pk="b").state == "lost"
+            and not Worker.objects.filter(
+                pk__in=[w.pk for w in on_b], status__in=Worker.ACTIVE
+            ).exists()
+        )
+
+    wait_for(
+        b_lost_and_its_attempts_ended,
         timeout=40,
         interval=0.5,
-        what="node b to be marked lost",
+        what="node b to be marked lost and its attempts ended",
     )
-    assert lost
     for worker in Worker.objects.filter(pk__in=[w.pk for w in on_b]):
         assert worker.status not in Worker.ACTIVE
         assert worker.error_category == "NODE_LOST", worker.error_category
