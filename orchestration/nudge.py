@@ -42,6 +42,13 @@ class TaskName:
     INTAKE_POLL = "intake.poll"
 
 
+# The fake runtime's runs stand in for containers, which take no Celery process: on a shared
+# queue they yield to the control plane's messages (claims, starts, stops). Redis serves a
+# queue's priority 0 (the default) before 9; the embedded broker ignores it.
+_YIELDING = frozenset({TaskName.FAKE_RUN})
+YIELDING_PRIORITY = 9
+
+
 def send(name: str, *args: str, queue: str | None = None) -> None:
     """Send the message now, carrying the current request id (if any) as a message header.
     ``queue``: a node's own queue (``whim.node.<name>``) for a task only that node's worker may
@@ -49,10 +56,11 @@ def send(name: str, *args: str, queue: str | None = None) -> None:
     (callers decide)."""
     rid = requestid.current()
     headers = {requestid.TASK_HEADER: rid} if rid else None
+    options: dict[str, Any] = {"priority": YIELDING_PRIORITY} if name in _YIELDING else {}
     if queue:
-        current_app.send_task(name, args=list(args), headers=headers, queue=queue)
-    else:  # the default queue (CELERY_TASK_DEFAULT_QUEUE): the message as before nodes
-        current_app.send_task(name, args=list(args), headers=headers)
+        options["queue"] = queue
+    # Without a queue: the default one (CELERY_TASK_DEFAULT_QUEUE), the message as before nodes.
+    current_app.send_task(name, args=list(args), headers=headers, **options)
 
 
 def send_on_commit(name: str, *args: str, queue: str | None = None) -> None:

@@ -5,11 +5,13 @@ Bottom of the dependency graph: models and errors only, so any service can use t
 
 from __future__ import annotations
 
-from typing import TypeVar
+from collections.abc import Mapping
+from typing import Any, TypeVar
 from uuid import UUID
 
 from django.core.exceptions import ObjectDoesNotExist
 from django.core.exceptions import ValidationError as DjangoValidationError
+from django.db import connection
 from django.db.models import Model, QuerySet
 
 from orchestration.errors import NotFound
@@ -34,3 +36,22 @@ def locked_item_and_worker(worker_id: UUID | str) -> tuple[WorkItem, Worker]:
     item = WorkItem.objects.select_for_update().get(pk=item_id)
     worker = Worker.objects.select_for_update().get(pk=worker_id)
     return item, worker
+
+
+def counters_add(model: type[Model], keys: Mapping[str, Any], amounts: Mapping[str, Any]) -> None:
+    """Add ``amounts`` to the counter row of ``model`` with ``keys`` (its unique columns), made
+    on first use: one ``INSERT … ON CONFLICT DO UPDATE`` statement (PostgreSQL and SQLite),
+    so concurrent adders to one row add up and no one reads it first."""
+    quote = connection.ops.quote_name
+    table = quote(model._meta.db_table)
+    fields = {f.name: str(f.column) for f in model._meta.concrete_fields}
+    columns = [quote(fields[name]) for name in (*keys, *amounts)]
+    key_columns, amount_columns = columns[: len(keys)], columns[len(keys) :]
+    marks = ", ".join(["%s"] * len(columns))
+    sums = ", ".join(f"{c} = {table}.{c} + EXCLUDED.{c}" for c in amount_columns)
+    sql = (
+        f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({marks}) "  # noqa: S608 (model names)
+        f"ON CONFLICT ({', '.join(key_columns)}) DO UPDATE SET {sums}"
+    )
+    with connection.cursor() as cursor:
+        cursor.execute(sql, [*keys.values(), *amounts.values()])

@@ -33,6 +33,7 @@ class FakeRuntime(ContainerRuntime):
     name = "fake"
     isolated = False
     observable = False
+    starts_in_batches = True  # a start is one message sent at commit
 
     def start(self, *, worker: Worker, work_item: WorkItem, token: str) -> str:
         # On the node that started it: its worker is the one "running the container".

@@ -77,6 +77,10 @@ class ContainerRuntime(abc.ABC):
     isolated: ClassVar[bool] = True
     # False when inspect() cannot see anything (fake): the observer then leaves workers alone.
     observable: ClassVar[bool] = True
+    # Whether one start message may carry several attempts (started and marked in one
+    # transaction). A container start takes about half a second, so each gets its own
+    # message and a node's worker processes start them side by side.
+    starts_in_batches: ClassVar[bool] = False
 
     @abc.abstractmethod
     def start(self, *, worker: Worker, work_item: WorkItem, token: str) -> str:

@@ -16,9 +16,11 @@ from django.db import InterfaceError, OperationalError, transaction
 from django.db.models import Value
 from django.db.models.functions import Concat, Right
 
+from orchestration import nudge
 from orchestration.choices import ErrorCategory
 from orchestration.clock import advisory_try_lock
 from orchestration.errors import Fenced, NotFound
+from orchestration.fleet import node_queue
 from orchestration.forms.fields import bounded_seconds
 from orchestration.models import AttemptKind, Worker, WorkerStatus
 from orchestration.nudge import TaskName
@@ -32,31 +34,75 @@ from orchestration.services.workers import (
     worker_heartbeat,
     worker_mark_started,
     worker_stuck,
+    workers_mark_started,
 )
 from workers.github_app import GitHubAppError
 from workers.repo_mounts import RepositoryRefused
-from workers.runtime import get_runtime
+from workers.runtime import ContainerRuntime, get_runtime
 from workers.services import container_keep_logs, containers_observe
 
 logger = logging.getLogger(__name__)
 
 
 @shared_task(name=TaskName.START_WORKER, time_limit=300, soft_time_limit=280, **RETRY_ON_DB_ERRORS)
-def start_worker(worker_id: str) -> None:
-    """Start the container of a ``starting`` worker. Redelivered or late: a quiet no-op.
+def start_worker(*worker_ids: str) -> None:
+    """Start the containers of ``starting`` workers: one, or a claim's batch for this node.
+    Redelivered or late: a quiet no-op for each worker no longer ``starting``.
 
-    A start that raises rolls the attempt back through ``worker_fail`` (category
-    START_ERROR, retried with backoff), keeping the error on the worker row.
+    A runtime that starts in batches (``ContainerRuntime.starts_in_batches``) starts them all
+    and marks them started in one transaction; any other starts the first here and sends
+    each of the rest as its own message to this node's queue, so the node's worker processes
+    start them side by side. A start that raises rolls the attempt back through
+    ``worker_fail`` (category START_ERROR, retried with backoff), keeping the error on the
+    worker row.
     """
-    worker = Worker.objects.select_related("work_item").filter(pk=worker_id).first()
-    if worker is None or worker.status != WorkerStatus.STARTING:
+    runtime = get_runtime()
+    ids = list(worker_ids)
+    if len(ids) > 1 and not runtime.starts_in_batches:
+        for worker_id in ids[1:]:  # lost to a broker failure: the start re-nudge sends it
+            with contextlib.suppress(Exception):
+                nudge.send(TaskName.START_WORKER, worker_id, queue=node_queue(settings.WHIM_NODE))
+        ids = ids[:1]
+    workers = list(
+        Worker.objects.select_related("work_item").filter(pk__in=ids, status=WorkerStatus.STARTING)
+    )
+    if not workers:
         return
     if settings.WHIM_AGENT == "mock":
         # The mock's slow start (metadata.mockStartSeconds, at most a minute) lets fault tests
         # act between the claim and the container start.
-        meta = worker.work_item.metadata
-        time.sleep(bounded_seconds(meta.get("mockStartSeconds"), cap=60.0))
-    runtime = get_runtime()
+        time.sleep(
+            max(
+                bounded_seconds(w.work_item.metadata.get("mockStartSeconds"), cap=60.0)
+                for w in workers
+            )
+        )
+    if len(workers) > 1:
+        try:
+            _start_batch(runtime, workers)
+            return
+        except (OperationalError, InterfaceError):
+            raise  # the database failed: retried (the starts are idempotent)
+        except Exception as exc:
+            logger.warning("batch start failed (%s); starting one by one", type(exc).__name__)
+    for worker in workers:
+        _start_one(runtime, worker)
+
+
+def _start_batch(runtime: ContainerRuntime, workers: list[Worker]) -> None:
+    with transaction.atomic():
+        containers = {
+            str(w.pk): runtime.start(worker=w, work_item=w.work_item, token=worker_token(w.pk))
+            for w in workers
+        }
+        started = set(workers_mark_started(containers))
+    for worker in workers:
+        if worker.pk not in started:
+            _stop_unless_active(runtime, str(worker.pk), containers[str(worker.pk)])
+
+
+def _start_one(runtime: ContainerRuntime, worker: Worker) -> None:
+    worker_id = str(worker.pk)
     try:
         with transaction.atomic():
             container_id = runtime.start(
@@ -85,9 +131,15 @@ def start_worker(worker_id: str) -> None:
                 actor="system",
             )
         return
-    # Not started by us: another delivery of this message started it first (we adopted its
-    # container): leave it be. Killed or cancelled meanwhile: don't leave it running.
-    if not started and not Worker.objects.filter(pk=worker_id, status__in=Worker.ACTIVE).exists():
+    if not started:
+        _stop_unless_active(runtime, worker_id, container_id)
+
+
+def _stop_unless_active(runtime: ContainerRuntime, worker_id: str, container_id: str) -> None:
+    """A start that did not mark its worker started: another delivery of this message started
+    it first (we adopted its container), leave it be; killed or cancelled meanwhile, don't
+    leave it running."""
+    if not Worker.objects.filter(pk=worker_id, status__in=Worker.ACTIVE).exists():
         runtime.stop(container_id=container_id)
 
 

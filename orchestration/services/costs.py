@@ -25,6 +25,7 @@ from django.db.models import F, Sum
 
 from orchestration.clock import budget_date
 from orchestration.models import CostUsage, Worker, WorkItem
+from orchestration.rows import counters_add
 
 # Money is kept to the micro-dollar (the columns' six decimal places).
 MICRO = Decimal("0.000001")
@@ -116,14 +117,14 @@ def cost_charge(
         tokens_out=F("tokens_out") + charge.tokens_out,
         cost_usd=F("cost_usd") + charge.cost_usd,
     )
-    day = budget_date(now)
-    CostUsage.objects.bulk_create(
-        [CostUsage(date=day, repo=item.repo, model=model)], ignore_conflicts=True
-    )
-    CostUsage.objects.filter(date=day, repo=item.repo, model=model).update(
-        tokens_in=F("tokens_in") + charge.tokens_in,
-        tokens_out=F("tokens_out") + charge.tokens_out,
-        cost_usd=F("cost_usd") + charge.cost_usd,
+    counters_add(
+        CostUsage,
+        {"date": budget_date(now), "repo": item.repo, "model": model},
+        {
+            "tokens_in": charge.tokens_in,
+            "tokens_out": charge.tokens_out,
+            "cost_usd": charge.cost_usd,
+        },
     )
     return charge
 

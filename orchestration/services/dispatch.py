@@ -20,7 +20,7 @@ from uuid import UUID
 
 from django.conf import settings
 from django.db import connection, transaction
-from django.db.models import Case, F, Q, Value, When
+from django.db.models import Case, Q, Value, When
 from django.db.models.functions import Now
 
 from orchestration import nudge
@@ -38,6 +38,7 @@ from orchestration.models import (
     WorkItemStatus,
 )
 from orchestration.nudge import TaskName, send_on_commit
+from orchestration.rows import counters_add
 from orchestration.services.claim_walk import claim_items
 from orchestration.services.costs import cost_spent_today, daily_cost_budget
 from orchestration.services.events import events_record_many
@@ -73,10 +74,8 @@ def token_digest(token: str) -> str:
 
 def usage_add(*, now: dt.datetime, spawns: int = 0, iterations: int = 0) -> None:
     """Charge the day ``now`` falls on (in WHIM_TIMEZONE); its row is made on first use."""
-    day = budget_date(now)
-    DailyUsage.objects.bulk_create([DailyUsage(date=day)], ignore_conflicts=True)
-    DailyUsage.objects.filter(date=day).update(
-        spawns=F("spawns") + spawns, iterations=F("iterations") + iterations
+    counters_add(
+        DailyUsage, {"date": budget_date(now)}, {"spawns": spawns, "iterations": iterations}
     )
 
 
@@ -174,7 +173,8 @@ def dispatch_claim(limit: int, *, use_gate: bool = True) -> list[UUID]:
     5. Create the Workers (``starting``, on their nodes), move the items to ``assigned``,
        charge the budget once for all, record the spawn time and an event per item — all in
        this transaction, in a fixed number of statements whatever the batch's size.
-    6. After commit, enqueue "start worker <id>" for each on its node's own queue.
+    6. After commit, enqueue one "start workers <ids>" per node on the node's own queue (its
+       worker starts them together or sends each on as its own message: ``start_worker``).
     ``use_gate=False`` skips steps 1 and 2 and the nodes' capacity (used to test the queue
     claim on its own).
     """
@@ -246,8 +246,11 @@ def dispatch_claim(limit: int, *, use_gate: bool = True) -> list[UUID]:
                 for (item, node), worker in zip(picked, workers, strict=True)
             ]
         )
+        starts: dict[str, list[str]] = {}
         for (_, node), worker in zip(picked, workers, strict=True):
-            send_on_commit(TaskName.START_WORKER, str(worker.pk), queue=node_queue(node))
+            starts.setdefault(node, []).append(str(worker.pk))
+        for node, worker_ids in starts.items():  # one message per node (the task may fan out)
+            send_on_commit(TaskName.START_WORKER, *worker_ids, queue=node_queue(node))
     for (item, node), worker in zip(picked, workers, strict=True):
         logger.info("claimed work item %s as worker %s on node %s", item.pk, worker.pk, node)
     return [worker.pk for worker in workers]

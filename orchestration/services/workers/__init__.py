@@ -21,6 +21,7 @@ from orchestration.services.workers.lifecycle import (
     worker_heartbeat,
     worker_mark_started,
     worker_register,
+    workers_mark_started,
 )
 
 __all__ = [
@@ -33,4 +34,5 @@ __all__ = [
     "worker_mark_started",
     "worker_register",
     "worker_stuck",
+    "workers_mark_started",
 ]

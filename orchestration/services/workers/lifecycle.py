@@ -16,7 +16,16 @@ from uuid import UUID
 
 from django.conf import settings
 from django.db import connection, transaction
-from django.db.models import DateTimeField, Exists, Func, OuterRef, Value
+from django.db.models import (
+    Case,
+    CharField,
+    DateTimeField,
+    Exists,
+    Func,
+    OuterRef,
+    Value,
+    When,
+)
 from django.db.models.functions import Coalesce
 
 from orchestration.choices import EventKind
@@ -34,38 +43,75 @@ from orchestration.models import (
 from orchestration.rows import locked_item_and_worker, row_get
 from orchestration.services.costs import cost_charge, usd
 from orchestration.services.dispatch import usage_add
-from orchestration.services.events import event_record
+from orchestration.services.events import event_record, events_record_many
 from orchestration.services.locks import locks_renew
 
 logger = logging.getLogger(__name__)
 
 
 def worker_mark_started(*, worker_id: UUID | str, container_id: str) -> bool:
-    """``starting → running`` and ``assigned → in_progress`` once the container exists."""
+    """``starting → running`` and ``assigned → in_progress`` once the container exists
+    (``workers_mark_started`` of one)."""
+    return bool(workers_mark_started({str(worker_id): container_id}))
+
+
+def workers_mark_started(containers: dict[str, str]) -> list[UUID]:
+    """``starting → running`` and ``assigned → in_progress`` for each worker whose container
+    now exists (worker id → container id), in one transaction of a fixed number of
+    statements however many there are; returns the ids it moved. A worker no longer
+    ``starting`` (killed, cancelled, started by another delivery) is left alone.
+
+    The items are locked before the workers, each set in primary key order (the one lock
+    order, ``rows.locked_item_and_worker``, for many rows at once)."""
+    if not containers:
+        return []
     with transaction.atomic():
-        item, worker = locked_item_and_worker(worker_id)
-        if worker.status != WorkerStatus.STARTING:
-            return False
+        item_ids = Worker.objects.filter(pk__in=list(containers)).values_list("work_item_id")
+        items = {
+            item.pk: item
+            for item in WorkItem.objects.select_for_update()
+            .only("id", "status", "worker_id")
+            .filter(pk__in=item_ids)
+            .order_by("pk")
+        }
+        workers = list(
+            Worker.objects.select_for_update()
+            .filter(pk__in=list(containers), status=WorkerStatus.STARTING)
+            .order_by("pk")
+        )
+        if not workers:
+            return []
         now = db_now()
-        Worker.objects.filter(pk=worker.pk, status=WorkerStatus.STARTING).update(
+        moved = [worker.pk for worker in workers]
+        Worker.objects.filter(pk__in=moved, status=WorkerStatus.STARTING).update(
             status=WorkerStatus.RUNNING,
-            container_id=container_id,
+            container_id=Case(
+                *[When(pk=w.pk, then=Value(containers[str(w.pk)])) for w in workers],
+                output_field=CharField(),
+            ),
             started_at=now,
             last_heartbeat=now,
             last_progress_at=now,
         )
         WorkItem.objects.filter(
-            pk=item.pk, status=WorkItemStatus.ASSIGNED, worker_id=worker.pk
+            pk__in=[w.work_item_id for w in workers],
+            status=WorkItemStatus.ASSIGNED,
+            worker_id__in=moved,
         ).update(status=WorkItemStatus.IN_PROGRESS, updated_at=now)
-        event_record(
-            work_item=item,
-            worker=worker,
-            kind=EventKind.STARTED,
-            from_status=item.status,
-            to_status=WorkItemStatus.IN_PROGRESS,
-            data={"containerId": container_id},
+        events_record_many(
+            [
+                WorkItemEvent(
+                    work_item_id=w.work_item_id,
+                    worker_id=w.pk,
+                    kind=EventKind.STARTED,
+                    from_status=items[w.work_item_id].status,
+                    to_status=WorkItemStatus.IN_PROGRESS,
+                    data={"containerId": containers[str(w.pk)]},
+                )
+                for w in workers
+            ]
         )
-    return True
+    return moved
 
 
 def worker_heartbeat(
