@@ -21,6 +21,10 @@ PY := $(VENV)/bin/python
 RUFF := $(VENV)/bin/ruff
 MYPY := $(VENV)/bin/mypy
 PYTEST_ARGS ?=
+# make test: processes for the in-process tests (pytest-xdist; auto = one per core), and the
+# markers of the end-to-end tests, which run after them one at a time.
+TEST_JOBS ?= auto
+END_TO_END := celery or docker or embedded
 BENCH_ARGS ?=
 COMPOSE_FILE := docker-compose.yml
 COMPOSE_NODE_FILE := docker-compose.node.yml
@@ -65,8 +69,15 @@ test:
 	echo "== Docker engine and worker image (end-to-end tests)"
 	bash scripts/docker.sh
 	bash workers/image/build.sh
-	echo "== pytest"
-	REDIS_URL="redis://127.0.0.1:$${REDIS_PORT:-6379}/15" $(PY) -m pytest $(PYTEST_ARGS)
+	export REDIS_URL="redis://127.0.0.1:$${REDIS_PORT:-6379}/15"
+	# The in-process tests on every core (pytest-xdist, a test database per process); then the
+	# end-to-end ones, which start real Celery, gunicorn, containers and engines and time
+	# what they see, one at a time. Both always run; 5 (nothing selected, e.g. by -k) is fine.
+	echo "== pytest: in-process tests ($(TEST_JOBS) processes)"
+	unit=0; $(PY) -m pytest -n $(TEST_JOBS) -m "not ($(END_TO_END))" $(PYTEST_ARGS) || unit=$$?
+	echo "== pytest: end-to-end tests ($(END_TO_END))"
+	e2e=0; $(PY) -m pytest -m "$(END_TO_END)" $(PYTEST_ARGS) || e2e=$$?
+	for code in $$unit $$e2e; do [[ $$code == 0 || $$code == 5 ]] || exit $$code; done
 
 # The static checks alone (no database needed): make check
 check: lint typecheck imports compose-check

@@ -98,11 +98,11 @@ def broker_reachable() -> bool:
 
 
 # --- Coalesced dispatch nudges ---
-# One dispatch run claims up to 50 items, so a burst of submissions needs one run, not one
-# per item. A nudge sends a run only when none is pending: the flag (a Redis key with a
-# short expiry, per queue) is set by the nudge that sends the run and cleared by that run
-# before it claims — an item committed before the clear is seen by the claim, one committed
-# after it sends a new run. A lost message leaves the flag set for at most
+# One dispatch run claims up to DISPATCH_BATCH (100) items, so a burst of submissions needs
+# one run, not one per item. A nudge sends a run only when none is pending: the flag (a Redis
+# key with a short expiry, per queue) is set by the nudge that sends the run and cleared by
+# that run before it claims — an item committed before the clear is seen by the claim, one
+# committed after it sends a new run. A lost message leaves the flag set for at most
 # DISPATCH_PENDING_SECONDS, and the beat's level-triggered dispatch tick (LOOP_INTERVAL) runs
 # whatever is claimable regardless: nothing is lost, at worst delayed by a tick.
 DISPATCH_PENDING_SECONDS = 2.0

@@ -49,11 +49,16 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 
 @pytest.fixture(autouse=True)
-def _no_dispatch_pending() -> None:
+def _no_dispatch_pending(monkeypatch: pytest.MonkeyPatch) -> None:
     """Dispatch nudges are coalesced (orchestration.nudge): an earlier test's pending flag
-    must not swallow this test's nudge, so each test starts with no run pending."""
+    must not swallow this test's nudge, so each test starts with no run pending. Under
+    pytest-xdist (``make test`` runs the in-process tests on every core) each test process
+    has a flag of its own: another's must not swallow this one's nudge either."""
     from orchestration import nudge  # after Django is set up
 
+    if xdist_worker := os.environ.get("PYTEST_XDIST_WORKER"):
+        key = f"{nudge._pending_key()}:{xdist_worker}"
+        monkeypatch.setattr(nudge, "_pending_key", lambda: key)
     nudge.dispatch_pending_clear()
 
 

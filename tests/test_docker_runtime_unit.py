@@ -152,12 +152,15 @@ def test_a_retried_start_adopts_the_container_the_first_try_created() -> None:
     existing = client.containers.get.return_value
     existing.status = "created"
     existing.id = "made-before"
+    client.containers.run.side_effect = docker.errors.APIError(
+        "Conflict", response=mock.Mock(status_code=409)
+    )
 
     container_id = runtime_with(client).start(worker=worker, work_item=worker.work_item, token="t")
 
     assert container_id == "made-before"
     existing.start.assert_called_once()
-    client.containers.run.assert_not_called()
+    client.containers.run.assert_called_once()  # the name conflicted: adopted, not made twice
 
 
 def test_a_start_installs_this_processs_egress_policy_though_the_callback_url_is_set(

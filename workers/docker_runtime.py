@@ -162,17 +162,12 @@ class DockerRuntime(ContainerRuntime):
             return None
 
     def start(self, *, worker: Worker, work_item: WorkItem, token: str) -> str:
-        """Create and start the attempt's container, or adopt the one a previous try made.
-
-        1. A container with the worker's name exists: start it if it is only ``created``,
-           and return it (docker-py may have timed out after the daemon created it).
-        2. Otherwise create it, hardened and labelled; a name conflict means a concurrent
-           start won the race: adopt that one.
-        """
+        """Create and start the attempt's container, hardened and labelled, or adopt the one
+        a previous try or a concurrent start made: the name conflicts (409), and that
+        container is started if it is only ``created`` (docker-py may have timed out after
+        the daemon created it) and returned. No lookup before the create: the first try, by
+        far the most common, pays one round trip less."""
         name = container_name(worker.pk)
-        existing = self._find(name)
-        if existing is not None:
-            return self._adopt(name).id or name
         options, env = self.container_options(worker=worker, work_item=work_item, token=token)
         try:
             try:
@@ -192,7 +187,7 @@ class DockerRuntime(ContainerRuntime):
             _revoke_unused_token(env)  # no container of ours will use it
             if exc.status_code != 409:
                 raise
-            container = self._adopt(name)  # a concurrent start is making it
+            container = self._adopt(name)  # made by an earlier try, or a concurrent start
         return container.id or name
 
     def container_options(

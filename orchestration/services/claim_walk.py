@@ -36,7 +36,8 @@ def claim_items(
     now: dt.datetime, nodes: list[NodeSlots], limit: int, *, use_capacity: bool
 ) -> list[tuple[WorkItem, str]]:
     """Step 4 of the claim: up to ``limit`` claimable items free nodes can take, locked, each
-    with its node's name (``prior_attempts`` annotated), in claim order.
+    with its node's name, in claim order (``id``, ``status`` and ``metadata`` read, and
+    ``prior_attempts`` annotated).
 
     The scan reads ids, wanted labels, type and repository only, without locks; the walk
     places each item on a node whose free slots count down as the batch fills, then locks
@@ -53,8 +54,11 @@ def claim_items(
         .annotate(n=Count("pk"))
         .values("n")
     )
-    lockable = queue_next_claimable(now).annotate(
-        prior_attempts=Coalesce(Subquery(prior), Value(0))
+    # What the claim reads of a picked row (its spec and the rest stay on disk).
+    lockable = (
+        queue_next_claimable(now)
+        .only("id", "status", "metadata")
+        .annotate(prior_attempts=Coalesce(Subquery(prior), Value(0)))
     )
     taken: dict[str, int] = {}  # node name -> slots this batch took
     review_repos: set[str] = set()

@@ -20,7 +20,7 @@ from uuid import UUID
 
 from django.conf import settings
 from django.db import connection, transaction
-from django.db.models import Case, Q, Value, When
+from django.db.models import OuterRef, Q, Subquery
 from django.db.models.functions import Now
 
 from orchestration import nudge
@@ -223,7 +223,12 @@ def dispatch_claim(limit: int, *, use_gate: bool = True) -> list[UUID]:
             pk__in=pks, status__in=[WorkItemStatus.QUEUED, WorkItemStatus.GENERATING]
         ).update(
             status=WorkItemStatus.ASSIGNED,
-            worker=Case(*[When(pk=w.work_item_id, then=Value(w.pk)) for w in workers]),
+            # Each item's new attempt (one statement, not a CASE of one branch per item).
+            worker=Subquery(
+                Worker.objects.filter(
+                    work_item=OuterRef("pk"), pk__in=[w.pk for w in workers]
+                ).values("pk")[:1]
+            ),
             updated_at=now,
             error="",
             error_category="",
@@ -256,7 +261,7 @@ def dispatch_claim(limit: int, *, use_gate: bool = True) -> list[UUID]:
     return [worker.pk for worker in workers]
 
 
-DISPATCH_BATCH = 50  # claims per dispatch run
+DISPATCH_BATCH = 100  # claims per dispatch run
 
 
 def dispatch_run(*, max_claims: int = DISPATCH_BATCH) -> int:

@@ -62,10 +62,11 @@ def workers_mark_started(containers: dict[str, str]) -> list[UUID]:
     ``starting`` (killed, cancelled, started by another delivery) is left alone.
 
     The items are locked before the workers, each set in primary key order (the one lock
-    order, ``rows.locked_item_and_worker``, for many rows at once)."""
+    order, ``rows.locked_item_and_worker``, for many rows at once). Inside a caller's
+    transaction (the start task's, with the container start) it adds no savepoint."""
     if not containers:
         return []
-    with transaction.atomic():
+    with transaction.atomic(savepoint=False):
         item_ids = Worker.objects.filter(pk__in=list(containers)).values_list("work_item_id")
         items = {
             item.pk: item
