@@ -44,8 +44,10 @@ def counters_add(model: type[Model], keys: Mapping[str, Any], amounts: Mapping[s
     so concurrent adders to one row add up and no one reads it first."""
     quote = connection.ops.quote_name
     table = quote(model._meta.db_table)
-    fields = {f.name: str(f.column) for f in model._meta.concrete_fields}
-    columns = [quote(fields[name]) for name in (*keys, *amounts)]
+    fields = {f.name: f for f in model._meta.concrete_fields}
+    values = {**keys, **amounts}
+    columns = [quote(str(fields[name].column)) for name in values]
+    params = [fields[name].get_db_prep_save(value, connection) for name, value in values.items()]
     key_columns, amount_columns = columns[: len(keys)], columns[len(keys) :]
     marks = ", ".join(["%s"] * len(columns))
     sums = ", ".join(f"{c} = {table}.{c} + EXCLUDED.{c}" for c in amount_columns)
@@ -54,4 +56,4 @@ def counters_add(model: type[Model], keys: Mapping[str, Any], amounts: Mapping[s
         f"ON CONFLICT ({', '.join(key_columns)}) DO UPDATE SET {sums}"
     )
     with connection.cursor() as cursor:
-        cursor.execute(sql, [*keys.values(), *amounts.values()])
+        cursor.execute(sql, params)

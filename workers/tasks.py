@@ -59,9 +59,13 @@ def start_worker(*worker_ids: str) -> None:
     runtime = get_runtime()
     ids = list(worker_ids)
     if len(ids) > 1 and not runtime.starts_in_batches:
-        for worker_id in ids[1:]:  # lost to a broker failure: the start re-nudge sends it
-            with contextlib.suppress(Exception):
+        for worker_id in ids[1:]:
+            try:
                 nudge.send(TaskName.START_WORKER, worker_id, queue=node_queue(settings.WHIM_NODE))
+            except Exception as exc:  # the broker is down: the start re-nudge sends it later
+                logger.warning(
+                    "could not send on the start of %s (%s)", worker_id, type(exc).__name__
+                )
         ids = ids[:1]
     workers = list(
         Worker.objects.select_related("work_item").filter(pk__in=ids, status=WorkerStatus.STARTING)
