@@ -332,7 +332,7 @@ def check_log_format(app_configs: Any, **kwargs: Any) -> list[CheckMessage]:
     return [
         Error(
             f"LOG_FORMAT {str(settings.LOG_FORMAT)[:50]!r} is not plain or json.",
-            id="orchestration.E080",
+            id="orchestration.E074",
         )
     ]
 

@@ -354,3 +354,16 @@ def test_the_system_checks_refuse_a_bad_node_name_and_a_timeout_shorter_than_3_b
     settings.NODE_HEARTBEAT_INTERVAL, settings.NODE_TIMEOUT = 10, 20
     ids = {message.id for message in check_nodes(None)}
     assert ids == {"orchestration.E080", "orchestration.E082", "orchestration.E084"}
+
+
+def test_the_system_checks_refuse_a_negative_capacity_and_a_heartbeat_interval_of_zero(
+    settings: Any,
+) -> None:
+    from orchestration.checks_nodes import check_nodes
+
+    settings.NODE_MAX_WORKERS, settings.NODE_HEARTBEAT_INTERVAL = -1, 0
+    messages = check_nodes(None)
+    assert {m.id for m in messages} == {"orchestration.E081", "orchestration.E083"}
+    assert any("NODE_MAX_WORKERS must be at least 0 (it is -1)" in m.msg for m in messages)
+    settings.NODE_MAX_WORKERS, settings.NODE_HEARTBEAT_INTERVAL = 0, 5  # 0: takes nothing
+    assert check_nodes(None) == []

@@ -77,3 +77,31 @@ def test_a_sweep_without_a_period_or_a_period_without_a_sweep_is_a_warning(
     messages = w004()
     assert len(messages) == 2
     assert "locks" in messages[0] and "reindex" in messages[1]
+
+
+def test_no_two_system_checks_share_an_id() -> None:
+    """An id names one problem: an operator silencing one (SILENCED_SYSTEM_CHECKS) must not
+    silence another. Every ``id="<app>.<code>"`` in the code is found, with the function that
+    raises it; one function may raise its id for several facets of its problem."""
+    import ast
+
+    owners: dict[str, set[str]] = {}
+    for path in ROOT.glob("*/**/*.py"):
+        if ".venv" in path.parts or "tests" in path.parts or ".run" in path.parts:
+            continue
+        tree = ast.parse(path.read_text(), str(path))
+        for func in ast.walk(tree):
+            if not isinstance(func, ast.FunctionDef):
+                continue
+            for node in ast.walk(func):
+                if (
+                    isinstance(node, ast.keyword)
+                    and node.arg == "id"
+                    and isinstance(node.value, ast.Constant)
+                    and isinstance(node.value.value, str)
+                    and node.value.value.split(".")[0] in ("orchestration", "intake", "workers")
+                ):
+                    owners.setdefault(node.value.value, set()).add(f"{path.name}:{func.name}")
+    assert "orchestration.E080" in owners  # the scan sees the checks
+    shared = {check_id: where for check_id, where in owners.items() if len(where) > 1}
+    assert not shared, shared
