@@ -18,6 +18,7 @@ import pytest
 from django.db import connection
 from django.test import Client
 
+from bench import procs as bench_procs
 from orchestration.nudge import TaskName
 from orchestration.roles import OPERATOR
 from orchestration.services.apikeys import apikey_create
@@ -283,16 +284,9 @@ def free_ports(count: int) -> list[int]:
 
 
 def stop_processes(procs: list[subprocess.Popen[bytes]], *, grace: float = 20) -> None:
-    """SIGTERM each process group still running, wait, then SIGKILL what is left."""
-    for proc in procs:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGTERM)
-    for proc in procs:
-        try:
-            proc.wait(timeout=grace)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(timeout=10)
+    """SIGTERM each process group still running, wait, then SIGKILL what is left (the
+    benchmarks' own helper: one way to stop what a test or a benchmark started)."""
+    bench_procs.stop(procs, grace=grace)
 
 
 def start_web(*, env: dict[str, str], binds: list[str], log: Path) -> subprocess.Popen[bytes]:

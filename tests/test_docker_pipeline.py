@@ -249,8 +249,12 @@ GITHUB_TOKEN = "ghp_fake0123456789abcdefghijklmnopqrstuv"  # the fake GitHub's
 # The fake, seeded with issues from $FAKE_GITHUB_SEED; GET /_fake/state answers its labels and
 # comments; every request it serves is printed as a JSON line.
 FAKE_GITHUB = """
-import json, os, time
+import json, os, threading, time
 from tests.fakes.github import FakeGitHub
+
+# One line per request: the server's threads print one at a time (two prints at once could
+# put two objects on one line).
+_printing = threading.Lock()
 
 class Recording(FakeGitHub):
     def _handle(self, request):
@@ -261,8 +265,10 @@ class Recording(FakeGitHub):
                             for r, by in self.comments.items()}
                 return 200, {"labels": labels, "comments": comments}
         status, answer = super()._handle(request)
-        print(json.dumps({"method": request.method, "path": request.path, "body": request.body,
-                          "authorization": request.authorization, "status": status}), flush=True)
+        line = json.dumps({"method": request.method, "path": request.path, "body": request.body,
+                           "authorization": request.authorization, "status": status})
+        with _printing:
+            print(line, flush=True)
         return status, answer
 
 fake = Recording(host="0.0.0.0", port=8080)
