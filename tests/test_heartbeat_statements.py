@@ -73,3 +73,22 @@ def test_a_heartbeat_that_holds_leases_renews_them_in_one_more_statement(
     assert len(seen.sql) == 5, "\n".join(seen.sql)
     assert len(set(seen.blocks)) == 1
     assert FileLock.objects.get(path="a.py").expires_at > before
+
+
+def test_a_progress_heartbeat_writes_each_row_once(client: Client, transactional_db: None) -> None:
+    """The worst case (the iteration and the tokens rise): the worker's progress and charge
+    in one UPDATE, the item's in one, then the day's cost row and usage row, one upsert
+    each — seven statements in one transaction."""
+    item, worker = running_attempt()
+    call(client, worker, "heartbeat", {"iteration": 1, "tokensIn": 10, "tokensOut": 5})
+
+    seen = beat(client, worker, {"iteration": 2, "tokensIn": 30, "tokensOut": 9})
+
+    assert len(seen.sql) == 7, "\n".join(seen.sql)
+    assert len(set(seen.blocks)) == 1 and None not in seen.blocks, "not one transaction"
+    writes = [s.split()[0:3] for s in seen.sql[3:]]
+    assert [w[0] for w in writes] == ["UPDATE", "UPDATE", "INSERT", "INSERT"], writes
+    worker.refresh_from_db()
+    item.refresh_from_db()
+    assert (worker.iteration, worker.tokens_in, worker.tokens_out) == (2, 30, 9)
+    assert (item.iteration, item.tokens_in, item.tokens_out) == (2, 30, 9)

@@ -83,7 +83,31 @@ def cost_charge(
     3. The deltas are added to the item and, for the day in WHIM_TIMEZONE, to the row of the
        item's repo and the model (made on first use; F() updates, so concurrent charges to
        the same row from other attempts add up).
+
+    The heartbeat runs the same steps with its own changes to the two rows folded into the
+    same UPDATEs (``cost_assess`` for steps 1 and 2, ``cost_book`` for step 3).
     """
+    charge, fields, model_now = cost_assess(
+        worker=worker, tokens_in=tokens_in, tokens_out=tokens_out, cost_usd=cost_usd, model=model
+    )
+    if fields:
+        Worker.objects.filter(pk=worker.pk).update(**fields)
+        for name, value in fields.items():
+            setattr(worker, name, value)
+    cost_book(item=item, charge=charge, model=model_now, now=now)
+    return charge
+
+
+def cost_assess(
+    *,
+    worker: Worker,
+    tokens_in: int | None,
+    tokens_out: int | None,
+    cost_usd: Decimal | float | None,
+    model: str | None,
+) -> tuple[Charge, dict[str, Any], str]:
+    """Steps 1 and 2 of ``cost_charge``, written nowhere: the charge, the worker's columns
+    that change (its cumulatives and model; empty when none does) and the model charged."""
     # An agent that reports no cost (codex, most command agents) is charged its tokens at the
     # configured prices, so the daily budget and the item's cap hold for it too.
     cost = estimated_cost(
@@ -106,17 +130,31 @@ def cost_charge(
         fields["cost_usd"] = worker.cost_usd + charge.cost_usd
     if model != worker.model:
         fields["model"] = model
-    if fields:
-        Worker.objects.filter(pk=worker.pk).update(**fields)
-        for name, value in fields.items():
-            setattr(worker, name, value)
+    return charge, fields, model
+
+
+def cost_book(
+    *,
+    item: WorkItem,
+    charge: Charge,
+    model: str,
+    now: dt.datetime,
+    item_fields: dict[str, Any] | None = None,
+) -> None:
+    """Step 3 of ``cost_charge``: the charge added to the item (with ``item_fields``, the
+    caller's own change to the item, in the same UPDATE) and to the day's row of its repo
+    and model. Nothing to write: no statement."""
+    if not charge.empty:
+        item_fields = {
+            **(item_fields or {}),
+            "tokens_in": F("tokens_in") + charge.tokens_in,
+            "tokens_out": F("tokens_out") + charge.tokens_out,
+            "cost_usd": F("cost_usd") + charge.cost_usd,
+        }
+    if item_fields:
+        WorkItem.objects.filter(pk=item.pk).update(**item_fields)
     if charge.empty:
-        return charge
-    WorkItem.objects.filter(pk=item.pk).update(
-        tokens_in=F("tokens_in") + charge.tokens_in,
-        tokens_out=F("tokens_out") + charge.tokens_out,
-        cost_usd=F("cost_usd") + charge.cost_usd,
-    )
+        return
     counters_add(
         CostUsage,
         {"date": budget_date(now), "repo": item.repo, "model": model},
@@ -126,7 +164,6 @@ def cost_charge(
             "cost_usd": charge.cost_usd,
         },
     )
-    return charge
 
 
 def cost_spent_today(now: dt.datetime) -> Decimal:

@@ -41,7 +41,7 @@ from orchestration.models import (
     WorkItemStatus,
 )
 from orchestration.rows import locked_item_and_worker, row_get
-from orchestration.services.costs import cost_charge, usd
+from orchestration.services.costs import cost_assess, cost_book, cost_charge, usd
 from orchestration.services.dispatch import usage_add
 from orchestration.services.events import event_record, events_record_many
 from orchestration.services.locks import locks_renew
@@ -189,20 +189,28 @@ def _heartbeat_write(
     if progressed:
         fields["last_progress_at"] = now
     fields["iteration"] = max(r.iteration, worker.iteration)
-    Worker.objects.filter(pk=worker.pk, status__in=Worker.ACTIVE).update(**fields)
-    cost_charge(
-        item=item,
+    # The charge (costs.cost_charge's steps) folded into the heartbeat's own UPDATE of each
+    # row: one statement for the worker, at most one for the item.
+    charge, cumulatives, model = cost_assess(
         worker=worker,
-        now=now,
         tokens_in=r.tokens_in,
         tokens_out=r.tokens_out,
         cost_usd=r.cost_usd,
         model=r.model,
     )
+    Worker.objects.filter(pk=worker.pk, status__in=Worker.ACTIVE).update(**fields, **cumulatives)
+    advanced = r.iteration > worker.iteration
+    cost_book(
+        item=item,
+        charge=charge,
+        model=model,
+        now=now,
+        # The item's iteration is its current attempt's (read under the item's lock).
+        item_fields={"iteration": r.iteration} if advanced and item.worker_id == worker.pk else {},
+    )
     if holds_locks:
         locks_renew(worker_id=worker.pk, now=now)
-    if r.iteration > worker.iteration:
-        WorkItem.objects.filter(pk=item.pk, worker_id=worker.pk).update(iteration=r.iteration)
+    if advanced:
         usage_add(now=now, iterations=r.iteration - worker.iteration)
     if r.resumed_from:
         _resumed_record(item=item, worker=worker, commit=r.resumed_from)
