@@ -349,3 +349,37 @@ def check_broker(app_configs: Any, **kwargs: Any) -> list[CheckMessage]:
             hint="Start Redis or fix REDIS_URL.",
         )
     ]
+
+
+@register()
+def check_heartbeat_coalescing(app_configs: Any, **kwargs: Any) -> list[CheckMessage]:
+    """Coalesced heartbeats reach the database by the "beats" sweep: a beat buffered just after
+    a pass is written a period later, so a live attempt must never look stale or its leases
+    lapse in that time (issue 12's staleness rule)."""
+    if not settings.HEARTBEAT_COALESCE:
+        return []
+    flush = settings.SWEEP_PERIODS["beats"]
+    errors: list[CheckMessage] = []
+    lag = flush + settings.HEARTBEAT_INTERVAL + settings.SWEEP_PERIODS["heartbeats"]
+    if lag >= settings.STALE_THRESHOLD:
+        errors.append(
+            Error(
+                f"SWEEP_BEATS_EVERY ({flush}s) + HEARTBEAT_INTERVAL "
+                f"({settings.HEARTBEAT_INTERVAL}s) + SWEEP_HEARTBEATS_EVERY "
+                f"({settings.SWEEP_PERIODS['heartbeats']}s) must be less than STALE_THRESHOLD "
+                f"({settings.STALE_THRESHOLD}s), or a live attempt's coalesced heartbeats reach "
+                "the database too late and it is taken for lost. Shorten SWEEP_BEATS_EVERY, "
+                "or set HEARTBEAT_COALESCE=false.",
+                id="orchestration.E090",
+            )
+        )
+    if flush + settings.HEARTBEAT_INTERVAL >= settings.LOCK_TTL:
+        errors.append(
+            Error(
+                f"LOCK_TTL ({settings.LOCK_TTL}s) must be longer than SWEEP_BEATS_EVERY "
+                f"({flush}s) + HEARTBEAT_INTERVAL ({settings.HEARTBEAT_INTERVAL}s), or a live "
+                "attempt's leases lapse before its coalesced heartbeats renew them.",
+                id="orchestration.E091",
+            )
+        )
+    return errors

@@ -115,7 +115,7 @@ def _pending_key() -> str:
 _redis_clients: dict[str, Any] = {}
 
 
-def _redis() -> Any:
+def redis_client() -> Any:
     """A client of the broker's Redis, or None (the embedded broker: no coalescing)."""
     url = getattr(settings, "REDIS_URL", "")
     if not url:
@@ -133,7 +133,7 @@ def _redis() -> Any:
 def dispatch_nudge() -> bool:
     """Send a dispatch run unless one is pending already; returns whether one was sent.
     Raises when the broker is unreachable (as ``send``); Redis errors on the flag send."""
-    client = _redis()
+    client = redis_client()
     if client is not None:
         try:
             ttl_ms = int(DISPATCH_PENDING_SECONDS * 1000)
@@ -147,7 +147,7 @@ def dispatch_nudge() -> bool:
 
 def dispatch_pending_clear() -> None:
     """A dispatch run starts: later commits must send a new run (call before claiming)."""
-    client = _redis()
+    client = redis_client()
     if client is None:
         return
     try:

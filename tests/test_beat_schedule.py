@@ -40,6 +40,7 @@ DEFAULTS = {
     "whim-sweep-locks": ("orchestration.sweep", '["locks"]', 60),
     "whim-sweep-retention": ("orchestration.sweep", '["retention"]', 3600),
     "whim-sweep-tallies": ("orchestration.sweep", '["tallies"]', 60),
+    "whim-sweep-beats": ("orchestration.sweep", '["beats"]', 30),
 }
 
 

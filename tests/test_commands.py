@@ -434,6 +434,7 @@ def test_a_sweep_by_hand_does_its_work_and_prints_what_it_did(command: str) -> N
         "retention",
         "github",  # intake's outbox (registered by IntakeConfig.ready)
         "tallies",  # the page counts' deltas folded (orchestration.services.tallies)
+        "beats",  # coalesced heartbeats written (orchestration.services.workers.beat_buffer)
     }
     with pytest.raises(CommandError, match="invalid choice"):
         call_command(command, *args[:-1], "nope", stdout=io.StringIO())

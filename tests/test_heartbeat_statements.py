@@ -1,5 +1,8 @@
-"""The heartbeat is the hottest callback (every running attempt, every few seconds): through
-the route it is one transaction of four statements — the token lookup, the item's row lock,
+"""The heartbeat is the hottest callback (every running attempt, every few seconds). A running
+attempt's beats are answered from Redis with no statement (tests/test_beats.py) and written by
+the "beats" sweep, one transaction per attempt. The slow path (every beat with
+HEARTBEAT_COALESCE=false; an attempt's first and resumed beats otherwise) through the route
+is one transaction of four statements — the token lookup, the item's row lock,
 the worker's row lock (with the database clock and "holds a lease?"), one UPDATE — and it
 never reads the item's spec or the worker's log tail. Semantics: tests/test_transitions_heartbeat.py
 and tests/test_worker_callbacks_register_heartbeat.py."""
@@ -14,10 +17,16 @@ from django.db import connection
 from django.test import Client
 
 from orchestration.models import FileLock
+from orchestration.services.sweeps import sweep_beats
 from tests.callbacks_support import call, hold
 from tests.factories import running_attempt
 
-pytestmark = [pytest.mark.usefixtures("retry_policy")]
+pytestmark = [pytest.mark.usefixtures("retry_policy", "slow_path")]
+
+
+@pytest.fixture
+def slow_path(settings: Any) -> None:
+    settings.HEARTBEAT_COALESCE = False
 
 
 class Statements:
@@ -92,3 +101,33 @@ def test_a_progress_heartbeat_writes_each_row_once(client: Client, transactional
     item.refresh_from_db()
     assert (worker.iteration, worker.tokens_in, worker.tokens_out) == (2, 30, 9)
     assert (item.iteration, item.tokens_in, item.tokens_out) == (2, 30, 9)
+
+
+def test_the_sweep_writes_a_coalesced_progress_beat_in_six_statements(
+    client: Client, transactional_db: None, settings: Any
+) -> None:
+    """The two row locks, then each row once (worker, item, the day's cost and usage rows),
+    in one transaction per attempt, however many beats it coalesced."""
+    settings.HEARTBEAT_COALESCE = True
+    item, worker = running_attempt()
+    call(client, worker, "heartbeat", {"iteration": 1, "tokensIn": 10, "tokensOut": 5})
+    sweep_beats()  # what earlier tests of this database left buffered (their rows are gone)
+    for n in range(2, 12):
+        call(client, worker, "heartbeat", {"iteration": n, "tokensIn": 10 * n, "tokensOut": 9})
+
+    seen = Statements()
+    with connection.execute_wrapper(seen):
+        assert sweep_beats() == {"written": 1}
+
+    assert len(seen.sql) == 6, "\n".join(seen.sql)
+    assert None not in seen.blocks and len(set(seen.blocks)) == 1, "not one transaction"
+    assert [s.split()[0] for s in seen.sql] == [
+        "SELECT",
+        "SELECT",
+        "UPDATE",
+        "UPDATE",
+        "INSERT",
+        "INSERT",
+    ]
+    item.refresh_from_db()
+    assert (item.iteration, item.tokens_in, item.tokens_out) == (11, 110, 9)

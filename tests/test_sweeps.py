@@ -327,6 +327,7 @@ def test_beat_skips_a_sweep_another_process_is_running_and_runs_it_once_free() -
             "retention",
             "github",  # intake's outbox
             "tallies",  # the page counts' deltas folded
+            "beats",  # coalesced heartbeats written
         }
         assert set(sweep_run(name="locks")) == {"locks"}  # by hand: runs regardless
     finally:
@@ -347,6 +348,7 @@ def test_sweeps_run_by_name_or_all() -> None:
         "retention",
         "github",
         "tallies",
+        "beats",
     }
 
 

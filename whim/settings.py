@@ -264,6 +264,9 @@ GITHUB_API_URL = env.str("GITHUB_API_URL", default="")
 GITHUB_APP_ID = env.str("GITHUB_APP_ID", default="").strip()
 GITHUB_APP_PRIVATE_KEY = env.str("GITHUB_APP_PRIVATE_KEY", default="", multiline=True).strip()
 HEARTBEAT_INTERVAL = env.float("HEARTBEAT_INTERVAL", default=10.0)
+# A running attempt's heartbeats are answered from Redis and written to the database by the
+# "beats" sweep (SWEEP_BEATS_EVERY) or its next ending (services/workers/beat_buffer.py).
+HEARTBEAT_COALESCE = env.bool("HEARTBEAT_COALESCE", default=True)
 LOCK_WAIT_SECONDS = env.int("LOCK_WAIT_SECONDS", default=300)
 LOG_TAIL_LINES = env.int("LOG_TAIL_LINES", default=1000)
 LOG_TAIL_BYTES = env.int("LOG_TAIL_BYTES", default=1024 * 1024)
@@ -305,6 +308,7 @@ SWEEP_PERIODS: dict[str, float] = {
     "locks": env.float("SWEEP_LOCKS_EVERY", default=60.0),
     "retention": env.float("SWEEP_RETENTION_EVERY", default=3600.0),
     "tallies": env.float("SWEEP_TALLIES_EVERY", default=60.0),  # fold the page counts' deltas
+    "beats": env.float("SWEEP_BEATS_EVERY", default=30.0),  # write coalesced heartbeats
     "github": env.float("SWEEP_GITHUB_EVERY", default=30.0),  # the outbox (intake/)
 }
 

@@ -18,10 +18,16 @@ from django.db import transaction
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.views.decorators.csrf import csrf_exempt
 
-from orchestration.api.base import bearer_token, json_answer, method_refused, parse_json_body
-from orchestration.api.responses import error_response
+from orchestration.api.base import (
+    bearer_token,
+    json_answer,
+    method_refused,
+    parse_json_body,
+)
+from orchestration.api.responses import error_response, whim_error_response
 from orchestration.api.serializers import work_item_json
 from orchestration.choices import ErrorCategory
+from orchestration.errors import WhimError
 from orchestration.forms.callbacks import (
     CompleteForm,
     FailForm,
@@ -33,6 +39,7 @@ from orchestration.forms.callbacks import (
 from orchestration.models import Worker
 from orchestration.services import locks, workers
 from orchestration.services.dispatch import token_digest
+from orchestration.services.workers.beat_buffer import beat_buffer, coalescing
 
 WorkerView = Callable[[HttpRequest, Worker, dict[str, Any]], HttpResponse | dict[str, Any]]
 
@@ -92,8 +99,52 @@ def register(request: HttpRequest, worker: Worker, body: dict[str, Any]) -> Http
     return JsonResponse({"workerId": str(worker.pk), "workItem": work_item_json(item)}, status=201)
 
 
+@csrf_exempt
+def heartbeat(
+    request: HttpRequest, token: str | None = None, pk: str | None = None
+) -> HttpResponse:
+    """A running attempt's beat is buffered in Redis (``beat_buffer``: no database statement);
+    any other (its first, a resumed one, a refused one, an ended attempt's, Redis away) is
+    written at once by the slow path, which authenticates it as every callback."""
+    if request.method == "POST" and coalescing():
+        answered = _heartbeat_buffered(request, _presented_token(request, token), pk)
+        if answered is not None:
+            return answered
+    return _heartbeat_written(request, token=token, pk=pk)
+
+
+def _heartbeat_buffered(request: HttpRequest, token: str, pk: str | None) -> HttpResponse | None:
+    """The fast path's answer, or None for the slow path. The hash it finds was opened for this
+    token's worker by an accepted slow beat, so it authenticates the token; nothing about the
+    request is told before that (a bad body goes the slow path, which authenticates first)."""
+    if not token or len(token) > 200:
+        return None
+    try:
+        data = HeartbeatForm.from_json(parse_json_body(request)).validated()
+    except WhimError:
+        return None
+    if data.get("resumedFrom") or pk is None:
+        return None
+
+    try:
+        buffered = beat_buffer(
+            digest=token_digest(token),
+            worker_id=pk,
+            iteration=data["iteration"],
+            tokens_in=data.get("tokensIn"),
+            tokens_out=data.get("tokensOut"),
+            cost_usd=data.get("costUsd"),
+            model=data.get("model") or None,
+        )
+    except WhimError as exc:  # a token count risen too far: refused, nothing buffered
+        return whim_error_response(exc)
+    return JsonResponse({"success": True}) if buffered else None
+
+
 @atomic_worker_view
-def heartbeat(request: HttpRequest, worker: Worker, body: dict[str, Any]) -> dict[str, Any]:
+def _heartbeat_written(
+    request: HttpRequest, worker: Worker, body: dict[str, Any]
+) -> dict[str, Any]:
     data = HeartbeatForm.from_json(body).validated()
     workers.worker_heartbeat(
         worker_id=worker.pk,

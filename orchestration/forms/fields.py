@@ -8,6 +8,7 @@ plain JSON-like values that edges use outside a form (``contains_nul`` and
 
 from __future__ import annotations
 
+import copy
 import json
 import math
 import re
@@ -222,19 +223,41 @@ class JSONObjectField(forms.Field):
         return value
 
 
+class _SharedFields(dict[str, forms.Field]):
+    """Fields no form changes: a form's ``copy.deepcopy`` of them is a shallow copy."""
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> dict[str, forms.Field]:
+        return dict(self)
+
+
 class ErrorFirstForm(forms.Form):
+    _shared_json_fields: _SharedFields
     """Forms whose errors read ``{field: "first message"}`` (API.md ``details``)."""
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> Self:
         """The form over a parsed JSON body, where numbers and booleans must arrive as JSON
         numbers and booleans: a person at the web form or a shell types text, a program
-        sending ``"5"`` has a bug worth a 400."""
-        form = cls(data=data)
-        for field in form.fields.values():
-            if isinstance(field, StrictIntegerField | StrictBooleanField | DollarsField):
-                field.json_only = True
+        sending ``"5"`` has a bug worth a 400.
+
+        Its fields are the class's JSON variant, made once and shared by every such form
+        (nothing changes a field per request), instead of Django's deep copy per form: the
+        hottest callbacks (heartbeats) pay for validation, not for copying."""
+        form = cls.__new__(cls)
+        form.__dict__["base_fields"] = cls._json_fields()  # what its __init__ copies
+        cls.__init__(form, data=data)
         return form
+
+    @classmethod
+    def _json_fields(cls) -> dict[str, forms.Field]:
+        shared: _SharedFields | None = cls.__dict__.get("_shared_json_fields")
+        if shared is None:
+            shared = _SharedFields(copy.deepcopy(cls.base_fields))
+            for field in shared.values():
+                if isinstance(field, StrictIntegerField | StrictBooleanField | DollarsField):
+                    field.json_only = True
+            cls._shared_json_fields = shared
+        return shared
 
     def validated(self) -> dict[str, Any]:
         """The cleaned data, or ValidationFailed (API.md's 400, with ``details``)."""

@@ -19,6 +19,7 @@ from django.db.models import Exists, OuterRef, Q
 
 from orchestration.choices import ErrorCategory, EventKind
 from orchestration.clock import advisory_try_lock, db_now
+from orchestration.errors import NotFound
 from orchestration.models import (
     CostUsage,
     DailyUsage,
@@ -37,6 +38,13 @@ from orchestration.services.nodes import nodes_mark_lost
 from orchestration.services.specs import spec_nudge
 from orchestration.services.tallies import tallies_compact
 from orchestration.services.workers import worker_expire
+from orchestration.services.workers.beat_buffer import (
+    beat_ack,
+    beat_take,
+    beats_dirty,
+    coalescing,
+)
+from orchestration.services.workers.lifecycle import heartbeat_settle
 from reviews.models import WebhookDelivery
 
 logger = logging.getLogger(__name__)
@@ -159,6 +167,27 @@ def work_item_recover(*, work_item_id: UUID, cutoff: dt.datetime) -> bool:
     return True
 
 
+def sweep_beats() -> dict[str, int]:
+    """Coalesced heartbeats (``beat_buffer``) written to the database: each attempt's beats
+    since the last write in one transaction under its row locks, as its heartbeats would have
+    been. A write that fails stays buffered for the next pass (the totals are cumulative, so
+    writing them twice charges nothing twice)."""
+    if not coalescing():
+        return {"written": 0}
+    written = 0
+    for digest, worker_id, item_id in beats_dirty(BATCH):
+        try:
+            with transaction.atomic():
+                pending = heartbeat_settle(worker_id=worker_id, work_item_id=item_id, close=False)
+        except NotFound:  # its rows are gone (retention): nothing to write it to
+            beat_take(digest, close=True)
+            continue
+        if pending is not None:
+            beat_ack(digest, pending.seq)
+            written += 1
+    return {"written": written}
+
+
 def sweep_locks() -> dict[str, int]:
     """Leases that expired, or whose holder is no longer active, are deleted."""
     now = db_now()
@@ -230,6 +259,7 @@ sweep_register("stuck", sweep_stuck)
 sweep_register("locks", sweep_locks)
 sweep_register("retention", sweep_retention)
 sweep_register("nodes", lambda: {"lost": nodes_mark_lost()})
+sweep_register("beats", sweep_beats)
 sweep_register("tallies", tallies_compact)  # fold the tallies' delta rows (services.tallies)
 
 

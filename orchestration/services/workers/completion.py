@@ -24,14 +24,15 @@ from orchestration.models import (
     WorkItemStatus,
     WorkItemType,
 )
-from orchestration.rows import locked_item_and_worker, row_get
+from orchestration.rows import row_get
 from orchestration.services.commits import CommitVerdict, commit_verify
 from orchestration.services.events import event_record
 from orchestration.services.learnings import learnings_record
 from orchestration.services.locks import locks_release_all
 from orchestration.services.verification import verification_item_create, verification_report
-from orchestration.services.workers.lifecycle import attempt_charge, attempt_metrics_record
+from orchestration.services.workers.lifecycle import locked_settled
 from orchestration.services.workers.spec_attempts import spec_attempt_complete
+from orchestration.services.workers.spend import attempt_charge, attempt_metrics_record
 from reviews.services import review_record_self
 
 logger = logging.getLogger(__name__)
@@ -74,7 +75,7 @@ def worker_complete(*, worker_id: UUID | str, result: Completion) -> bool:
     if verdict is None:
         return False
     with transaction.atomic():
-        item, worker = locked_item_and_worker(worker_id)
+        item, worker = locked_settled(worker_id)
         if worker.status == WorkerStatus.COMPLETED:
             return False
         if not worker.is_active:

@@ -37,11 +37,11 @@ from orchestration.models import (
 )
 from orchestration.nudge import TaskName, send_on_commit
 from orchestration.retry import retry_delay
-from orchestration.rows import locked_item_and_worker
 from orchestration.services.events import event_record
 from orchestration.services.locks import locks_release_all
 from orchestration.services.specs import spec_failure
 from orchestration.services.verification import verification_report
+from orchestration.services.workers.lifecycle import locked_settled
 
 logger = logging.getLogger(__name__)
 
@@ -79,7 +79,7 @@ def _end_attempt(
        (retry allowed and retries left) or ``failed``.
     """
     with transaction.atomic():
-        item, worker = locked_item_and_worker(worker_id)
+        item, worker = locked_settled(worker_id)
         if worker.status in repeat_ok:
             return False
         if not worker.is_active:

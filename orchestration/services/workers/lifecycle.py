@@ -14,7 +14,6 @@ from decimal import Decimal
 from typing import Any
 from uuid import UUID
 
-from django.conf import settings
 from django.db import connection, transaction
 from django.db.models import (
     Case,
@@ -34,17 +33,18 @@ from orchestration.errors import Fenced, ValidationFailed, WhimError
 from orchestration.models import (
     FileLock,
     Worker,
-    WorkerMetrics,
     WorkerStatus,
     WorkItem,
     WorkItemEvent,
     WorkItemStatus,
 )
 from orchestration.rows import locked_item_and_worker, row_get
-from orchestration.services.costs import cost_assess, cost_book, cost_charge, usd
+from orchestration.services.costs import cost_assess, cost_book, usd
 from orchestration.services.dispatch import usage_add
 from orchestration.services.events import event_record, events_record_many
 from orchestration.services.locks import locks_renew
+from orchestration.services.workers.beat_buffer import Pending, beat_open, beat_take, coalescing
+from orchestration.services.workers.spend import tokens_rise_check
 
 logger = logging.getLogger(__name__)
 
@@ -136,16 +136,23 @@ def worker_heartbeat(
     event for the attempt. ``work_item_id``: the worker's item when the caller read it
     already (the callback's authentication did), saving a read.
 
-    The hot path (every running attempt, every few seconds): one transaction, the two row
-    locks in the one order with only the columns it needs, the clock and "holds any lease?"
-    read with the worker's lock, and the worker row written once; leases are renewed only
-    when there are any, the item only on progress. Inside a caller's transaction it adds no
-    savepoint; a refusal (Fenced, NotFound, ValidationFailed) is raised before anything is
-    written and outside its atomic block, so the caller's transaction stays usable."""
+    This is the slow path of a coalesced heartbeat (``beat_buffer``): the beats buffered
+    since the last write are written first, and once this beat is written the fast path is
+    opened, all under the row locks.
+
+    One transaction, the two row locks in the one order with only the columns it needs, the
+    clock and "holds any lease?" read with the worker's lock, and the worker row written once;
+    leases are renewed only when there are any, the item only on progress. Inside a caller's
+    transaction it adds no savepoint; a refusal (Fenced, NotFound, ValidationFailed) writes
+    nothing of its own and is raised outside its atomic block, so the caller's transaction
+    stays usable."""
     refused: WhimError | None = None
+    report = _Report(iteration, tokens_in, tokens_out, cost_usd, model, resumed_from)
     with transaction.atomic(savepoint=False):
         try:  # a refusal writes nothing and leaves the block normally (see above)
             item, worker, now, holds_locks = _heartbeat_rows(worker_id, work_item_id)
+            if coalescing() and _settle(item, worker, now, holds_locks, close=True):
+                item, worker, now, holds_locks = _heartbeat_rows(worker_id, item.pk)  # as written
             if not worker.is_active:
                 raise Fenced(f"Worker is {worker.status}; it is no longer the active attempt")
             tokens = {"tokensIn": tokens_in, "tokensOut": tokens_out}
@@ -154,14 +161,72 @@ def worker_heartbeat(
             refused = exc
         else:
             _heartbeat_write(
-                item=item,
-                worker=worker,
-                now=now,
-                holds_locks=holds_locks,
-                report=_Report(iteration, tokens_in, tokens_out, cost_usd, model, resumed_from),
+                item=item, worker=worker, now=now, holds_locks=holds_locks, report=report
             )
+            if coalescing():
+                beat_open(
+                    digest=worker.token_hash,
+                    worker_id=str(worker.pk),
+                    work_item_id=str(item.pk),
+                    totals=(
+                        max(iteration, worker.iteration),
+                        max(tokens_in or 0, worker.tokens_in),
+                        max(tokens_out or 0, worker.tokens_out),
+                    ),
+                )
     if refused is not None:
         raise refused
+
+
+def heartbeat_settle(
+    *, worker_id: UUID | str, work_item_id: UUID | str, close: bool
+) -> Pending | None:
+    """Write the attempt's buffered beats (``beat_buffer``), as its heartbeats would have been
+    written when they came; returns what it wrote. Locks the item, then the worker: inside a
+    transaction. ``close``: the fast path closes too (an ending's first step, so that a beat
+    after it takes the slow path and gets 409); a fenced attempt's always does."""
+    item, worker, now, holds_locks = _heartbeat_rows(worker_id, work_item_id)
+    return _settle(item, worker, now, holds_locks, close=close)
+
+
+def locked_settled(worker_id: UUID | str) -> tuple[WorkItem, Worker]:
+    """``rows.locked_item_and_worker`` for an ending: the attempt's buffered beats written
+    first and its fast path closed, under the same locks (a beat after the ending takes the
+    slow path and gets 409, and no beat it answered 200 goes unwritten). Inside a
+    transaction."""
+    if coalescing():
+        item_id = row_get(Worker.objects.only("work_item_id"), worker_id, "Worker").work_item_id
+        heartbeat_settle(worker_id=worker_id, work_item_id=item_id, close=True)
+    return locked_item_and_worker(worker_id)
+
+
+def _settle(
+    item: WorkItem, worker: Worker, now: dt.datetime, holds_locks: bool, *, close: bool
+) -> Pending | None:
+    pending = beat_take(worker.token_hash, close=close or not worker.is_active)
+    if pending is None or not worker.is_active:
+        return None
+    _heartbeat_write(
+        item=item,
+        worker=worker,
+        now=now,
+        holds_locks=holds_locks,
+        report=_Report(
+            pending.iteration,
+            pending.tokens_in,
+            pending.tokens_out,
+            pending.cost_usd,
+            pending.model,
+            "",
+        ),
+        at=now - dt.timedelta(seconds=pending.age),
+        progress_at=(
+            None
+            if pending.progress_age is None
+            else now - dt.timedelta(seconds=pending.progress_age)
+        ),
+    )
+    return pending
 
 
 @dataclasses.dataclass(frozen=True)
@@ -175,11 +240,21 @@ class _Report:
 
 
 def _heartbeat_write(
-    *, item: WorkItem, worker: Worker, now: dt.datetime, holds_locks: bool, report: _Report
+    *,
+    item: WorkItem,
+    worker: Worker,
+    now: dt.datetime,
+    holds_locks: bool,
+    report: _Report,
+    at: dt.datetime | None = None,
+    progress_at: dt.datetime | None = None,
 ) -> None:
-    """What a heartbeat writes, under its row locks (``worker`` as read under them)."""
+    """What a heartbeat writes, under its row locks (``worker`` as read under them). ``at``:
+    when a buffered beat came (else ``now``, the clock under the locks), ``progress_at``:
+    when its last progress did; neither moves the worker's times back."""
     r = report
-    fields: dict[str, Any] = {"last_heartbeat": now}
+    at = at or now
+    fields: dict[str, Any] = {"last_heartbeat": _latest(at, worker.last_heartbeat)}
     progressed = (
         r.iteration > worker.iteration
         or (r.tokens_in or 0) > worker.tokens_in
@@ -187,7 +262,7 @@ def _heartbeat_write(
         or usd(r.cost_usd) > worker.cost_usd
     )
     if progressed:
-        fields["last_progress_at"] = now
+        fields["last_progress_at"] = _latest(progress_at or at, worker.last_progress_at)
     fields["iteration"] = max(r.iteration, worker.iteration)
     # The charge (costs.cost_charge's steps) folded into the heartbeat's own UPDATE of each
     # row: one statement for the worker, at most one for the item.
@@ -204,27 +279,32 @@ def _heartbeat_write(
         item=item,
         charge=charge,
         model=model,
-        now=now,
+        now=at,
         # The item's iteration is its current attempt's (read under the item's lock).
         item_fields={"iteration": r.iteration} if advanced and item.worker_id == worker.pk else {},
     )
-    if holds_locks:
+    if holds_locks:  # leases run from the write (a buffered beat's renewal is as late)
         locks_renew(worker_id=worker.pk, now=now)
     if advanced:
-        usage_add(now=now, iterations=r.iteration - worker.iteration)
+        usage_add(now=at, iterations=r.iteration - worker.iteration)
     if r.resumed_from:
         _resumed_record(item=item, worker=worker, commit=r.resumed_from)
+
+
+def _latest(at: dt.datetime, before: dt.datetime | None) -> dt.datetime:
+    return at if before is None else max(at, before)
 
 
 # What a heartbeat reads of its rows (the rest, spec and log_tail above all, stays on disk).
 _ITEM_COLUMNS = ("id", "status", "worker_id", "repo")
 _WORKER_COLUMNS = (
     "id", "work_item_id", "status", "iteration", "tokens_in", "tokens_out", "cost_usd", "model",
+    "token_hash", "last_heartbeat", "last_progress_at",
 )  # fmt: skip
 
 
 def _heartbeat_rows(
-    worker_id: UUID | str, work_item_id: UUID | None
+    worker_id: UUID | str, work_item_id: UUID | str | None
 ) -> tuple[WorkItem, Worker, dt.datetime, bool]:
     """Lock the item, then the worker (``rows.locked_item_and_worker``'s order), reading only
     what a heartbeat needs; with the worker's lock, the database clock and whether the worker
@@ -265,27 +345,6 @@ def _resumed_record(*, item: WorkItem, worker: Worker, commit: str) -> None:
     )
 
 
-def tokens_rise_check(
-    *, worker: Worker, tokens: dict[str, int | None], field: str | None = None
-) -> None:
-    """Refuse (ValidationFailed, nothing written) a token count that rose by more than
-    MAX_TOKENS_PER_HEARTBEAT since the worker's last report: an agent cannot claim in one
-    report what a real run spends over many. ``field`` names the request field in the
-    details (``metrics`` for complete); by default each count's own name."""
-    cap = settings.MAX_TOKENS_PER_HEARTBEAT
-    known = {"tokensIn": worker.tokens_in, "tokensOut": worker.tokens_out}
-    for key, value in tokens.items():
-        rise = (value or 0) - known[key]
-        if rise > cap:
-            raise ValidationFailed(
-                "Invalid request",
-                details={
-                    field or key: f"{key} rose by {rise} since the last report; at most "
-                    f"{cap} per report (MAX_TOKENS_PER_HEARTBEAT)"
-                },
-            )
-
-
 def worker_register(*, worker_id: UUID | str, work_item_id: UUID) -> WorkItem:
     """The container says hello. Safe to repeat; a fenced worker is refused."""
     with transaction.atomic():
@@ -301,46 +360,3 @@ def worker_register(*, worker_id: UUID | str, work_item_id: UUID) -> WorkItem:
             last_heartbeat=now, registered_at=Coalesce("registered_at", Value(now))
         )
     return item
-
-
-def attempt_charge(
-    *, item: WorkItem, worker: Worker, metrics: dict[str, Any], model: str, now: dt.datetime
-) -> None:
-    """What a finishing attempt reports it spent (``metrics``): checked (tokens only rise, and
-    by a bounded step) and charged to the ledger. Call with the item and worker rows locked."""
-    tokens_rise_check(
-        worker=worker,
-        tokens={k: metrics.get(k) for k in ("tokensIn", "tokensOut")},
-        field="metrics",
-    )
-    cost_charge(
-        item=item,
-        worker=worker,
-        now=now,
-        tokens_in=metrics.get("tokensIn"),
-        tokens_out=metrics.get("tokensOut"),
-        cost_usd=metrics.get("costUsd"),
-        model=model,
-    )
-
-
-def attempt_metrics_record(*, item: WorkItem, worker: Worker, metrics: dict[str, Any]) -> None:
-    """Keep a finished attempt's reported metrics (missing ones as 0); its tokens and cost as
-    charged: the most any report said."""
-    m = metrics
-    WorkerMetrics.objects.update_or_create(
-        worker=worker,
-        defaults={
-            "work_item": item,
-            "tokens_in": worker.tokens_in,
-            "tokens_out": worker.tokens_out,
-            "cost_usd": worker.cost_usd,
-            "iterations": int(m.get("iterations") or worker.iteration),
-            "duration_ms": int(m.get("duration") or 0),
-            "files_modified": int(m.get("filesModified") or 0),
-            "tests_run": int(m.get("testsRun") or 0),
-            "tests_passed": int(m.get("testsPassed") or 0),
-            "tests_failed": int(m.get("testsFailed") or 0),
-            "test_status": str(m.get("testStatus") or "")[:40],
-        },
-    )

@@ -15,11 +15,11 @@ from orchestration.choices import ErrorCategory, EventKind
 from orchestration.clock import db_now
 from orchestration.errors import Fenced, ValidationFailed
 from orchestration.models import AttemptKind, Worker, WorkerStatus, WorkItem
-from orchestration.rows import locked_item_and_worker
 from orchestration.services.events import event_record
 from orchestration.services.locks import locks_release_all
 from orchestration.services.specs import spec_accept, spec_failure, spec_problem
-from orchestration.services.workers.lifecycle import attempt_charge, attempt_metrics_record
+from orchestration.services.workers.lifecycle import locked_settled
+from orchestration.services.workers.spend import attempt_charge, attempt_metrics_record
 
 logger = logging.getLogger(__name__)
 
@@ -39,7 +39,7 @@ def spec_attempt_complete(
        backoff, or failed after SPEC_MAX_ATTEMPTS.
     """
     with transaction.atomic():
-        item, worker = locked_item_and_worker(worker_id)
+        item, worker = locked_settled(worker_id)
         if worker.kind != AttemptKind.SPEC:
             raise ValidationFailed(
                 "Invalid request", details={"spec": "only a spec attempt reports a spec"}
