@@ -25,8 +25,8 @@ from orchestration.services.dispatch import token_digest, worker_token
 from orchestration.services.sweeps import sweep_beats, sweep_heartbeats, sweep_stuck
 from orchestration.services.work_items import work_item_cancel
 from orchestration.services.workers import worker_fail, worker_kill
-from orchestration.services.workers.beat_buffer import beat_take
-from tests.callbacks_support import call, hold
+from orchestration.services.workers.beat_buffer import beat_ack, beat_take
+from tests.callbacks_support import SHA, call, hold
 from tests.factories import running_attempt
 from tests.helpers import assert_error
 from tests.test_sweeps import age, together
@@ -173,6 +173,29 @@ def test_another_workers_token_and_a_bad_body_get_the_slow_paths_answers(
     assert_error(wrong, 403, "FORBIDDEN")
     assert_error(bad, 400, "VALIDATION_ERROR", details=["iteration"])
     assert_error(anonymous, 401, "UNAUTHORIZED")
+
+
+def test_a_write_acknowledged_after_a_reopening_leaves_the_new_beats_pending(
+    client: Client,
+) -> None:
+    """The sweep takes beats 1-3, a slow (resumed) beat reopens the fast path, a new beat is
+    buffered, then the sweep's acknowledgement arrives: it must not count the new beat as
+    written (the new opening counts from 0 again)."""
+    _, worker = opened(client)
+    digest = token_digest(worker_token(worker.pk))
+    for n in (2, 3, 4):
+        assert call(client, worker, "heartbeat", {"iteration": n}).status_code == 200
+    taken = beat_take(digest, close=False)
+    assert taken is not None and taken.seq == 3
+    resumed = {"iteration": 5, "resumedFrom": SHA}
+    assert call(client, worker, "heartbeat", resumed).status_code == 200  # the slow path
+    assert call(client, worker, "heartbeat", {"iteration": 6}).status_code == 200  # buffered
+
+    beat_ack(digest, taken)
+
+    assert sweep_beats() == {"written": 1}
+    worker.refresh_from_db()
+    assert worker.iteration == 6
 
 
 def test_a_stale_looking_worker_with_a_buffered_beat_is_not_lost(

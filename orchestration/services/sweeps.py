@@ -183,7 +183,7 @@ def sweep_beats() -> dict[str, int]:
             beat_take(digest, close=True)
             continue
         if pending is not None:
-            beat_ack(digest, pending.seq)
+            beat_ack(digest, pending)
             written += 1
     return {"written": written}
 

@@ -21,6 +21,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import time
+import uuid
 from decimal import Decimal
 from typing import Any
 
@@ -69,22 +70,23 @@ return {1}
 
 _TAKE = """
 local h = redis.call('HMGET', KEYS[1], 'w', 'i', 'it', 'in', 'out', 'c', 'm', 'at', 'pat',
-                     'seq', 'fseq')
+                     'seq', 'fseq', 'o')
 local t = redis.call('TIME')
 if ARGV[1] == '1' or not h[1] then
   redis.call('DEL', KEYS[1])
   redis.call('SREM', KEYS[2], ARGV[2])
 end
-h[12] = string.format('%d', t[1] * 1000 + math.floor(t[2] / 1000))
+h[13] = string.format('%d', t[1] * 1000 + math.floor(t[2] / 1000))
 return h
 """
 
 _ACK = """
-local seq = redis.call('HGET', KEYS[1], 'seq')
+local seq, opened = unpack(redis.call('HMGET', KEYS[1], 'seq', 'o'))
 if not seq then
   redis.call('SREM', KEYS[2], ARGV[2])
   return 0
 end
+if opened ~= ARGV[3] then return 0 end  -- opened again since: its own count
 if tonumber(ARGV[1]) > tonumber(redis.call('HGET', KEYS[1], 'fseq')) then
   redis.call('HSET', KEYS[1], 'fseq', ARGV[1])
 end
@@ -108,6 +110,7 @@ class Pending:
     age: float
     progress_age: float | None
     seq: int
+    opened: str  # which opening of the fast path the count ``seq`` belongs to
 
 
 def coalescing() -> bool:
@@ -164,7 +167,7 @@ def beat_open(
     out) are as written. Under the item's row lock, in the heartbeat's transaction (so no
     ending can run between the write and this)."""
     iteration, tokens_in, tokens_out = totals
-    fields = {"w": worker_id, "i": work_item_id, "seq": 0, "fseq": 0}
+    fields = {"w": worker_id, "i": work_item_id, "seq": 0, "fseq": 0, "o": uuid.uuid4().hex}
     fields |= {"it": iteration, "in": tokens_in, "out": tokens_out}
     try:
         with redis_client().pipeline(transaction=True) as pipe:
@@ -185,7 +188,7 @@ def beat_take(digest: str, *, close: bool) -> Pending | None:
     except Exception as exc:
         _unavailable(exc)
         return None
-    w, i, it, tin, tout, cost, model, at, pat, seq, fseq, now = (
+    w, i, it, tin, tout, cost, model, at, pat, seq, fseq, opened, now = (
         x.decode() if isinstance(x, bytes) else x for x in h
     )
     if not w or at is None or int(seq) <= int(fseq):
@@ -201,14 +204,16 @@ def beat_take(digest: str, *, close: bool) -> Pending | None:
         age=max(int(now) - int(at), 0) / 1000,
         progress_age=max(int(now) - int(pat), 0) / 1000 if pat else None,
         seq=int(seq),
+        opened=opened,
     )
 
 
-def beat_ack(digest: str, seq: int) -> None:
-    """The beats up to ``seq`` are written (after the commit): off the dirty set unless more
-    came meanwhile."""
+def beat_ack(digest: str, pending: Pending) -> None:
+    """The beats taken as ``pending`` are written (after the commit): off the dirty set unless
+    more came meanwhile, or the fast path was opened anew (by a slow beat) since."""
+    args = [pending.seq, digest, pending.opened]
     try:
-        _script("ack", _ACK)(keys=[_key(digest), _dirty()], args=[seq, digest])
+        _script("ack", _ACK)(keys=[_key(digest), _dirty()], args=args)
     except Exception as exc:  # still dirty: written again next time (the same totals)
         _unavailable(exc)
 

@@ -1,5 +1,5 @@
-"""An attempt's life while it runs: started, registered, heartbeat; and what every finishing
-attempt reports the same way (its spend, its metrics).
+"""An attempt's life while it runs: started, registered, heartbeat (the slow path, and the
+writing of coalesced beats: ``beat_buffer``), and the settled row locks every ending takes.
 
 Lock order everywhere: the work item row, then the worker row (``rows.locked_item_and_worker``).
 A change requested by a worker that is no longer the active attempt raises Fenced.
