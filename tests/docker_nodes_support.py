@@ -234,6 +234,7 @@ def two_nodes(second_engine: Engine, celery_workers: Any, settings: Any) -> Iter
             "WHIM_LOCAL_REPOS_DIR": str(repos),
             "LOOP_INTERVAL": "1",
             "HEARTBEAT_INTERVAL": "1",
+            "SWEEP_BEATS_EVERY": "1",  # coalesced heartbeats written each second
             "RETRY_DELAYS": "1,1,1",
             "WORKER_MEMORY": "512m",
             "WORKER_EGRESS": "none",

@@ -122,6 +122,7 @@ def docker_stack(celery_workers: Any, settings: Any) -> Iterator[Any]:
             "WHIM_LOCAL_REPOS_DIR": str(repos),
             "LOOP_INTERVAL": "1",
             "HEARTBEAT_INTERVAL": "1",
+            "SWEEP_BEATS_EVERY": "1",  # coalesced heartbeats written each second
             "RETRY_DELAYS": "1,1,1",
             "WORKER_MEMORY": "512m",
             # Local repos only: nothing to allow (and no DNS queries off this machine).

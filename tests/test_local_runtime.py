@@ -86,6 +86,7 @@ def local_stack(celery_workers: Any, settings: Any, tmp_path: Path) -> Iterator[
             "WHIM_GIT_BASE_URL": f"file://{repos}/",
             "LOOP_INTERVAL": "1",
             "HEARTBEAT_INTERVAL": "1",
+            "SWEEP_BEATS_EVERY": "1",  # coalesced heartbeats written each second
             "RETRY_DELAYS": "1,1,1",
             "WHIM_RUN_DIR": str(run_dir),
             # Every process must derive the same worker tokens.
