@@ -243,7 +243,7 @@ def test_buffered_beats_racing_the_stale_sweep_never_end_half_way(
         answers: list[int] = []
 
         def beat(worker: Worker = worker, answers: list[int] = answers, n: int = trial) -> None:
-            time.sleep((n % 8) * 0.004)  # land before, during and after the sweep's settle
+            time.sleep((n % 8) * 0.006)  # land before, during and after the sweep's settle
             answers.append(call(Client(), worker, "heartbeat", {"iteration": 1}).status_code)
 
         together(beat, sweep_heartbeats)
