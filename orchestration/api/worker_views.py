@@ -18,12 +18,7 @@ from django.db import transaction
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.views.decorators.csrf import csrf_exempt
 
-from orchestration.api.base import (
-    bearer_token,
-    json_answer,
-    method_refused,
-    parse_json_body,
-)
+from orchestration.api.base import bearer_token, json_answer, method_refused, parse_json_body
 from orchestration.api.responses import error_response, whim_error_response
 from orchestration.api.serializers import work_item_json
 from orchestration.choices import ErrorCategory
@@ -125,7 +120,6 @@ def _heartbeat_buffered(request: HttpRequest, token: str, pk: str | None) -> Htt
         return None
     if data.get("resumedFrom") or pk is None:
         return None
-
     try:
         buffered = beat_buffer(
             digest=token_digest(token),

@@ -231,8 +231,9 @@ class _SharedFields(dict[str, forms.Field]):
 
 
 class ErrorFirstForm(forms.Form):
-    _shared_json_fields: _SharedFields
     """Forms whose errors read ``{field: "first message"}`` (API.md ``details``)."""
+
+    _shared_json_fields: _SharedFields  # each class's own (``from_json``)
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> Self:

@@ -7,7 +7,9 @@ One hash per open attempt, keyed by its token's digest (what the callback authen
   (iteration, tokens, reported cost: each only rises, as the worker row's), the base of the
   rise check (MAX_TOKENS_PER_HEARTBEAT) and of "progressed?";
 - ``m``: the last model reported; ``at``, ``pat``: when the last beat and the last beat that
-  progressed arrived (Redis's clock, ms); ``seq``, ``fseq``: beats buffered and written.
+  progressed arrived (Redis's clock, ms); ``seq``, ``fseq``: beats buffered and written;
+  ``o``: which opening of the fast path this is (a write acknowledged for an earlier opening
+  leaves this one's count alone).
 
 The hash exists only while the fast path is open: a slow heartbeat opens it under the item's
 row lock (``beat_open``); every ending takes it (``beat_take(close=True)``) under the same
