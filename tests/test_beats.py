@@ -294,18 +294,18 @@ def test_rows_gone_before_the_sweep_close_the_buffer(client: Client) -> None:
     )
 
 
-def ids(settings: Any) -> set[str]:
+def ids() -> set[str]:
     return {m.id for m in run_checks() if m.id and m.id.startswith("orchestration.E09")}
 
 
 def test_the_staleness_rule_is_a_system_check(settings: Any) -> None:
-    assert ids(settings) == set()
+    assert ids() == set()
     settings.SWEEP_PERIODS = {**settings.SWEEP_PERIODS, "beats": 290.0}
-    assert ids(settings) == {"orchestration.E090"}
+    assert ids() == {"orchestration.E090"}
     settings.LOCK_TTL = 300
-    assert ids(settings) == {"orchestration.E090", "orchestration.E091"}
+    assert ids() == {"orchestration.E090", "orchestration.E091"}
     settings.HEARTBEAT_COALESCE = False
-    assert ids(settings) == set()
+    assert ids() == set()
 
 
 def test_the_wire_answer_is_the_same_on_both_paths(client: Client) -> None:

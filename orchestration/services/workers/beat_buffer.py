@@ -71,14 +71,14 @@ return {1}
 """
 
 _TAKE = """
-local h = redis.call('HMGET', KEYS[1], 'w', 'i', 'it', 'in', 'out', 'c', 'm', 'at', 'pat',
-                     'seq', 'fseq', 'o')
+local h = redis.call('HMGET', KEYS[1], 'w', 'it', 'in', 'out', 'c', 'm', 'at', 'pat', 'seq',
+                     'fseq', 'o')
 local t = redis.call('TIME')
 if ARGV[1] == '1' or not h[1] then
   redis.call('DEL', KEYS[1])
   redis.call('SREM', KEYS[2], ARGV[2])
 end
-h[13] = string.format('%d', t[1] * 1000 + math.floor(t[2] / 1000))
+h[12] = string.format('%d', t[1] * 1000 + math.floor(t[2] / 1000))
 return h
 """
 
@@ -102,8 +102,6 @@ class Pending:
     """Beats buffered since the last write: the attempt's totals as they stand, and how long
     ago (seconds, Redis's clock) its last beat, and its last beat that progressed, came."""
 
-    worker_id: str
-    work_item_id: str
     iteration: int
     tokens_in: int
     tokens_out: int
@@ -190,14 +188,12 @@ def beat_take(digest: str, *, close: bool) -> Pending | None:
     except Exception as exc:
         _unavailable(exc)
         return None
-    w, i, it, tin, tout, cost, model, at, pat, seq, fseq, opened, now = (
+    w, it, tin, tout, cost, model, at, pat, seq, fseq, opened, now = (
         x.decode() if isinstance(x, bytes) else x for x in h
     )
     if not w or at is None or int(seq) <= int(fseq):
         return None
     return Pending(
-        worker_id=w,
-        work_item_id=i,
         iteration=int(it),
         tokens_in=int(tin),
         tokens_out=int(tout),

@@ -151,7 +151,7 @@ def worker_heartbeat(
     with transaction.atomic(savepoint=False):
         try:  # a refusal writes nothing and leaves the block normally (see above)
             item, worker, now, holds_locks = _heartbeat_rows(worker_id, work_item_id)
-            if coalescing() and _settle(item, worker, now, holds_locks, close=True):
+            if coalescing() and _settle(item, worker, close=True, read=(now, holds_locks)):
                 item, worker, now, holds_locks = _heartbeat_rows(worker_id, item.pk)  # as written
             if not worker.is_active:
                 raise Fenced(f"Worker is {worker.status}; it is no longer the active attempt")
@@ -186,7 +186,7 @@ def heartbeat_settle(
     transaction. ``close``: the fast path closes too (an ending's first step, so that a beat
     after it takes the slow path and gets 409); a fenced attempt's always does."""
     item, worker, now, holds_locks = _heartbeat_rows(worker_id, work_item_id)
-    return _settle(item, worker, now, holds_locks, close=close)
+    return _settle(item, worker, close=close, read=(now, holds_locks))
 
 
 def locked_settled(worker_id: UUID | str) -> tuple[WorkItem, Worker]:
@@ -194,18 +194,27 @@ def locked_settled(worker_id: UUID | str) -> tuple[WorkItem, Worker]:
     first and its fast path closed, under the same locks (a beat after the ending takes the
     slow path and gets 409, and no beat it answered 200 goes unwritten). Inside a
     transaction."""
-    if coalescing():
-        item_id = row_get(Worker.objects.only("work_item_id"), worker_id, "Worker").work_item_id
-        heartbeat_settle(worker_id=worker_id, work_item_id=item_id, close=True)
-    return locked_item_and_worker(worker_id)
+    item, worker = locked_item_and_worker(worker_id)
+    if coalescing() and _settle(item, worker, close=True):
+        item.refresh_from_db()  # as written
+        worker.refresh_from_db()
+    return item, worker
 
 
 def _settle(
-    item: WorkItem, worker: Worker, now: dt.datetime, holds_locks: bool, *, close: bool
+    item: WorkItem,
+    worker: Worker,
+    *,
+    close: bool,
+    read: tuple[dt.datetime, bool] | None = None,
 ) -> Pending | None:
+    """Take the buffered beats and write them under the row locks the caller holds; returns
+    what it wrote. ``read``: the clock and "holds any lease?" as read with the worker's lock
+    (else read here, and only when there is something to write)."""
     pending = beat_take(worker.token_hash, close=close or not worker.is_active)
     if pending is None or not worker.is_active:
         return None
+    now, holds_locks = read or _clock_and_leases(worker)
     _heartbeat_write(
         item=item,
         worker=worker,
@@ -317,7 +326,7 @@ def _heartbeat_rows(
     rows = Worker.objects.select_for_update().only(*_WORKER_COLUMNS).filter(work_item_id=item.pk)
     if connection.vendor != "postgresql":  # the embedded SQLite: this host's clock
         worker = row_get(rows, worker_id, "Worker")
-        return item, worker, db_now(), FileLock.objects.filter(worker_id=worker.pk).exists()
+        return item, worker, *_clock_and_leases(worker)
     worker = row_get(
         rows.annotate(
             db_clock=Func(function="clock_timestamp", output_field=DateTimeField()),
@@ -327,6 +336,11 @@ def _heartbeat_rows(
         "Worker",
     )
     return item, worker, worker.db_clock, worker.holds_locks  # type: ignore[attr-defined]
+
+
+def _clock_and_leases(worker: Worker) -> tuple[dt.datetime, bool]:
+    """The clock and whether the worker holds any lease, in statements of their own."""
+    return db_now(), FileLock.objects.filter(worker_id=worker.pk).exists()
 
 
 def _resumed_record(*, item: WorkItem, worker: Worker, commit: str) -> None:
