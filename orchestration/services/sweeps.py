@@ -178,7 +178,7 @@ def sweep_beats() -> dict[str, int]:
     for digest, worker_id, item_id in beats_dirty(BATCH):
         try:
             with transaction.atomic():
-                pending = heartbeat_settle(worker_id=worker_id, work_item_id=item_id, close=False)
+                pending = heartbeat_settle(worker_id=worker_id, work_item_id=item_id)
         except NotFound:  # its rows are gone (retention): nothing to write it to
             beat_take(digest, close=True)
             continue

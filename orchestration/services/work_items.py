@@ -35,8 +35,7 @@ from orchestration.services.events import event_record
 from orchestration.services.locks import locks_release_all
 from orchestration.services.specs import spec_nudge
 from orchestration.services.specs import work_item_generate_spec as work_item_generate_spec
-from orchestration.services.workers.beat_buffer import coalescing
-from orchestration.services.workers.lifecycle import heartbeat_settle
+from orchestration.services.workers.lifecycle import beats_settled
 
 logger = logging.getLogger(__name__)
 
@@ -156,13 +155,12 @@ def work_item_cancel(*, work_item_id: UUID | str, actor: str = "system", reason:
             return False
         if item.is_terminal:
             raise InvalidState(f"Work item is already {item.status}; it cannot be cancelled")
-        active = Worker.objects.filter(work_item=item, status__in=Worker.ACTIVE)
-        if coalescing():  # its beats written and its fast path closed (``locked_settled``)
-            for worker_id in active.values_list("pk", flat=True):
-                heartbeat_settle(worker_id=worker_id, work_item_id=item.pk, close=True)
         now = db_now()
-        live = list(active.select_for_update())
+        live = list(
+            Worker.objects.select_for_update().filter(work_item=item, status__in=Worker.ACTIVE)
+        )
         for worker in live:
+            beats_settled(item, worker)
             Worker.objects.filter(pk=worker.pk, status__in=Worker.ACTIVE).update(
                 status=WorkerStatus.KILLED,
                 completed_at=now,

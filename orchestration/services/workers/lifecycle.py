@@ -178,27 +178,31 @@ def worker_heartbeat(
         raise refused
 
 
-def heartbeat_settle(
-    *, worker_id: UUID | str, work_item_id: UUID | str, close: bool
-) -> Pending | None:
+def heartbeat_settle(*, worker_id: UUID | str, work_item_id: UUID | str) -> Pending | None:
     """Write the attempt's buffered beats (``beat_buffer``), as its heartbeats would have been
-    written when they came; returns what it wrote. Locks the item, then the worker: inside a
-    transaction. ``close``: the fast path closes too (an ending's first step, so that a beat
-    after it takes the slow path and gets 409); a fenced attempt's always does."""
+    written when they came, leaving its fast path open (the "beats" sweep); returns what it
+    wrote. A fenced attempt's fast path is closed instead. Locks the item, then the worker:
+    inside a transaction."""
     item, worker, now, holds_locks = _heartbeat_rows(worker_id, work_item_id)
-    return _settle(item, worker, close=close, read=(now, holds_locks))
+    return _settle(item, worker, close=False, read=(now, holds_locks))
 
 
 def locked_settled(worker_id: UUID | str) -> tuple[WorkItem, Worker]:
-    """``rows.locked_item_and_worker`` for an ending: the attempt's buffered beats written
-    first and its fast path closed, under the same locks (a beat after the ending takes the
-    slow path and gets 409, and no beat it answered 200 goes unwritten). Inside a
-    transaction."""
+    """``rows.locked_item_and_worker`` for an ending, its first step done
+    (``beats_settled``). Inside a transaction."""
     item, worker = locked_item_and_worker(worker_id)
-    if coalescing() and _settle(item, worker, close=True):
+    if beats_settled(item, worker):
         item.refresh_from_db()  # as written
         worker.refresh_from_db()
     return item, worker
+
+
+def beats_settled(item: WorkItem, worker: Worker) -> bool:
+    """An ending's first step, under the row locks its caller holds: the attempt's buffered
+    beats written and its fast path closed, so a beat after the ending takes the slow path and
+    gets 409 and no beat answered 200 goes unwritten. True when it wrote (the rows the caller
+    holds in memory are then behind)."""
+    return coalescing() and _settle(item, worker, close=True) is not None
 
 
 def _settle(
