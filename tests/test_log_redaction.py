@@ -98,8 +98,8 @@ def test_no_token_or_key_reaches_gunicorns_or_djangos_log(web: tuple[str, Path])
     beat = f"{base}/w/{token}/api/worker/{worker.pk}/heartbeat"
     assert request(beat, data={"iteration": 1}) == 200
     assert request(f"{base}/w/{token}") == 404  # Django's "Not Found: /w/<token>"
-    # No such route, so no csrf_exempt either: Django's "Forbidden (CSRF cookie not set.)".
-    assert request(f"{base}/w/{token}/api/worker/{worker.pk}/nope", data={}) == 403
+    # No such route: Django's "Not Found: /w/<token>/api/worker/<id>/nope".
+    assert request(f"{base}/w/{token}/api/worker/{worker.pk}/nope", data={}) == 404
     assert (
         request(
             f"{base}/api/worker/{worker.pk}/heartbeat",
@@ -124,7 +124,7 @@ def test_no_token_or_key_reaches_gunicorns_or_djangos_log(web: tuple[str, Path])
     # The lines are there, redacted: access log, Django's warning, gunicorn's error log.
     assert '"POST /w/***/api/worker/' in text, text[-3000:]
     assert "Not Found: /w/***" in text, text[-3000:]
-    assert "Forbidden (CSRF cookie not set.): /w/***/api/worker/" in text, text[-3000:]
+    assert f"Not Found: /w/***/api/worker/{worker.pk}/nope" in text, text[-3000:]
     assert "authorization=Bearer ***" in text, text[-3000:]
     assert "x-api-key=***" in text, text[-3000:]
     assert "/api/queue?token=***" in text, text[-3000:]

@@ -8,6 +8,7 @@ import json
 from typing import Any
 
 import pytest
+from django.db import OperationalError
 from django.test import Client
 
 from orchestration.models import WorkerStatus
@@ -106,3 +107,65 @@ def test_out_of_range_numbers_are_a_400_and_change_nothing(client: Client, body:
     assert resp.json()["code"] == "VALIDATION_ERROR"
     worker.refresh_from_db()
     assert worker.status == WorkerStatus.RUNNING
+
+
+# --- the callback lane (WorkerCallbackMiddleware) ----------------------------------------------
+
+
+@pytest.mark.parametrize("prefix", ["", "token"])
+def test_a_callback_skips_the_browsers_middleware(client: Client, prefix: str) -> None:
+    _, worker = running_attempt()
+    base = f"/w/{token_of(worker)}" if prefix else ""
+    client.cookies["sessionid"] = "whatever"  # a session middleware would read it
+
+    resp = client.post(
+        f"{base}/api/worker/{worker.pk}/heartbeat",
+        json.dumps({"iteration": 1}),
+        content_type="application/json",
+        headers={"Authorization": f"Bearer {token_of(worker)}", "X-Request-ID": "beat-1"},
+    )
+
+    assert resp.status_code == 200, resp.content
+    assert resp["X-Request-ID"] == "beat-1"  # the middleware before the lane ran
+    # The browser's did not: no security, CSP or clickjacking header, no session or cookie.
+    for header in ("X-Frame-Options", "X-Content-Type-Options", "Content-Security-Policy", "Vary"):
+        assert header not in resp
+    assert not resp.cookies
+    assert not hasattr(resp.wsgi_request, "session")
+    assert not hasattr(resp.wsgi_request, "user")
+
+
+@pytest.mark.parametrize(
+    ("raised", "status", "code"),
+    [
+        pytest.param(RuntimeError("password=hunter2"), 500, "INTERNAL_ERROR", id="unexpected"),
+        pytest.param(OperationalError("server closed"), 503, "SERVICE_UNAVAILABLE", id="db_down"),
+    ],
+)
+def test_an_exception_in_a_callback_view_is_answered_in_the_error_shape(
+    client: Client,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+    raised: Exception,
+    status: int,
+    code: str,
+) -> None:
+    from orchestration.api import worker_views
+
+    def explode(*_: Any, **__: Any) -> None:
+        raise raised
+
+    _, worker = running_attempt()
+    monkeypatch.setattr(worker_views.workers, "worker_heartbeat", explode)
+    monkeypatch.setattr(worker_views, "coalescing", lambda: False)
+
+    resp = call(client, worker, "heartbeat", {"iteration": 1})
+
+    assert_error(resp, status, code)
+    assert "hunter2" not in resp.content.decode()
+    assert "Traceback" not in resp.content.decode()
+    assert f"/api/worker/{worker.pk}/heartbeat" in caplog.text  # logged where it happened
+
+
+def test_a_path_under_w_that_is_no_route_is_a_404_in_the_error_shape(client: Client) -> None:
+    assert_error(client.post("/w/tok", "{}", content_type="application/json"), 404, "NOT_FOUND")

@@ -60,6 +60,8 @@ INSTALLED_APPS = [
 MIDDLEWARE = [
     "orchestration.api.middleware.RequestIdMiddleware",
     "orchestration.api.middleware.CallbackListenerMiddleware",
+    # Worker callbacks leave here for a chain of their own (the API guards, then the view).
+    "orchestration.api.middleware.WorkerCallbackMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whim.csp.ContentSecurityPolicyMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",

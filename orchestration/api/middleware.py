@@ -12,6 +12,7 @@ from django.conf import settings
 from django.core.exceptions import BadRequest, RequestDataTooBig, SuspiciousOperation
 from django.db import DatabaseError, OperationalError
 from django.http import HttpRequest, HttpResponse, HttpResponseBadRequest
+from django.urls import Resolver404, resolve
 
 from orchestration import requestid
 from orchestration.api.responses import error_response, is_api_path
@@ -56,26 +57,7 @@ class ApiErrorMiddleware:
     def process_exception(self, request: HttpRequest, exception: Exception) -> HttpResponse | None:
         if not is_api_path(request.path):
             return None
-        if isinstance(exception, RequestDataTooBig):
-            return _too_large()
-        if isinstance(exception, SuspiciousOperation | BadRequest):
-            # Django's own refusals of bad input (e.g. a form with too many fields): a 400.
-            return error_response(400, "VALIDATION_ERROR", "The request could not be read")
-        if isinstance(exception, OperationalError):
-            logger.error("database unavailable on %s %s", request.method, request.path)
-            return error_response(
-                503, "SERVICE_UNAVAILABLE", "The database is unavailable; try again shortly"
-            )
-        if isinstance(exception, DatabaseError):
-            logger.error(
-                "database error on %s %s: %s",
-                request.method,
-                request.path,
-                type(exception).__name__,
-            )
-        else:
-            logger.exception("unhandled error on %s %s", request.method, request.path)
-        return error_response(500, "INTERNAL_ERROR", "Internal error")
+        return _exception_response(request, exception)
 
 
 class UndecodableInputMiddleware:
@@ -120,6 +102,31 @@ def _decodes(encoded: str | bytes, encoding: str) -> bool:
     return True
 
 
+def _exception_response(request: HttpRequest, exception: Exception) -> HttpResponse:
+    """An API path's answer to an exception its view raised (ApiErrorMiddleware, and the
+    callback lane, which calls its views itself)."""
+    if isinstance(exception, RequestDataTooBig):
+        return _too_large()
+    if isinstance(exception, SuspiciousOperation | BadRequest):
+        # Django's own refusals of bad input (e.g. a form with too many fields): a 400.
+        return error_response(400, "VALIDATION_ERROR", "The request could not be read")
+    if isinstance(exception, OperationalError):
+        logger.error("database unavailable on %s %s", request.method, request.path)
+        return error_response(
+            503, "SERVICE_UNAVAILABLE", "The database is unavailable; try again shortly"
+        )
+    if isinstance(exception, DatabaseError):
+        logger.error(
+            "database error on %s %s: %s",
+            request.method,
+            request.path,
+            type(exception).__name__,
+        )
+    else:
+        logger.exception("unhandled error on %s %s", request.method, request.path)
+    return error_response(500, "INTERNAL_ERROR", "Internal error")
+
+
 def _too_large() -> HttpResponse:
     limit = settings.MAX_REQUEST_BYTES
     return error_response(
@@ -147,3 +154,39 @@ class CallbackListenerMiddleware:
         if on_callback_listener and not request.path.startswith("/w/"):
             return error_response(404, "NOT_FOUND", "Not found")
         return self.get_response(request)
+
+
+class WorkerCallbackMiddleware:
+    """Worker callbacks (``/w/<token>/…``, ``/api/worker/…``) take a chain of their own from
+    here: the API guards (``ApiErrorMiddleware``'s body size limit, the text check) and the
+    view, resolved and called here as Django's handler would, an exception it raises
+    answered as ``ApiErrorMiddleware`` answers it. The rest of ``MIDDLEWARE`` is for browsers —
+    security and CSP headers, static files, sessions, CSRF, authentication, messages,
+    clickjacking — and a callback is token-authenticated JSON from a container: no cookie, no
+    login, no page to render or frame (its views are CSRF-exempt, HTTPS redirects exempt
+    them). What runs before this one still applies: the request id and the callback
+    listener's 404. Those middlewares were about a third of a buffered heartbeat's time in
+    Django (README "Performance")."""
+
+    PREFIXES = ("/w/", "/api/worker/")
+
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
+        self.get_response = get_response
+        self.callback_chain = ApiErrorMiddleware(UndecodableInputMiddleware(self._view))
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        if request.path_info.startswith(self.PREFIXES):
+            return self.callback_chain(request)
+        return self.get_response(request)
+
+    def _view(self, request: HttpRequest) -> HttpResponse:
+        try:
+            match = resolve(request.path_info)
+        except Resolver404:  # e.g. /w/<token> alone: Django's page was HTML
+            return error_response(404, "NOT_FOUND", "Not found")
+        request.resolver_match = match
+        try:
+            response: HttpResponse = match.func(request, *match.args, **match.kwargs)
+        except Exception as exc:  # answered in API.md's shape, logged there
+            return _exception_response(request, exc)
+        return response
