@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 
 from orchestration.models import Worker, WorkerStatus, WorkItem, WorkItemEvent, WorkItemStatus
+from orchestration.services.dispatch import worker_token
 from tests.docker_stack import DockerStack, make_bare_repo
 from tests.helpers import wait_for
 
@@ -225,3 +226,10 @@ def test_the_logs_route_tails_a_running_container(docker_stack: Any) -> None:
         what="harness output in the container's logs",
     )
     assert len(tail()) <= 50 and lines
+    # Running, and registered with its token, which came on stdin: the configuration the
+    # Docker API shows holds neither the token nor the URL that carries it.
+    [container] = stack.containers()
+    env = dict(e.split("=", 1) for e in container.attrs["Config"]["Env"])
+    assert env["WORKER_ID"] == str(worker.pk) and env["WHIM_SECRETS_ON_STDIN"] == "1"
+    assert "WORKER_TOKEN" not in env and "ORCHESTRATOR_URL" not in env
+    assert worker_token(worker.pk) not in json.dumps(container.attrs)

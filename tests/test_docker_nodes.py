@@ -21,6 +21,7 @@ import pytest
 
 from orchestration.models import Node, Worker, WorkerStatus, WorkItem, WorkItemStatus
 from orchestration.pages.explain import why_not_running
+from orchestration.services.dispatch import worker_token
 from tests.docker_nodes_support import TwoNodes
 from tests.docker_stack import make_bare_repo
 from tests.helpers import wait_for
@@ -145,7 +146,10 @@ def test_a_dead_node_s_attempts_run_again_on_the_other_and_its_leftovers_go(
     tokens = {}
     for container in stack.containers("b", live_only=True):
         env = dict(e.split("=", 1) for e in container.attrs["Config"]["Env"])
-        tokens[env["WORKER_ID"]] = env["WORKER_TOKEN"]
+        tokens[env["WORKER_ID"]] = worker_token(env["WORKER_ID"])
+        # Its token came on stdin: not in the configuration the Docker API shows.
+        assert tokens[env["WORKER_ID"]] not in json.dumps(container.attrs)
+        assert "WORKER_TOKEN" not in env and "ORCHESTRATOR_URL" not in env
     assert set(tokens) == {str(w.pk) for w in on_b}
 
     # Host b dies: its Celery worker is SIGKILLed and its engine stops answering.

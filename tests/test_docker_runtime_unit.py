@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 from unittest import mock
 
@@ -29,6 +30,18 @@ def runtime_with(api: Any) -> DockerRuntime:
         runtime = DockerRuntime()
     runtime.ensure_network = mock.Mock(return_value="172.30.0.1")  # type: ignore[method-assign]
     return runtime
+
+
+def delivered(client: Any) -> dict[str, str]:
+    """The secrets the runtime wrote on the (mock) container's stdin: one JSON line."""
+    [attach] = client.api.attach_socket.call_args_list
+    assert attach.kwargs["params"] == {"stdin": 1, "stream": 1}
+    raw = client.api.attach_socket.return_value._sock
+    [write] = raw.sendall.call_args_list
+    line: bytes = write.args[0]
+    assert line.endswith(b"\n") and line.count(b"\n") == 1
+    raw.close.assert_called_once()
+    return dict(json.loads(line))
 
 
 def test_logs_of_a_container_that_printed_gigabytes_stay_within_the_byte_bound(
@@ -79,8 +92,56 @@ def test_start_hardens_labels_and_names_the_container(settings: Any) -> None:
     assert not any("docker.sock" in str(m.get("Source")) for m in options["mounts"])
     assert not options.get("volumes")
     env = options["environment"]
-    assert env["ORCHESTRATOR_URL"] == "http://10.9.8.7:8000/w/t0k"
     assert not {"SECRET_KEY", "DATABASE_URL", "REDIS_URL"} & set(env)
+    # The token is not in the container's configuration: it comes on stdin.
+    assert options["stdin_open"] is True and env["WHIM_SECRETS_ON_STDIN"] == "1"
+    assert not {"ORCHESTRATOR_URL", "WORKER_TOKEN"} & set(env)
+    assert not any("t0k" in value for value in env.values())
+    assert delivered(client) == {
+        "ORCHESTRATOR_URL": "http://10.9.8.7:8000/w/t0k",
+        "WORKER_TOKEN": "t0k",
+    }
+
+
+def test_keys_and_passed_through_credentials_come_on_stdin_only(
+    settings: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    settings.ANTHROPIC_API_KEY = "sk-ant-key"
+    settings.OPENAI_API_KEY = "sk-openai-key"
+    monkeypatch.setenv("GITHUB_TOKEN", "ghp_token")
+    monkeypatch.setenv("NPM_TOKEN", "npm_token")
+    settings.WHIM_AGENT_ENV = ["GITHUB_TOKEN", "NPM_TOKEN"]
+    worker = WorkerFactory.create()
+    client = mock.Mock()
+    client.containers.run.return_value.id = "abc"
+
+    runtime_with(client).start(worker=worker, work_item=worker.work_item, token="t0k")
+
+    secrets = delivered(client)
+    env = client.containers.run.call_args.kwargs["environment"]
+    for name, value in [
+        ("ANTHROPIC_API_KEY", "sk-ant-key"),
+        ("OPENAI_API_KEY", "sk-openai-key"),
+        ("GITHUB_TOKEN", "ghp_token"),
+        ("NPM_TOKEN", "npm_token"),
+    ]:
+        assert secrets[name] == value
+        assert name not in env and value not in json.dumps(env)
+    assert env["WHIM_AGENT"] and env["WORKER_ID"] == str(worker.pk)  # the rest stays
+
+
+def test_a_delivery_that_fails_removes_the_container_and_raises() -> None:
+    worker = WorkerFactory.create()
+    client = mock.Mock()
+    client.containers.run.return_value.id = "abc"
+    client.api.attach_socket.side_effect = docker.errors.APIError(
+        "attach failed", response=mock.Mock(status_code=500)
+    )
+
+    with pytest.raises(docker.errors.APIError):
+        runtime_with(client).start(worker=worker, work_item=worker.work_item, token="t0k")
+
+    client.api.remove_container.assert_called_once_with("abc", force=True)
 
 
 def test_secrets_named_in_whim_agent_env_are_still_never_passed(
@@ -161,6 +222,25 @@ def test_a_retried_start_adopts_the_container_the_first_try_created() -> None:
     assert container_id == "made-before"
     existing.start.assert_called_once()
     client.containers.run.assert_called_once()  # the name conflicted: adopted, not made twice
+    assert delivered(client)["WORKER_TOKEN"] == "t"  # its maker died before giving them
+
+
+def test_an_adopted_container_that_already_exited_gets_no_secrets() -> None:
+    worker = WorkerFactory.create()
+    client = mock.Mock()
+    existing = client.containers.get.return_value
+    existing.status = "exited"
+    existing.id = "made-before"
+    client.containers.run.side_effect = docker.errors.APIError(
+        "Conflict", response=mock.Mock(status_code=409)
+    )
+
+    assert runtime_with(client).start(worker=worker, work_item=worker.work_item, token="t") == (
+        "made-before"
+    )
+
+    existing.start.assert_not_called()
+    client.api.attach_socket.assert_not_called()
 
 
 def test_a_start_installs_this_processs_egress_policy_though_the_callback_url_is_set(
@@ -224,8 +304,8 @@ def test_a_start_looks_the_worker_network_up_once_per_process(settings: Any) -> 
             runtime.start(worker=worker, work_item=worker.work_item, token="t0k")
 
     assert client.networks.get.call_count == 1  # was two a start
-    env = client.containers.run.call_args.kwargs["environment"]
-    assert env["ORCHESTRATOR_URL"].startswith("http://172.30.0.1:")
+    sent = client.api.attach_socket.return_value._sock.sendall.call_args.args[0]
+    assert json.loads(sent)["ORCHESTRATOR_URL"].startswith("http://172.30.0.1:")
 
 
 def test_a_start_that_finds_the_network_gone_looks_it_up_again(settings: Any) -> None:
@@ -248,8 +328,8 @@ def test_a_start_that_finds_the_network_gone_looks_it_up_again(settings: Any) ->
         assert runtime.start(worker=worker, work_item=worker.work_item, token="t0k") == "abc"
 
     assert client.networks.get.call_count == 2
-    env = client.containers.run.call_args.kwargs["environment"]
-    assert env["ORCHESTRATOR_URL"].startswith("http://172.31.0.1:")  # the new gateway
+    sent = client.api.attach_socket.return_value._sock.sendall.call_args.args[0]
+    assert json.loads(sent)["ORCHESTRATOR_URL"].startswith("http://172.31.0.1:")  # new gateway
 
 
 def test_a_start_whose_image_is_missing_is_not_retried(settings: Any) -> None:

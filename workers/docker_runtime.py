@@ -7,9 +7,9 @@ mode, no host network or PID namespace, no Docker socket, the instance's own bri
 with inter-container traffic off and a firewall (``workers/firewall.py``): a container
 reaches the callback listener and what ``WORKER_EGRESS`` allows, nothing else. Of
 WHIM_LOCAL_REPOS_DIR, only the item's own bare repository, its hooks hidden and its top level
-read-only (``repo_mounts.py``). The
-environment holds only what the job needs (see ``worker_environment``): never SECRET_KEY,
-database or broker URLs.
+read-only (``repo_mounts.py``). The environment holds only what the job needs (see
+``worker_environment``): never SECRET_KEY, database or broker URLs; the token and the keys
+come on stdin, never in the container's configuration (``_deliver``).
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ import collections
 import contextlib
 import functools
 import hashlib
+import json
 import logging
 import time
 from typing import Any
@@ -36,10 +37,12 @@ from workers.docker_state import container_state, parse_statfs
 from workers.repo_mounts import repository_mounts
 from workers.runtime import (
     LABEL_NODE,
+    SECRETS_ON_STDIN,
     ContainerRuntime,
     ContainerState,
     DiskUsage,
     register,
+    split_secrets,
     worker_environment,
 )
 
@@ -162,11 +165,10 @@ class DockerRuntime(ContainerRuntime):
             return None
 
     def start(self, *, worker: Worker, work_item: WorkItem, token: str) -> str:
-        """Create and start the attempt's container, hardened and labelled, or adopt the one
-        a previous try or a concurrent start made: the name conflicts (409), and that
-        container is started if it is only ``created`` (docker-py may have timed out after
-        the daemon created it) and returned. No lookup before the create: the first try, by
-        far the most common, pays one round trip less."""
+        """Create and start the attempt's container, hardened and labelled, and give it its
+        secrets on stdin (``_deliver``). A name conflict (409): an earlier try or a concurrent
+        start made it, and it is adopted (``_adopt``) and given them. No lookup before the
+        create: the first try, by far the most common, pays one round trip less."""
         name = container_name(worker.pk)
         options, env = self.container_options(worker=worker, work_item=work_item, token=token)
         try:
@@ -184,18 +186,44 @@ class DockerRuntime(ContainerRuntime):
                 )
                 container = self.client.containers.run(**options)
         except APIError as exc:
-            _revoke_unused_token(env)  # no container of ours will use it
             if exc.status_code != 409:
+                _revoke_unused_token(env)  # no container of ours will use it
                 raise
-            container = self._adopt(name)  # made by an earlier try, or a concurrent start
-        return container.id or name
+            container = self._adopt(name)  # an earlier try's, or a concurrent start's
+            if container.status in ("exited", "dead"):
+                _revoke_unused_token(env)
+                return container.id or name
+            # The start that made it may have given it its secrets, or died first: one line
+            # more is harmless (its supervisor reads the first), one less leaves it waiting.
+        container_id = container.id or name
+        self._deliver(container_id, env)
+        return container_id
+
+    def _deliver(self, container_id: str, env: dict[str, str]) -> None:
+        """Its secrets (``split_secrets``) on the container's stdin, one JSON line its
+        supervisor reads before it starts anything. A delivery that fails removes the
+        container (it would wait, then exit) and raises: the start is retried."""
+        _, secrets = split_secrets(env)
+        try:
+            sock = self.client.api.attach_socket(container_id, params={"stdin": 1, "stream": 1})
+            raw = getattr(sock, "_sock", sock)  # docker-py hands over a SocketIO for a socket
+            try:
+                raw.sendall(json.dumps(secrets).encode() + b"\n")
+            finally:
+                raw.close()
+        except (DockerException, OSError):
+            _revoke_unused_token(env)
+            with contextlib.suppress(DockerException):
+                self.client.api.remove_container(container_id, force=True)
+            raise
 
     def container_options(
         self, *, worker: Worker, work_item: WorkItem, token: str
     ) -> tuple[dict[str, Any], dict[str, str]]:
         """docker-py's ``containers.run`` arguments for the attempt's container (every
-        hardening option), and its environment (the same dict as ``options["environment"]``).
-        The benchmark's bare docker-py baseline starts the same container from these."""
+        hardening option), and its whole environment: ``options["environment"]`` holds what
+        is not secret, and says the rest comes on stdin (``_deliver``). The benchmark's bare
+        docker-py baseline starts the same container from these."""
         # The network, with the firewall of this process's settings (once per process), even
         # when WHIM_CALLBACK_URL spares us the gateway: a process that only set the callback
         # URL (scripts/run.sh, compose) must not start containers under another's policy.
@@ -203,11 +231,14 @@ class DockerRuntime(ContainerRuntime):
         env = worker_environment(
             worker=worker, work_item=work_item, token=token, callback_base=self.callback_base()
         )
+        public, _ = split_secrets(env)
         options: dict[str, Any] = {
             "image": settings.WORKER_IMAGE,
             "name": container_name(worker.pk),
             "detach": True,
-            "environment": env,
+            "environment": {**public, SECRETS_ON_STDIN: "1"},
+            # Open, for the one line of secrets (``_deliver``); its supervisor then closes it.
+            "stdin_open": True,
             "labels": {
                 LABEL_WORKER: str(worker.pk),
                 LABEL_WORK_ITEM: str(work_item.pk),
@@ -222,12 +253,11 @@ class DockerRuntime(ContainerRuntime):
             "security_opt": ["no-new-privileges:true"],
             "read_only": True,
             # /workspace is a tmpfs of WORKER_WORKSPACE_SIZE, not a volume: an anonymous volume
-            # lives on the host's disk (beside PostgreSQL and Docker) with no limit, and a
-            # size-limited volume needs a storage driver that supports quotas (overlay2 on
-            # xfs with pquota, or a loop device), which most hosts lack. A tmpfs has a hard size
-            # everywhere and never touches the host's disk; its pages count against the
-            # container's memory, which is why WORKER_MEMORY includes it (check W010). ``exec``:
-            # the repository's own scripts and tests run from the checkout.
+            # lives on the host's disk with no limit, and a size-limited volume needs a storage
+            # driver with quotas (overlay2 on xfs with pquota, a loop device), which most hosts
+            # lack. A tmpfs has a hard size everywhere and never touches the host's disk; its
+            # pages count against the container's memory, hence WORKER_MEMORY includes it
+            # (W010). ``exec``: the repository's own scripts and tests run from the checkout.
             "tmpfs": {
                 "/tmp": f"rw,nosuid,nodev,size={settings.WORKER_TMPFS_SIZE},mode=1777",  # noqa: S108
                 "/home/whim": "rw,nosuid,nodev,size=64m,uid=1000,gid=1000,mode=0700",
@@ -258,12 +288,14 @@ class DockerRuntime(ContainerRuntime):
         agent_mounts, agent_env = container_agent_bin()
         options["mounts"] += agent_mounts
         env.update(agent_env)
+        options["environment"].update(agent_env)
         if settings.WHIM_DOCKER_RUNTIME:
             options["runtime"] = settings.WHIM_DOCKER_RUNTIME
         return options, env
 
     def _adopt(self, name: str) -> Container:
-        """The container a concurrent start is creating under ``name``.
+        """The container a concurrent start is creating under ``name``, started if it is only
+        ``created`` (docker-py may have timed out after the daemon created it).
 
         The daemon reserves the name before the container can be looked up, so a 409 on
         create may briefly be followed by 404 on inspect: wait for it (bounded).

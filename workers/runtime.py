@@ -285,3 +285,21 @@ FORBIDDEN_ENV = frozenset(
         "GITHUB_APP_PRIVATE_KEY_FILE",
     }
 )
+
+# What a container gets on its stdin, never in its configuration, which the Docker API shows
+# (``docker inspect``) to whoever may use it: the callback credential and the agents' keys.
+# Every WHIM_AGENT_ENV pass-through goes this way too (credentials, by what they are for).
+SECRET_ENV = frozenset(
+    {"WORKER_TOKEN", "ORCHESTRATOR_URL", "GITHUB_TOKEN", "ANTHROPIC_API_KEY", "OPENAI_API_KEY"}
+)
+
+
+# Set in a container's environment: its secrets come on stdin (``harness.supervisor``).
+SECRETS_ON_STDIN = "WHIM_SECRETS_ON_STDIN"
+
+
+def split_secrets(env: dict[str, str]) -> tuple[dict[str, str], dict[str, str]]:
+    """``env`` as what a container's configuration may show, and its secrets."""
+    secret = SECRET_ENV | set(settings.WHIM_AGENT_ENV)
+    public = {name: value for name, value in env.items() if name not in secret}
+    return public, {name: value for name, value in env.items() if name in secret}

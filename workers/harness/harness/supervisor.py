@@ -13,6 +13,11 @@ other capability dropped, no-new-privileges). It
 
 The agent therefore never shares a uid with the harness: ``/proc/<harness>/environ`` (the
 worker token, the orchestrator URL) and the harness's private files are out of its reach.
+
+Those secrets are not in the container's configuration either (``docker inspect`` shows it to
+whoever may use the Docker API): with ``WHIM_SECRETS_ON_STDIN=1`` the runtime writes them on
+stdin as one JSON object on one line, which this reads first of all (``read_secrets``) and
+gives the harness in its environment; stdin is then ``/dev/null``.
 Both users share the ``whimwork`` group (gid 1002), which owns the checkout. Started
 unprivileged (the local runtime, tests), this simply becomes the harness.
 """
@@ -22,9 +27,12 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
+import select
 import signal
 import socket
 import sys
+import time
 from typing import Any
 
 HARNESS_UID = HARNESS_GID = 1000
@@ -34,6 +42,57 @@ AGENT_HOME = "/home/agent"
 JUDGE_HOME_PREFIX = "/tmp/whim-judge-home-"  # noqa: S108  (made by mkdtemp: unique, 0700 first)
 SPAWNER_FD = "WHIM_SPAWNER_FD"
 MAX_MESSAGE = 1024 * 1024
+SECRETS_ON_STDIN = "WHIM_SECRETS_ON_STDIN"
+SECRETS_TIMEOUT = 120.0  # the runtime writes them right after the start: ms, not minutes
+MAX_SECRETS = 64 * 1024  # a few keys and tokens: a few hundred bytes
+SECRET_NAME = re.compile(r"[A-Z][A-Z0-9_]{0,99}")
+EXIT_NO_SECRETS = 78  # EX_CONFIG
+
+
+class SecretsError(Exception):
+    """What came on stdin is not the secrets line (the message never quotes it)."""
+
+
+def read_secrets(fd: int = 0, timeout: float = SECRETS_TIMEOUT) -> dict[str, str]:
+    """The one line of secrets on ``fd``: a JSON object of NAME: text, at most MAX_SECRETS
+    bytes, within ``timeout`` seconds. Nothing after the line is read."""
+    deadline = time.monotonic() + timeout
+    data = b""
+    while not data.endswith(b"\n"):
+        left = deadline - time.monotonic()
+        if left <= 0 or not select.select([fd], [], [], left)[0]:
+            raise SecretsError(f"no secrets arrived on stdin within {timeout:.0f} s")
+        chunk = os.read(fd, 1)  # byte by byte: what follows the line stays unread
+        if not chunk:
+            raise SecretsError("stdin closed before the secrets line ended")
+        data += chunk
+        if len(data) > MAX_SECRETS:
+            raise SecretsError(f"the secrets line is longer than {MAX_SECRETS} bytes")
+    try:
+        secrets = json.loads(data)
+    except ValueError:
+        raise SecretsError("the secrets line is not JSON") from None
+    if not isinstance(secrets, dict) or not all(
+        isinstance(k, str) and SECRET_NAME.fullmatch(k) and isinstance(v, str) and "\0" not in v
+        for k, v in secrets.items()
+    ):
+        raise SecretsError("the secrets line is not an object of NAME: text")
+    return secrets
+
+
+def _take_secrets() -> None:
+    """With WHIM_SECRETS_ON_STDIN=1: the secrets into this process's environment (the
+    harness's, when it starts), stdin then /dev/null. Without them it cannot run: exit 78."""
+    if os.environ.pop(SECRETS_ON_STDIN, "") != "1":
+        return
+    try:
+        os.environ.update(read_secrets())
+    except (SecretsError, OSError) as exc:
+        print(f"whim supervisor: {exc}", file=sys.stderr, flush=True)
+        sys.exit(EXIT_NO_SECRETS)
+    null = os.open(os.devnull, os.O_RDONLY)
+    os.dup2(null, 0)
+    os.close(null)
 
 
 def _home(env: dict[str, str]) -> str:
@@ -49,6 +108,7 @@ def main(harness: list[str] | None = None) -> int:
     # -P: the working directory (/workspace, which the agent writes) is not on sys.path, so the
     # agent cannot plant a module the harness would import.
     argv = harness or [sys.executable, "-P", "-m", "harness"]
+    _take_secrets()
     if os.geteuid() != 0:
         os.execvp(argv[0], argv)  # unprivileged: no second user to run agents as
     ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
