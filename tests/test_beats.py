@@ -278,6 +278,29 @@ def test_with_redis_away_every_beat_is_written_at_once(client: Client, settings:
     assert sweep_beats() == {"written": 0}  # the sweep waits for Redis too
 
 
+def test_beats_an_ending_missed_while_redis_was_away_are_charged_once_it_answers(
+    client: Client, settings: Any
+) -> None:
+    item, worker = opened(client, tokensIn=10)
+    assert call(client, worker, "heartbeat", {"iteration": 2, "tokensIn": 90}).status_code == 200
+    digest = token_digest(worker_token(worker.pk))
+    redis_url = settings.REDIS_URL
+
+    settings.REDIS_URL = "redis://127.0.0.1:1/0"  # away (nothing listens) while it ends
+    assert worker_kill(worker_id=worker.pk, reason="enough")
+    worker.refresh_from_db()
+    assert (worker.status, worker.tokens_in) == (WorkerStatus.KILLED, 10)  # not taken
+    assert charged(item) == (10, 0)
+
+    settings.REDIS_URL = redis_url  # back: the sweep charges what the buffered beats said
+    assert sweep_beats() == {"written": 1}
+    worker.refresh_from_db()
+    assert (worker.status, worker.tokens_in) == (WorkerStatus.KILLED, 90)
+    assert charged(item) == (90, 0)
+    assert sweep_beats() == {"written": 0}  # once: the buffer is closed
+    assert beat_take(digest, close=False) is None
+
+
 def test_rows_gone_before_the_sweep_close_the_buffer(client: Client) -> None:
     item, worker = opened(client)
     assert call(client, worker, "heartbeat", {"iteration": 2}).status_code == 200

@@ -39,7 +39,7 @@ from orchestration.models import (
     WorkItemStatus,
 )
 from orchestration.rows import locked_item_and_worker, row_get
-from orchestration.services.costs import cost_assess, cost_book, usd
+from orchestration.services.costs import cost_assess, cost_book, cost_charge, usd
 from orchestration.services.dispatch import usage_add
 from orchestration.services.events import event_record, events_record_many
 from orchestration.services.locks import locks_renew
@@ -181,8 +181,8 @@ def worker_heartbeat(
 def heartbeat_settle(*, worker_id: UUID | str, work_item_id: UUID | str) -> Pending | None:
     """Write the attempt's buffered beats (``beat_buffer``), as its heartbeats would have been
     written when they came, leaving its fast path open (the "beats" sweep); returns what it
-    wrote. A fenced attempt's fast path is closed instead. Locks the item, then the worker:
-    inside a transaction."""
+    wrote. An ended attempt's is closed instead, what it held charged. Locks the item, then
+    the worker: inside a transaction."""
     item, worker, now, holds_locks = _heartbeat_rows(worker_id, work_item_id)
     return _settle(item, worker, close=False, read=(now, holds_locks))
 
@@ -216,9 +216,22 @@ def _settle(
     what it wrote. ``read``: the clock and "holds any lease?" as read with the worker's lock
     (else read here, and only when there is something to write)."""
     pending = beat_take(worker.token_hash, close=close or not worker.is_active)
-    if pending is None or not worker.is_active:
+    if pending is None:
         return None
     now, holds_locks = read or _clock_and_leases(worker)
+    if not worker.is_active:
+        # It ended while Redis was away (its ending could not take them): what these beats
+        # reported was still spent. Charged (the difference from what was), nothing else.
+        cost_charge(
+            item=item,
+            worker=worker,
+            now=now - dt.timedelta(seconds=pending.age),
+            tokens_in=pending.tokens_in,
+            tokens_out=pending.tokens_out,
+            cost_usd=pending.cost_usd,
+            model=pending.model,
+        )
+        return pending
     _heartbeat_write(
         item=item,
         worker=worker,
