@@ -114,8 +114,13 @@ def test_no_token_or_key_reaches_gunicorns_or_djangos_log(web: tuple[str, Path])
     def written() -> str:
         return log.read_text(errors="replace")
 
-    # The access log line of the last request, then the error log's line of the refused one.
-    wait_for(lambda: "Invalid HTTP request line" in written(), timeout=10, what="the log lines")
+    # The error log's line of the refused request, and the access log's of the one before it
+    # (gunicorn writes that one after the answer, maybe from the other process: either first).
+    wait_for(
+        lambda: "Invalid HTTP request line" in written() and "/api/queue?token=" in written(),
+        timeout=10,
+        what="the log lines",
+    )
     text = written()
     lines = text.splitlines()
     for secret in (token, api_key, query_secret):

@@ -161,12 +161,12 @@ class WorkerCallbackMiddleware:
     here: the API guards (``ApiErrorMiddleware``'s body size limit, the text check) and the
     view, resolved and called here as Django's handler would, an exception it raises
     answered as ``ApiErrorMiddleware`` answers it. The rest of ``MIDDLEWARE`` is for browsers —
-    security and CSP headers, static files, sessions, CSRF, authentication, messages,
-    clickjacking — and a callback is token-authenticated JSON from a container: no cookie, no
-    login, no page to render or frame (its views are CSRF-exempt, HTTPS redirects exempt
-    them). What runs before this one still applies: the request id and the callback
-    listener's 404. Those middlewares were about a third of a buffered heartbeat's time in
-    Django (README "Performance")."""
+    HTTPS redirects, CSP, static files, sessions, CSRF, authentication, messages — and a
+    callback is token-authenticated JSON from a container: no cookie, no login, no page to
+    render (its views are CSRF-exempt, HTTPS redirects exempt them); the two headers every
+    answer carries are set here. What runs before this one still applies: the request id
+    and the callback listener's 404. Those middlewares were about a third of a buffered
+    heartbeat's time in Django (README "Performance")."""
 
     PREFIXES = ("/w/", "/api/worker/")
 
@@ -175,9 +175,15 @@ class WorkerCallbackMiddleware:
         self.callback_chain = ApiErrorMiddleware(UndecodableInputMiddleware(self._view))
 
     def __call__(self, request: HttpRequest) -> HttpResponse:
-        if request.path_info.startswith(self.PREFIXES):
-            return self.callback_chain(request)
-        return self.get_response(request)
+        if not request.path_info.startswith(self.PREFIXES):
+            return self.get_response(request)
+        response = self.callback_chain(request)
+        # The two headers the API document promises on every answer, as Django's security
+        # and clickjacking middleware set them on the others.
+        if settings.SECURE_CONTENT_TYPE_NOSNIFF:
+            response.headers.setdefault("X-Content-Type-Options", "nosniff")
+        response.headers.setdefault("X-Frame-Options", settings.X_FRAME_OPTIONS.upper())
+        return response
 
     def _view(self, request: HttpRequest) -> HttpResponse:
         try:
