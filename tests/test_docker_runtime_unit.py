@@ -103,47 +103,6 @@ def test_start_hardens_labels_and_names_the_container(settings: Any) -> None:
     }
 
 
-def test_keys_and_passed_through_credentials_come_on_stdin_only(
-    settings: Any, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    settings.ANTHROPIC_API_KEY = "sk-ant-key"
-    settings.OPENAI_API_KEY = "sk-openai-key"
-    monkeypatch.setenv("GITHUB_TOKEN", "ghp_token")
-    monkeypatch.setenv("NPM_TOKEN", "npm_token")
-    settings.WHIM_AGENT_ENV = ["GITHUB_TOKEN", "NPM_TOKEN"]
-    worker = WorkerFactory.create()
-    client = mock.Mock()
-    client.containers.run.return_value.id = "abc"
-
-    runtime_with(client).start(worker=worker, work_item=worker.work_item, token="t0k")
-
-    secrets = delivered(client)
-    env = client.containers.run.call_args.kwargs["environment"]
-    for name, value in [
-        ("ANTHROPIC_API_KEY", "sk-ant-key"),
-        ("OPENAI_API_KEY", "sk-openai-key"),
-        ("GITHUB_TOKEN", "ghp_token"),
-        ("NPM_TOKEN", "npm_token"),
-    ]:
-        assert secrets[name] == value
-        assert name not in env and value not in json.dumps(env)
-    assert env["WHIM_AGENT"] and env["WORKER_ID"] == str(worker.pk)  # the rest stays
-
-
-def test_a_delivery_that_fails_removes_the_container_and_raises() -> None:
-    worker = WorkerFactory.create()
-    client = mock.Mock()
-    client.containers.run.return_value.id = "abc"
-    client.api.attach_socket.side_effect = docker.errors.APIError(
-        "attach failed", response=mock.Mock(status_code=500)
-    )
-
-    with pytest.raises(docker.errors.APIError):
-        runtime_with(client).start(worker=worker, work_item=worker.work_item, token="t0k")
-
-    client.api.remove_container.assert_called_once_with("abc", force=True)
-
-
 def test_secrets_named_in_whim_agent_env_are_still_never_passed(
     settings: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -223,24 +182,6 @@ def test_a_retried_start_adopts_the_container_the_first_try_created() -> None:
     existing.start.assert_called_once()
     client.containers.run.assert_called_once()  # the name conflicted: adopted, not made twice
     assert delivered(client)["WORKER_TOKEN"] == "t"  # its maker died before giving them
-
-
-def test_an_adopted_container_that_already_exited_gets_no_secrets() -> None:
-    worker = WorkerFactory.create()
-    client = mock.Mock()
-    existing = client.containers.get.return_value
-    existing.status = "exited"
-    existing.id = "made-before"
-    client.containers.run.side_effect = docker.errors.APIError(
-        "Conflict", response=mock.Mock(status_code=409)
-    )
-
-    assert runtime_with(client).start(worker=worker, work_item=worker.work_item, token="t") == (
-        "made-before"
-    )
-
-    existing.start.assert_not_called()
-    client.api.attach_socket.assert_not_called()
 
 
 def test_a_start_installs_this_processs_egress_policy_though_the_callback_url_is_set(
