@@ -12,7 +12,7 @@ import docker
 import pytest
 
 from tests.factories import WorkerFactory
-from tests.test_docker_runtime_unit import delivered, runtime_with
+from tests.test_docker_runtime_unit import delivered, name_taken, runtime_with
 
 pytestmark = pytest.mark.django_db
 
@@ -60,13 +60,7 @@ def test_a_delivery_that_fails_removes_the_container_and_raises() -> None:
 
 def test_an_adopted_container_that_already_exited_gets_no_secrets() -> None:
     worker = WorkerFactory.create()
-    client = mock.Mock()
-    existing = client.containers.get.return_value
-    existing.status = "exited"
-    existing.id = "made-before"
-    client.containers.run.side_effect = docker.errors.APIError(
-        "Conflict", response=mock.Mock(status_code=409)
-    )
+    client, existing = name_taken("exited")
 
     assert runtime_with(client).start(worker=worker, work_item=worker.work_item, token="t") == (
         "made-before"

@@ -166,15 +166,21 @@ def test_stop_reports_a_daemon_that_refuses_for_another_reason() -> None:
         runtime_with(client).stop(container_id="abc", grace_seconds=1)
 
 
-def test_a_retried_start_adopts_the_container_the_first_try_created() -> None:
-    worker = WorkerFactory.create()
+def name_taken(status: str) -> tuple[Any, Any]:
+    """A client whose create finds the name taken (409) by a container in ``status``."""
     client = mock.Mock()
     existing = client.containers.get.return_value
-    existing.status = "created"
+    existing.status = status
     existing.id = "made-before"
     client.containers.run.side_effect = docker.errors.APIError(
         "Conflict", response=mock.Mock(status_code=409)
     )
+    return client, existing
+
+
+def test_a_retried_start_adopts_the_container_the_first_try_created() -> None:
+    worker = WorkerFactory.create()
+    client, existing = name_taken("created")
 
     container_id = runtime_with(client).start(worker=worker, work_item=worker.work_item, token="t")
 
