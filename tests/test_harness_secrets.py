@@ -51,7 +51,7 @@ def supervise(stdin: bytes, **env: str) -> subprocess.CompletedProcess[bytes]:
 
 
 def test_the_secrets_line_reaches_the_harness_environment_and_nothing_after_it() -> None:
-    secrets = {"WORKER_TOKEN": "t0k", "ORCHESTRATOR_URL": "http://h:1/w/t0k", "X_KEY": "k y"}
+    secrets = {"WORKER_TOKEN": "t0k", "ORCHESTRATOR_URL": "http://h:1/w/t0k", "npm-token": "k y"}
     line = json.dumps(secrets).encode() + b"\n"
 
     done = supervise(line + b"a second line\n", WHIM_SECRETS_ON_STDIN="1", WORKER_ID="w")
@@ -77,7 +77,8 @@ def test_without_the_flag_stdin_is_left_alone() -> None:
     [
         pytest.param(b"hunter2 not json\n", "not JSON", id="not_json"),
         pytest.param(b'["hunter2"]\n', "not an object", id="not_an_object"),
-        pytest.param(b'{"lower": "hunter2"}\n', "not an object", id="bad_name"),
+        pytest.param(b'{"A=B": "hunter2"}\n', "not an object", id="bad_name"),
+        pytest.param(b'{"": "hunter2"}\n', "not an object", id="empty_name"),
         pytest.param(b'{"TOKEN": 7}\n', "not an object", id="not_text"),
         pytest.param(b'{"TOKEN": "hunter2\\u0000"}\n', "not an object", id="nul"),
         pytest.param(b'{"TOKEN": "hunter2"}', "closed before", id="no_newline"),

@@ -13,13 +13,13 @@ other capability dropped, no-new-privileges). It
 
 The agent therefore never shares a uid with the harness: ``/proc/<harness>/environ`` (the
 worker token, the orchestrator URL) and the harness's private files are out of its reach.
+Both users share the ``whimwork`` group (gid 1002), which owns the checkout. Started
+unprivileged (the local runtime, tests), this simply becomes the harness.
 
 Those secrets are not in the container's configuration either (``docker inspect`` shows it to
 whoever may use the Docker API): with ``WHIM_SECRETS_ON_STDIN=1`` the runtime writes them on
 stdin as one JSON object on one line, which this reads first of all (``read_secrets``) and
 gives the harness in its environment; stdin is then ``/dev/null``.
-Both users share the ``whimwork`` group (gid 1002), which owns the checkout. Started
-unprivileged (the local runtime, tests), this simply becomes the harness.
 """
 
 from __future__ import annotations
@@ -45,7 +45,7 @@ MAX_MESSAGE = 1024 * 1024
 SECRETS_ON_STDIN = "WHIM_SECRETS_ON_STDIN"
 SECRETS_TIMEOUT = 120.0  # the runtime writes them right after the start: ms, not minutes
 MAX_SECRETS = 64 * 1024  # a few keys and tokens: a few hundred bytes
-SECRET_NAME = re.compile(r"[A-Z][A-Z0-9_]{0,99}")
+SECRET_NAME = re.compile(r"[^=\0]{1,200}")  # what an environment's name may hold
 EXIT_NO_SECRETS = 78  # EX_CONFIG
 
 
@@ -54,7 +54,7 @@ class SecretsError(Exception):
 
 
 def read_secrets(fd: int = 0, timeout: float = SECRETS_TIMEOUT) -> dict[str, str]:
-    """The one line of secrets on ``fd``: a JSON object of NAME: text, at most MAX_SECRETS
+    """The one line of secrets on ``fd``: a JSON object of name: text, at most MAX_SECRETS
     bytes, within ``timeout`` seconds. Nothing after the line is read."""
     deadline = time.monotonic() + timeout
     data = b""
@@ -76,7 +76,7 @@ def read_secrets(fd: int = 0, timeout: float = SECRETS_TIMEOUT) -> dict[str, str
         isinstance(k, str) and SECRET_NAME.fullmatch(k) and isinstance(v, str) and "\0" not in v
         for k, v in secrets.items()
     ):
-        raise SecretsError("the secrets line is not an object of NAME: text")
+        raise SecretsError("the secrets line is not an object of name: text")
     return secrets
 
 
