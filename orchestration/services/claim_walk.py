@@ -10,23 +10,12 @@ import datetime as dt
 from uuid import UUID
 
 from django.conf import settings
-from django.db.models import Count, OuterRef, QuerySet, Subquery, Value
+from django.db.models import Count, OuterRef, Subquery, Value
 from django.db.models.functions import Coalesce
 
 from orchestration.models import Worker, WorkItem, WorkItemType
 from orchestration.services.placement import NodeSlots, node_pick, wanted_labels
 from orchestration.services.specs import spec_generator
-
-
-def queue_next_claimable(now: dt.datetime) -> QuerySet[WorkItem]:
-    """Queued items due now, in claim order: execution before verification, then priority
-    (critical first), then oldest. Rows locked by another claimer are skipped. With the agent
-    spec generator, ``generating`` items due now are claimable too (a ``spec`` attempt)."""
-    generating = spec_generator() == "agent"
-    return WorkItem.objects.claimable(now, generating=generating).select_for_update(
-        skip_locked=True
-    )
-
 
 # How many queued items one claim looks at past the ones no free node can take.
 CLAIM_SCAN = 500
@@ -45,8 +34,9 @@ def claim_items(
     Rows skipped give their slots back and the walk goes on. A review of a repository this
     batch already took a review of ends the batch when REVIEW_CONCURRENCY_PER_REPO is on
     (the next claim decides it against the running reviews, as a single claim would)."""
-    generating = spec_generator() == "agent"
-    scan = WorkItem.objects.claimable(now, generating=generating)
+    # Queued items due now in claim order (``generating`` ones too with the agent spec
+    # generator: a ``spec`` attempt writes their spec).
+    scan = WorkItem.objects.claimable(now, generating=spec_generator() == "agent")
     prior = (
         Worker.objects.filter(work_item=OuterRef("pk"))
         .order_by()
@@ -56,7 +46,7 @@ def claim_items(
     )
     # What the claim reads of a picked row (its spec and the rest stay on disk).
     lockable = (
-        queue_next_claimable(now)
+        scan.select_for_update(skip_locked=True)  # rows another claimer holds are skipped
         .only("id", "status", "metadata")
         .annotate(prior_attempts=Coalesce(Subquery(prior), Value(0)))
     )
