@@ -231,6 +231,9 @@ class DockerRuntime(ContainerRuntime):
         env = worker_environment(
             worker=worker, work_item=work_item, token=token, callback_base=self.callback_base()
         )
+        # WHIM_AGENT_PATH_DIR, read-only and first on PATH (agent_bin.py).
+        agent_mounts, agent_env = container_agent_bin()
+        env.update(agent_env)
         public, _ = split_secrets(env)
         options: dict[str, Any] = {
             "image": settings.WORKER_IMAGE,
@@ -284,11 +287,7 @@ class DockerRuntime(ContainerRuntime):
         }
         # Its own repository only, and none of it that can run code (repo_mounts.py).
         options["mounts"] += repository_mounts(settings.WHIM_LOCAL_REPOS_DIR, work_item.repo)
-        # WHIM_AGENT_PATH_DIR, read-only and first on PATH (agent_bin.py).
-        agent_mounts, agent_env = container_agent_bin()
         options["mounts"] += agent_mounts
-        env.update(agent_env)
-        options["environment"].update(agent_env)
         if settings.WHIM_DOCKER_RUNTIME:
             options["runtime"] = settings.WHIM_DOCKER_RUNTIME
         return options, env
