@@ -12,16 +12,20 @@ from django.conf import settings
 from django.db import connection
 from django.utils import timezone
 
+# The database's clock in SQL (PostgreSQL), for statements that read it among other things;
+# a test may stand a fixed time in for it.
+CLOCK_SQL = "clock_timestamp()"
+
 
 def db_now() -> dt.datetime:
-    """The database server's current time (``clock_timestamp()`` on PostgreSQL).
+    """The database server's current time (``CLOCK_SQL`` on PostgreSQL).
 
     SQLite (embedded mode) runs in this process, so its clock is this host's.
     """
     if connection.vendor != "postgresql":
         return timezone.now()
     with connection.cursor() as cursor:
-        cursor.execute("SELECT clock_timestamp()")
+        cursor.execute(f"SELECT {CLOCK_SQL}")
         value: dt.datetime = cursor.fetchone()[0]
     return value
 

@@ -5,7 +5,7 @@ Bottom of the dependency graph: models and errors only, so any service can use t
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any, TypeVar
 from uuid import UUID
 
@@ -57,3 +57,27 @@ def counters_add(model: type[Model], keys: Mapping[str, Any], amounts: Mapping[s
     )
     with connection.cursor() as cursor:
         cursor.execute(sql, params)
+
+
+Statement = tuple[str, Sequence[Any]]
+
+
+def statements_run(statements: Sequence[Statement]) -> list[list[tuple[Any, ...]]]:
+    """Run ``statements`` (SQL, params) in order in the caller's transaction; each one's rows
+    (none for one that returns no rows). On PostgreSQL they go as one query, one round trip
+    (Django binds parameters on the client, so ``;``-joined statements travel whole); on
+    SQLite one by one. A literal ``%`` in the SQL is written ``%%``."""
+    results: list[list[tuple[Any, ...]]] = []
+    with connection.cursor() as cursor:
+        if connection.vendor == "postgresql" and len(statements) > 1:
+            joined = [p for _, ps in statements for p in ps]
+            cursor.execute("; ".join(sql for sql, _ in statements), joined)
+            while True:
+                results.append(cursor.fetchall() if cursor.description else [])
+                if not cursor.nextset():
+                    break
+        else:
+            for sql, params in statements:
+                cursor.execute(sql, params)
+                results.append(cursor.fetchall() if cursor.description else [])
+    return results

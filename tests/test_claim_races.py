@@ -130,11 +130,14 @@ def test_the_day_boundary_in_a_non_utc_zone_starts_a_fresh_budget(settings: Any)
     before_midnight = dt.datetime(2026, 3, 7, 23, 59, 30, tzinfo=zone)  # 04:59:30 UTC
     after_midnight = dt.datetime(2026, 3, 8, 0, 0, 30, tzinfo=zone)
 
-    with mock.patch("orchestration.services.dispatch.db_now", return_value=before_midnight):
+    def database_clock(at: dt.datetime) -> Any:  # the claim reads it in SQL
+        return mock.patch("orchestration.clock.CLOCK_SQL", f"'{at.isoformat()}'::timestamptz")
+
+    with database_clock(before_midnight):
         spent = [dispatch_claim_one() for _ in range(3)]
     assert [w is not None for w in spent] == [True, True, False]  # budget exhausted
 
-    with mock.patch("orchestration.services.dispatch.db_now", return_value=after_midnight):
+    with database_clock(after_midnight):
         assert dispatch_claim_one() is not None
 
     usage = dict(DailyUsage.objects.values_list("date", "spawns"))

@@ -1,32 +1,138 @@
-"""The claim's walk of the queue: which claimable items a batch takes, and on which nodes.
+"""The claim's reads: the gate, the nodes and the queue in one round trip, then the walk of
+the queue that picks the items a batch takes, on which nodes, and locks them.
 
-Called by ``dispatch_claim`` (services/dispatch.py) under the gate's lock, in its transaction.
+Called by ``dispatch_claim`` (services/dispatch.py), in its transaction. The claim is on the
+pickup's path (an item committed → its attempt started), so its reads are a few statements
+written once — the scan compiled from ``WorkItem.claimable`` once per process and setting,
+the rest in SQL — that travel together (``rows.statements_run``), not query sets built anew
+for every claim.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import functools
+import json
+from typing import Any, cast
 from uuid import UUID
 
 from django.conf import settings
-from django.db.models import Count, OuterRef, Subquery, Value
-from django.db.models.functions import Coalesce
+from django.db import connection
+from django.db.models.functions import Now
+from django.utils import timezone
 
-from orchestration.models import Worker, WorkItem, WorkItemType
+from orchestration import clock as clock_module
+from orchestration.clock import budget_date
+from orchestration.fleet import Node, NodeState
+from orchestration.ledger import DailyUsage
+from orchestration.models import DispatchState, Worker, WorkItem, WorkItemStatus, WorkItemType
+from orchestration.rows import Statement, statements_run
 from orchestration.services.placement import NodeSlots, node_pick, wanted_labels
 from orchestration.services.specs import spec_generator
 
 # How many queued items one claim looks at past the ones no free node can take.
 CLAIM_SCAN = 500
 
+ScanRow = tuple[UUID, Any, str, str]  # id, metadata.nodeLabels, type, repo
 
-def claim_items(
-    now: dt.datetime, nodes: list[NodeSlots], limit: int, *, use_capacity: bool
-) -> list[tuple[WorkItem, str]]:
+
+@dataclasses.dataclass(frozen=True)
+class Opening:
+    """What a claim reads before it walks: the clock, the gate's figures (with the gate row
+    locked), the active nodes and the first page of the queue in claim order."""
+
+    now: dt.datetime
+    last_spawn_at: dt.datetime | None
+    active: int
+    spawns: int
+    nodes: list[NodeSlots]
+    rows: list[ScanRow]
+
+
+@dataclasses.dataclass(frozen=True)
+class Picked:
+    """An item a claim took (locked), with what the claim reads of it and its node."""
+
+    item_id: UUID
+    status: str
+    metadata: Any
+    prior_attempts: int
+    node: str
+
+
+def claim_page(limit: int) -> int:
+    """How many rows the walk reads first (a bigger page after each one it exhausts)."""
+    return max(20, min(limit * 2, CLAIM_SCAN))
+
+
+def claim_open(*, gate: bool, page: int) -> Opening | None:
+    """Steps 1 to 3 of the claim in one round trip: with ``gate``, lock the gate row; read the
+    database clock, the active attempts and the attempts charged on the clock's budget day;
+    the active nodes with their running attempts; the first ``page`` rows of the queue. None:
+    the gate row does not exist yet (the caller makes it)."""
+    quote = connection.ops.quote_name
+    workers = quote(Worker._meta.db_table)
+    active = ", ".join(["%s"] * len(Worker.ACTIVE))
+    # The gate row locked first; what it guards read after, by statements of their own (a
+    # statement's snapshot predates the lock it waited for, so it would miss what the claimer
+    # before it committed).
+    lock = " FOR UPDATE" if connection.features.has_select_for_update else ""
+    gate_row: Statement = (
+        f"SELECT last_spawn_at FROM {quote(DispatchState._meta.db_table)} WHERE id = 1{lock}"  # noqa: S608
+        if gate
+        else "SELECT NULL",
+        [],
+    )
+    # The clock, the active attempts and the attempts charged on the clock's budget day.
+    usage = quote(DailyUsage._meta.db_table)
+    postgres = connection.vendor == "postgresql"
+    host_now = timezone.now()  # SQLite's clock (embedded: the one process that writes)
+    if postgres:
+        clock, day = clock_module.CLOCK_SQL, "(t.now AT TIME ZONE %s)::date"
+        clock_params: list[Any] = [settings.WHIM_TIMEZONE]
+    else:
+        clock, day = "NULL", "%s"
+        clock_params = [connection.ops.adapt_datefield_value(budget_date(host_now))]
+    figures: Statement = (
+        f"SELECT t.now, (SELECT COUNT(*) FROM {workers} WHERE status IN ({active})), "  # noqa: S608
+        f"(SELECT spawns FROM {usage} WHERE date = {day}) FROM (SELECT {clock} AS now) t",
+        [*Worker.ACTIVE, *clock_params],
+    )
+    nodes: Statement = (
+        f"SELECT n.name, n.state, n.labels, n.capacity, (SELECT COUNT(*) FROM {workers} w "  # noqa: S608
+        f"WHERE w.node_id = n.name AND w.status IN ({active})) "
+        f"FROM {quote(Node._meta.db_table)} n WHERE n.state = %s",
+        [*Worker.ACTIVE, NodeState.ACTIVE],
+    )
+    gates, [(now, running, spawns)], node_rows, rows = statements_run(
+        [gate_row, figures, nodes, _scan(0, page)]
+    )
+    if not gates:
+        return None
+    [(last_spawn_at,)] = gates
+    return Opening(
+        now=now if postgres else host_now,
+        last_spawn_at=last_spawn_at if postgres or last_spawn_at is None else _aware(last_spawn_at),
+        active=int(running) if gate else 0,
+        spawns=int(spawns or 0),
+        nodes=[
+            NodeSlots(
+                name,
+                state,
+                frozenset(str(lb) for lb in (_json(raw) or [])),
+                int(capacity),
+                int(count),
+            )
+            for name, state, raw, capacity, count in node_rows
+        ],
+        rows=[_scan_row(row) for row in rows],
+    )
+
+
+def claim_items(opening: Opening, limit: int, *, use_capacity: bool) -> list[Picked]:
     """Step 4 of the claim: up to ``limit`` claimable items free nodes can take, locked, each
-    with its node's name, in claim order (``id``, ``status`` and ``metadata`` read, and
-    ``prior_attempts`` annotated).
+    with its node's name, in claim order.
 
     The scan reads ids, wanted labels, type and repository only, without locks; the walk
     places each item on a node whose free slots count down as the batch fills, then locks
@@ -34,31 +140,14 @@ def claim_items(
     Rows skipped give their slots back and the walk goes on. A review of a repository this
     batch already took a review of ends the batch when REVIEW_CONCURRENCY_PER_REPO is on
     (the next claim decides it against the running reviews, as a single claim would)."""
-    # Queued items due now in claim order (``generating`` ones too with the agent spec
-    # generator: a ``spec`` attempt writes their spec).
-    scan = WorkItem.objects.claimable(now, generating=spec_generator() == "agent")
-    prior = (
-        Worker.objects.filter(work_item=OuterRef("pk"))
-        .order_by()
-        .values("work_item")
-        .annotate(n=Count("pk"))
-        .values("n")
-    )
-    # What the claim reads of a picked row (its spec and the rest stay on disk).
-    lockable = (
-        scan.select_for_update(skip_locked=True)  # rows another claimer holds are skipped
-        .only("id", "status", "metadata")
-        .annotate(prior_attempts=Coalesce(Subquery(prior), Value(0)))
-    )
+    nodes = opening.nodes
     taken: dict[str, int] = {}  # node name -> slots this batch took
     review_repos: set[str] = set()
     reviews_limited = settings.REVIEW_CONCURRENCY_PER_REPO > 0
-    claimed: list[tuple[WorkItem, str]] = []
-    offset, page = 0, max(20, min(limit * 2, CLAIM_SCAN))
-    while offset < CLAIM_SCAN and len(claimed) < limit:
-        rows = list(
-            scan.values_list("pk", "metadata__nodeLabels", "type", "repo")[offset : offset + page]
-        )
+    claimed: list[Picked] = []
+    offset, page = 0, claim_page(limit)
+    rows = opening.rows
+    while len(claimed) < limit:
         index = 0
         while index < len(rows) and len(claimed) < limit:
             tentative = dict(taken)
@@ -82,27 +171,91 @@ def claim_items(
                 if reviews_limited and kind == WorkItemType.REVIEW:
                     review_repos.add(repo)
             if wanted_node:
-                locked = {item.pk: item for item in lockable.filter(pk__in=list(wanted_node))}
+                locked = _lock(opening.now, list(wanted_node))
                 for pk in wanted_node:  # in claim order; fewer taken, so every one still fits
-                    item = locked.get(pk)
-                    if item is None:
+                    row = locked.get(pk)
+                    if row is None:
                         continue
+                    status, metadata, prior = row
                     node = node_pick(
-                        _less(nodes, taken),
-                        wanted_labels(item.metadata),
-                        use_capacity=use_capacity,
+                        _less(nodes, taken), wanted_labels(metadata), use_capacity=use_capacity
                     )
                     if node is None:  # cannot happen (a subset of a fitting walk); skip it
                         continue
                     taken[node.name] = taken.get(node.name, 0) + 1
-                    claimed.append((item, node.name))
+                    claimed.append(Picked(pk, status, metadata, prior, node.name))
             if stop:
                 return claimed
-        if len(rows) < page:
+        offset += len(rows)
+        if len(rows) < page or offset >= CLAIM_SCAN:
             break
-        offset += page
         page = min(page * 5, CLAIM_SCAN)
+        [rows] = statements_run([_scan(offset, page)])
+        rows = [_scan_row(row) for row in rows]
     return claimed
+
+
+def _scan(offset: int, page: int) -> Statement:
+    """A page of the queue in claim order (``WorkItem.claimable`` on the database's clock)."""
+    sql, params = _scan_sql(spec_generator() == "agent", settings.REVIEW_CONCURRENCY_PER_REPO)
+    return f"{sql} LIMIT {int(page)} OFFSET {int(offset)}", params
+
+
+@functools.lru_cache(maxsize=8)
+def _scan_sql(generating: bool, reviews: int) -> tuple[str, tuple[Any, ...]]:
+    """The scan, compiled once per setting (``reviews``: REVIEW_CONCURRENCY_PER_REPO, which
+    ``claimable`` reads)."""
+    due = WorkItem.objects.claimable(cast(dt.datetime, Now()), generating=generating)
+    return due.values_list("pk", "metadata__nodeLabels", "type", "repo").query.sql_with_params()
+
+
+def _scan_row(row: tuple[Any, ...]) -> ScanRow:
+    pk, labels, kind, repo = row
+    return _uuid(pk), _json(labels), kind, repo
+
+
+def _lock(now: dt.datetime, ids: list[UUID]) -> dict[UUID, tuple[str, Any, int]]:
+    """Lock those of ``ids`` still claimable at ``now`` (rows another transaction holds are
+    skipped): id → (status, metadata, prior attempts)."""
+    quote = connection.ops.quote_name
+    items, workers = quote(WorkItem._meta.db_table), quote(Worker._meta.db_table)
+    statuses = [WorkItemStatus.QUEUED]
+    if spec_generator() == "agent":
+        statuses.append(WorkItemStatus.GENERATING)
+    marks, status_marks = ", ".join(["%s"] * len(ids)), ", ".join(["%s"] * len(statuses))
+    lock = " FOR UPDATE SKIP LOCKED" if connection.features.has_select_for_update else ""
+    prep = WorkItem._meta.get_field("next_retry_at").get_db_prep_value
+    [rows] = statements_run(
+        [
+            (
+                f"SELECT i.id, i.status, i.metadata, (SELECT COUNT(*) FROM {workers} w "  # noqa: S608
+                f"WHERE w.work_item_id = i.id) FROM {items} i WHERE i.id IN ({marks}) "
+                f"AND i.status IN ({status_marks}) "
+                f"AND (i.next_retry_at IS NULL OR i.next_retry_at <= %s){lock}",
+                [*(_prep_pk(pk) for pk in ids), *statuses, prep(now, connection)],
+            )
+        ]
+    )
+    return {_uuid(pk): (status, _json(raw), int(prior)) for pk, status, raw, prior in rows}
+
+
+def _json(value: Any) -> Any:
+    """A JSON column as the ORM reads it (the backends hand it over as text)."""
+    return json.loads(value) if isinstance(value, str | bytes) else value
+
+
+def _uuid(value: Any) -> UUID:
+    return value if isinstance(value, UUID) else UUID(str(value))
+
+
+def _prep_pk(pk: UUID) -> Any:
+    return WorkItem._meta.pk.get_db_prep_value(pk, connection)
+
+
+def _aware(value: Any) -> dt.datetime:
+    """A datetime SQLite returned as text, as the aware UTC datetime the ORM would give."""
+    parsed = value if isinstance(value, dt.datetime) else dt.datetime.fromisoformat(str(value))
+    return parsed if timezone.is_aware(parsed) else parsed.replace(tzinfo=dt.UTC)
 
 
 def _less(nodes: list[NodeSlots], taken: dict[str, int]) -> list[NodeSlots]:

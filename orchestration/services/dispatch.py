@@ -20,7 +20,7 @@ from uuid import UUID
 
 from django.conf import settings
 from django.db import connection, transaction
-from django.db.models import OuterRef, Q, Subquery
+from django.db.models import Q
 from django.db.models.functions import Now
 
 from orchestration import nudge
@@ -39,7 +39,7 @@ from orchestration.models import (
 )
 from orchestration.nudge import TaskName, send_on_commit
 from orchestration.rows import counters_add
-from orchestration.services.claim_walk import claim_items
+from orchestration.services.claim_walk import claim_items, claim_open, claim_page
 from orchestration.services.costs import cost_spent_today, daily_cost_budget
 from orchestration.services.events import events_record_many
 from orchestration.services.placement import node_implicit_ensure, nodes_slots
@@ -181,58 +181,49 @@ def dispatch_claim(limit: int, *, use_gate: bool = True) -> list[UUID]:
     if limit < 1:
         return []
     with transaction.atomic():
+        opening = claim_open(gate=use_gate, page=claim_page(limit))
+        if opening is None:  # the gate row's first use
+            DispatchState.objects.bulk_create([DispatchState(pk=1)], ignore_conflicts=True)
+            opening = claim_open(gate=use_gate, page=claim_page(limit))
+            assert opening is not None
+        now = opening.now
         if use_gate:
-            state = DispatchState.objects.select_for_update().filter(pk=1).first()
-            if state is None:
-                DispatchState.objects.bulk_create([DispatchState(pk=1)], ignore_conflicts=True)
-                state = DispatchState.objects.select_for_update().get(pk=1)
-            now = db_now()
-            limit = min(limit, gate_room(gate_evaluate(now=now, last_spawn_at=state.last_spawn_at)))
+            gate = gate_decide(
+                now=now,
+                last_spawn_at=opening.last_spawn_at,
+                active=opening.active,
+                spawns=opening.spawns,
+            )
+            limit = min(limit, gate_room(gate))
             if limit < 1:
                 return []
-        else:
-            now = db_now()
-        nodes = nodes_slots()
-        if not nodes:
+        if not opening.nodes:
             node_implicit_ensure(now)
-            nodes = nodes_slots()
-        if use_gate and not any(n.free > 0 for n in nodes):
+            opening = dataclasses.replace(opening, nodes=nodes_slots())
+        if use_gate and not any(n.free > 0 for n in opening.nodes):
             return []
-        picked = claim_items(now, nodes, limit, use_capacity=use_gate)
+        picked = claim_items(opening, limit, use_capacity=use_gate)
         if not picked:
             return []
         workers = [
             Worker(
-                work_item=item,
+                work_item_id=item.item_id,
                 status=WorkerStatus.STARTING,
-                attempt=getattr(item, "prior_attempts", 0) + 1,
+                attempt=item.prior_attempts + 1,
                 # A ``generating`` item's attempt writes its spec; any other does its job.
                 kind=AttemptKind.SPEC
                 if item.status == WorkItemStatus.GENERATING
                 else AttemptKind.WORK,
                 last_heartbeat=now,
-                node_id=node,
+                node_id=item.node,
             )
-            for item, node in picked
+            for item in picked
         ]
         for worker in workers:
             worker.token_hash = token_digest(worker_token(worker.id))
         Worker.objects.bulk_create(workers)
-        pks = [item.pk for item, _ in picked]
-        moved = WorkItem.objects.filter(
-            pk__in=pks, status__in=[WorkItemStatus.QUEUED, WorkItemStatus.GENERATING]
-        ).update(
-            status=WorkItemStatus.ASSIGNED,
-            # Each item's new attempt (one statement, not a CASE of one branch per item).
-            worker=Subquery(
-                Worker.objects.filter(
-                    work_item=OuterRef("pk"), pk__in=[w.pk for w in workers]
-                ).values("pk")[:1]
-            ),
-            updated_at=now,
-            error="",
-            error_category="",
-        )
+        pks = [item.item_id for item in picked]
+        moved = _items_assign(pks, [w.pk for w in workers], now)
         if moved != len(pks):  # cannot happen while we hold the row locks; refuse loudly
             raise RuntimeError(f"claimed items {pks} changed under their row locks")
         if use_gate:
@@ -241,24 +232,55 @@ def dispatch_claim(limit: int, *, use_gate: bool = True) -> list[UUID]:
         events_record_many(
             [
                 WorkItemEvent(
-                    work_item_id=item.pk,
+                    work_item_id=item.item_id,
                     worker_id=worker.pk,
                     kind=EventKind.CLAIMED,
                     from_status=item.status,
                     to_status=WorkItemStatus.ASSIGNED,
-                    data={"attempt": worker.attempt, "kind": worker.kind, "node": node},
+                    data={"attempt": worker.attempt, "kind": worker.kind, "node": item.node},
                 )
-                for (item, node), worker in zip(picked, workers, strict=True)
+                for item, worker in zip(picked, workers, strict=True)
             ]
         )
         starts: dict[str, list[str]] = {}
-        for (_, node), worker in zip(picked, workers, strict=True):
-            starts.setdefault(node, []).append(str(worker.pk))
+        for item, worker in zip(picked, workers, strict=True):
+            starts.setdefault(item.node, []).append(str(worker.pk))
         for node, worker_ids in starts.items():  # one message per node (the task may fan out)
             send_on_commit(TaskName.START_WORKER, *worker_ids, queue=node_queue(node))
-    for (item, node), worker in zip(picked, workers, strict=True):
-        logger.info("claimed work item %s as worker %s on node %s", item.pk, worker.pk, node)
+    for item, worker in zip(picked, workers, strict=True):
+        logger.info(
+            "claimed work item %s as worker %s on node %s", item.item_id, worker.pk, item.node
+        )
     return [worker.pk for worker in workers]
+
+
+def _items_assign(item_ids: list[UUID], worker_ids: list[UUID], now: dt.datetime) -> int:
+    """Move the claimed items to ``assigned``, each to its new attempt (one statement)."""
+    quote = connection.ops.quote_name
+    items, workers = quote(WorkItem._meta.db_table), quote(Worker._meta.db_table)
+    pk = WorkItem._meta.pk
+    assert pk is not None
+    item_marks, worker_marks = (
+        ", ".join(["%s"] * len(item_ids)),
+        ", ".join(["%s"] * len(worker_ids)),
+    )
+    sql = (
+        f"UPDATE {items} SET status = %s, worker_id = (SELECT w.id FROM {workers} w "  # noqa: S608
+        f"WHERE w.work_item_id = {items}.id AND w.id IN ({worker_marks})), updated_at = %s, "
+        f"error = '', error_category = '' WHERE id IN ({item_marks}) AND status IN (%s, %s)"
+    )
+    updated_at = WorkItem._meta.get_field("updated_at").get_db_prep_value(now, connection)
+    params = [
+        WorkItemStatus.ASSIGNED,
+        *(pk.get_db_prep_value(w, connection) for w in worker_ids),
+        updated_at,
+        *(pk.get_db_prep_value(i, connection) for i in item_ids),
+        WorkItemStatus.QUEUED,
+        WorkItemStatus.GENERATING,
+    ]
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        return int(cursor.rowcount)
 
 
 DISPATCH_BATCH = 100  # claims per dispatch run

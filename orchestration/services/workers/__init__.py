@@ -4,7 +4,8 @@ Lock order everywhere: the work item row, then the worker row. Every transition 
 conditional UPDATE plus an event. A repeat of what already happened is a no-op that reports
 success; a change requested by a worker that is no longer the active attempt raises Fenced.
 
-- ``lifecycle``: started, registered, heartbeat.
+- ``starts``: started (the container exists).
+- ``lifecycle``: registered, heartbeat.
 - ``completion``: complete, with metrics, review and the verification item.
 - ``endings``: fail, stuck, expired by a sweep, killed — then retry, quarantine or fail.
 - ``spec_attempts``: a ``spec`` attempt's completion (the spec validated, the item queued).
@@ -17,12 +18,8 @@ from orchestration.services.workers.endings import (
     worker_kill,
     worker_stuck,
 )
-from orchestration.services.workers.lifecycle import (
-    worker_heartbeat,
-    worker_mark_started,
-    worker_register,
-    workers_mark_started,
-)
+from orchestration.services.workers.lifecycle import worker_heartbeat, worker_register
+from orchestration.services.workers.starts import worker_mark_started, workers_mark_started
 
 __all__ = [
     "Completion",

@@ -1,5 +1,6 @@
-"""An attempt's life while it runs: started, registered, heartbeat (the slow path, and the
-writing of coalesced beats: ``beat_buffer``), and the settled row locks every ending takes.
+"""An attempt's life while it runs (its start: ``starts``): registered, heartbeat (the slow
+path, and the writing of coalesced beats: ``beat_buffer``), and the settled row locks every
+ending takes.
 
 Lock order everywhere: the work item row, then the worker row (``rows.locked_item_and_worker``).
 A change requested by a worker that is no longer the active attempt raises Fenced.
@@ -16,14 +17,11 @@ from uuid import UUID
 
 from django.db import connection, transaction
 from django.db.models import (
-    Case,
-    CharField,
     DateTimeField,
     Exists,
     Func,
     OuterRef,
     Value,
-    When,
 )
 from django.db.models.functions import Coalesce
 
@@ -33,86 +31,18 @@ from orchestration.errors import Fenced, ValidationFailed, WhimError
 from orchestration.models import (
     FileLock,
     Worker,
-    WorkerStatus,
     WorkItem,
     WorkItemEvent,
-    WorkItemStatus,
 )
 from orchestration.rows import locked_item_and_worker, row_get
 from orchestration.services.costs import cost_assess, cost_book, cost_charge, usd
 from orchestration.services.dispatch import usage_add
-from orchestration.services.events import event_record, events_record_many
+from orchestration.services.events import event_record
 from orchestration.services.locks import locks_renew
 from orchestration.services.workers.beat_buffer import Pending, beat_open, beat_take, coalescing
 from orchestration.services.workers.spend import tokens_rise_check
 
 logger = logging.getLogger(__name__)
-
-
-def worker_mark_started(*, worker_id: UUID | str, container_id: str) -> bool:
-    """``starting → running`` and ``assigned → in_progress`` once the container exists
-    (``workers_mark_started`` of one)."""
-    return bool(workers_mark_started({str(worker_id): container_id}))
-
-
-def workers_mark_started(containers: dict[str, str]) -> list[UUID]:
-    """``starting → running`` and ``assigned → in_progress`` for each worker whose container
-    now exists (worker id → container id), in one transaction of a fixed number of
-    statements however many there are; returns the ids it moved. A worker no longer
-    ``starting`` (killed, cancelled, started by another delivery) is left alone.
-
-    The items are locked before the workers, each set in primary key order (the one lock
-    order, ``rows.locked_item_and_worker``, for many rows at once). Inside a caller's
-    transaction (the start task's, with the container start) it adds no savepoint."""
-    if not containers:
-        return []
-    with transaction.atomic(savepoint=False):
-        item_ids = Worker.objects.filter(pk__in=list(containers)).values_list("work_item_id")
-        items = {
-            item.pk: item
-            for item in WorkItem.objects.select_for_update()
-            .only("id", "status", "worker_id")
-            .filter(pk__in=item_ids)
-            .order_by("pk")
-        }
-        workers = list(
-            Worker.objects.select_for_update()
-            .filter(pk__in=list(containers), status=WorkerStatus.STARTING)
-            .order_by("pk")
-        )
-        if not workers:
-            return []
-        now = db_now()
-        moved = [worker.pk for worker in workers]
-        Worker.objects.filter(pk__in=moved, status=WorkerStatus.STARTING).update(
-            status=WorkerStatus.RUNNING,
-            container_id=Case(
-                *[When(pk=w.pk, then=Value(containers[str(w.pk)])) for w in workers],
-                output_field=CharField(),
-            ),
-            started_at=now,
-            last_heartbeat=now,
-            last_progress_at=now,
-        )
-        WorkItem.objects.filter(
-            pk__in=[w.work_item_id for w in workers],
-            status=WorkItemStatus.ASSIGNED,
-            worker_id__in=moved,
-        ).update(status=WorkItemStatus.IN_PROGRESS, updated_at=now)
-        events_record_many(
-            [
-                WorkItemEvent(
-                    work_item_id=w.work_item_id,
-                    worker_id=w.pk,
-                    kind=EventKind.STARTED,
-                    from_status=items[w.work_item_id].status,
-                    to_status=WorkItemStatus.IN_PROGRESS,
-                    data={"containerId": containers[str(w.pk)]},
-                )
-                for w in workers
-            ]
-        )
-    return moved
 
 
 def worker_heartbeat(
