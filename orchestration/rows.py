@@ -13,6 +13,7 @@ from django.core.exceptions import ObjectDoesNotExist
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.db import connection
 from django.db.models import Model, QuerySet
+from django.db.models.sql import InsertQuery
 
 from orchestration.errors import NotFound
 from orchestration.models import Worker, WorkItem
@@ -42,6 +43,13 @@ def counters_add(model: type[Model], keys: Mapping[str, Any], amounts: Mapping[s
     """Add ``amounts`` to the counter row of ``model`` with ``keys`` (its unique columns), made
     on first use: one ``INSERT … ON CONFLICT DO UPDATE`` statement (PostgreSQL and SQLite),
     so concurrent adders to one row add up and no one reads it first."""
+    statements_run([counters_statement(model, keys, amounts)])
+
+
+def counters_statement(
+    model: type[Model], keys: Mapping[str, Any], amounts: Mapping[str, Any]
+) -> Statement:
+    """``counters_add``'s statement, to run with others (``statements_run``)."""
     quote = connection.ops.quote_name
     table = quote(model._meta.db_table)
     fields = {f.name: f for f in model._meta.concrete_fields}
@@ -55,11 +63,26 @@ def counters_add(model: type[Model], keys: Mapping[str, Any], amounts: Mapping[s
         f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({marks}) "  # noqa: S608 (model names)
         f"ON CONFLICT ({', '.join(key_columns)}) DO UPDATE SET {sums}"
     )
-    with connection.cursor() as cursor:
-        cursor.execute(sql, params)
+    return sql, params
 
 
 Statement = tuple[str, Sequence[Any]]
+
+
+def insert_statement(objs: Sequence[Model], *, returning_pk: bool = False) -> Statement:
+    """One INSERT of ``objs`` (one model; written as ``bulk_create`` writes them: defaults,
+    ``auto_now_add``), to run with others (``statements_run``). ``returning_pk``: the
+    statement returns the new primary keys, in order, for a model whose database makes them."""
+    model = type(objs[0])
+    opts = model._meta
+    fields = [f for f in opts.concrete_fields if not (returning_pk and f.primary_key)]
+    query = InsertQuery(model)
+    query.insert_values(fields, list(objs))
+    compiler = query.get_compiler(connection=connection)
+    if returning_pk:
+        compiler.returning_fields = [opts.pk]
+    [(sql, params)] = compiler.as_sql()
+    return sql, params
 
 
 def statements_run(statements: Sequence[Statement]) -> list[list[tuple[Any, ...]]]:

@@ -195,6 +195,47 @@ def claim_items(opening: Opening, limit: int, *, use_capacity: bool) -> list[Pic
     return claimed
 
 
+def claim_assign(picked: list[Picked], workers: list[Worker], now: dt.datetime) -> Statement:
+    """Step 5: move the picked items to ``assigned``, each to its new attempt (whose INSERT
+    runs before it); returns the ids it moved."""
+    quote = connection.ops.quote_name
+    items, table = quote(WorkItem._meta.db_table), quote(Worker._meta.db_table)
+    item_marks = ", ".join(["%s"] * len(picked))
+    worker_marks = ", ".join(["%s"] * len(workers))
+    sql = (
+        f"UPDATE {items} SET status = %s, worker_id = (SELECT w.id FROM {table} w "  # noqa: S608
+        f"WHERE w.work_item_id = {items}.id AND w.id IN ({worker_marks})), updated_at = %s, "
+        f"error = '', error_category = '' WHERE id IN ({item_marks}) AND status IN (%s, %s) "
+        "RETURNING id"
+    )
+    updated_at = WorkItem._meta.get_field("updated_at").get_db_prep_value(now, connection)
+    params = [
+        WorkItemStatus.ASSIGNED,
+        *(_prep_pk(w.pk) for w in workers),
+        updated_at,
+        *(_prep_pk(item.item_id) for item in picked),
+        WorkItemStatus.QUEUED,
+        WorkItemStatus.GENERATING,
+    ]
+    return sql, params
+
+
+def claim_spawned(now: dt.datetime) -> Statement:
+    """Step 5: the gate row's last spawn time (the cooldown's start)."""
+    table = connection.ops.quote_name(DispatchState._meta.db_table)
+    field = DispatchState._meta.get_field("last_spawn_at")
+    return (
+        f"UPDATE {table} SET last_spawn_at = %s WHERE id = 1",  # noqa: S608
+        [field.get_db_prep_value(now, connection)],
+    )
+
+
+def claimable_exists() -> bool:
+    """Whether anything is claimable now (the first row of the scan; no lock)."""
+    [rows] = statements_run([_scan(0, 1)])
+    return bool(rows)
+
+
 def _scan(offset: int, page: int) -> Statement:
     """A page of the queue in claim order (``WorkItem.claimable`` on the database's clock)."""
     sql, params = _scan_sql(spec_generator() == "agent", settings.REVIEW_CONCURRENCY_PER_REPO)

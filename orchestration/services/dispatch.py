@@ -15,13 +15,11 @@ import hashlib
 import hmac
 import logging
 from decimal import Decimal
-from typing import cast
 from uuid import UUID
 
 from django.conf import settings
 from django.db import connection, transaction
 from django.db.models import Q
-from django.db.models.functions import Now
 
 from orchestration import nudge
 from orchestration.choices import EventKind
@@ -33,15 +31,21 @@ from orchestration.models import (
     DispatchState,
     Worker,
     WorkerStatus,
-    WorkItem,
     WorkItemEvent,
     WorkItemStatus,
 )
 from orchestration.nudge import TaskName, send_on_commit
-from orchestration.rows import counters_add
-from orchestration.services.claim_walk import claim_items, claim_open, claim_page
+from orchestration.rows import Statement, counters_statement, insert_statement, statements_run
+from orchestration.services.claim_walk import (
+    claim_assign,
+    claim_items,
+    claim_open,
+    claim_page,
+    claim_spawned,
+    claimable_exists,
+)
 from orchestration.services.costs import cost_spent_today, daily_cost_budget
-from orchestration.services.events import events_record_many
+from orchestration.services.events import events_insert, events_inserted
 from orchestration.services.placement import node_implicit_ensure, nodes_slots
 from orchestration.services.specs import spec_attempts_due, spec_generator
 
@@ -74,7 +78,12 @@ def token_digest(token: str) -> str:
 
 def usage_add(*, now: dt.datetime, spawns: int = 0, iterations: int = 0) -> None:
     """Charge the day ``now`` falls on (in WHIM_TIMEZONE); its row is made on first use."""
-    counters_add(
+    statements_run([usage_statement(now=now, spawns=spawns, iterations=iterations)])
+
+
+def usage_statement(*, now: dt.datetime, spawns: int = 0, iterations: int = 0) -> Statement:
+    """``usage_add``'s statement, to run with others."""
+    return counters_statement(
         DailyUsage, {"date": budget_date(now)}, {"spawns": spawns, "iterations": iterations}
     )
 
@@ -221,27 +230,26 @@ def dispatch_claim(limit: int, *, use_gate: bool = True) -> list[UUID]:
         ]
         for worker in workers:
             worker.token_hash = token_digest(worker_token(worker.id))
-        Worker.objects.bulk_create(workers)
-        pks = [item.item_id for item in picked]
-        moved = _items_assign(pks, [w.pk for w in workers], now)
-        if moved != len(pks):  # cannot happen while we hold the row locks; refuse loudly
-            raise RuntimeError(f"claimed items {pks} changed under their row locks")
+        events = [
+            WorkItemEvent(
+                work_item_id=item.item_id,
+                worker_id=worker.pk,
+                kind=EventKind.CLAIMED,
+                from_status=item.status,
+                to_status=WorkItemStatus.ASSIGNED,
+                data={"attempt": worker.attempt, "kind": worker.kind, "node": item.node},
+            )
+            for item, worker in zip(picked, workers, strict=True)
+        ]
+        # Step 5's writes, one round trip: the attempts, the items moved to them, the day's
+        # charge and the spawn time (through the gate), the events.
+        writes = [insert_statement(workers), claim_assign(picked, workers, now)]
         if use_gate:
-            usage_add(now=now, spawns=len(workers))
-            DispatchState.objects.filter(pk=1).update(last_spawn_at=now)
-        events_record_many(
-            [
-                WorkItemEvent(
-                    work_item_id=item.item_id,
-                    worker_id=worker.pk,
-                    kind=EventKind.CLAIMED,
-                    from_status=item.status,
-                    to_status=WorkItemStatus.ASSIGNED,
-                    data={"attempt": worker.attempt, "kind": worker.kind, "node": item.node},
-                )
-                for item, worker in zip(picked, workers, strict=True)
-            ]
-        )
+            writes += [usage_statement(now=now, spawns=len(workers)), claim_spawned(now)]
+        results = statements_run([*writes, events_insert(events)])
+        if len(results[1]) != len(picked):  # cannot happen while we hold the row locks
+            raise RuntimeError(f"claimed items {picked} changed under their row locks")
+        events_inserted(events, results[-1])
         starts: dict[str, list[str]] = {}
         for item, worker in zip(picked, workers, strict=True):
             starts.setdefault(item.node, []).append(str(worker.pk))
@@ -254,44 +262,13 @@ def dispatch_claim(limit: int, *, use_gate: bool = True) -> list[UUID]:
     return [worker.pk for worker in workers]
 
 
-def _items_assign(item_ids: list[UUID], worker_ids: list[UUID], now: dt.datetime) -> int:
-    """Move the claimed items to ``assigned``, each to its new attempt (one statement)."""
-    quote = connection.ops.quote_name
-    items, workers = quote(WorkItem._meta.db_table), quote(Worker._meta.db_table)
-    pk = WorkItem._meta.pk
-    assert pk is not None
-    item_marks, worker_marks = (
-        ", ".join(["%s"] * len(item_ids)),
-        ", ".join(["%s"] * len(worker_ids)),
-    )
-    sql = (
-        f"UPDATE {items} SET status = %s, worker_id = (SELECT w.id FROM {workers} w "  # noqa: S608
-        f"WHERE w.work_item_id = {items}.id AND w.id IN ({worker_marks})), updated_at = %s, "
-        f"error = '', error_category = '' WHERE id IN ({item_marks}) AND status IN (%s, %s)"
-    )
-    updated_at = WorkItem._meta.get_field("updated_at").get_db_prep_value(now, connection)
-    params = [
-        WorkItemStatus.ASSIGNED,
-        *(pk.get_db_prep_value(w, connection) for w in worker_ids),
-        updated_at,
-        *(pk.get_db_prep_value(i, connection) for i in item_ids),
-        WorkItemStatus.QUEUED,
-        WorkItemStatus.GENERATING,
-    ]
-    with connection.cursor() as cursor:
-        cursor.execute(sql, params)
-        return int(cursor.rowcount)
-
-
 DISPATCH_BATCH = 100  # claims per dispatch run
 
 
 def dispatch_run(*, max_claims: int = DISPATCH_BATCH) -> int:
     """Claim while the gate allows (bounded per call); returns how many were claimed. A run
-    that finds nothing claimable stops at one unlocked EXISTS (no gate lock, no clock read)."""
-    generating = spec_generator() == "agent"
-    db_clock = cast(dt.datetime, Now())  # the database's clock, in the query (one clock)
-    if not WorkItem.objects.claimable(db_clock, generating=generating).exists():
+    that finds nothing claimable stops at one unlocked read (no gate lock, no clock read)."""
+    if not claimable_exists():
         return 0
     claimed = 0
     while claimed < max_claims:

@@ -7,6 +7,7 @@ from uuid import UUID
 
 from orchestration import registry, requestid
 from orchestration.models import Worker, WorkItem, WorkItemEvent
+from orchestration.rows import Statement, insert_statement, statements_run
 
 
 def event_record(
@@ -51,6 +52,15 @@ def event_record(
 def events_record_many(events: list[WorkItemEvent]) -> list[WorkItemEvent]:
     """Append several events in one INSERT (``event_record``'s rules: the current request id
     in ``data.requestId``, the ``item_moved`` hooks told of every move)."""
+    if not events:
+        return []
+    [ids] = statements_run([events_insert(events)])
+    return events_inserted(events, ids)
+
+
+def events_insert(events: list[WorkItemEvent]) -> Statement:
+    """``events_record_many``'s INSERT, to run with other statements (``statements_run``);
+    hand its rows to ``events_inserted`` after."""
     rid = requestid.current()
     for event in events:
         event.data = dict(event.data or {})
@@ -58,10 +68,16 @@ def events_record_many(events: list[WorkItemEvent]) -> list[WorkItemEvent]:
             event.data[requestid.EVENT_KEY] = rid
         event.actor = event.actor[:100]
         event.message = event.message[:10_000]
-    created = WorkItemEvent.objects.bulk_create(events)
+    return insert_statement(events, returning_pk=True)
+
+
+def events_inserted(events: list[WorkItemEvent], ids: list[tuple[Any, ...]]) -> list[WorkItemEvent]:
+    """The events ``events_insert`` wrote, with their ids; the ``item_moved`` hooks told."""
     hooks = registry.item_moved_hooks()
-    for event in created:
+    for event, (pk,) in zip(events, ids, strict=True):
+        event.pk = pk
+        event._state.adding, event._state.db = False, "default"
         if event.to_status and event.to_status != event.from_status:
             for hook in hooks:
                 hook(event)
-    return created
+    return events
