@@ -7,6 +7,8 @@ reverse: services enqueue by name (``orchestration.nudge.TaskName``).
 from __future__ import annotations
 
 import logging
+import math
+import time
 
 from celery import shared_task
 from django.conf import settings
@@ -26,18 +28,28 @@ from orchestration.services.sweeps import sweep_run
 logger = logging.getLogger(__name__)
 
 
+# When this process last looked for starts and generations left behind (time.monotonic()).
+_recovered_at = [-math.inf]
+
+
 @shared_task(name=TaskName.DISPATCH, time_limit=120, soft_time_limit=100)
 def dispatch() -> int:
     """Claim queued work while the gate allows; re-nudge starts and generations left behind.
 
     Nudges are coalesced (``nudge.dispatch_nudge``): the run clears the pending flag before
-    it claims, and when it claimed a full batch it nudges the next run itself."""
+    it claims, and when it claimed a full batch it nudges the next run itself. The looking
+    for lost nudges is level-triggered recovery, not part of a claim: a process does it at
+    most once per half LOOP_INTERVAL (the beat's dispatch tick comes every LOOP_INTERVAL), so
+    the runs that a burst of submissions nudges do not compete with the starts they send."""
     nudge.dispatch_pending_clear()
     claimed = dispatch_run(max_claims=DISPATCH_BATCH)
     if claimed >= DISPATCH_BATCH:  # more may be waiting: the next run, coalesced
         nudge.send_on_commit(TaskName.DISPATCH)
-    dispatch_renudge_starts()
-    dispatch_renudge_generation()
+    now = time.monotonic()
+    if now - _recovered_at[0] >= settings.LOOP_INTERVAL / 2:
+        _recovered_at[0] = now
+        dispatch_renudge_starts()
+        dispatch_renudge_generation()
     return claimed
 
 

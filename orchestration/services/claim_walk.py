@@ -1,11 +1,12 @@
-"""The claim's reads: the gate, the nodes and the queue in one round trip, then the walk of
-the queue that picks the items a batch takes, on which nodes, and locks them.
+"""The claim's statements: the gate, the nodes and the first page of the queue (locked) in
+one round trip; the walk of the queue that places the items a batch takes on nodes; the
+writes that move them.
 
 Called by ``dispatch_claim`` (services/dispatch.py), in its transaction. The claim is on the
-pickup's path (an item committed → its attempt started), so its reads are a few statements
-written once — the scan compiled from ``WorkItem.claimable`` once per process and setting,
-the rest in SQL — that travel together (``rows.statements_run``), not query sets built anew
-for every claim.
+pickup's path (an item committed → its attempt started), so its statements are written once
+— the queue's page compiled from ``WorkItem.claimable`` once per process and setting, the
+rest in SQL — and travel together (``rows.statements_run``), not query sets built anew for
+every claim.
 """
 
 from __future__ import annotations
@@ -19,7 +20,8 @@ from uuid import UUID
 
 from django.conf import settings
 from django.db import connection
-from django.db.models.functions import Now
+from django.db.models import Count, OuterRef, Subquery, Value
+from django.db.models.functions import Coalesce, Now
 from django.utils import timezone
 
 from orchestration import clock as clock_module
@@ -34,7 +36,7 @@ from orchestration.services.specs import spec_generator
 # How many queued items one claim looks at past the ones no free node can take.
 CLAIM_SCAN = 500
 
-ScanRow = tuple[UUID, Any, str, str]  # id, metadata.nodeLabels, type, repo
+Row = tuple[UUID, str, Any, str, str, int]  # id, status, metadata, type, repo, prior attempts
 
 
 @dataclasses.dataclass(frozen=True)
@@ -47,7 +49,7 @@ class Opening:
     active: int
     spawns: int
     nodes: list[NodeSlots]
-    rows: list[ScanRow]
+    rows: list[Row]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -62,15 +64,16 @@ class Picked:
 
 
 def claim_page(limit: int) -> int:
-    """How many rows the walk reads first (a bigger page after each one it exhausts)."""
-    return max(20, min(limit * 2, CLAIM_SCAN))
+    """How many rows a claim of ``limit`` reads (and locks) first; a bigger page follows each
+    one the walk exhausts."""
+    return min(max(limit, 20), CLAIM_SCAN)
 
 
 def claim_open(*, gate: bool, page: int) -> Opening | None:
     """Steps 1 to 3 of the claim in one round trip: with ``gate``, lock the gate row; read the
     database clock, the active attempts and the attempts charged on the clock's budget day;
-    the active nodes with their running attempts; the first ``page`` rows of the queue. None:
-    the gate row does not exist yet (the caller makes it)."""
+    the active nodes with their running attempts; the first ``page`` rows of the queue, locked
+    (``_page``). None: the gate row does not exist yet (the caller makes it)."""
     quote = connection.ops.quote_name
     workers = quote(Worker._meta.db_table)
     active = ", ".join(["%s"] * len(Worker.ACTIVE))
@@ -106,7 +109,7 @@ def claim_open(*, gate: bool, page: int) -> Opening | None:
         [*Worker.ACTIVE, NodeState.ACTIVE],
     )
     gates, [(now, running, spawns)], node_rows, rows = statements_run(
-        [gate_row, figures, nodes, _scan(0, page)]
+        [gate_row, figures, nodes, _page(0, page)]
     )
     if not gates:
         return None
@@ -126,73 +129,52 @@ def claim_open(*, gate: bool, page: int) -> Opening | None:
             )
             for name, state, raw, capacity, count in node_rows
         ],
-        rows=[_scan_row(row) for row in rows],
+        rows=[_row(row) for row in rows],
     )
 
 
 def claim_items(opening: Opening, limit: int, *, use_capacity: bool) -> list[Picked]:
-    """Step 4 of the claim: up to ``limit`` claimable items free nodes can take, locked, each
-    with its node's name, in claim order.
+    """Step 4 of the claim: up to ``limit`` claimable items free nodes can take, each with its
+    node's name, in claim order.
 
-    The scan reads ids, wanted labels, type and repository only, without locks; the walk
-    places each item on a node whose free slots count down as the batch fills, then locks
-    the picked rows at once with SKIP LOCKED, re-checking their claimability under the lock.
-    Rows skipped give their slots back and the walk goes on. A review of a repository this
-    batch already took a review of ends the batch when REVIEW_CONCURRENCY_PER_REPO is on
-    (the next claim decides it against the running reviews, as a single claim would)."""
-    nodes = opening.nodes
+    The queue is read in pages that lock their rows as they read them (SKIP LOCKED: rows
+    another transaction holds are passed over; the first page came with ``opening``). Each
+    item takes a node offering its labels with a free slot, the slots counting down as the
+    batch fills; an item no free node can take is passed over and does not hold up the
+    items after it (its row stays locked until the claim commits). A review of a
+    repository this batch already took a review of ends the batch when
+    REVIEW_CONCURRENCY_PER_REPO is on (the next claim decides it against the running
+    reviews, as a single claim would)."""
     taken: dict[str, int] = {}  # node name -> slots this batch took
     review_repos: set[str] = set()
     reviews_limited = settings.REVIEW_CONCURRENCY_PER_REPO > 0
     claimed: list[Picked] = []
-    offset, page = 0, claim_page(limit)
-    rows = opening.rows
-    while len(claimed) < limit:
-        index = 0
-        while index < len(rows) and len(claimed) < limit:
-            tentative = dict(taken)
-            wanted_node: dict[UUID, str] = {}
-            stop = False
-            while index < len(rows) and len(claimed) + len(wanted_node) < limit:
-                pk, labels, kind, repo = rows[index]
-                if reviews_limited and kind == WorkItemType.REVIEW and repo in review_repos:
-                    stop = True
-                    break
-                index += 1
-                node = node_pick(
-                    _less(nodes, tentative),
-                    wanted_labels({"nodeLabels": labels}),
-                    use_capacity=use_capacity,
-                )
-                if node is None:
-                    continue
-                wanted_node[pk] = node.name
-                tentative[node.name] = tentative.get(node.name, 0) + 1
-                if reviews_limited and kind == WorkItemType.REVIEW:
-                    review_repos.add(repo)
-            if wanted_node:
-                locked = _lock(opening.now, list(wanted_node))
-                for pk in wanted_node:  # in claim order; fewer taken, so every one still fits
-                    row = locked.get(pk)
-                    if row is None:
-                        continue
-                    status, metadata, prior = row
-                    node = node_pick(
-                        _less(nodes, taken), wanted_labels(metadata), use_capacity=use_capacity
-                    )
-                    if node is None:  # cannot happen (a subset of a fitting walk); skip it
-                        continue
-                    taken[node.name] = taken.get(node.name, 0) + 1
-                    claimed.append(Picked(pk, status, metadata, prior, node.name))
-            if stop:
+    seen: set[UUID] = set()  # a page may repeat a row when the queue moved between pages
+    offset, page, rows = 0, claim_page(limit), opening.rows
+    while True:
+        for pk, status, metadata, kind, repo, prior in rows:
+            if pk in seen:
+                continue
+            seen.add(pk)
+            if reviews_limited and kind == WorkItemType.REVIEW and repo in review_repos:
+                return claimed
+            node = node_pick(
+                _less(opening.nodes, taken), wanted_labels(metadata), use_capacity=use_capacity
+            )
+            if node is None:
+                continue
+            taken[node.name] = taken.get(node.name, 0) + 1
+            if reviews_limited and kind == WorkItemType.REVIEW:
+                review_repos.add(repo)
+            claimed.append(Picked(pk, status, metadata, prior, node.name))
+            if len(claimed) >= limit:
                 return claimed
         offset += len(rows)
         if len(rows) < page or offset >= CLAIM_SCAN:
-            break
+            return claimed
         page = min(page * 5, CLAIM_SCAN)
-        [rows] = statements_run([_scan(offset, page)])
-        rows = [_scan_row(row) for row in rows]
-    return claimed
+        [raw] = statements_run([_page(offset, page)])
+        rows = [_row(row) for row in raw]
 
 
 def claim_assign(picked: list[Picked], workers: list[Worker], now: dt.datetime) -> Statement:
@@ -230,54 +212,37 @@ def claim_spawned(now: dt.datetime) -> Statement:
     )
 
 
-def claimable_exists() -> bool:
-    """Whether anything is claimable now (the first row of the scan; no lock)."""
-    [rows] = statements_run([_scan(0, 1)])
-    return bool(rows)
-
-
-def _scan(offset: int, page: int) -> Statement:
-    """A page of the queue in claim order (``WorkItem.claimable`` on the database's clock)."""
-    sql, params = _scan_sql(spec_generator() == "agent", settings.REVIEW_CONCURRENCY_PER_REPO)
-    return f"{sql} LIMIT {int(page)} OFFSET {int(offset)}", params
-
-
-@functools.lru_cache(maxsize=8)
-def _scan_sql(generating: bool, reviews: int) -> tuple[str, tuple[Any, ...]]:
-    """The scan, compiled once per setting (``reviews``: REVIEW_CONCURRENCY_PER_REPO, which
-    ``claimable`` reads)."""
-    due = WorkItem.objects.claimable(cast(dt.datetime, Now()), generating=generating)
-    return due.values_list("pk", "metadata__nodeLabels", "type", "repo").query.sql_with_params()
-
-
-def _scan_row(row: tuple[Any, ...]) -> ScanRow:
-    pk, labels, kind, repo = row
-    return _uuid(pk), _json(labels), kind, repo
-
-
-def _lock(now: dt.datetime, ids: list[UUID]) -> dict[UUID, tuple[str, Any, int]]:
-    """Lock those of ``ids`` still claimable at ``now`` (rows another transaction holds are
-    skipped): id → (status, metadata, prior attempts)."""
-    quote = connection.ops.quote_name
-    items, workers = quote(WorkItem._meta.db_table), quote(Worker._meta.db_table)
-    statuses = [WorkItemStatus.QUEUED]
-    if spec_generator() == "agent":
-        statuses.append(WorkItemStatus.GENERATING)
-    marks, status_marks = ", ".join(["%s"] * len(ids)), ", ".join(["%s"] * len(statuses))
-    lock = " FOR UPDATE SKIP LOCKED" if connection.features.has_select_for_update else ""
-    prep = WorkItem._meta.get_field("next_retry_at").get_db_prep_value
-    [rows] = statements_run(
-        [
-            (
-                f"SELECT i.id, i.status, i.metadata, (SELECT COUNT(*) FROM {workers} w "  # noqa: S608
-                f"WHERE w.work_item_id = i.id) FROM {items} i WHERE i.id IN ({marks}) "
-                f"AND i.status IN ({status_marks}) "
-                f"AND (i.next_retry_at IS NULL OR i.next_retry_at <= %s){lock}",
-                [*(_prep_pk(pk) for pk in ids), *statuses, prep(now, connection)],
-            )
-        ]
+def _page(offset: int, page: int) -> Statement:
+    """A page of the queue in claim order, its rows locked (``WorkItem.claimable`` on the
+    database's clock; rows another transaction holds are skipped)."""
+    return _page_sql(
+        spec_generator() == "agent", settings.REVIEW_CONCURRENCY_PER_REPO, offset, page
     )
-    return {_uuid(pk): (status, _json(raw), int(prior)) for pk, status, raw, prior in rows}
+
+
+@functools.lru_cache(maxsize=64)
+def _page_sql(generating: bool, reviews: int, offset: int, page: int) -> Statement:
+    """The page's statement, compiled once per process and setting (``reviews``:
+    REVIEW_CONCURRENCY_PER_REPO, which ``claimable`` reads). In a transaction (the lock)."""
+    prior = (
+        Worker.objects.filter(work_item=OuterRef("pk"))
+        .order_by()
+        .values("work_item")
+        .annotate(n=Count("pk"))
+        .values("n")
+    )
+    due = (
+        WorkItem.objects.claimable(cast(dt.datetime, Now()), generating=generating)
+        .select_for_update(skip_locked=True)
+        .annotate(prior_attempts=Coalesce(Subquery(prior), Value(0)))
+        .values_list("pk", "status", "metadata", "type", "repo", "prior_attempts")
+    )
+    return due[offset : offset + page].query.sql_with_params()
+
+
+def _row(row: tuple[Any, ...]) -> Row:
+    pk, status, metadata, kind, repo, prior = row
+    return _uuid(pk), status, _json(metadata), kind, repo, int(prior)
 
 
 def _json(value: Any) -> Any:

@@ -42,7 +42,6 @@ from orchestration.services.claim_walk import (
     claim_open,
     claim_page,
     claim_spawned,
-    claimable_exists,
 )
 from orchestration.services.costs import cost_spent_today, daily_cost_budget
 from orchestration.services.events import events_insert, events_inserted
@@ -174,14 +173,15 @@ def dispatch_claim(limit: int, *, use_gate: bool = True) -> list[UUID]:
        that many single claims would let through (``gate_room``; 1 with a cooldown).
     3. Read the nodes with a free slot (with none registered at all: register this host's,
        the implicit node). None free: nothing to claim.
-    4. Walk the claimable items in claim order; each one some free node offers every label
+    4. Walk the claimable items in claim order, read in pages that lock their rows (rows
+       another transaction holds are skipped); each one some free node offers every label
        of (metadata.nodeLabels) takes the node with the most free slots left. An item no
-       free node can take is passed over: it does not hold up the items after it. The ones
-       picked are locked in one statement (rows another transaction holds are skipped, and
-       the walk goes on past them).
+       free node can take is passed over: it does not hold up the items after it.
     5. Create the Workers (``starting``, on their nodes), move the items to ``assigned``,
        charge the budget once for all, record the spawn time and an event per item — all in
        this transaction, in a fixed number of statements whatever the batch's size.
+    Steps 1 to 3 and the walk's first page are one round trip to the database, step 5
+    another (``claim_walk``).
     6. After commit, enqueue one "start workers <ids>" per node on the node's own queue (its
        worker starts them together or sends each on as its own message: ``start_worker``).
     ``use_gate=False`` skips steps 1 and 2 and the nodes' capacity (used to test the queue
@@ -267,9 +267,7 @@ DISPATCH_BATCH = 100  # claims per dispatch run
 
 def dispatch_run(*, max_claims: int = DISPATCH_BATCH) -> int:
     """Claim while the gate allows (bounded per call); returns how many were claimed. A run
-    that finds nothing claimable stops at one unlocked read (no gate lock, no clock read)."""
-    if not claimable_exists():
-        return 0
+    that finds nothing claimable stops at its first claim's first round trip."""
     claimed = 0
     while claimed < max_claims:
         want = max_claims - claimed
