@@ -10,7 +10,7 @@ from decimal import Decimal
 from typing import Any
 
 import pytest
-from django.db import connection
+from django.db import connection, transaction
 from django.test.utils import CaptureQueriesContext
 
 from orchestration.choices import EventKind
@@ -24,6 +24,7 @@ from orchestration.models import (
     WorkItemStatus,
     WorkItemType,
 )
+from orchestration.services.claim_walk import claim_open, claim_page
 from orchestration.services.dispatch import dispatch_claim, dispatch_run
 from orchestration.services.nodes import node_register
 from tests.factories import WorkItemFactory
@@ -171,3 +172,56 @@ def test_a_batch_costs_the_same_statements_as_a_single_claim(settings: Any) -> N
         assert len(dispatch_claim(30)) == 30
     assert len(many.captured_queries) <= len(one.captured_queries) + 1
     assert len(many.captured_queries) <= 14, [q["sql"][:80] for q in many.captured_queries]
+
+
+def test_items_no_node_takes_do_not_hold_up_the_rest_when_the_room_is_small(
+    settings: Any,
+) -> None:
+    settings.MAX_WORKERS = 2  # the first page is as long as the room: two rows
+    arm = [WorkItemFactory.create(metadata={"nodeLabels": ["arm"]}) for _ in range(3)]
+    plain = WorkItemFactory.create_batch(2)
+
+    claimed = Worker.objects.filter(pk__in=dispatch_claim(10))
+
+    assert {w.work_item_id for w in claimed} == {p.pk for p in plain}
+    assert set(
+        WorkItem.objects.filter(pk__in=[a.pk for a in arm]).values_list("status", flat=True)
+    ) == {WorkItemStatus.QUEUED}
+
+
+def lockable_elsewhere() -> int:
+    """How many queued rows another connection could lock now."""
+
+    def count() -> int:
+        with transaction.atomic():
+            return len(
+                list(
+                    WorkItem.objects.select_for_update(skip_locked=True)
+                    .filter(status=WorkItemStatus.QUEUED)
+                    .values_list("pk", flat=True)
+                )
+            )
+
+    [n] = run_concurrently(1, count)
+    return int(n)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_claim_locks_no_more_queued_rows_than_the_room_and_none_at_capacity(
+    settings: Any,
+) -> None:
+    settings.MAX_WORKERS = 3
+    WorkItemFactory.create_batch(2)
+    assert len(dispatch_claim(2)) == 2  # one slot left
+    WorkItemFactory.create_batch(5)
+
+    with transaction.atomic():
+        opening = claim_open(gate=True, page=claim_page(50))
+        assert opening is not None and len(opening.rows) == 1
+        assert lockable_elsewhere() == 4
+
+    assert len(dispatch_claim(50)) == 1  # at capacity now
+    with transaction.atomic():
+        opening = claim_open(gate=True, page=claim_page(50))
+        assert opening is not None and opening.rows == []
+        assert lockable_elsewhere() == 4

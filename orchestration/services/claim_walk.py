@@ -50,6 +50,8 @@ class Opening:
     spawns: int
     nodes: list[NodeSlots]
     rows: list[Row]
+    # How many rows the first page could hold: fewer came only if the queue has no more.
+    first_page: int
 
 
 @dataclasses.dataclass(frozen=True)
@@ -109,12 +111,18 @@ def claim_open(*, gate: bool, page: int) -> Opening | None:
         [*Worker.ACTIVE, NodeState.ACTIVE],
     )
     gates, [(now, running, spawns)], node_rows, rows = statements_run(
-        [gate_row, figures, nodes, _page(0, page)]
+        [gate_row, figures, nodes, _page(0, page, gate=gate)]
     )
     if not gates:
         return None
     [(last_spawn_at,)] = gates
+    first_page = page
+    if gate and postgres:  # as ``_page`` bounds it
+        first_page = min(page, max(settings.MAX_WORKERS - int(running), 0))
+    if gate and settings.COOLDOWN_SECONDS > 0:
+        first_page = min(first_page, 1)
     return Opening(
+        first_page=first_page,
         now=now if postgres else host_now,
         last_spawn_at=last_spawn_at if postgres or last_spawn_at is None else _aware(last_spawn_at),
         active=int(running) if gate else 0,
@@ -169,11 +177,12 @@ def claim_items(opening: Opening, limit: int, *, use_capacity: bool) -> list[Pic
             claimed.append(Picked(pk, status, metadata, prior, node.name))
             if len(claimed) >= limit:
                 return claimed
+        full = opening.first_page if offset == 0 else page
         offset += len(rows)
-        if len(rows) < page or offset >= CLAIM_SCAN:
+        if not rows or len(rows) < full or offset >= CLAIM_SCAN:
             return claimed
         page = min(page * 5, CLAIM_SCAN)
-        [raw] = statements_run([_page(offset, page)])
+        [raw] = statements_run([_page(offset, page, gate=False)])
         rows = [_row(row) for row in raw]
 
 
@@ -212,16 +221,36 @@ def claim_spawned(now: dt.datetime) -> Statement:
     )
 
 
-def _page(offset: int, page: int) -> Statement:
+def _page(offset: int, page: int, *, gate: bool) -> Statement:
     """A page of the queue in claim order, its rows locked (``WorkItem.claimable`` on the
-    database's clock; rows another transaction holds are skipped)."""
-    return _page_sql(
-        spec_generator() == "agent", settings.REVIEW_CONCURRENCY_PER_REPO, offset, page
+    database's clock; rows another transaction holds are skipped). ``gate``: the claim's
+    first page, read before the gate decides, so it is no longer than the room MAX_WORKERS
+    leaves (none at capacity; one with a cooldown): a claim at capacity locks no row."""
+    sql, params = _page_sql(
+        spec_generator() == "agent", settings.REVIEW_CONCURRENCY_PER_REPO, offset
     )
+    if settings.COOLDOWN_SECONDS > 0 and gate:
+        page = 1  # a cooldown lets one claim through at a time (``gate_room``)
+    limit, limit_params = f"LIMIT {int(page)}", []
+    if gate and connection.vendor == "postgresql":
+        workers = connection.ops.quote_name(Worker._meta.db_table)
+        active = ", ".join(["%s"] * len(Worker.ACTIVE))
+        limit = (
+            f"LIMIT LEAST(%s, GREATEST(%s - (SELECT COUNT(*) FROM {workers} "  # noqa: S608
+            f"WHERE status IN ({active})), 0))"
+        )
+        limit_params = [int(page), settings.MAX_WORKERS, *Worker.ACTIVE]
+    # The LIMIT is the statement's last parameter (only its lock clause follows it).
+    return sql.replace(_UNBOUNDED, limit), [*params, *limit_params]
+
+
+# The LIMIT the page is compiled with, replaced by the page's own.
+_SENTINEL = 987_654_321
+_UNBOUNDED = f"LIMIT {_SENTINEL}"
 
 
 @functools.lru_cache(maxsize=64)
-def _page_sql(generating: bool, reviews: int, offset: int, page: int) -> Statement:
+def _page_sql(generating: bool, reviews: int, offset: int) -> tuple[str, tuple[Any, ...]]:
     """The page's statement, compiled once per process and setting (``reviews``:
     REVIEW_CONCURRENCY_PER_REPO, which ``claimable`` reads). In a transaction (the lock)."""
     prior = (
@@ -237,7 +266,10 @@ def _page_sql(generating: bool, reviews: int, offset: int, page: int) -> Stateme
         .annotate(prior_attempts=Coalesce(Subquery(prior), Value(0)))
         .values_list("pk", "status", "metadata", "type", "repo", "prior_attempts")
     )
-    return due[offset : offset + page].query.sql_with_params()
+    sql, params = due[offset : offset + _SENTINEL].query.sql_with_params()
+    if sql.count(_UNBOUNDED) != 1:  # the ORM wrote the page otherwise: refuse, never guess
+        raise RuntimeError("the claim's page statement has no single LIMIT to set")
+    return sql, params
 
 
 def _row(row: tuple[Any, ...]) -> Row:
