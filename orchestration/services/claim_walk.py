@@ -75,7 +75,8 @@ def claim_open(*, gate: bool, page: int) -> Opening | None:
     """Steps 1 to 3 of the claim in one round trip: with ``gate``, lock the gate row; read the
     database clock, the active attempts and the attempts charged on the clock's budget day;
     the active nodes with their running attempts; the first ``page`` rows of the queue, locked
-    (``_page``). None: the gate row does not exist yet (the caller makes it)."""
+    (``_page``; through the gate no more than its room). None: the gate row does not exist
+    yet (the caller makes it)."""
     quote = connection.ops.quote_name
     workers = quote(Worker._meta.db_table)
     active = ", ".join(["%s"] * len(Worker.ACTIVE))
@@ -110,22 +111,21 @@ def claim_open(*, gate: bool, page: int) -> Opening | None:
         f"FROM {quote(Node._meta.db_table)} n WHERE n.state = %s",
         [*Worker.ACTIVE, NodeState.ACTIVE],
     )
+    if gate and settings.COOLDOWN_SECONDS > 0:
+        page = 1  # a cooldown lets one claim through at a time (``gate_room``)
+    capped = gate and postgres
     gates, [(now, running, spawns)], node_rows, rows = statements_run(
-        [gate_row, figures, nodes, _page(0, page, gate=gate)]
+        [gate_row, figures, nodes, _page(0, page, capped=capped)]
     )
     if not gates:
         return None
     [(last_spawn_at,)] = gates
-    first_page = page
-    if gate and postgres:  # as ``_page`` bounds it
-        first_page = min(page, max(settings.MAX_WORKERS - int(running), 0))
-    if gate and settings.COOLDOWN_SECONDS > 0:
-        first_page = min(first_page, 1)
     return Opening(
-        first_page=first_page,
+        # As ``_page`` capped it (the count it read came after this one: never less room).
+        first_page=min(page, max(settings.MAX_WORKERS - int(running), 0)) if capped else page,
         now=now if postgres else host_now,
         last_spawn_at=last_spawn_at if postgres or last_spawn_at is None else _aware(last_spawn_at),
-        active=int(running) if gate else 0,
+        active=int(running),
         spawns=int(spawns or 0),
         nodes=[
             NodeSlots(
@@ -182,7 +182,7 @@ def claim_items(opening: Opening, limit: int, *, use_capacity: bool) -> list[Pic
         if not rows or len(rows) < full or offset >= CLAIM_SCAN:
             return claimed
         page = min(page * 5, CLAIM_SCAN)
-        [raw] = statements_run([_page(offset, page, gate=False)])
+        [raw] = statements_run([_page(offset, page, capped=False)])
         rows = [_row(row) for row in raw]
 
 
@@ -221,18 +221,16 @@ def claim_spawned(now: dt.datetime) -> Statement:
     )
 
 
-def _page(offset: int, page: int, *, gate: bool) -> Statement:
+def _page(offset: int, page: int, *, capped: bool) -> Statement:
     """A page of the queue in claim order, its rows locked (``WorkItem.claimable`` on the
-    database's clock; rows another transaction holds are skipped). ``gate``: the claim's
-    first page, read before the gate decides, so it is no longer than the room MAX_WORKERS
-    leaves (none at capacity; one with a cooldown): a claim at capacity locks no row."""
+    database's clock; rows another transaction holds are skipped). ``capped`` (the first
+    page, read before the gate decides; PostgreSQL): no longer than the room MAX_WORKERS
+    leaves, so a claim at capacity locks no row."""
     sql, params = _page_sql(
         spec_generator() == "agent", settings.REVIEW_CONCURRENCY_PER_REPO, offset
     )
-    if settings.COOLDOWN_SECONDS > 0 and gate:
-        page = 1  # a cooldown lets one claim through at a time (``gate_room``)
     limit, limit_params = f"LIMIT {int(page)}", []
-    if gate and connection.vendor == "postgresql":
+    if capped:
         workers = connection.ops.quote_name(Worker._meta.db_table)
         active = ", ".join(["%s"] * len(Worker.ACTIVE))
         limit = (
