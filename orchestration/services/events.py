@@ -5,6 +5,8 @@ from __future__ import annotations
 from typing import Any
 from uuid import UUID
 
+from django.db import connection
+
 from orchestration import registry, requestid
 from orchestration.models import Worker, WorkItem, WorkItemEvent
 from orchestration.rows import Statement, insert_statement, statements_run
@@ -76,7 +78,7 @@ def events_inserted(events: list[WorkItemEvent], ids: list[tuple[Any, ...]]) -> 
     hooks = registry.item_moved_hooks()
     for event, (pk,) in zip(events, ids, strict=True):
         event.pk = pk
-        event._state.adding, event._state.db = False, "default"
+        event._state.adding, event._state.db = False, connection.alias
         if event.to_status and event.to_status != event.from_status:
             for hook in hooks:
                 hook(event)
