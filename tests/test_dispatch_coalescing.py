@@ -74,3 +74,23 @@ def test_a_run_that_claims_a_full_batch_nudges_the_next_one(settings: Any) -> No
         assert sent[TaskName.DISPATCH].call_count == 1
         assert dispatch() == 5
     assert sent[TaskName.DISPATCH].call_count == 1  # a partial batch: nothing more waits
+
+
+def test_a_process_looks_for_lost_nudges_at_most_once_per_half_loop_interval(
+    settings: Any,
+) -> None:
+    settings.LOOP_INTERVAL = 5.0
+    clock = [1000.0]
+    with (
+        mock.patch("orchestration.tasks._recovered_at", [-float("inf")]),
+        mock.patch("orchestration.tasks.time.monotonic", lambda: clock[0]),
+        mock.patch("orchestration.tasks.dispatch_renudge_starts") as starts,
+        mock.patch("orchestration.tasks.dispatch_renudge_generation") as generations,
+    ):
+        dispatch()  # the first run in this process looks
+        clock[0] += 2.4
+        dispatch()  # a nudged run soon after does not
+        assert (starts.call_count, generations.call_count) == (1, 1)
+        clock[0] += 0.1  # half LOOP_INTERVAL since the last look
+        dispatch()
+        assert (starts.call_count, generations.call_count) == (2, 2)

@@ -180,10 +180,10 @@ def dispatch_claim(limit: int, *, use_gate: bool = True) -> list[UUID]:
     5. Create the Workers (``starting``, on their nodes), move the items to ``assigned``,
        charge the budget once for all, record the spawn time and an event per item — all in
        this transaction, in a fixed number of statements whatever the batch's size.
-    Steps 1 to 3 and the walk's first page are one round trip to the database, step 5
-    another (``claim_walk``).
     6. After commit, enqueue one "start workers <ids>" per node on the node's own queue (its
        worker starts them together or sends each on as its own message: ``start_worker``).
+    Steps 1 to 3 and the walk's first page are one round trip to the database, step 5
+    another (``claim_walk``).
     ``use_gate=False`` skips steps 1 and 2 and the nodes' capacity (used to test the queue
     claim on its own).
     """
@@ -248,7 +248,8 @@ def dispatch_claim(limit: int, *, use_gate: bool = True) -> list[UUID]:
             writes += [usage_statement(now=now, spawns=len(workers)), claim_spawned(now)]
         results = statements_run([*writes, events_insert(events)])
         if len(results[1]) != len(picked):  # cannot happen while we hold the row locks
-            raise RuntimeError(f"claimed items {picked} changed under their row locks")
+            ids = [str(item.item_id) for item in picked]
+            raise RuntimeError(f"claimed items {ids} changed under their row locks")
         events_inserted(events, results[-1])
         starts: dict[str, list[str]] = {}
         for item, worker in zip(picked, workers, strict=True):
