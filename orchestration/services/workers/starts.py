@@ -13,6 +13,7 @@ from uuid import UUID
 from django.db import connection, transaction
 from django.db.models import Case, CharField, Value, When
 
+from orchestration import clock as clock_module
 from orchestration.choices import EventKind
 from orchestration.clock import db_now
 from orchestration.models import Worker, WorkerStatus, WorkItem, WorkItemEvent, WorkItemStatus
@@ -86,7 +87,7 @@ def _locks(ids: list[Any]) -> list[Statement]:
     params = [Worker._meta.pk.get_db_prep_value(i, connection) for i in ids]
     marks = ", ".join(["%s"] * len(ids))
     lock = " FOR UPDATE" if connection.features.has_select_for_update else ""
-    clock = "clock_timestamp()" if connection.vendor == "postgresql" else "NULL"
+    clock = clock_module.CLOCK_SQL if connection.vendor == "postgresql" else "NULL"
     return [
         (
             f"SELECT id, status FROM {items} WHERE id IN "  # noqa: S608 (the models' own names)
