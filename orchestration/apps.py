@@ -37,7 +37,7 @@ class OrchestrationConfig(AppConfig):
     def ready(self) -> None:
         # Imported here, not at module level: both use models, which exist only once the app
         # registry is ready. Importing them registers the system checks and the core sweeps.
-        from orchestration import checks, checks_nodes  # noqa: F401
+        from orchestration import checks, checks_database, checks_nodes  # noqa: F401
         from orchestration.services import sweeps  # noqa: F401
 
         # Sent once per migrated app, after auth's handler made that app's permissions: the

@@ -8,7 +8,13 @@ from typing import Any
 import pytest
 from django.core.checks import Error, run_checks
 
-from orchestration.checks import check_intake, check_limits, check_worker_resources, size_bytes
+from orchestration.checks import (
+    check_intake,
+    check_limits,
+    check_worker_resources,
+    size_bytes,
+)
+from orchestration.checks_database import check_client_side_binding
 
 
 def ids(messages: list[Any]) -> set[str]:
@@ -171,3 +177,12 @@ def test_good_intake_settings_pass(settings: Any) -> None:
     settings.INTAKE_PRIORITY, settings.INTAKE_REPOS = "High", ["acme/widgets", " acme/w.x "]
 
     assert check_intake(None) == []
+
+
+def test_server_side_binding_is_an_error_the_claim_names(settings: Any) -> None:
+    database = {**settings.DATABASES["default"]}
+    database["OPTIONS"] = {**(database.get("OPTIONS") or {}), "server_side_binding": True}
+    settings.DATABASES = {**settings.DATABASES, "default": database}
+    assert [e.id for e in check_client_side_binding(None)] == ["orchestration.E092"]
+    database["OPTIONS"]["server_side_binding"] = False
+    assert check_client_side_binding(None) == []
