@@ -4,6 +4,7 @@ message that names the setting; the defaults give no error."""
 from __future__ import annotations
 
 from typing import Any
+from unittest import mock
 
 import pytest
 from django.core.checks import Error, run_checks
@@ -180,9 +181,10 @@ def test_good_intake_settings_pass(settings: Any) -> None:
 
 
 def test_server_side_binding_is_an_error_the_claim_names(settings: Any) -> None:
-    database = {**settings.DATABASES["default"]}
-    database["OPTIONS"] = {**(database.get("OPTIONS") or {}), "server_side_binding": True}
-    settings.DATABASES = {**settings.DATABASES, "default": database}
-    assert [e.id for e in check_client_side_binding(None)] == ["orchestration.E092"]
-    database["OPTIONS"]["server_side_binding"] = False
-    assert check_client_side_binding(None) == []
+    default = settings.DATABASES["default"]
+    options = {**(default.get("OPTIONS") or {}), "server_side_binding": True}
+    # In place, for this check only: overriding DATABASES would reconfigure the connections.
+    with mock.patch.dict(default, {"OPTIONS": options}):
+        assert [e.id for e in check_client_side_binding(None)] == ["orchestration.E092"]
+        options["server_side_binding"] = False
+        assert check_client_side_binding(None) == []
