@@ -18,7 +18,7 @@ from decimal import Decimal
 from uuid import UUID
 
 from django.conf import settings
-from django.db import connection, transaction
+from django.db import transaction
 from django.db.models import Q
 
 from orchestration import nudge
@@ -87,26 +87,6 @@ def usage_statement(*, now: dt.datetime, spawns: int = 0, iterations: int = 0) -
     )
 
 
-def gate_figures(now: dt.datetime) -> tuple[int, int]:
-    """The active attempts and the attempts charged on ``now``'s budget day: one statement."""
-    statuses = list(Worker.ACTIVE)
-    marks = ", ".join(["%s"] * len(statuses))
-    workers, usage = Worker._meta.db_table, DailyUsage._meta.db_table  # the models' own names
-    active_sql = f"SELECT COUNT(*) FROM {workers} WHERE status IN ({marks})"  # noqa: S608
-    spawns_sql = f"SELECT spawns FROM {usage} WHERE date = %s"  # noqa: S608
-    with connection.cursor() as cursor:
-        cursor.execute(f"SELECT ({active_sql}), ({spawns_sql})", [*statuses, budget_date(now)])
-        active, spawns = cursor.fetchone()
-    return int(active), int(spawns or 0)
-
-
-def gate_evaluate(*, now: dt.datetime, last_spawn_at: dt.datetime | None) -> GateDecision:
-    """Capacity, then cooldown, then the day's budget of attempts, then of money (when
-    DAILY_COST_BUDGET is on). Read-only; the caller holds the lock."""
-    active, spawns = gate_figures(now)
-    return gate_decide(now=now, last_spawn_at=last_spawn_at, active=active, spawns=spawns)
-
-
 def gate_room(decision: GateDecision) -> int:
     """How many claims in a row an open gate lets through, as that many single claims under
     the lock would decide: capacity and the day's attempts are counted down by each; any
@@ -150,12 +130,6 @@ def gate_decide(
             return GateDecision(False, "cost_budget", until, active, spawns, spent)
         return GateDecision(True, "", None, active, spawns, spent)
     return GateDecision(True, "", None, active, spawns)
-
-
-def gate_status() -> GateDecision:
-    """The gate as it stands now, for status pages (no lock taken)."""
-    state = DispatchState.objects.filter(pk=1).first()
-    return gate_evaluate(now=db_now(), last_spawn_at=state.last_spawn_at if state else None)
 
 
 def dispatch_claim_one(*, use_gate: bool = True) -> UUID | None:
