@@ -78,8 +78,6 @@ def claim_open(*, gate: bool, page: int) -> Opening | None:
     (``_page``; through the gate no more than its room). None: the gate row does not exist
     yet (the caller makes it)."""
     quote = connection.ops.quote_name
-    workers = quote(Worker._meta.db_table)
-    active = ", ".join(["%s"] * len(Worker.ACTIVE))
     # The gate row locked first; what it guards read after, by statements of their own (a
     # statement's snapshot predates the lock it waited for, so it would miss what the claimer
     # before it committed).
@@ -100,16 +98,17 @@ def claim_open(*, gate: bool, page: int) -> Opening | None:
     else:
         clock, day = "NULL", "%s"
         clock_params = [connection.ops.adapt_datefield_value(budget_date(host_now))]
+    active, active_params = _active_count()
     figures: Statement = (
-        f"SELECT t.now, (SELECT COUNT(*) FROM {workers} WHERE status IN ({active})), "  # noqa: S608
-        f"(SELECT spawns FROM {usage} WHERE date = {day}) FROM (SELECT {clock} AS now) t",
-        [*Worker.ACTIVE, *clock_params],
+        f"SELECT t.now, {active}, (SELECT spawns FROM {usage} WHERE date = {day}) "  # noqa: S608
+        f"FROM (SELECT {clock} AS now) t",
+        [*active_params, *clock_params],
     )
+    running_on, running_params = _active_count(" AND w.node_id = n.name")
     nodes: Statement = (
-        f"SELECT n.name, n.state, n.labels, n.capacity, (SELECT COUNT(*) FROM {workers} w "  # noqa: S608
-        f"WHERE w.node_id = n.name AND w.status IN ({active})) "
+        f"SELECT n.name, n.state, n.labels, n.capacity, {running_on} "  # noqa: S608
         f"FROM {quote(Node._meta.db_table)} n WHERE n.state = %s",
-        [*Worker.ACTIVE, NodeState.ACTIVE],
+        [*running_params, NodeState.ACTIVE],
     )
     if gate and settings.COOLDOWN_SECONDS > 0:
         page = 1  # a cooldown lets one claim through at a time (``gate_room``)
@@ -231,13 +230,9 @@ def _page(offset: int, page: int, *, capped: bool) -> Statement:
     )
     limit, limit_params = f"LIMIT {int(page)}", []
     if capped:
-        workers = connection.ops.quote_name(Worker._meta.db_table)
-        active = ", ".join(["%s"] * len(Worker.ACTIVE))
-        limit = (
-            f"LIMIT LEAST(%s, GREATEST(%s - (SELECT COUNT(*) FROM {workers} "  # noqa: S608
-            f"WHERE status IN ({active})), 0))"
-        )
-        limit_params = [int(page), settings.MAX_WORKERS, *Worker.ACTIVE]
+        active, active_params = _active_count()
+        limit = f"LIMIT LEAST(%s, GREATEST(%s - {active}, 0))"
+        limit_params = [int(page), settings.MAX_WORKERS, *active_params]
     # The LIMIT is the statement's last parameter (only its lock clause follows it).
     return sql.replace(_UNBOUNDED, limit), [*params, *limit_params]
 
@@ -270,18 +265,22 @@ def _page_sql(generating: bool, reviews: int, offset: int) -> tuple[str, tuple[A
     return sql, params
 
 
+def _active_count(also: str = "") -> tuple[str, list[Any]]:
+    """A subquery counting the active attempts (``w``), with ``also`` as a further condition."""
+    workers = connection.ops.quote_name(Worker._meta.db_table)
+    marks = ", ".join(["%s"] * len(Worker.ACTIVE))
+    sql = f"(SELECT COUNT(*) FROM {workers} w WHERE w.status IN ({marks}){also})"  # noqa: S608
+    return sql, list(Worker.ACTIVE)
+
+
 def _row(row: tuple[Any, ...]) -> Row:
     pk, status, metadata, kind, repo, prior = row
-    return _uuid(pk), status, _json(metadata), kind, repo, int(prior)
+    return WorkItem._meta.pk.to_python(pk), status, _json(metadata), kind, repo, int(prior)
 
 
 def _json(value: Any) -> Any:
     """A JSON column as the ORM reads it (the backends hand it over as text)."""
     return json.loads(value) if isinstance(value, str | bytes) else value
-
-
-def _uuid(value: Any) -> UUID:
-    return value if isinstance(value, UUID) else UUID(str(value))
 
 
 def _prep_pk(pk: UUID) -> Any:
